@@ -1,0 +1,8 @@
+#' bbvi: black-box variational inference with a compiled core
+#'
+#' Fit Gaussian variational approximations to posteriors of custom models
+#' ([bbvi_model()]) and GLMs (a formula), with the optimisation loop in C.
+#'
+#' @keywords internal
+#' @useDynLib bbvi, .registration = TRUE, .fixes = "C_"
+"_PACKAGE"

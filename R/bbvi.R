@@ -1,0 +1,201 @@
+#' Black-box variational inference
+#'
+#' Fits a Gaussian approximation q to a posterior by maximising the evidence
+#' lower bound (ELBO) with stochastic gradients, either for a custom model
+#' made by [bbvi_model()] or for a generalized linear model given by a
+#' formula (see [bbvi.formula()]).
+#'
+#' q lives on the unconstrained scale (bounded parameters are transformed,
+#' see [param()]). `"meanfield"` is a diagonal Gaussian, `"fullrank"` a
+#' Gaussian with a full Cholesky factor. The ELBO is
+#' E_q log p(x, z) - E_q log q(z) = log p(x) - KL(q || p(z | x)): q is
+#' mode-seeking and tends to understate posterior spread, the more so for
+#' mean-field on correlated posteriors.
+#'
+#' **Gradients.** `"score"` is the score-function estimator of Ranganath,
+#' Gerrish and Blei (2014), E_q\[grad log q (log p - log q)\], with one
+#' control variate per variational parameter (fitted leaving the current draw
+#' out, so the estimate stays unbiased); it needs only log-joint values.
+#' `"reparam"` differentiates through z = mu + L eps and needs the gradient
+#' of the log-joint; it is far less noisy. `"auto"` picks `"reparam"` when a
+#' gradient is available.
+#'
+#' **Steps and stopping.** AdaGrad (default; step `eta` / sqrt(sum of squared
+#' gradients) per coordinate) or Adam. Every `window` iterations the
+#' variational parameters are averaged over the window; the fit has
+#' converged when, for two windows in a row, no posterior mean moved by more
+#' than `tol` posterior sds, no posterior sd changed by more than a factor
+#' `exp(tol)`, and the windowed mean ELBO rose by less than twice its Monte
+#' Carlo standard error. The returned q is the average over the last window.
+#' A non-finite step restarts from the last window's point with a step ten
+#' times smaller (at most five times).
+#'
+#' @param x A [bbvi_model()] or a formula.
+#' @param ... Passed on to methods.
+#' @return An object of class `bbvi_fit`.
+#' @references Ranganath, R., Gerrish, S. and Blei, D. M. (2014). Black box
+#'   variational inference. AISTATS.
+#' @export
+bbvi <- function(x, ...) UseMethod("bbvi")
+
+#' @export
+bbvi.default <- function(x, ...) {
+  cli::cli_abort(c("{.fn bbvi} needs a formula or a model made by {.fn bbvi_model}.",
+                   x = "Its first argument is {describe(x)}."))
+}
+
+#' @rdname bbvi
+#' @param method `"meanfield"` or `"fullrank"`.
+#' @param estimator `"auto"`, `"score"` or `"reparam"`.
+#' @param samples Monte Carlo draws per iteration; `NULL` picks 10 for
+#'   `"reparam"` and 50 for `"score"`.
+#' @param max_iter Most iterations.
+#' @param tol Convergence tolerance in posterior-sd units (see Details);
+#'   `NULL` means 0.01.
+#' @param seed `NULL` to use R's random number stream (so [set.seed()] before
+#'   the call reproduces the fit) or a number: the fit is then reproducible
+#'   and R's stream is left as it was.
+#' @param progress Show progress (not yet drawn; accepted for the interface).
+#' @param optimizer `"adagrad"` or `"adam"`.
+#' @param eta Base step size; `NULL` means 0.5 for AdaGrad and 0.05 for Adam.
+#' @param window Iterations per convergence window.
+#' @param init Optional starting point: a named list of parameter values on
+#'   the constrained scale (default: 0 on the unconstrained scale).
+#' @param init_sd Starting sd of q on the unconstrained scale.
+#' @param draws Number of draws from q kept in the fit for summaries.
+#' @examples
+#' y <- c(1.2, 0.4, 2.1, 1.7)
+#' m <- bbvi_model(
+#'   function(theta, data) sum(dnorm(data, theta$mu, 1, log = TRUE)) +
+#'     dnorm(theta$mu, 0, 10, log = TRUE),
+#'   parameters = list(mu = param()), data = y)
+#' fit <- bbvi(m, seed = 1)
+#' summary(fit)
+#' @export
+bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
+                            estimator = c("auto", "score", "reparam"),
+                            samples = NULL, max_iter = 10000, tol = NULL,
+                            seed = NULL, progress = interactive(),
+                            optimizer = c("adagrad", "adam"), eta = NULL,
+                            window = 100, init = NULL, init_sd = 1,
+                            draws = 4000, ...) {
+  call <- match.call()
+  check_dots_empty(...)
+  method <- match_arg(method, c("meanfield", "fullrank"), "method")
+  estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
+  optimizer <- match_arg(optimizer, c("adagrad", "adam"), "optimizer")
+  estimator <- resolve_estimator(estimator, x$has_gradient)
+  init_mean <- init_unconstrained(init, x)
+  check_positive(init_sd, "init_sd")
+  with_seed(seed, {
+    res <- vi_engine(x, r_target_spec(x, err_call = call("bbvi")),
+                     method = method, estimator = estimator, samples = samples,
+                     max_iter = max_iter, tol = tol, optimizer = optimizer,
+                     eta = eta, window = window, init_mean = init_mean,
+                     init_log_sd = rep(log(init_sd), length(init_mean)),
+                     progress = progress)
+    new_bbvi_fit(x, res, call = call, draws = draws)
+  })
+}
+
+resolve_estimator <- function(estimator, has_gradient) {
+  if (estimator == "auto") return(if (has_gradient) "reparam" else "score")
+  if (estimator == "reparam" && !has_gradient) {
+    cli::cli_abort(c("{.code estimator = \"reparam\"} needs the gradient of the log-joint.",
+                     i = "Give {.arg gradient} to {.fn bbvi_model}, or use {.code estimator = \"score\"}."),
+                   call = NULL)
+  }
+  estimator
+}
+
+match_arg <- function(x, choices, arg) {
+  if (identical(x, choices)) return(choices[1])
+  if (!is.character(x) || length(x) != 1 || is.na(x) || !(x %in% choices)) {
+    abort_arg(arg, paste0("one of ", paste0('"', choices, '"', collapse = ", ")), x)
+  }
+  x
+}
+
+check_dots_empty <- function(...) {
+  if (...length() > 0) {
+    nms <- names(list(...))
+    nms <- if (is.null(nms)) rep("", ...length()) else nms
+    shown <- ifelse(nms == "", "<unnamed>", nms)
+    cli::cli_abort(c("Unknown argument{?s}: {.arg {shown}}."), call = NULL)
+  }
+}
+
+init_unconstrained <- function(init, model) {
+  D <- length(model$par_names)
+  if (is.null(init)) return(numeric(D))
+  if (!is.list(init) || is.null(names(init)) ||
+      !setequal(names(init), names(model$parameters))) {
+    abort_arg("init", "a named list with one element per parameter", init)
+  }
+  theta <- unlist(init[names(model$parameters)], use.names = FALSE)
+  if (!is.numeric(theta) || length(theta) != D || anyNA(theta) ||
+      any(theta <= model$lower) || any(theta >= model$upper)) {
+    abort_arg("init", "inside each parameter's support, with the declared dims", init)
+  }
+  as.double(unconstrain(theta, model$lower, model$upper))
+}
+
+unconstrain <- function(theta, lower, upper) {
+  z <- theta
+  lo <- is.finite(lower) & !is.finite(upper)
+  up <- !is.finite(lower) & is.finite(upper)
+  both <- is.finite(lower) & is.finite(upper)
+  z[lo] <- log(theta[lo] - lower[lo])
+  z[up] <- log(upper[up] - theta[up])
+  z[both] <- stats::qlogis((theta[both] - lower[both]) / (upper[both] - lower[both]))
+  z
+}
+
+# The engine under every VI fit: validates the tuning values, runs the C
+# loop, turns its status into R errors and warnings. `spec` is the target as
+# C reads it (see r_target_spec() and the GLM code).
+vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
+                      optimizer, eta, window, init_mean, init_log_sd,
+                      progress = FALSE) {
+  if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
+  check_count(samples, "samples")
+  check_count(max_iter, "max_iter")
+  check_count(window, "window", min = 5)
+  if (is.null(tol)) tol <- 0.02
+  check_positive(tol, "tol")
+  if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
+  check_positive(eta, "eta")
+  check_flag(progress, "progress")
+  control <- list(family = method, estimator = estimator, optimizer = optimizer,
+                  samples = as.integer(samples), max_iter = as.integer(max_iter),
+                  tol = as.double(tol), eta = as.double(eta),
+                  window = as.integer(window), passes = 2L, max_restarts = 5L,
+                  init_mean = as.double(init_mean),
+                  init_log_sd = as.double(init_log_sd))
+  start <- proc.time()[["elapsed"]]
+  res <- .Call(C_vi_fit, spec, as.double(model$lower), as.double(model$upper),
+               control)
+  res$time <- proc.time()[["elapsed"]] - start
+  if (res$status == 2L) {
+    cli::cli_abort(c(
+      "The log-joint was not finite (NA, NaN or -Inf) at any draw.",
+      i = "Check that {.arg logjoint} returns a finite number inside the parameters' support, and the declared bounds."),
+      call = NULL)
+  }
+  if (res$status == 1L) {
+    cli::cli_abort(c(
+      "The optimisation diverged: the variational parameters became non-finite {res$restarts - 1} times, even with smaller steps.",
+      i = "Try a smaller {.arg eta}, another {.arg init}, or check the model's scale."),
+      call = NULL)
+  }
+  res$control <- control
+  res$method <- method
+  res$estimator <- estimator
+  res$optimizer <- optimizer
+  if (!res$converged) {
+    cli::cli_warn(c(
+      "The variational fit did not converge in {res$iterations} iterations.",
+      i = "Increase {.arg max_iter}, or check {.code plot(fit)}."))
+  }
+  res
+}

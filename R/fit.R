@@ -1,0 +1,263 @@
+# The bbvi_fit object: q as a Gaussian on the unconstrained scale (mean and
+# Cholesky factor), the model's bounds to map it back, the optimiser's record,
+# and a fixed set of draws so that repeated summaries agree.
+new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
+                         extra = list()) {
+  check_count(draws, "draws")
+  nms <- model$par_names
+  D <- length(nms)
+  mean_unc <- stats::setNames(res$mean, nms)
+  chol_unc <- matrix(res$chol, D, D, dimnames = list(nms, nms))
+  fit <- c(list(
+    call = call,
+    model = model,
+    method = res$method,
+    estimator = res$estimator,
+    optimizer = res$optimizer,
+    par_names = nms,
+    lower = model$lower,
+    upper = model$upper,
+    mean_unc = mean_unc,
+    chol_unc = chol_unc,
+    lambda = res$lambda,
+    elbo_trace = res$elbo,
+    converged = isTRUE(res$converged),
+    iterations = res$iterations,
+    time = res$time,
+    restarts = res$restarts,
+    dropped_draws = res$dropped_draws,
+    samples = res$control$samples,
+    path = if (is.null(res$path)) "stochastic" else res$path
+  ), extra)
+  fit$draws <- q_draws(fit, draws)
+  structure(fit, class = c(class, "bbvi_fit"))
+}
+
+# Draws from q on the constrained scale, one named column per scalar.
+q_draws <- function(fit, n) {
+  D <- length(fit$par_names)
+  eps <- matrix(stats::rnorm(D * n), D, n)
+  zeta <- fit$mean_unc + fit$chol_unc %*% eps
+  theta <- .Call(C_constrain, zeta, as.double(fit$lower), as.double(fit$upper))
+  out <- t(theta)
+  colnames(out) <- fit$par_names
+  out
+}
+
+# Exact marginal quantiles: the transforms are monotone, so a quantile of
+# theta is the transformed quantile of zeta.
+marginal_quantiles <- function(fit, probs) {
+  sd_unc <- sqrt(rowSums(fit$chol_unc^2))
+  z <- outer(fit$mean_unc, rep(1, length(probs))) +
+    outer(sd_unc, stats::qnorm(probs))
+  q <- vapply(seq_along(probs), function(j) {
+    .Call(C_constrain, as.double(z[, j]), as.double(fit$lower), as.double(fit$upper))[, 1]
+  }, numeric(length(fit$mean_unc)))
+  q <- matrix(q, ncol = length(probs))
+  # an upper-bound-only transform is decreasing
+  flip <- !is.finite(fit$lower) & is.finite(fit$upper)
+  if (any(flip)) q[flip, ] <- q[flip, rev(seq_along(probs)), drop = FALSE]
+  dimnames(q) <- list(fit$par_names, sprintf("%s%%", format(100 * probs, trim = TRUE)))
+  q
+}
+
+# Marginal means and sds on the constrained scale: exact for unbounded
+# parameters, Gauss-Hermite quadrature (40 nodes) through the transform for
+# bounded ones, so summaries carry no Monte Carlo error.
+marginal_moments <- function(fit) {
+  sd_unc <- sqrt(rowSums(fit$chol_unc^2))
+  gh <- gauss_hermite(40)
+  D <- length(sd_unc)
+  m <- s <- numeric(D)
+  for (d in seq_len(D)) {
+    if (!is.finite(fit$lower[d]) && !is.finite(fit$upper[d])) {
+      m[d] <- fit$mean_unc[d]
+      s[d] <- sd_unc[d]
+    } else {
+      z <- fit$mean_unc[d] + sqrt(2) * sd_unc[d] * gh$x
+      th <- .Call(C_constrain, as.double(z), rep(fit$lower[d], length(z)),
+                  rep(fit$upper[d], length(z)))[1, ]
+      w <- gh$w / sqrt(pi)
+      m[d] <- sum(w * th)
+      s[d] <- sqrt(max(sum(w * (th - m[d])^2), 0))
+    }
+  }
+  list(mean = stats::setNames(m, fit$par_names), sd = stats::setNames(s, fit$par_names))
+}
+
+# Nodes and weights of Gauss-Hermite quadrature (Golub-Welsch).
+gauss_hermite <- function(n) {
+  i <- seq_len(n - 1)
+  J <- matrix(0, n, n)
+  J[cbind(i, i + 1)] <- J[cbind(i + 1, i)] <- sqrt(i / 2)
+  e <- eigen(J, symmetric = TRUE)
+  list(x = e$values, w = sqrt(pi) * e$vectors[1, ]^2)
+}
+
+#' Methods for variational fits
+#'
+#' `coef()` gives posterior means and `vcov()` the posterior covariance on
+#' the constrained (user) scale; `confint()` gives equal-tailed posterior
+#' intervals, exact under q; `as.matrix()` gives draws from q, one named
+#' column per scalar parameter; `summary()` a table of mean, sd and
+#' quantiles; `plot()` the ELBO trace and the marginal densities.
+#'
+#' @param object,x A `bbvi_fit`.
+#' @param ... Unused.
+#' @name bbvi_fit-methods
+#' @return See the description.
+#' @examples
+#' m <- bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
+#'                 list(mu = param()))
+#' fit <- bbvi(m, seed = 1)
+#' coef(fit); vcov(fit); confint(fit)
+#' head(as.matrix(fit, draws = 10))
+#' head(elbo(fit))
+NULL
+
+#' @rdname bbvi_fit-methods
+#' @export
+coef.bbvi_fit <- function(object, ...) marginal_moments(object)$mean
+
+#' @rdname bbvi_fit-methods
+#' @export
+vcov.bbvi_fit <- function(object, ...) {
+  mom <- marginal_moments(object)
+  free <- !is.finite(object$lower) & !is.finite(object$upper)
+  S <- tcrossprod(object$chol_unc)
+  if (!all(free)) {
+    # bounded parameters: correlations from the stored draws, sds exact
+    R <- stats::cor(object$draws)
+    R[free, free] <- stats::cov2cor(S)[free, free]
+    S <- R * outer(mom$sd, mom$sd)
+  }
+  dimnames(S) <- list(object$par_names, object$par_names)
+  S
+}
+
+#' @rdname bbvi_fit-methods
+#' @param parm Parameters (names or indices); all by default.
+#' @param level Probability of the interval.
+#' @export
+confint.bbvi_fit <- function(object, parm, level = 0.95, ...) {
+  if (!is.numeric(level) || length(level) != 1 || is.na(level) ||
+      level <= 0 || level >= 1) {
+    abort_arg("level", "a probability strictly between 0 and 1", level)
+  }
+  a <- (1 - level) / 2
+  q <- marginal_quantiles(object, c(a, 1 - a))
+  if (!missing(parm)) q <- q[select_parm(object, parm), , drop = FALSE]
+  q
+}
+
+select_parm <- function(object, parm) {
+  nms <- object$par_names
+  ok <- if (is.character(parm)) parm %in% nms else
+    is.numeric(parm) && all(parm >= 1 & parm <= length(nms) & parm == round(parm))
+  if (!all(ok)) abort_arg("parm", "parameter names or indices of the fit", parm)
+  parm
+}
+
+#' @rdname bbvi_fit-methods
+#' @param draws Number of draws. The fit keeps a fixed set (4000 by default);
+#'   asking for that many returns them, another number makes new ones with
+#'   R's random number stream.
+#' @export
+as.matrix.bbvi_fit <- function(x, draws = 4000, ...) {
+  check_count(draws, "draws")
+  if (draws == nrow(x$draws)) return(x$draws)
+  q_draws(x, draws)
+}
+
+#' @rdname bbvi_fit-methods
+#' @export
+summary.bbvi_fit <- function(object, ...) {
+  mom <- marginal_moments(object)
+  q <- marginal_quantiles(object, c(0.025, 0.5, 0.975))
+  tab <- cbind(mean = mom$mean, sd = mom$sd, q)
+  structure(list(table = tab, fit = object), class = "summary.bbvi_fit")
+}
+
+#' @export
+print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  print_fit_header(x$fit)
+  cat("\n")
+  print(signif(x$table, digits))
+  invisible(x)
+}
+
+print_fit_header <- function(fit) {
+  cat("Variational fit (bbvi)\n")
+  if (!is.null(fit$call)) cat("Call:", paste(deparse(fit$call, width.cutoff = 70), collapse = "\n      "), "\n")
+  cat(sprintf("Family: %s Gaussian; gradient: %s; path: %s\n",
+              fit$method, fit_estimator_label(fit), fit$path))
+  cat(sprintf("%s after %d iterations (%.2f s); final ELBO %s\n",
+              if (fit$converged) "Converged" else "NOT converged",
+              fit$iterations, fit$time, format_elbo(fit)))
+}
+
+fit_estimator_label <- function(fit) {
+  switch(fit$estimator,
+         score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
+         reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),
+         fit$estimator)
+}
+
+format_elbo <- function(fit) {
+  tr <- fit$elbo_trace
+  if (length(tr) == 0) return("NA")
+  k <- min(length(tr), 100L)
+  format(mean(utils::tail(tr, k)), digits = 6)
+}
+
+#' @rdname bbvi_fit-methods
+#' @export
+print.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  print_fit_header(x)
+  mom <- marginal_moments(x)
+  tab <- cbind(mean = mom$mean, sd = mom$sd)
+  shown <- utils::head(tab, 20)
+  cat("\n")
+  print(signif(shown, digits))
+  if (nrow(tab) > 20) cat(sprintf("... and %d more parameters\n", nrow(tab) - 20))
+  invisible(x)
+}
+
+#' The ELBO trace of a fit
+#'
+#' @param fit A `bbvi_fit`.
+#' @return A data frame with columns `iteration` and `elbo` (the per-iteration
+#'   Monte Carlo estimate).
+#' @export
+elbo <- function(fit) {
+  if (!inherits(fit, "bbvi_fit")) abort_arg("fit", "a bbvi_fit", fit)
+  data.frame(iteration = seq_along(fit$elbo_trace), elbo = fit$elbo_trace)
+}
+
+#' @rdname bbvi_fit-methods
+#' @param pars Parameters to show (names); by default up to the first 8.
+#' @export
+plot.bbvi_fit <- function(x, pars = NULL, ...) {
+  nms <- if (is.null(pars)) utils::head(x$par_names, 8) else pars
+  if (!is.character(nms) || !all(nms %in% x$par_names)) {
+    abort_arg("pars", "names of the fit's parameters", pars)
+  }
+  k <- length(nms) + 1
+  nc <- min(3, k)
+  old <- graphics::par(mfrow = c(ceiling(k / nc), nc), mar = c(4, 4, 2, 1))
+  on.exit(graphics::par(old))
+  tr <- elbo(x)
+  keep <- is.finite(tr$elbo)
+  graphics::plot(tr$iteration[keep], tr$elbo[keep], type = "l", col = "grey40",
+                 xlab = "iteration", ylab = "ELBO", main = "ELBO trace")
+  w <- min(100L, max(1L, sum(keep) %/% 10L))
+  if (sum(keep) > w) {
+    sm <- stats::filter(tr$elbo[keep], rep(1 / w, w), sides = 1)
+    graphics::lines(tr$iteration[keep], sm, col = "red", lwd = 2)
+  }
+  for (nm in nms) {
+    d <- stats::density(x$draws[, nm])
+    graphics::plot(d, main = nm, xlab = nm, ylab = "density")
+  }
+  invisible(x)
+}

@@ -1,0 +1,319 @@
+#' Declare a model parameter
+#'
+#' A parameter of a custom model: its length and its support. Bounded
+#' parameters are mapped to the real line internally (log for one bound,
+#' logit for two) with the log-Jacobian added, so the log-joint is written on
+#' the natural scale and results are reported on it.
+#'
+#' @param dim Length of the parameter: a positive whole number.
+#' @param lower,upper Bounds of the support, either one number or one per
+#'   element (`-Inf`/`Inf` for none). `lower` must be below `upper`.
+#' @return An object of class `bbvi_param`.
+#' @examples
+#' param()                      # a real number
+#' param(lower = 0)             # a positive number, e.g. a scale
+#' param(dim = 3, lower = 0, upper = 1)
+#' @export
+param <- function(dim = 1, lower = -Inf, upper = Inf) {
+  if (!is.numeric(dim) || length(dim) != 1 || is.na(dim) || dim < 1 ||
+      dim != round(dim) || !is.finite(dim)) {
+    abort_arg("dim", "a positive whole number", dim)
+  }
+  dim <- as.integer(dim)
+  check_bound(lower, "lower", dim)
+  check_bound(upper, "upper", dim)
+  lower <- rep_len(as.double(lower), dim)
+  upper <- rep_len(as.double(upper), dim)
+  if (any(lower >= upper)) {
+    bad <- which(lower >= upper)[1]
+    cli::cli_abort(c(
+      "{.arg lower} must be below {.arg upper}.",
+      x = "Element {bad} has lower = {lower[bad]} and upper = {upper[bad]}."
+    ), call = NULL)
+  }
+  new_bbvi_param(dim, lower, upper)
+}
+
+new_bbvi_param <- function(dim, lower, upper) {
+  structure(list(dim = dim, lower = lower, upper = upper), class = "bbvi_param")
+}
+
+check_bound <- function(x, arg, dim) {
+  if (!is.numeric(x) || !(length(x) %in% c(1L, dim)) || anyNA(x)) {
+    abort_arg(arg, sprintf("a number or %d numbers, without NA", dim), x)
+  }
+  if (arg == "lower" && any(x == Inf)) abort_arg(arg, "below Inf", x)
+  if (arg == "upper" && any(x == -Inf)) abort_arg(arg, "above -Inf", x)
+}
+
+#' @export
+print.bbvi_param <- function(x, ...) {
+  cat(sprintf("<bbvi_param> dim %d, support %s\n", x$dim,
+              paste(unique(sprintf("(%s, %s)", format(x$lower), format(x$upper))),
+                    collapse = " ")))
+  invisible(x)
+}
+
+#' Define a custom model by its log-joint density
+#'
+#' @param logjoint The log-joint density log p(x, theta) up to a constant:
+#'   either an R function `function(theta, data)` returning one number
+#'   (`vectorized = FALSE`) or one number per draw (`vectorized = TRUE`), or
+#'   a compiled function made with [native_logjoint()]. `theta` is a named
+#'   list with one element per parameter, on the constrained scale.
+#'   Values `NA`, `NaN` and `-Inf` mean "outside the support": such a draw is
+#'   left out of that iteration's estimate (see Details). `+Inf` is an error.
+#' @param parameters A named list of [param()] entries.
+#' @param data Anything; passed unchanged as the second argument of
+#'   `logjoint` and `gradient`.
+#' @param gradient Optional R function `function(theta, data)` returning the
+#'   gradient of `logjoint` with respect to `theta`: a list shaped like
+#'   `theta`, or one numeric vector in the order of `parameters`. With
+#'   `vectorized = TRUE` each element carries all draws (a length-S vector for
+#'   a scalar parameter, an S x dim matrix otherwise). It enables the
+#'   reparameterization estimator and NUTS.
+#' @param vectorized If `TRUE`, `logjoint` (and `gradient`) receive all S
+#'   draws of an iteration at once: scalar parameters as length-S vectors,
+#'   others as S x dim matrices. One R call per iteration instead of S.
+#' @details
+#' A draw at which the log-joint is not finite contributes nothing to that
+#' iteration's gradient and ELBO estimate. An iteration in which every draw is
+#' non-finite is skipped; ten in a row count as a divergence, handled like a
+#' non-finite step: the fit restarts from the last good point with a step ten
+#' times smaller, and after five restarts it stops with an error.
+#' @return An object of class `bbvi_model`.
+#' @examples
+#' # Normal mean with known sd 1 and a normal(0, 10) prior
+#' y <- c(1.2, 0.4, 2.1, 1.7)
+#' m <- bbvi_model(
+#'   function(theta, data) sum(dnorm(data, theta$mu, 1, log = TRUE)) +
+#'     dnorm(theta$mu, 0, 10, log = TRUE),
+#'   parameters = list(mu = param()), data = y)
+#' m
+#' @export
+bbvi_model <- function(logjoint, parameters, data = NULL, gradient = NULL,
+                       vectorized = FALSE) {
+  if (!is.logical(vectorized) || length(vectorized) != 1 || is.na(vectorized)) {
+    abort_arg("vectorized", "TRUE or FALSE", vectorized)
+  }
+  check_parameters(parameters)
+  if (inherits(logjoint, "bbvi_native_logjoint")) {
+    if (!is.null(gradient)) {
+      cli::cli_abort(c("{.arg gradient} must be NULL for a compiled log-joint.",
+                       i = "Use {.code native_logjoint(has_gradient = TRUE)}."),
+                     call = NULL)
+    }
+    target <- list(type = "native", fn = logjoint$address,
+                   data = if (is.null(data)) logjoint$data else data,
+                   has_grad = logjoint$has_gradient)
+    kind <- "compiled"
+  } else {
+    if (!is.function(logjoint)) {
+      abort_arg("logjoint", "a function(theta, data) or a native_logjoint()",
+                logjoint)
+    }
+    if (!is.null(gradient) && !is.function(gradient)) {
+      abort_arg("gradient", "NULL or a function(theta, data)", gradient)
+    }
+    target <- NULL  # built per fit by r_target_spec(), which knows S
+    kind <- if (vectorized) "R (vectorized)" else "R (per draw)"
+  }
+  new_bbvi_model(
+    logjoint = logjoint, gradient = gradient, parameters = parameters,
+    data = data, vectorized = vectorized, target = target, kind = kind,
+    has_gradient = if (is.null(target)) !is.null(gradient) else isTRUE(target$has_grad)
+  )
+}
+
+new_bbvi_model <- function(logjoint, gradient, parameters, data, vectorized,
+                           target, kind, has_gradient, class = character()) {
+  sizes <- vapply(parameters, function(p) p$dim, integer(1))
+  structure(list(
+    logjoint = logjoint, gradient = gradient, parameters = parameters,
+    data = data, vectorized = vectorized, target = target, kind = kind,
+    has_gradient = has_gradient, sizes = sizes,
+    lower = unlist(lapply(parameters, `[[`, "lower"), use.names = FALSE),
+    upper = unlist(lapply(parameters, `[[`, "upper"), use.names = FALSE),
+    par_names = scalar_names(parameters)
+  ), class = c(class, "bbvi_model"))
+}
+
+check_parameters <- function(parameters) {
+  if (!is.list(parameters) || length(parameters) == 0 ||
+      is.null(names(parameters)) || any(names(parameters) == "") ||
+      anyDuplicated(names(parameters))) {
+    abort_arg("parameters", "a non-empty list of param() entries with unique names",
+              parameters)
+  }
+  is_param <- vapply(parameters, inherits, logical(1), "bbvi_param")
+  if (!all(is_param)) {
+    bad <- names(parameters)[!is_param][1]
+    cli::cli_abort(c("Every element of {.arg parameters} must be made by {.fn param}.",
+                     x = "{.field {bad}} is not."), call = NULL)
+  }
+}
+
+# One name per scalar: "mu", "beta[1]", "beta[2]", ...
+scalar_names <- function(parameters) {
+  unlist(Map(function(nm, p) {
+    if (p$dim == 1) nm else sprintf("%s[%d]", nm, seq_len(p$dim))
+  }, names(parameters), parameters), use.names = FALSE)
+}
+
+#' @export
+print.bbvi_model <- function(x, ...) {
+  cat("<bbvi_model>", length(x$par_names), "scalar parameter(s);",
+      "log-joint:", x$kind, if (x$has_gradient) "with gradient" else "without gradient",
+      "\n")
+  for (nm in names(x$parameters)) {
+    p <- x$parameters[[nm]]
+    cat(sprintf("  %-12s dim %d  support %s\n", nm, p$dim,
+                paste(unique(sprintf("(%s, %s)", format(p$lower), format(p$upper))),
+                      collapse = " ")))
+  }
+  invisible(x)
+}
+
+#' A compiled log-joint density
+#'
+#' Wraps a C function so that [bbvi_model()] can call it without going
+#' through R. The function must have the signature
+#' \preformatted{double f(int dim, const double *theta, double *grad, void *data)}
+#' It returns log p(x, theta) at `theta` (length `dim`, the parameters in the
+#' order of `parameters`, on the constrained scale). When `grad` is not
+#' `NULL` it must also write the gradient there (only asked for when
+#' `has_gradient = TRUE`). `data` is the R object given as `data` (to
+#' [bbvi_model()] or here), passed as a `SEXP` cast to `void *`; read it with
+#' R's C API and do not allocate R objects or raise R errors inside `f`.
+#'
+#' Compile the function into a shared library (`R CMD SHLIB f.c`), load it
+#' with [dyn.load()], and pass its name, or the result of
+#' [getNativeSymbolInfo()]. The package also ships two examples, named
+#' `"bbvi:mvnormal"` (`data = list(mean, precision)`) and `"bbvi:logistic"`
+#' (`data = list(X, y, prior_scale)`, a logistic regression with independent
+#' normal(0, prior_scale) priors).
+#'
+#' @param fn A symbol name (character), a `NativeSymbolInfo`, or an external
+#'   pointer to the function.
+#' @param data Default data passed to the function (see above).
+#' @param has_gradient Whether the function fills `grad`.
+#' @param package Passed to [getNativeSymbolInfo()] when `fn` is a name.
+#' @return An object of class `bbvi_native_logjoint`.
+#' @examples
+#' lj <- native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
+#'                       data = list(c(0, 1), diag(2)))
+#' m <- bbvi_model(lj, list(z = param(dim = 2)))
+#' @export
+native_logjoint <- function(fn, data = NULL, has_gradient = FALSE, package = NULL) {
+  if (!is.logical(has_gradient) || length(has_gradient) != 1 || is.na(has_gradient)) {
+    abort_arg("has_gradient", "TRUE or FALSE", has_gradient)
+  }
+  if (is.character(fn) && length(fn) == 1 && startsWith(fn, "bbvi:")) {
+    address <- .Call(C_native_example, sub("^bbvi:", "", fn))
+  } else if (is.character(fn) && length(fn) == 1 && !is.na(fn)) {
+    info <- tryCatch(
+      if (is.null(package)) getNativeSymbolInfo(fn) else getNativeSymbolInfo(fn, package),
+      error = function(e) NULL)
+    if (is.null(info)) {
+      cli::cli_abort(c("{.arg fn}: no loaded compiled function called {.val {fn}}.",
+                       i = "Load its library with {.fn dyn.load} first."), call = NULL)
+    }
+    address <- info$address
+  } else if (inherits(fn, "NativeSymbolInfo")) {
+    address <- fn$address
+  } else if (typeof(fn) == "externalptr") {
+    address <- fn
+  } else {
+    abort_arg("fn", "a symbol name, a NativeSymbolInfo or an external pointer", fn)
+  }
+  structure(list(address = address, data = data, has_gradient = has_gradient,
+                 name = if (is.character(fn)) fn else "<pointer>"),
+            class = "bbvi_native_logjoint")
+}
+
+#' @export
+print.bbvi_native_logjoint <- function(x, ...) {
+  cat("<bbvi_native_logjoint>", x$name,
+      if (x$has_gradient) "(with gradient)" else "(no gradient)", "\n")
+  invisible(x)
+}
+
+# ---- the target spec handed to C -----------------------------------------
+
+# The R callbacks wrap the user's functions so that an error inside them, or a
+# result of the wrong type or length, stops with a message that names them.
+r_target_spec <- function(model, err_call = NULL) {
+  if (!is.null(model$target)) return(model$target)
+  logjoint <- model$logjoint
+  gradient <- model$gradient
+  data <- model$data
+  vectorized <- model$vectorized
+  D <- length(model$par_names)
+  sizes <- model$sizes
+  nms <- names(model$parameters)
+  fn <- function(theta) {
+    val <- tryCatch(logjoint(theta, data),
+                    error = function(e) abort_callback("logjoint", e, err_call))
+    n <- if (vectorized) nrow_draws(theta) else 1L
+    check_callback_value(val, n, "logjoint", vectorized, err_call)
+    if (any(val == Inf, na.rm = TRUE)) {
+      cli::cli_abort(c("{.arg logjoint} returned {.val Inf}.",
+                       i = "A log density must be finite or -Inf/NA outside the support."),
+                     call = err_call)
+    }
+    as.double(val)
+  }
+  gr <- NULL
+  if (!is.null(gradient)) {
+    gr <- function(theta) {
+      g <- tryCatch(gradient(theta, data),
+                    error = function(e) abort_callback("gradient", e, err_call))
+      n <- if (vectorized) nrow_draws(theta) else 1L
+      flatten_gradient(g, n, sizes, nms, err_call)
+    }
+  }
+  list(type = "r", fn_call = as.call(list(fn, NULL)),
+       gr_call = if (is.null(gr)) NULL else as.call(list(gr, NULL)),
+       vectorized = vectorized, sizes = as.integer(sizes), names = nms,
+       rho = environment())
+}
+
+nrow_draws <- function(theta) {
+  x <- theta[[1]]
+  if (is.matrix(x)) nrow(x) else length(x)
+}
+
+abort_callback <- function(what, e, call) {
+  cli::cli_abort(c("{.arg {what}} threw an error.", x = "{conditionMessage(e)}"),
+                 call = call, parent = NA)
+}
+
+check_callback_value <- function(val, n, what, vectorized, call) {
+  if (!(is.numeric(val) || (is.logical(val) && all(is.na(val)))) ||
+      length(val) != n) {
+    want <- if (vectorized) sprintf("%d numbers (one per draw)", n) else "a single number"
+    cli::cli_abort(c("{.arg {what}} must return {want}.",
+                     x = "It returned {describe(val)}."), call = call)
+  }
+}
+
+# A gradient in theta's shape (or a flat vector) -> n x D matrix (n draws).
+flatten_gradient <- function(g, n, sizes, nms, call) {
+  D <- sum(sizes)
+  bad <- function() {
+    cli::cli_abort(c("{.arg gradient} must return a list shaped like {.arg theta}, or {D * n} numbers.",
+                     x = "It returned {describe(g)}."), call = call)
+  }
+  if (is.list(g)) {
+    if (length(g) != length(sizes)) bad()
+    if (!is.null(names(g)) && all(nms %in% names(g))) g <- g[nms]
+    parts <- Map(function(x, sz) {
+      if (!is.numeric(x) || length(x) != n * sz) bad()
+      matrix(as.double(x), nrow = n)
+    }, g, sizes)
+    do.call(cbind, unname(parts))
+  } else {
+    if (!is.numeric(g) || length(g) != n * D) bad()
+    if (n == 1) matrix(as.double(g), nrow = 1) else matrix(as.double(g), nrow = n)
+  }
+}

@@ -1,0 +1,55 @@
+# Errors that name the argument and say what was expected.
+abort_arg <- function(arg, expected, value, call = NULL) {
+  cli::cli_abort(c("{.arg {arg}} must be {expected}.",
+                   x = "It is {describe(value)}."), call = call)
+}
+
+describe <- function(x) {
+  if (is.null(x)) return("NULL")
+  if (is.function(x)) return("a function")
+  cls <- if (is.object(x)) class(x)[1] else typeof(x)
+  n <- length(x)
+  if (n == 1 && is.atomic(x)) {
+    return(sprintf("%s %s", article(cls), paste(cls, format(x, digits = 4))))
+  }
+  sprintf("%s %s of length %d", article(cls), cls, n)
+}
+
+article <- function(word) if (grepl("^[aeiouAEIOU]", word)) "an" else "a"
+
+check_count <- function(x, arg, min = 1, allow_null = FALSE) {
+  if (allow_null && is.null(x)) return(invisible(x))
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || !is.finite(x) ||
+      x != round(x) || x < min) {
+    abort_arg(arg, sprintf("a whole number >= %d", min), x)
+  }
+  invisible(x)
+}
+
+check_positive <- function(x, arg, allow_null = FALSE) {
+  if (allow_null && is.null(x)) return(invisible(x))
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || !is.finite(x) || x <= 0) {
+    abort_arg(arg, "a positive number", x)
+  }
+  invisible(x)
+}
+
+check_flag <- function(x, arg) {
+  if (!is.logical(x) || length(x) != 1 || is.na(x)) abort_arg(arg, "TRUE or FALSE", x)
+  invisible(x)
+}
+
+# Run expr with R's RNG seeded, then put the user's RNG state back.
+with_seed <- function(seed, expr) {
+  if (is.null(seed)) return(expr)
+  if (!is.numeric(seed) || length(seed) != 1 || is.na(seed)) {
+    abort_arg("seed", "NULL or one number", seed)
+  }
+  genv <- globalenv()
+  old <- if (exists(".Random.seed", envir = genv, inherits = FALSE))
+    get(".Random.seed", envir = genv, inherits = FALSE)
+  on.exit(if (is.null(old)) rm(".Random.seed", envir = genv)
+          else assign(".Random.seed", old, envir = genv))
+  set.seed(seed)
+  expr
+}

@@ -1,0 +1,144 @@
+/* bbvi.h: what crosses C files. Everything else is static in its own file. */
+#ifndef BBVI_H
+#define BBVI_H
+
+#define R_NO_REMAP
+#include <R.h>
+#include <Rinternals.h>
+
+/* ------------------------------------------------------------------------ */
+/* Targets: log p(x, theta) on the constrained (user) scale.                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bbvi_target bbvi_target;
+struct bbvi_target {
+    int dim;        /* number of scalar parameters */
+    int has_grad;   /* eval() can fill grad */
+    /* Evaluate S points theta (dim x S, column-major). Writes lp[S]; when grad
+       is not NULL (only asked if has_grad) writes the dim x S gradients.
+       lp may be non-finite: callers decide what that means. May raise an R
+       error (longjmp): callers hold no malloc'd memory. */
+    void (*eval)(bbvi_target *t, int S, const double *theta, double *lp,
+                 double *grad);
+    void *ctx;      /* R_alloc'd state of the target kind */
+};
+
+/* Build a target from the R-side spec list (see R/target.R). max_batch is the
+   largest S that eval() will be asked for. */
+void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out);
+
+/* Target kinds that live in their own files. */
+void bbvi_glm_target_init(SEXP spec, int dim, int max_batch, bbvi_target *out);
+
+/* The C signature of a user's compiled log-joint (see ?native_logjoint).
+   grad is NULL when the gradient is not wanted. */
+typedef double (*bbvi_native_logjoint)(int dim, const double *theta,
+                                       double *grad, void *data);
+
+/* ------------------------------------------------------------------------ */
+/* Model: target + transforms to the real line (unconstrained zeta).         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    int D;
+    const double *lower, *upper;   /* length D; -Inf / Inf when unbounded */
+    bbvi_target *target;
+    int max_batch;
+    double *theta, *gtheta;        /* scratch, D x max_batch */
+    double *logjac;                /* scratch, max_batch */
+} bbvi_model;
+
+void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
+                     const double *upper, int D, int max_batch);
+/* lp[s] = log p(T(zeta_s)) + log|det J_T(zeta_s)|; grad (D x S, wrt zeta)
+   when not NULL. S <= max_batch. */
+void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
+                        double *grad);
+/* theta = T(zeta), elementwise by coordinate d = i % D. */
+void bbvi_constrain(int D, const double *lower, const double *upper, int S,
+                    const double *zeta, double *theta);
+void bbvi_unconstrain(int D, const double *lower, const double *upper, int S,
+                      const double *theta, double *zeta);
+
+/* ------------------------------------------------------------------------ */
+/* Variational families q(z; lambda) on the unconstrained scale.             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bbvi_family {
+    const char *name;
+    int (*n_lambda)(int D);
+    /* lambda from a mean and a per-coordinate log sd */
+    void (*init)(int D, const double *mean, const double *log_sd,
+                 double *lambda);
+    /* base draws eps (D x S), from R's RNG; caller holds GetRNGstate */
+    void (*draw_base)(int D, int S, double *eps);
+    /* z = T(eps; lambda), D x S */
+    void (*reparam)(int D, const double *lambda, int S, const double *eps,
+                    double *z);
+    /* log q(z) at z = T(eps; lambda) */
+    double (*log_q)(int D, const double *lambda, const double *eps);
+    /* h = grad_lambda log q(z) at z = T(eps; lambda), length n_lambda */
+    void (*score)(int D, const double *lambda, const double *eps, double *h);
+    double (*entropy)(int D, const double *lambda);
+    void (*entropy_grad)(int D, const double *lambda, double *g);
+    /* glambda += (dz/dlambda)' gz at eps: chain rule of the reparam map */
+    void (*reparam_grad)(int D, const double *lambda, const double *eps,
+                         const double *gz, double *glambda);
+    /* mean (D) and lower Cholesky factor of the covariance (D x D) */
+    void (*moments)(int D, const double *lambda, double *mean, double *chol);
+} bbvi_family;
+
+extern const bbvi_family bbvi_family_meanfield;
+extern const bbvi_family bbvi_family_fullrank;
+const bbvi_family *bbvi_family_by_name(const char *name);
+
+/* ------------------------------------------------------------------------ */
+/* Gradient estimators of the ELBO.                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const bbvi_family *fam;
+    bbvi_model *model;
+    int D, K, S;         /* dims of z, of lambda; draws per iteration */
+    double *eps, *z;     /* D x S */
+    double *lp, *gz;     /* S; D x S */
+    double *h, *f;       /* K x S: score and score x weight, per draw */
+    double *work;        /* K */
+    int n_finite;        /* draws with a finite log density, last call */
+} bbvi_estimator_ws;
+
+void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
+                            bbvi_model *m, int S);
+/* Both estimators: draw S points, fill grad (K), return the ELBO estimate
+   (NaN when no draw had a finite log density). Non-finite draws are left out. */
+typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,
+                                    double *grad);
+double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad);
+double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
+                         double *grad);
+
+/* ------------------------------------------------------------------------ */
+/* Step-size rules (gradient ascent).                                        */
+/* ------------------------------------------------------------------------ */
+
+enum { BBVI_ADAGRAD = 0, BBVI_ADAM = 1 };
+typedef struct {
+    int type, K, t;
+    double eta;
+    double *m1, *m2;     /* first/second moment accumulators, K */
+} bbvi_optim;
+
+void bbvi_optim_init(bbvi_optim *o, int type, int K, double eta);
+void bbvi_optim_reset(bbvi_optim *o);
+void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
+
+/* ------------------------------------------------------------------------ */
+/* Small shared helpers (utils.c).                                           */
+/* ------------------------------------------------------------------------ */
+
+SEXP bbvi_list_get(SEXP list, const char *name);   /* R_NilValue if absent */
+int bbvi_list_int(SEXP list, const char *name, int dflt);
+double bbvi_list_double(SEXP list, const char *name, double dflt);
+double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
+
+#endif

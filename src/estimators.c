@@ -1,0 +1,113 @@
+/* estimators.c: Monte Carlo estimates of the ELBO gradient.
+   score:   E_q[h (log p - log q)], h = grad_lambda log q, with one control
+            variate per coordinate of lambda (Ranganath, Gerrish & Blei 2014).
+   reparam: E_eps[(dz/dlambda)' grad_z log p(z)] + grad_lambda entropy.
+   Draws whose log density is not finite (NA, NaN, -Inf from the model) are
+   left out of both the gradient and the ELBO estimate of that iteration. */
+#include "bbvi.h"
+#include <math.h>
+#include <string.h>
+
+void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
+                            bbvi_model *m, int S)
+{
+    int D = m->D, K = fam->n_lambda(D);
+    w->fam = fam; w->model = m; w->D = D; w->K = K; w->S = S;
+    w->eps = (double *) R_alloc((size_t) D * S, sizeof(double));
+    w->z = (double *) R_alloc((size_t) D * S, sizeof(double));
+    w->gz = (double *) R_alloc((size_t) D * S, sizeof(double));
+    w->lp = (double *) R_alloc((size_t) S, sizeof(double));
+    w->h = (double *) R_alloc((size_t) K * S, sizeof(double));
+    w->f = (double *) R_alloc((size_t) K * S, sizeof(double));
+    w->work = (double *) R_alloc((size_t) K, sizeof(double));
+    w->n_finite = 0;
+}
+
+static void draw(bbvi_estimator_ws *w, const double *lambda)
+{
+    w->fam->draw_base(w->D, w->S, w->eps);
+    w->fam->reparam(w->D, lambda, w->S, w->eps, w->z);
+}
+
+static int finite_lp(double x) { return R_FINITE(x); }
+
+double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
+{
+    int D = w->D, K = w->K, S = w->S;
+    draw(w, lambda);
+    bbvi_model_logdens(w->model, S, w->z, w->lp, NULL);
+
+    /* keep the finite draws, packed at the front of h and f */
+    int n = 0;
+    double elbo = 0.0;
+    for (int s = 0; s < S; s++) {
+        if (!finite_lp(w->lp[s])) continue;
+        const double *e = w->eps + (size_t) s * D;
+        double wt = w->lp[s] - w->fam->log_q(D, lambda, e);
+        double *h = w->h + (size_t) n * K, *f = w->f + (size_t) n * K;
+        w->fam->score(D, lambda, e, h);
+        for (int k = 0; k < K; k++) f[k] = h[k] * wt;
+        elbo += wt;
+        n++;
+    }
+    w->n_finite = n;
+    memset(grad, 0, sizeof(double) * K);
+    if (n == 0) return R_NaN;
+    elbo /= n;
+    if (n < 3) {   /* too few draws for a control variate */
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < K; k++) grad[k] += w->f[k + (size_t) i * K] / n;
+        return elbo;
+    }
+    /* Control variate a_k = Cov(f_k, h_k) / Var(h_k), estimated leaving draw
+       s out when it is applied to draw s, so it is independent of that draw
+       and the estimate stays unbiased. */
+    for (int k = 0; k < K; k++) {
+        double sf = 0, sh = 0, sfh = 0, shh = 0;
+        for (int i = 0; i < n; i++) {
+            double fi = w->f[k + (size_t) i * K], hi = w->h[k + (size_t) i * K];
+            sf += fi; sh += hi; sfh += fi * hi; shh += hi * hi;
+        }
+        double m = n - 1, acc = 0.0;
+        for (int i = 0; i < n; i++) {
+            double fi = w->f[k + (size_t) i * K], hi = w->h[k + (size_t) i * K];
+            double f1 = sf - fi, h1 = sh - hi;
+            double cov = (sfh - fi * hi) - f1 * h1 / m;
+            double var = (shh - hi * hi) - h1 * h1 / m;
+            double a = var > 0 ? cov / var : 0.0;
+            acc += fi - a * hi;
+        }
+        grad[k] = acc / n;
+    }
+    return elbo;
+}
+
+double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
+                         double *grad)
+{
+    int D = w->D, K = w->K, S = w->S;
+    draw(w, lambda);
+    bbvi_model_logdens(w->model, S, w->z, w->lp, w->gz);
+    memset(grad, 0, sizeof(double) * K);
+    int n = 0;
+    double elbo = 0.0;
+    for (int s = 0; s < S; s++) {
+        const double *g = w->gz + (size_t) s * D;
+        int ok = finite_lp(w->lp[s]);
+        for (int d = 0; ok && d < D; d++) ok = R_FINITE(g[d]);
+        if (!ok) continue;
+        const double *e = w->eps + (size_t) s * D;
+        w->fam->reparam_grad(D, lambda, e, g, grad);
+        elbo += w->lp[s] - w->fam->log_q(D, lambda, e);
+        n++;
+    }
+    w->n_finite = n;
+    if (n == 0) {
+        memset(grad, 0, sizeof(double) * K);
+        return R_NaN;
+    }
+    for (int k = 0; k < K; k++) grad[k] /= n;
+    w->fam->entropy_grad(D, lambda, w->work);
+    for (int k = 0; k < K; k++) grad[k] += w->work[k];
+    return elbo / n;
+}

@@ -1,0 +1,25 @@
+/* init.c: registration of the .Call entry points. */
+#include "bbvi.h"
+#include <R_ext/Rdynload.h>
+
+SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control);
+SEXP constrain(SEXP zeta, SEXP lower, SEXP upper);
+SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad);
+SEXP native_example(SEXP name);
+
+#define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
+
+static const R_CallMethodDef CallEntries[] = {
+    CALLDEF(vi_fit, 4),
+    CALLDEF(constrain, 3),
+    CALLDEF(logdens, 5),
+    CALLDEF(native_example, 1),
+    { NULL, NULL, 0 }
+};
+
+void R_init_bbvi(DllInfo *dll)
+{
+    R_registerRoutines(dll, NULL, CallEntries, NULL, NULL);
+    R_useDynamicSymbols(dll, FALSE);
+    R_forceSymbols(dll, TRUE);
+}

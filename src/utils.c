@@ -1,0 +1,37 @@
+/* utils.c: small helpers shared by the .Call wrappers. */
+#include "bbvi.h"
+#include <string.h>
+#include <math.h>
+
+SEXP bbvi_list_get(SEXP list, const char *name)
+{
+    SEXP names = Rf_getAttrib(list, R_NamesSymbol);
+    if (Rf_isNull(names)) return R_NilValue;
+    R_xlen_t n = XLENGTH(list);
+    for (R_xlen_t i = 0; i < n; i++)
+        if (strcmp(CHAR(STRING_ELT(names, i)), name) == 0)
+            return VECTOR_ELT(list, i);
+    return R_NilValue;
+}
+
+int bbvi_list_int(SEXP list, const char *name, int dflt)
+{
+    SEXP x = bbvi_list_get(list, name);
+    if (Rf_isNull(x) || XLENGTH(x) < 1) return dflt;
+    return Rf_asInteger(x);
+}
+
+double bbvi_list_double(SEXP list, const char *name, double dflt)
+{
+    SEXP x = bbvi_list_get(list, name);
+    if (Rf_isNull(x) || XLENGTH(x) < 1) return dflt;
+    return Rf_asReal(x);
+}
+
+double bbvi_log1pexp(double x)
+{
+    /* log(1 + e^x): exact branches keep precision at both tails */
+    if (x > 35.0) return x;
+    if (x > -35.0) return log1p(exp(x));
+    return exp(x);
+}
