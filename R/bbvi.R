@@ -3,7 +3,7 @@
 #' Fits a Gaussian approximation q to a posterior by maximising the evidence
 #' lower bound (ELBO) with stochastic gradients, either for a custom model
 #' made by [bbvi_model()] or for a generalized linear model given by a
-#' formula (see [bbvi.formula()]).
+#' formula (see the formula method).
 #'
 #' q lives on the unconstrained scale (bounded parameters are transformed,
 #' see [param()]). `"meanfield"` is a diagonal Gaussian, `"fullrank"` a

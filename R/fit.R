@@ -215,6 +215,7 @@ format_elbo <- function(fit) {
 }
 
 #' @rdname bbvi_fit-methods
+#' @param digits Significant digits to print.
 #' @export
 print.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   print_fit_header(x)
