@@ -65,6 +65,9 @@ bbvi.default <- function(x, ...) {
 #' @param init_sd Starting sd of q on the unconstrained scale.
 #' @param draws Number of draws from q kept in the fit for summaries and
 #'   diagnostics (see [vi_diagnostics()]).
+#' @param control_variates For `estimator = "score"`: use the control
+#'   variates (default). `FALSE` gives the plain score-function estimator,
+#'   for comparison.
 #' @param restarts Number of independent fits from dispersed starting points
 #'   (uniform(-2, 2) added on the unconstrained scale). They run through the
 #'   `future` framework (`future.apply`), so they run in parallel under
@@ -86,7 +89,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             seed = NULL, progress = interactive(),
                             optimizer = c("adagrad", "adam"), eta = NULL,
                             window = 100, init = NULL, init_sd = 1,
-                            draws = 4000, restarts = 1, ...) {
+                            draws = 4000, restarts = 1,
+                            control_variates = TRUE, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -105,7 +109,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                        max_iter = max_iter, tol = tol, optimizer = optimizer,
                        eta = eta, window = window, init_mean = start,
                        init_log_sd = rep(log(init_sd), length(start)),
-                       progress = progress && !dispersed)
+                       progress = progress && !dispersed,
+                       control_variates = control_variates)
       new_bbvi_fit(x, res, call = call, draws = draws)
     })
   }
@@ -198,7 +203,7 @@ unconstrain <- function(theta, lower, upper) {
 # C reads it (see r_target_spec() and the GLM code).
 vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
-                      progress = FALSE) {
+                      progress = FALSE, control_variates = TRUE) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -208,7 +213,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
-  control <- list(family = method, estimator = estimator, optimizer = optimizer,
+  check_flag(control_variates, "control_variates")
+  control <- list(control_variates = as.integer(control_variates),family = method, estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),
                   window = as.integer(window), passes = 2L, max_restarts = 5L,
