@@ -20,8 +20,12 @@
 #' of the log-joint; it is far less noisy. `"auto"` picks `"reparam"` when a
 #' gradient is available.
 #'
-#' **Steps and stopping.** AdaGrad (default; step `eta` / sqrt(sum of squared
-#' gradients) per coordinate) or Adam. Every `window` iterations the
+#' **Steps and stopping.** Adam (default; Kingma and Ba 2015) or AdaGrad as
+#' in Ranganath et al. (2014) (step `eta` / sqrt(sum of squared gradients)
+#' per coordinate). AdaGrad's steps only shrink, so a burst of large early
+#' gradients (common with the score estimator far from the optimum) can
+#' stall it far from the answer; Adam's normalisation forgets them. Every
+#' `window` iterations the
 #' variational parameters are averaged over the window; the fit has
 #' converged when, for two windows in a row, no posterior mean moved by more
 #' than `tol` posterior sds, no posterior sd changed by more than a factor
@@ -57,8 +61,8 @@ bbvi.default <- function(x, ...) {
 #'   and R's stream is left as it was.
 #' @param progress Show a progress bar (cli); on by default in interactive
 #'   sessions. An interrupt (Ctrl-C / Esc) stops the fit cleanly.
-#' @param optimizer `"adagrad"` or `"adam"`.
-#' @param eta Base step size; `NULL` means 0.5 for AdaGrad and 0.05 for Adam.
+#' @param optimizer `"adam"` or `"adagrad"`.
+#' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad.
 #' @param window Iterations per convergence window.
 #' @param init Optional starting point: a named list of parameter values on
 #'   the constrained scale (default: 0 on the unconstrained scale).
@@ -87,7 +91,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             estimator = c("auto", "score", "reparam"),
                             samples = NULL, max_iter = 10000, tol = NULL,
                             seed = NULL, progress = interactive(),
-                            optimizer = c("adagrad", "adam"), eta = NULL,
+                            optimizer = c("adam", "adagrad"), eta = NULL,
                             window = 100, init = NULL, init_sd = 1,
                             draws = 4000, restarts = 1,
                             control_variates = TRUE, ...) {
@@ -96,7 +100,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   check_dots_empty(...)
   method <- match_arg(method, c("meanfield", "fullrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
-  optimizer <- match_arg(optimizer, c("adagrad", "adam"), "optimizer")
+  optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
   estimator <- resolve_estimator(estimator, x$has_gradient)
   init_mean <- init_unconstrained(init, x)
   check_positive(init_sd, "init_sd")
