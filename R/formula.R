@@ -43,6 +43,7 @@
 #'   values (constrained scale) and the starting sd; by default a Newton step
 #'   from a least-squares guess and its Laplace sds.
 #' @inheritParams bbvi
+#' @details On the quadrature path `tol` (default 1e-4) bounds the last Newton step of every mean, in posterior sds, and of every log sd; `max_iter` defaults to 200 there.
 #' @return An object of class `bbvi_glm_fit` (a `bbvi_fit`), with methods
 #'   [predict()][predict.bbvi_glm_fit], [posterior_predict()], `fitted()`,
 #'   `nobs()`, `formula()`, `family()` besides those of every fit.
@@ -90,7 +91,7 @@ bbvi.formula <- function(x, data = NULL, family = gaussian(),
     if (path == "quadrature") {
       res <- glm_quad(model, method, nodes = nodes,
                       max_iter = if (missing(max_iter)) 200L else max_iter,
-                      tol = if (is.null(tol)) 1e-6 else tol)
+                      tol = if (is.null(tol)) 1e-4 else tol)
     } else {
       estimator <- resolve_estimator(estimator, TRUE)
       if (is.null(init)) {
@@ -167,7 +168,8 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
     abort_arg("offset", "finite numbers, one per observation", off)
   }
   resp <- glm_response(stats::model.response(mf, "any"), family, N)
-  check_design(X)
+  storage.mode(X) <- "double"
+  start <- glm_start(X, resp, w, off, family$family)
 
   nms <- colnames(X)
   has_int <- attr(mt, "intercept") == 1 && "(Intercept)" %in% nms
@@ -190,16 +192,13 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
   }
   parameters <- stats::setNames(rep(list(param()), ncol(X)), nms)
   if (gaussian_fam) parameters$sigma <- param(lower = 0)
-  Xd <- X
-  attributes(Xd) <- NULL
-  Xd <- matrix(as.double(Xd), N, ncol(X))
   target <- list(type = "glm",
                  family = match(family$family, c("gaussian", "binomial", "poisson")) - 1L,
-                 X = Xd, y = as.double(resp$y), trials = as.double(resp$trials),
+                 X = X, y = as.double(resp$y), trials = as.double(resp$trials),
                  weights = as.double(w), offset = as.double(off),
                  prior_type = as.integer(ptype), prior_par = as.double(ppar),
                  aux_type = as.integer(aux$type), aux_par = as.double(aux$par),
-                 init = glm_start(Xd, resp, w, off, family$family, ptype, ppar))
+                 init = start(ptype, ppar))
   model <- new_bbvi_model(logjoint = NULL, gradient = NULL, parameters = parameters,
                           data = NULL, vectorized = FALSE, target = target,
                           kind = "compiled GLM", has_gradient = TRUE,
@@ -282,43 +281,28 @@ glm_response <- function(y, family, N) {
   list(y = y, trials = trials)
 }
 
-check_design <- function(X) {
+# Checks the model matrix (finite, no zero-variance or aliased columns) and
+# returns a function of the priors giving a starting point on the
+# unconstrained scale: one weighted least-squares fit on a transformed
+# response (as glm()'s mustart), normal priors acting as ridge terms; log of
+# the residual sd for gaussian. One cross-product serves both.
+glm_start <- function(X, resp, w, off, family) {
   nms <- colnames(X)
-  fin <- apply(X, 2, function(col) all(is.finite(col)))
-  if (!all(fin)) {
+  N <- nrow(X)
+  if (!all(is.finite(X))) {
+    fin <- apply(X, 2, function(col) all(is.finite(col)))
     cli::cli_abort(c("The model matrix has non-finite values (Inf or NaN).",
                      x = "In column{?s} {.val {nms[!fin]}}.",
                      i = "Missing values (NA) are handled by {.arg na.action}."), call = NULL)
   }
-  if (nrow(X) > 1) {
-    rng <- apply(X, 2, function(col) max(col) - min(col))
-    const <- rng == 0 & nms != "(Intercept)"
+  if (N > 1) {
+    const <- colSums(X != rep(X[1, ], each = N)) == 0 & nms != "(Intercept)"
     if (any(const)) {
       cli::cli_abort(c("Column{?s} {.val {nms[const]}} of the model matrix {?has/have} zero variance.",
                        i = "Drop {?it/them} from the formula (the intercept already covers a constant)."),
                      call = NULL)
     }
   }
-  # aliased columns: pivoted Cholesky of the scaled cross-product
-  sc <- sqrt(colSums(X^2))
-  sc[sc == 0] <- 1
-  XtX <- crossprod(X) / outer(sc, sc)
-  ch <- suppressWarnings(chol(XtX, pivot = TRUE, tol = 1e-11))
-  r <- attr(ch, "rank")
-  if (r < ncol(X)) {
-    piv <- attr(ch, "pivot")
-    bad <- nms[sort(piv[(r + 1):ncol(X)])]
-    cli::cli_abort(c("The model matrix is rank deficient: {.val {bad}} {?is a linear combination/are linear combinations} of other columns (aliased).",
-                     i = "Drop or recode {?that term/those terms}; the coefficients are not identified."),
-                   call = NULL)
-  }
-  invisible(X)
-}
-
-# A starting point on the unconstrained scale: one weighted least-squares
-# fit on a transformed response (as glm()'s mustart), with normal priors as
-# ridge terms; log of the residual sd for gaussian.
-glm_start <- function(X, resp, w, off, family, ptype, ppar) {
   y <- resp$y; n <- resp$trials
   if (family == "gaussian") {
     z <- y - off; wt <- w
@@ -329,16 +313,31 @@ glm_start <- function(X, resp, w, off, family, ptype, ppar) {
     z <- log(y + 0.5) - off; wt <- w * (y + 0.5)
   }
   A <- crossprod(X * sqrt(wt))
-  rid <- ifelse(ptype == 1L, 1 / ppar[2, ]^2, 0) + 1e-8 * diag(A)
-  beta <- tryCatch(solve(A + diag(rid, length(rid)), crossprod(X, wt * z))[, 1],
-                   error = function(e) numeric(ncol(X)))
-  if (family == "gaussian") {
-    rss <- sum(w * (z - X %*% beta)^2)
-    s <- sqrt(rss / max(sum(w) - ncol(X), 1))
-    if (!is.finite(s) || s <= 0) s <- max(stats::sd(z), 1e-3, na.rm = TRUE)
-    beta <- c(beta, log(s))
+  # aliased columns: pivoted Cholesky of the scaled cross-product
+  sc <- sqrt(diag(A))
+  sc[!(sc > 0)] <- 1
+  ch <- suppressWarnings(chol(A / outer(sc, sc), pivot = TRUE, tol = 1e-11))
+  r <- attr(ch, "rank")
+  if (r < ncol(X)) {
+    piv <- attr(ch, "pivot")
+    bad <- nms[sort(piv[(r + 1):ncol(X)])]
+    cli::cli_abort(c("The model matrix is rank deficient: {.val {bad}} {?is a linear combination/are linear combinations} of other columns (aliased).",
+                     i = "Drop or recode {?that term/those terms}; the coefficients are not identified."),
+                   call = NULL)
   }
-  as.double(beta)
+  b <- crossprod(X, wt * z)[, 1]
+  function(ptype, ppar) {
+    rid <- ifelse(ptype == 1L, 1 / ppar[2, ]^2, 0) + 1e-10 * diag(A)
+    beta <- tryCatch(solve(A + diag(rid, length(rid)), b),
+                     error = function(e) numeric(ncol(X)))
+    if (family == "gaussian") {
+      rss <- sum(w * (z - X %*% beta)^2)
+      s <- sqrt(rss / max(sum(w) - ncol(X), 1))
+      if (!is.finite(s) || s <= 0) s <- max(stats::sd(z), 1e-3, na.rm = TRUE)
+      beta <- c(beta, log(s))
+    }
+    as.double(beta)
+  }
 }
 
 # The deterministic quadrature path; returns what vi_engine() returns.
@@ -347,9 +346,11 @@ glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
   check_count(max_iter, "max_iter")
   check_positive(tol, "tol")
   gh <- gauss_hermite(nodes)
+  gh2 <- gauss_hermite(min(nodes, 10L))
   control <- list(family = method, max_iter = as.integer(max_iter),
                   tol = as.double(tol), gh_x = sqrt(2) * gh$x,
-                  gh_w = gh$w / sqrt(pi), init_mean = model$target$init)
+                  gh_w = gh$w / sqrt(pi), gh_x2 = sqrt(2) * gh2$x,
+                  gh_w2 = gh2$w / sqrt(pi), init_mean = model$target$init)
   start <- proc.time()[["elapsed"]]
   res <- .Call(C_glm_quad_fit, model$target, control)
   res$time <- proc.time()[["elapsed"]] - start

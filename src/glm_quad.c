@@ -32,9 +32,13 @@ typedef struct {
     int fr;                     /* full-rank q? */
     int K;                      /* quadrature nodes */
     const double *gz, *gw;      /* nodes and weights for N(0, 1) */
+    int K2;                     /* a short rule for predictors with sd < 0.5 */
+    const double *gz2, *gw2;
+    double *Ls;                 /* P x P scratch: Cholesky factor of Sigma */
     double *G, *b, yy, sw;      /* gaussian sufficient statistics */
     double *m, *v, *e1, *e2;    /* N: predictor moments, weighted E f', E f'' */
     double *work;               /* N x P */
+    double ell;                 /* expected log-likelihood, last evaluation */
 } quad_ws;
 
 /* E over x ~ N(mean, var) of a prior's log density and its derivatives */
@@ -76,7 +80,7 @@ static void prior_expect(const quad_ws *w, int type, const double *par,
 /* ELBO at (mu, Sigma) with log det Sigma given; with derivs, also
    g = E grad log p and H = E hess log p (D x D, full). */
 static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
-                     double logdet, int derivs, double *g, double *H)
+                     double logdet, int derivs, int reuse, double *g, double *H)
 {
     const glm_data *gd = &w->g;
     int N = gd->N, P = gd->P, D = gd->D, inc = 1;
@@ -111,16 +115,27 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
         }
     } else {
         double *m = w->m, *v = w->v;
+        if (!reuse) {
         for (int i = 0; i < N; i++) m[i] = gd->off[i];
         F77_CALL(dgemv)("N", &N, &P, &one, gd->X, &N, mu, &inc, &one, m, &inc FCONE);
         if (w->fr) {
-            /* v_i = x_i' Sigma x_i: rows of (X Sigma) * X */
-            F77_CALL(dsymm)("R", "L", &N, &P, &one, Sig, &D, gd->X, &N, &zero,
-                            w->work, &N FCONE FCONE);
+            /* v_i = x_i' Sigma x_i = |L' x_i|^2 with Sigma = L L': rows of X L */
+            int info, nonzero = 0;
+            for (size_t k = 0; k < (size_t) D * D; k++) if (Sig[k] != 0.0) { nonzero = 1; break; }
+            for (int k = 0; k < P; k++)
+                for (int j = 0; j < P; j++)
+                    w->Ls[j + (size_t) k * P] = j >= k ? Sig[j + (size_t) k * D] : 0.0;
             for (int i = 0; i < N; i++) v[i] = 0.0;
-            for (int j = 0; j < P; j++) {
-                const double *xj = gd->X + (size_t) j * N, *wj = w->work + (size_t) j * N;
-                for (int i = 0; i < N; i++) v[i] += xj[i] * wj[i];
+            if (nonzero) {   /* Sigma = 0 (a point mass) only at the start */
+            F77_CALL(dpotrf)("L", &P, w->Ls, &P, &info FCONE);
+            if (info) return R_NegInf;
+            memcpy(w->work, gd->X, sizeof(double) * (size_t) N * P);
+            F77_CALL(dtrmm)("R", "L", "N", "N", &N, &P, &one, w->Ls, &P, w->work, &N
+                            FCONE FCONE FCONE FCONE);
+            }
+            for (int j = 0; j < P && nonzero; j++) {
+                const double *wj = w->work + (size_t) j * N;
+                for (int i = 0; i < N; i++) v[i] += wj[i] * wj[i];
             }
         } else {
             for (int i = 0; i < N; i++) v[i] = 0.0;
@@ -135,10 +150,12 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
             double sd = sqrt(v[i] > 0 ? v[i] : 0.0);
             if (gd->family == GLM_BINOMIAL) {
                 double n = gd->trials[i], el = 0.0, ep = 0.0, epq = 0.0;
-                int K = sd > 0 ? w->K : 1;
+                int small = sd < 0.5;
+                int K = sd > 0 ? (small ? w->K2 : w->K) : 1;
+                const double *gz = small ? w->gz2 : w->gz, *gw = small ? w->gw2 : w->gw;
                 for (int k = 0; k < K; k++) {
-                    double x = sd > 0 ? mi + sd * w->gz[k] : mi;
-                    double wk = sd > 0 ? w->gw[k] : 1.0;
+                    double x = sd > 0 ? mi + sd * gz[k] : mi;
+                    double wk = sd > 0 ? gw[k] : 1.0;
                     double ex = exp(-fabs(x));
                     double p = x >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
                     el += wk * ((x > 0 ? x : 0.0) + log1p(ex));
@@ -155,6 +172,9 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                 w->e2[i] = wi * em;
             }
         }
+        w->ell = ell;
+        }
+        ell = w->ell;
         if (derivs) {
             F77_CALL(dgemv)("T", &N, &P, &one, gd->X, &N, w->e1, &inc, &zero, g,
                             &inc FCONE);
@@ -247,6 +267,12 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     if (!Rf_isReal(gz) || !Rf_isReal(gw) || XLENGTH(gz) != XLENGTH(gw) || XLENGTH(gz) < 1)
         Rf_error("internal error: control$gh_x, control$gh_w");
     w.K = (int) XLENGTH(gz); w.gz = REAL(gz); w.gw = REAL(gw);
+    SEXP gz2 = bbvi_list_get(control, "gh_x2"), gw2 = bbvi_list_get(control, "gh_w2");
+    if (Rf_isReal(gz2) && Rf_isReal(gw2) && XLENGTH(gz2) == XLENGTH(gw2) && XLENGTH(gz2) > 0) {
+        w.K2 = (int) XLENGTH(gz2); w.gz2 = REAL(gz2); w.gw2 = REAL(gw2);
+    } else {
+        w.K2 = w.K; w.gz2 = w.gz; w.gw2 = w.gw;
+    }
     int max_iter = bbvi_list_int(control, "max_iter", 200);
     double tol = bbvi_list_double(control, "tol", 1e-6);
     SEXP init = bbvi_list_get(control, "init_mean");
@@ -254,6 +280,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         Rf_error("internal error: control$init_mean must be %d doubles", D);
 
     size_t DD = (size_t) D * D;
+    w.Ls = (double *) R_alloc((size_t) P * P, sizeof(double));
     w.work = (double *) R_alloc((size_t) N * (P > 2 ? P : 2) + 2 * P + 2, sizeof(double));
     if (w.g.family == GLM_GAUSSIAN) {
         /* sufficient statistics, with y - offset */
@@ -306,7 +333,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     /* at a point mass, E grad and E hess are the gradient and Hessian at mu:
        the first step is a Newton step with the Laplace covariance */
     double elbo = R_NegInf;
-    q_elbo(&w, mu, Sig, 0.0, 1, g, H);
+    q_elbo(&w, mu, Sig, 0.0, 1, 0, g, H);
     int it = 0, converged = 0, first = 1;
     double rho = 1.0;
     while (it < max_iter) {
@@ -344,7 +371,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
                     mu_new[d] = mu[d] + rho * step[d];
                 }
             }
-            elbo_new = q_elbo(&w, mu_new, Sig_new, logdet, 0, NULL, NULL);
+            elbo_new = q_elbo(&w, mu_new, Sig_new, logdet, 0, 0, NULL, NULL);
             if (R_FINITE(elbo_new) &&
                 (first || elbo_new >= elbo - 1e-12 * fabs(elbo))) {
                 accepted = 1;
@@ -366,7 +393,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         elbo = elbo_new;
         trace[it++] = elbo;
         /* derivatives at the accepted point (the last evaluation) */
-        q_elbo(&w, mu, Sig, logdet, 1, g, H);
+        q_elbo(&w, mu, Sig, logdet, 1, 1, g, H);
         if (!first && dmu < tol && dls < tol && fabs(delbo) < 1e-6 * (1.0 + fabs(elbo))) {
             converged = 1;
             break;
