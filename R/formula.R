@@ -292,14 +292,15 @@ glm_start <- function(X, resp, w, off, family) {
   if (!all(is.finite(X))) {
     fin <- apply(X, 2, function(col) all(is.finite(col)))
     cli::cli_abort(c("The model matrix has non-finite values (Inf or NaN).",
-                     x = "In column{?s} {.val {nms[!fin]}}.",
+                     x = "{cli::qty(sum(!fin))}In column{?s} {.val {nms[!fin]}}.",
                      i = "Missing values (NA) are handled by {.arg na.action}."), call = NULL)
   }
   if (N > 1) {
     const <- colSums(X != rep(X[1, ], each = N)) == 0 & nms != "(Intercept)"
     if (any(const)) {
-      cli::cli_abort(c("Column{?s} {.val {nms[const]}} of the model matrix {?has/have} zero variance.",
-                       i = "Drop {?it/them} from the formula (the intercept already covers a constant)."),
+      bad <- nms[const]
+      cli::cli_abort(c("{cli::qty(length(bad))}Column{?s} {.val {bad}} of the model matrix {?has/have} zero variance.",
+                       i = "{cli::qty(length(bad))}Drop {?it/them} from the formula (the intercept already covers a constant)."),
                      call = NULL)
     }
   }
@@ -321,8 +322,8 @@ glm_start <- function(X, resp, w, off, family) {
   if (r < ncol(X)) {
     piv <- attr(ch, "pivot")
     bad <- nms[sort(piv[(r + 1):ncol(X)])]
-    cli::cli_abort(c("The model matrix is rank deficient: {.val {bad}} {?is a linear combination/are linear combinations} of other columns (aliased).",
-                     i = "Drop or recode {?that term/those terms}; the coefficients are not identified."),
+    cli::cli_abort(c("The model matrix is rank deficient: {.val {bad}} {cli::qty(length(bad))}{?is a linear combination/are linear combinations} of other columns (aliased).",
+                     i = "{cli::qty(length(bad))}Drop or recode {?that term/those terms}; the coefficients are not identified."),
                    call = NULL)
   }
   b <- crossprod(X, wt * z)[, 1]

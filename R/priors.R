@@ -116,7 +116,8 @@ expand_prior <- function(p, k, arg, names) {
   fit_len <- function(x, what) {
     if (length(x) == 1) return(rep(x, k))
     if (length(x) != k) {
-      cli::cli_abort(c("{.arg {arg}}: {.arg {what}} must have length 1 or {k} (one per coefficient).",
+      lens <- if (k == 1) "1" else sprintf("1 or %d (one per coefficient)", k)
+      cli::cli_abort(c("{.arg {arg}}: {.arg {what}} must have length {lens}.",
                        x = "It has length {length(x)}.",
                        i = if (k <= 10) "The coefficients are {.val {names}}."), call = NULL)
     }
