@@ -2,6 +2,7 @@
    Family, target, estimator and step-size rule come in through their
    abstractions; nothing here knows which ones run. */
 #include "bbvi.h"
+#include <cli/progress.h>
 #include <math.h>
 #include <string.h>
 
@@ -231,6 +232,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
     bbvi_estimator_ws ews;
     bbvi_estimator_ws_init(&ews, fam, &model, S);
+    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
     bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
     int K = ews.K;
 
@@ -257,9 +259,19 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int last_fail_nofinite = 0, nofinite_streak = 0;
     long n_dropped = 0;
 
+    /* cli's C progress bar: ticking costs a flag test per iteration */
+    SEXP bar = R_NilValue;
+    if (bbvi_list_int(control, "progress", 0))
+        bar = cli_progress_bar(max_iter, bbvi_list_get(control, "progress_config"));
+    PROTECT(bar);
+
     GetRNGstate();
     while (t < max_iter) {
         if (t % 8 == 0) R_CheckUserInterrupt();
+        if (!Rf_isNull(bar) && CLI_SHOULD_TICK) {
+            cli_progress_set_status(bar, conv.phase == 1 ? "optimising" : "averaging");
+            cli_progress_set(bar, t);
+        }
         double elbo = estimate(&ews, lambda, grad);
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
@@ -293,6 +305,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         if (converged) break;
     }
     PutRNGstate();
+    cli_progress_done(bar);
+    UNPROTECT(1);
 
     /* The answer is lambda averaged over the last complete window (iterate
        averaging removes most of the optimiser's own noise). */
@@ -365,4 +379,50 @@ SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
     if (wg) Rf_setAttrib(lp, Rf_install("gradient"), gr);
     UNPROTECT(2);
     return lp;
+}
+
+/* .Call(C_grad_samples, target_spec, lower, upper, control): n independent
+   gradient estimates at a fixed lambda, to study estimator noise. control:
+   family, estimator, samples, lambda, n, control_variates. Returns
+   list(grad = K x n, elbo = n). */
+SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
+{
+    int D = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
+        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    SEXP fam_name = bbvi_list_get(control, "family");
+    SEXP est_name = bbvi_list_get(control, "estimator");
+    SEXP lam = bbvi_list_get(control, "lambda");
+    if (!Rf_isString(fam_name) || !Rf_isString(est_name) || !Rf_isReal(lam))
+        Rf_error("internal error: control needs family, estimator, lambda");
+    const bbvi_family *fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
+    int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
+    int S = bbvi_list_int(control, "samples", 10), n = bbvi_list_int(control, "n", 100);
+    if (S < 1 || n < 1) Rf_error("internal error: bad samples or n");
+    bbvi_target target;
+    bbvi_target_from_sexp(spec, D, S, &target);
+    if (use_reparam && !target.has_grad)
+        Rf_error("internal error: reparameterization needs a gradient");
+    bbvi_model model;
+    bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
+    bbvi_estimator_ws ews;
+    bbvi_estimator_ws_init(&ews, fam, &model, S);
+    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
+    int K = ews.K;
+    if (Rf_length(lam) != K) Rf_error("internal error: lambda must have length %d", K);
+    bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
+    SEXP g = PROTECT(Rf_allocMatrix(REALSXP, K, n));
+    SEXP el = PROTECT(Rf_allocVector(REALSXP, n));
+    GetRNGstate();
+    for (int i = 0; i < n; i++) {
+        if (i % 8 == 0) R_CheckUserInterrupt();
+        REAL(el)[i] = estimate(&ews, REAL(lam), REAL(g) + (size_t) i * K);
+    }
+    PutRNGstate();
+    const char *names[] = { "grad", "elbo", "" };
+    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+    SET_VECTOR_ELT(out, 0, g);
+    SET_VECTOR_ELT(out, 1, el);
+    UNPROTECT(3);
+    return out;
 }
