@@ -143,8 +143,8 @@ for (nm in names(cases)) {
   res <- list()
   res$bbvi_meanfield <- run_bbvi(cs, "meanfield")
   res$bbvi_fullrank <- run_bbvi(cs, "fullrank")
-  res$advi_meanfield <- tryCatch(run_stan("meanfield", sd, P, gaussian), error = function(e) NULL)
-  res$advi_fullrank <- tryCatch(run_stan("fullrank", sd, P, gaussian), error = function(e) NULL)
+  res["advi_meanfield"] <- list(tryCatch(run_stan("meanfield", sd, P, gaussian), error = function(e) NULL))
+  res["advi_fullrank"] <- list(tryCatch(run_stan("fullrank", sd, P, gaussian), error = function(e) NULL))
   skip_nuts <- quick && nm == "logistic_1e5x50"
   if (!skip_nuts) {
     res$nuts <- run_stan("nuts", sd, P, gaussian, nuts_iter = if (is.null(cs$nuts_iter)) 2000 else cs$nuts_iter,
@@ -153,7 +153,7 @@ for (nm in names(cases)) {
   ref <- if (!is.null(cs$ref)) cs$ref else res$nuts
   if (is.null(ref)) ref <- res$bbvi_fullrank   # BENCH_QUICK only: no NUTS reference
   for (m in names(res)) {
-    if (is.null(res[[m]])) { rows[[length(rows) + 1]] <- data.frame(case = nm, method = m, time = NA, max_err = NA, med_sd_ratio = NA); next }
+    if (is.null(res[[m]])) { rows[[length(rows) + 1]] <- data.frame(case = nm, method = m, time = NA, max_err = NA, med_sd_ratio = NA)  # the fit stopped with an error; next }
     sc <- score(res[[m]], ref)
     rows[[length(rows) + 1]] <- data.frame(case = nm, method = m, time = sc[["time"]],
       max_err = sc[["max_err"]], med_sd_ratio = sc[["med_sd_ratio"]])
