@@ -21,6 +21,7 @@
 #' @return `predict()` and `fitted()`: a numeric vector; `posterior_predict()`:
 #'   a draws x observations matrix.
 #' @name bbvi_glm_fit-methods
+#' @importFrom stats family formula nobs fitted predict
 #' @examples
 #' fit <- bbvi(am ~ wt, data = mtcars, family = binomial(), seed = 1)
 #' predict(fit, newdata = data.frame(wt = c(2, 3, 4)), type = "response")
@@ -185,7 +186,14 @@ glm_header <- function(fit) {
               if (fit$converged) "Converged" else "NOT converged",
               fit$iterations, fit$time,
               if (identical(fit$path, "quadrature") && length(fit$elbo_trace))
-                format(utils::tail(fit$elbo_trace, 1), digits = 8) else format_elbo(fit)))
+                format(utils::tail(fit$elbo_trace, 1), digits = 8) else glm_elbo_label(fit)))
+}
+
+# the stochastic path: mean of the last (up to) 100 per-iteration estimates
+glm_elbo_label <- function(fit) {
+  tr <- fit$elbo_trace
+  if (length(tr) == 0) return("NA")
+  format(mean(utils::tail(tr, 100L)), digits = 6)
 }
 
 `%||%` <- function(a, b) if (is.null(a)) b else a
