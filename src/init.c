@@ -6,6 +6,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP constrain(SEXP zeta, SEXP lower, SEXP upper);
 SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad);
 SEXP native_example(SEXP name);
+SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -14,6 +15,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(constrain, 3),
     CALLDEF(logdens, 5),
     CALLDEF(native_example, 1),
+    CALLDEF(mcmc_sample, 4),
     { NULL, NULL, 0 }
 };
 
