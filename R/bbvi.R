@@ -80,6 +80,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             window = 100, init = NULL, init_sd = 1,
                             draws = 4000, ...) {
   call <- match.call()
+  call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
   method <- match_arg(method, c("meanfield", "fullrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")

@@ -57,8 +57,12 @@ marginal_quantiles <- function(fit, probs) {
   # an upper-bound-only transform is decreasing
   flip <- !is.finite(fit$lower) & is.finite(fit$upper)
   if (any(flip)) q[flip, ] <- q[flip, rev(seq_along(probs)), drop = FALSE]
-  dimnames(q) <- list(fit$par_names, sprintf("%s%%", format(100 * probs, trim = TRUE)))
+  dimnames(q) <- list(fit$par_names, percent_labels(probs))
   q
+}
+
+percent_labels <- function(probs) {
+  paste0(vapply(100 * probs, format, character(1), digits = 4), "%")
 }
 
 # Marginal means and sds on the constrained scale: exact for unbounded
@@ -75,8 +79,8 @@ marginal_moments <- function(fit) {
       s[d] <- sd_unc[d]
     } else {
       z <- fit$mean_unc[d] + sqrt(2) * sd_unc[d] * gh$x
-      th <- .Call(C_constrain, as.double(z), rep(fit$lower[d], length(z)),
-                  rep(fit$upper[d], length(z)))[1, ]
+      th <- .Call(C_constrain, as.double(z), as.double(fit$lower[d]),
+                  as.double(fit$upper[d]))[1, ]
       w <- gh$w / sqrt(pi)
       m[d] <- sum(w * th)
       s[d] <- sqrt(max(sum(w * (th - m[d])^2), 0))

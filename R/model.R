@@ -40,7 +40,8 @@ new_bbvi_param <- function(dim, lower, upper) {
 
 check_bound <- function(x, arg, dim) {
   if (!is.numeric(x) || !(length(x) %in% c(1L, dim)) || anyNA(x)) {
-    abort_arg(arg, sprintf("a number or %d numbers, without NA", dim), x)
+    want <- if (dim == 1) "one number" else sprintf("one number or %d numbers", dim)
+    abort_arg(arg, paste(want, "(not NA)"), x)
   }
   if (arg == "lower" && any(x == Inf)) abort_arg(arg, "below Inf", x)
   if (arg == "upper" && any(x == -Inf)) abort_arg(arg, "above -Inf", x)
@@ -257,7 +258,7 @@ r_target_spec <- function(model, err_call = NULL) {
     n <- if (vectorized) nrow_draws(theta) else 1L
     check_callback_value(val, n, "logjoint", vectorized, err_call)
     if (any(val == Inf, na.rm = TRUE)) {
-      cli::cli_abort(c("{.arg logjoint} returned {.val Inf}.",
+      cli::cli_abort(c("{.arg logjoint} returned +Inf.",
                        i = "A log density must be finite or -Inf/NA outside the support."),
                      call = err_call)
     }

@@ -9,9 +9,13 @@ describe <- function(x) {
   if (is.function(x)) return("a function")
   cls <- if (is.object(x)) class(x)[1] else typeof(x)
   n <- length(x)
-  if (n == 1 && is.atomic(x)) {
-    return(sprintf("%s %s", article(cls), paste(cls, format(x, digits = 4))))
+  if (n == 1 && is.atomic(x) && !is.object(x)) {
+    if (is.na(x)) return(sprintf("NA (%s)", typeof(x)))
+    if (is.character(x)) return(sprintf("the string \"%s\"", x))
+    if (is.logical(x)) return(as.character(x))
+    if (is.numeric(x)) return(sprintf("the number %s", format(x, digits = 6)))
   }
+  if (n == 0) return(sprintf("an empty %s", cls))
   sprintf("%s %s of length %d", article(cls), cls, n)
 }
 

@@ -1,0 +1,53 @@
+# Models with exact posteriors, shared by the VI (and MCMC) tests.
+
+# Normal mean, known sd, normal prior: posterior N(post_mean, post_sd^2).
+normal_mean_case <- function(n = 20, seed = 11) {
+  set.seed(seed)
+  y <- stats::rnorm(n, 1.5, 1)
+  prec <- 1 / 10^2 + n
+  list(
+    model = bbvi_model(
+      function(theta, data) sum(dnorm(data, theta$mu, 1, log = TRUE)) +
+        dnorm(theta$mu, 0, 10, log = TRUE),
+      parameters = list(mu = param()), data = y,
+      gradient = function(theta, data) sum(data - theta$mu) - theta$mu / 100),
+    mean = sum(y) / prec, sd = sqrt(1 / prec), y = y)
+}
+
+# Beta-Binomial: 7 successes in 20, Beta(2, 2) prior -> Beta(9, 15).
+beta_binomial_case <- function() {
+  a <- 9; b <- 15
+  list(
+    model = bbvi_model(
+      function(theta, data) dbinom(7, 20, theta$p, log = TRUE) +
+        dbeta(theta$p, 2, 2, log = TRUE),
+      parameters = list(p = param(lower = 0, upper = 1)),
+      gradient = function(theta, data) 8 / theta$p - 14 / (1 - theta$p)),
+    mean = a / (a + b), sd = sqrt(a * b / ((a + b)^2 * (a + b + 1))))
+}
+
+# Gamma-Poisson: Poisson counts, Gamma(3, 1) prior -> Gamma(3 + sum y, 1 + n).
+gamma_poisson_case <- function() {
+  y <- c(3L, 5L, 2L, 6L, 4L, 4L, 7L, 1L, 3L, 5L, 4L, 2L, 6L, 3L, 5L)
+  a <- 3 + sum(y); b <- 1 + length(y)
+  list(
+    model = bbvi_model(
+      function(theta, data) sum(dpois(data, theta$lambda, log = TRUE)) +
+        dgamma(theta$lambda, 3, 1, log = TRUE),
+      parameters = list(lambda = param(lower = 0)), data = y,
+      gradient = function(theta, data) (sum(data) + 2) / theta$lambda - length(data) - 1),
+    mean = a / b, sd = sqrt(a) / b)
+}
+
+# Correlated 2-D Gaussian target N(mu, Sigma), correlation 0.8.
+gaussian2_case <- function() {
+  mu <- c(1, -2)
+  Sigma <- matrix(c(1, 1.6, 1.6, 4), 2)
+  P <- solve(Sigma)
+  list(
+    model = bbvi_model(
+      function(theta, data) { d <- theta$z - mu; -0.5 * sum(d * (P %*% d)) },
+      parameters = list(z = param(dim = 2)),
+      gradient = function(theta, data) -drop(P %*% (theta$z - mu))),
+    mean = mu, Sigma = Sigma, precision = P)
+}

@@ -1,0 +1,159 @@
+# VI against exact posteriors. Tolerances: the fit averages q over its last
+# windows until the Monte Carlo standard error of every mean is below
+# tol = 0.02 posterior sds (and of every log sd below 0.02), so a 0.05-sd
+# bar is 2.5 standard errors. Bounded cases also carry the (small) error of a
+# Gaussian on the logit/log scale, hence 0.1 sd and 10% there.
+
+test_that("normal mean with known variance is recovered by both estimators", {
+  case <- normal_mean_case()
+  for (est in c("score", "reparam")) {
+    fit <- bbvi(case$model, estimator = est, seed = 1)
+    expect_true(fit$converged)
+    expect_equal(fit$estimator, est)
+    expect_lt(abs(coef(fit)[["mu"]] - case$mean) / case$sd, 0.05)
+    expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), 0.05)
+  }
+})
+
+test_that("a (0, 1) parameter: Beta-Binomial", {
+  case <- beta_binomial_case()
+  for (est in c("score", "reparam")) {
+    fit <- bbvi(case$model, estimator = est, seed = 2)
+    expect_true(fit$converged)
+    expect_lt(abs(coef(fit)[["p"]] - case$mean) / case$sd, 0.1)
+    expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), 0.1)
+    expect_true(all(fit$draws > 0 & fit$draws < 1))
+  }
+})
+
+test_that("a positive parameter: Gamma-Poisson", {
+  case <- gamma_poisson_case()
+  for (est in c("score", "reparam")) {
+    fit <- bbvi(case$model, estimator = est, seed = 3)
+    expect_true(fit$converged)
+    expect_lt(abs(coef(fit)[["lambda"]] - case$mean) / case$sd, 0.1)
+    expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), 0.1)
+  }
+})
+
+test_that("full-rank recovers a correlated Gaussian's mean and covariance", {
+  case <- gaussian2_case()
+  for (est in c("score", "reparam")) {
+    fit <- bbvi(case$model, method = "fullrank", estimator = est, seed = 4)
+    expect_true(fit$converged)
+    sds <- sqrt(diag(case$Sigma))
+    expect_true(all(abs(coef(fit) - case$mean) / sds < 0.05))
+    # each covariance entry within 10%
+    expect_true(all(abs(vcov(fit) / case$Sigma - 1) < 0.1))
+  }
+})
+
+test_that("mean-field finds the reverse-KL optimum sd_i = 1 / sqrt(Lambda_ii)", {
+  case <- gaussian2_case()
+  target_sd <- 1 / sqrt(diag(case$precision))
+  for (est in c("score", "reparam")) {
+    fit <- bbvi(case$model, method = "meanfield", estimator = est, seed = 5)
+    expect_true(fit$converged)
+    expect_true(all(abs(coef(fit) - case$mean) / target_sd < 0.05))
+    expect_true(all(abs(sqrt(diag(vcov(fit))) / target_sd - 1) < 0.05))
+    # and so it understates the marginal sds (here by 40%)
+    expect_true(all(sqrt(diag(vcov(fit))) < 0.7 * sqrt(diag(case$Sigma))))
+  }
+})
+
+test_that("estimator = 'auto' picks reparam with a gradient, score without", {
+  case <- normal_mean_case()
+  expect_equal(bbvi(case$model, seed = 1, max_iter = 300, window = 50)$estimator, "reparam")
+  no_grad <- bbvi_model(case$model$logjoint, case$model$parameters, data = case$y)
+  fit <- suppressWarnings(bbvi(no_grad, seed = 1, max_iter = 300, window = 50))
+  expect_equal(fit$estimator, "score")
+})
+
+test_that("the same seed gives the same fit; set.seed() does too", {
+  case <- gaussian2_case()
+  f1 <- bbvi(case$model, method = "fullrank", seed = 42)
+  f2 <- bbvi(case$model, method = "fullrank", seed = 42)
+  expect_identical(f1$lambda, f2$lambda)
+  expect_identical(f1$draws, f2$draws)
+  set.seed(7); g1 <- bbvi(case$model)
+  set.seed(7); g2 <- bbvi(case$model)
+  expect_identical(g1$lambda, g2$lambda)
+  expect_false(identical(f1$lambda, g1$lambda))
+})
+
+test_that("seed = leaves the user's random stream untouched", {
+  case <- normal_mean_case()
+  set.seed(99); before <- runif(1)
+  set.seed(99); fit <- bbvi(case$model, seed = 1); after <- runif(1)
+  expect_identical(before, after)
+})
+
+test_that("per-draw and vectorized callbacks give the same fit", {
+  set.seed(5)
+  x <- rnorm(40); y <- 0.5 + 2 * x + rnorm(40)
+  lj1 <- function(theta, data) sum(dnorm(data$y, theta$b[1] + theta$b[2] * data$x, theta$s, log = TRUE)) +
+    sum(dnorm(theta$b, 0, 10, log = TRUE)) + dexp(theta$s, 1, log = TRUE)
+  ljS <- function(theta, data) {
+    mu <- theta$b[, 1] + outer(theta$b[, 2], data$x)   # S x n
+    rowSums(dnorm(matrix(data$y, nrow(mu), length(data$y), byrow = TRUE), mu, theta$s, log = TRUE)) +
+      rowSums(dnorm(theta$b, 0, 10, log = TRUE)) + dexp(theta$s, 1, log = TRUE)
+  }
+  pars <- list(b = param(dim = 2), s = param(lower = 0))
+  m1 <- bbvi_model(lj1, pars, data = list(x = x, y = y))
+  mS <- bbvi_model(ljS, pars, data = list(x = x, y = y), vectorized = TRUE)
+  f1 <- bbvi(m1, seed = 3, max_iter = 2000)
+  fS <- bbvi(mS, seed = 3, max_iter = 2000)
+  expect_equal(f1$lambda, fS$lambda, tolerance = 1e-10)
+  expect_equal(f1$iterations, fS$iterations)
+  expect_equal(names(coef(f1)), c("b[1]", "b[2]", "s"))
+  ref <- coef(lm(y ~ x))
+  expect_lt(max(abs(coef(f1)[1:2] - ref)), 0.1)
+})
+
+test_that("a compiled log-joint gives the same fit as the R one", {
+  case <- gaussian2_case()
+  lj <- native_logjoint("bbvi:mvnormal", data = list(case$mean, case$precision),
+                        has_gradient = TRUE)
+  mc <- bbvi_model(lj, list(z = param(dim = 2)))
+  fc <- bbvi(mc, method = "fullrank", seed = 8)
+  fr <- bbvi(case$model, method = "fullrank", seed = 8)
+  expect_equal(fc$lambda, fr$lambda, tolerance = 1e-8)
+  expect_equal(unname(coef(fc)), case$mean, tolerance = 0.05)
+})
+
+test_that("vectorized gradients in theta's shape are accepted", {
+  case <- gaussian2_case()
+  P <- case$precision; mu <- case$mean
+  mS <- bbvi_model(
+    function(theta, data) { d <- sweep(theta$z, 2, mu); -0.5 * rowSums((d %*% P) * d) },
+    list(z = param(dim = 2)),
+    gradient = function(theta, data) list(z = -sweep(theta$z, 2, mu) %*% P),
+    vectorized = TRUE)
+  f <- bbvi(mS, method = "fullrank", seed = 4)
+  f1 <- bbvi(case$model, method = "fullrank", seed = 4)
+  expect_equal(f$lambda, f1$lambda, tolerance = 1e-8)
+})
+
+test_that("Adam also converges to the exact answer", {
+  case <- normal_mean_case()
+  fit <- bbvi(case$model, optimizer = "adam", seed = 1)
+  expect_true(fit$converged)
+  expect_lt(abs(coef(fit)[["mu"]] - case$mean) / case$sd, 0.05)
+  expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), 0.05)
+})
+
+test_that("NA at some draws is left out; the fit still lands", {
+  # a half-normal written without bounds: NA for negative draws
+  m <- bbvi_model(function(theta, data) if (theta$x < 0) NA else dnorm(theta$x, 3, 1, log = TRUE),
+                  list(x = param()))
+  fit <- bbvi(m, seed = 1)
+  expect_gt(fit$dropped_draws, 0)
+  expect_lt(abs(coef(fit)[["x"]] - 3), 0.2)
+})
+
+test_that("max_iter reached gives a warning and converged = FALSE", {
+  case <- normal_mean_case()
+  expect_warning(fit <- bbvi(case$model, max_iter = 150, seed = 1), "did not converge")
+  expect_false(fit$converged)
+  expect_equal(fit$iterations, 150)
+})

@@ -1,0 +1,96 @@
+test_that("param() validates its arguments", {
+  expect_snapshot(error = TRUE, param(dim = 0))
+  expect_snapshot(error = TRUE, param(dim = 1.5))
+  expect_snapshot(error = TRUE, param(lower = 1, upper = 1))
+  expect_snapshot(error = TRUE, param(dim = 2, lower = c(0, 5), upper = c(1, 2)))
+  expect_snapshot(error = TRUE, param(dim = 2, lower = c(0, 0, 0)))
+  expect_snapshot(error = TRUE, param(lower = NA))
+  expect_snapshot(error = TRUE, param(lower = Inf))
+  p <- param(dim = 3, lower = 0)
+  expect_equal(p$lower, c(0, 0, 0))
+  expect_equal(p$upper, rep(Inf, 3))
+  expect_output(print(p), "dim 3")
+})
+
+test_that("bbvi_model() validates its arguments", {
+  expect_snapshot(error = TRUE, bbvi_model("not a function", list(a = param())))
+  expect_snapshot(error = TRUE, bbvi_model(function(theta, data) 0, list(param())))
+  expect_snapshot(error = TRUE, bbvi_model(function(theta, data) 0, list(a = 1)))
+  expect_snapshot(error = TRUE, bbvi_model(function(theta, data) 0, list(a = param()),
+                                           gradient = 3))
+  expect_snapshot(error = TRUE, bbvi_model(function(theta, data) 0, list(a = param()),
+                                           vectorized = NA))
+  m <- bbvi_model(function(theta, data) 0, list(a = param(), b = param(dim = 2, lower = 0)))
+  expect_equal(m$par_names, c("a", "b[1]", "b[2]"))
+  expect_output(print(m), "3 scalar parameter")
+})
+
+test_that("a log-joint of the wrong type or length is a clear error", {
+  wrong_len <- bbvi_model(function(theta, data) c(1, 2), list(a = param()))
+  expect_snapshot(error = TRUE, bbvi(wrong_len, seed = 1))
+  wrong_type <- bbvi_model(function(theta, data) "a", list(a = param()))
+  expect_snapshot(error = TRUE, bbvi(wrong_type, seed = 1))
+  wrong_vec <- bbvi_model(function(theta, data) 1, list(a = param()), vectorized = TRUE)
+  expect_snapshot(error = TRUE, bbvi(wrong_vec, seed = 1))
+  plus_inf <- bbvi_model(function(theta, data) Inf, list(a = param()))
+  expect_snapshot(error = TRUE, bbvi(plus_inf, seed = 1))
+})
+
+test_that("an error inside the log-joint surfaces and names it", {
+  m <- bbvi_model(function(theta, data) stop("data are broken"), list(a = param()))
+  expect_snapshot(error = TRUE, bbvi(m, seed = 1))
+  g <- bbvi_model(function(theta, data) 0, list(a = param()),
+                  gradient = function(theta, data) stop("no gradient today"))
+  expect_snapshot(error = TRUE, bbvi(g, seed = 1))
+})
+
+test_that("NA at every draw is a clear error, not a hang", {
+  m <- bbvi_model(function(theta, data) NA_real_, list(a = param()))
+  expect_snapshot(error = TRUE, bbvi(m, seed = 1))
+  m2 <- bbvi_model(function(theta, data) -Inf, list(a = param()),
+                   gradient = function(theta, data) 0)
+  expect_snapshot(error = TRUE, bbvi(m2, seed = 1))
+})
+
+test_that("gradients of the wrong shape are clear errors", {
+  m <- bbvi_model(function(theta, data) 0, list(a = param(dim = 2)),
+                  gradient = function(theta, data) 1)
+  expect_snapshot(error = TRUE, bbvi(m, seed = 1))
+  m2 <- bbvi_model(function(theta, data) 0, list(a = param(dim = 2)),
+                   gradient = function(theta, data) list(a = 1:3))
+  expect_snapshot(error = TRUE, bbvi(m2, seed = 1))
+})
+
+test_that("bbvi() checks its tuning arguments", {
+  case <- normal_mean_case()
+  m <- case$model
+  expect_snapshot(error = TRUE, bbvi(m, method = "diag"))
+  expect_snapshot(error = TRUE, bbvi(m, samples = 0))
+  expect_snapshot(error = TRUE, bbvi(m, max_iter = -1))
+  expect_snapshot(error = TRUE, bbvi(m, tol = -1))
+  expect_snapshot(error = TRUE, bbvi(m, seed = "a"))
+  expect_snapshot(error = TRUE, bbvi(m, init = list(mu = 1:2)))
+  expect_snapshot(error = TRUE, bbvi(m, bogus = 1))
+  expect_snapshot(error = TRUE, bbvi(42))
+  nog <- bbvi_model(m$logjoint, m$parameters, data = case$y)
+  expect_snapshot(error = TRUE, bbvi(nog, estimator = "reparam"))
+})
+
+test_that("init on the constrained scale is used", {
+  m <- beta_binomial_case()$model
+  expect_snapshot(error = TRUE, bbvi(m, init = list(p = 1.5)))
+  fit <- bbvi(m, init = list(p = 0.4), max_iter = 300, window = 50, seed = 1)
+  expect_s3_class(fit, "bbvi_fit")
+})
+
+test_that("native_logjoint() validates its arguments", {
+  expect_snapshot(error = TRUE, native_logjoint("no_such_symbol_anywhere"))
+  expect_snapshot(error = TRUE, native_logjoint(3))
+  expect_snapshot(error = TRUE, native_logjoint("bbvi:mvnormal", has_gradient = "yes"))
+  lj <- native_logjoint("bbvi:mvnormal", data = list(0, matrix(1)))
+  expect_output(print(lj), "mvnormal")
+  expect_snapshot(error = TRUE, bbvi_model(lj, list(a = param()), gradient = function(t, d) 0))
+  # without has_gradient only the score estimator is available
+  m <- bbvi_model(lj, list(a = param()))
+  expect_false(m$has_gradient)
+})
