@@ -7,6 +7,7 @@ SEXP constrain(SEXP zeta, SEXP lower, SEXP upper);
 SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad);
 SEXP native_example(SEXP name);
 SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control);
+SEXP glm_quad_fit(SEXP spec, SEXP control);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -16,6 +17,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(logdens, 5),
     CALLDEF(native_example, 1),
     CALLDEF(mcmc_sample, 4),
+    CALLDEF(glm_quad_fit, 2),
     { NULL, NULL, 0 }
 };
 
