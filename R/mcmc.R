@@ -114,6 +114,53 @@ sample_mcmc.bbvi_model <- function(x, ..., method = c("nuts", "rwm"),
               progress = progress, call = call)
 }
 
+#' @rdname sample_mcmc
+#' @param data,family,prior,prior_intercept,prior_aux,weights,offset,subset,na.action
+#'   The GLM, as for [bbvi()] with a formula: same defaults, same priors
+#'   (exactly as written, on the scale of the model matrix), so that a VI fit
+#'   and MCMC target the same posterior.
+#' @examples
+#' # A GLM through a formula
+#' d <- data.frame(x = c(-1, -0.5, 0, 0.5, 1, 1.5), y = c(0, 0, 1, 0, 1, 1))
+#' mc3 <- sample_mcmc(y ~ x, data = d, family = binomial(), chains = 2,
+#'                    iter = 500, seed = 1)
+#' mc3
+#' @export
+sample_mcmc.formula <- function(x, data = NULL, family = stats::gaussian(),
+                                prior = normal(0, 2.5),
+                                prior_intercept = normal(0, 10),
+                                prior_aux = exponential(1), weights = NULL,
+                                offset = NULL, subset = NULL,
+                                na.action = stats::na.omit, ...,
+                                method = c("nuts", "rwm"), chains = 4,
+                                iter = 2000, warmup = floor(iter / 2),
+                                seed = NULL, max_treedepth = 10,
+                                adapt_delta = 0.8, init = NULL,
+                                init_radius = 2, progress = FALSE) {
+  call <- match.call()
+  check_dots_empty(...)
+  setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
+                     weights = weights, offset = offset, subset = subset,
+                     na.action = na.action, call = call)
+  mcmc_engine(setup$model, setup$model$target, method = method,
+              chains = chains, iter = iter, warmup = warmup, seed = seed,
+              max_treedepth = max_treedepth, adapt_delta = adapt_delta,
+              init = init, init_radius = init_radius, progress = progress,
+              call = call, class = "bbvi_glm_mcmc", extra = setup$info)
+}
+
+#' @rdname bbvi_mcmc-methods
+#' @export
+nobs.bbvi_glm_mcmc <- function(object, ...) object$nobs
+
+#' @rdname bbvi_mcmc-methods
+#' @export
+formula.bbvi_glm_mcmc <- function(x, ...) x$formula
+
+#' @rdname bbvi_mcmc-methods
+#' @export
+family.bbvi_glm_mcmc <- function(object, ...) object$family
+
 # The engine under every MCMC run: validates, runs the chains one after
 # another through C, assembles the bbvi_mcmc object.
 mcmc_engine <- function(model, spec, method, chains, iter, warmup, seed,

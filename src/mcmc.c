@@ -48,10 +48,12 @@ typedef struct {
     int counter;
 } dual_avg;
 
-static void da_init(dual_avg *a, double delta, double eps)
+/* mu_factor: Stan's NUTS shrinks towards 10 x the initial step (a bias to
+   larger steps); RWM starts at the Gaussian-optimal scale and shrinks to it. */
+static void da_init(dual_avg *a, double delta, double eps, double mu_factor)
 {
     a->delta = delta; a->gamma = 0.05; a->kappa = 0.75; a->t0 = 10.0;
-    a->mu = log(10.0 * eps);
+    a->mu = log(mu_factor * eps);
     a->s_bar = a->x_bar = 0.0; a->counter = 0;
 }
 
@@ -525,7 +527,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         welford wf;
         wf_init(&wf, D, 0);
         if (warmup > 0) init_stepsize(&s, &cur);
-        da_init(&da, delta, s.eps);
+        da_init(&da, delta, s.eps, 10.0);
         trans_info info;
         for (int it = 0; it < iter; it++) {
             if (it % 16 == 0) R_CheckUserInterrupt();
@@ -539,7 +541,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                     wf_estimate(&wf, s.minv);
                     wf_restart(&wf);
                     init_stepsize(&s, &cur);
-                    da_init(&da, delta, s.eps);
+                    da_init(&da, delta, s.eps, 10.0);
                 }
                 win.counter++;
                 if (it == warmup - 1) s.eps = exp(da.x_bar);
@@ -567,7 +569,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         double scale = 2.38 / sqrt((double) D);
         welford wf;
         wf_init(&wf, D, 1);
-        da_init(&da, target_acc, scale);
+        da_init(&da, target_acc, scale, 1.0);
         for (int it = 0; it < iter; it++) {
             if (it % 16 == 0) R_CheckUserInterrupt();
             for (int d = 0; d < D; d++) z[d] = norm_rand();
@@ -595,7 +597,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                     if (cholesky(D, cov)) {
                         memcpy(L, cov, sizeof(double) * D * D);
                         scale = 2.38 / sqrt((double) D);
-                        da_init(&da, target_acc, scale);
+                        da_init(&da, target_acc, scale, 1.0);
                     }
                 }
                 win.counter++;
