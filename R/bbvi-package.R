@@ -2,7 +2,10 @@
 #'
 #' Fit Gaussian variational approximations to posteriors of custom models
 #' ([bbvi_model()]) and GLMs (a formula), with the optimisation loop in C.
+#' Start with [bbvi()].
 #'
+#' @name bbvi-package
+#' @docType package
 #' @keywords internal
 #' @useDynLib bbvi, .registration = TRUE, .fixes = "C_"
-"_PACKAGE"
+NULL

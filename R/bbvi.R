@@ -3,7 +3,7 @@
 #' Fits a Gaussian approximation q to a posterior by maximising the evidence
 #' lower bound (ELBO) with stochastic gradients, either for a custom model
 #' made by [bbvi_model()] or for a generalized linear model given by a
-#' formula (see [bbvi.formula()]).
+#' formula (see the formula method).
 #'
 #' q lives on the unconstrained scale (bounded parameters are transformed,
 #' see [param()]). `"meanfield"` is a diagonal Gaussian, `"fullrank"` a
@@ -55,14 +55,22 @@ bbvi.default <- function(x, ...) {
 #' @param seed `NULL` to use R's random number stream (so [set.seed()] before
 #'   the call reproduces the fit) or a number: the fit is then reproducible
 #'   and R's stream is left as it was.
-#' @param progress Show progress (not yet drawn; accepted for the interface).
+#' @param progress Show a progress bar (cli); on by default in interactive
+#'   sessions. An interrupt (Ctrl-C / Esc) stops the fit cleanly.
 #' @param optimizer `"adagrad"` or `"adam"`.
 #' @param eta Base step size; `NULL` means 0.5 for AdaGrad and 0.05 for Adam.
 #' @param window Iterations per convergence window.
 #' @param init Optional starting point: a named list of parameter values on
 #'   the constrained scale (default: 0 on the unconstrained scale).
 #' @param init_sd Starting sd of q on the unconstrained scale.
-#' @param draws Number of draws from q kept in the fit for summaries.
+#' @param draws Number of draws from q kept in the fit for summaries and
+#'   diagnostics (see [vi_diagnostics()]).
+#' @param restarts Number of independent fits from dispersed starting points
+#'   (uniform(-2, 2) added on the unconstrained scale). They run through the
+#'   `future` framework (`future.apply`), so they run in parallel under
+#'   e.g. `future::plan("multisession")` or on any cluster backend; the fit
+#'   with the best final ELBO is returned, with a table of all of them in
+#'   `fit$restart_summary`.
 #' @examples
 #' y <- c(1.2, 0.4, 2.1, 1.7)
 #' m <- bbvi_model(
@@ -78,7 +86,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             seed = NULL, progress = interactive(),
                             optimizer = c("adagrad", "adam"), eta = NULL,
                             window = 100, init = NULL, init_sd = 1,
-                            draws = 4000, ...) {
+                            draws = 4000, restarts = 1, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -88,15 +96,48 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   estimator <- resolve_estimator(estimator, x$has_gradient)
   init_mean <- init_unconstrained(init, x)
   check_positive(init_sd, "init_sd")
-  with_seed(seed, {
-    res <- vi_engine(x, r_target_spec(x, err_call = call("bbvi")),
-                     method = method, estimator = estimator, samples = samples,
-                     max_iter = max_iter, tol = tol, optimizer = optimizer,
-                     eta = eta, window = window, init_mean = init_mean,
-                     init_log_sd = rep(log(init_sd), length(init_mean)),
-                     progress = progress)
-    new_bbvi_fit(x, res, call = call, draws = draws)
-  })
+  fit_one <- function(seed, dispersed) {
+    with_seed(seed, {
+      start <- init_mean
+      if (dispersed) start <- start + stats::runif(length(start), -2, 2)
+      res <- vi_engine(x, r_target_spec(x, err_call = call("bbvi")),
+                       method = method, estimator = estimator, samples = samples,
+                       max_iter = max_iter, tol = tol, optimizer = optimizer,
+                       eta = eta, window = window, init_mean = start,
+                       init_log_sd = rep(log(init_sd), length(start)),
+                       progress = progress && !dispersed)
+      new_bbvi_fit(x, res, call = call, draws = draws)
+    })
+  }
+  fit_with_restarts(restarts, seed, fit_one)
+}
+
+# Several independent fits through future.apply; the best final ELBO wins.
+fit_with_restarts <- function(restarts, seed, fit_one) {
+  check_count(restarts, "restarts")
+  if (restarts == 1) return(fit_one(seed, FALSE))
+  if (!requireNamespace("future.apply", quietly = TRUE)) {
+    cli::cli_abort(c("{.arg restarts} > 1 needs the {.pkg future.apply} package.",
+                     i = "Install it with {.code install.packages(\"future.apply\")}."),
+                   call = NULL)
+  }
+  # one seed per restart, drawn from `seed` (or R's stream): reproducible
+  # whatever the future backend and the order the workers finish in
+  seeds <- with_seed(seed, sample.int(.Machine$integer.max, restarts))
+  fits <- future.apply::future_lapply(seeds, fit_one, dispersed = TRUE,
+                                      future.seed = NULL,
+                                      future.packages = "bbvi")
+  elbos <- vapply(fits, function(f) f$diagnostics$elbo, numeric(1))
+  best <- which.max(elbos)
+  fit <- fits[[best]]
+  fit$restart_summary <- data.frame(
+    restart = seq_len(restarts), seed = seeds, elbo = elbos,
+    elbo_mcse = vapply(fits, function(f) f$diagnostics$elbo_mcse, numeric(1)),
+    khat = vapply(fits, function(f) f$diagnostics$khat, numeric(1)),
+    converged = vapply(fits, function(f) f$converged, logical(1)),
+    iterations = vapply(fits, function(f) f$iterations, numeric(1)),
+    best = seq_len(restarts) == best)
+  fit
 }
 
 resolve_estimator <- function(estimator, has_gradient) {
@@ -172,7 +213,12 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   tol = as.double(tol), eta = as.double(eta),
                   window = as.integer(window), passes = 2L, max_restarts = 5L,
                   init_mean = as.double(init_mean),
-                  init_log_sd = as.double(init_log_sd))
+                  init_log_sd = as.double(init_log_sd),
+                  progress = progress,
+                  progress_config = list(
+                    name = "bbvi",
+                    format = "VI {cli::pb_bar} {cli::pb_current}/{cli::pb_total} iterations | {cli::pb_status} | {cli::pb_elapsed}",
+                    clear = TRUE))
   start <- proc.time()[["elapsed"]]
   res <- .Call(C_vi_fit, spec, as.double(model$lower), as.double(model$upper),
                control)
@@ -189,14 +235,16 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
       i = "Try a smaller {.arg eta}, another {.arg init}, or check the model's scale."),
       call = NULL)
   }
-  res$control <- control
+  res$control <- control[setdiff(names(control), "progress_config")]
+  res$stop_reason <- c("converged", "max_iter reached while still moving",
+                       "max_iter reached while averaging (Monte Carlo error above tol)")[res$stop + 1L]
   res$method <- method
   res$estimator <- estimator
   res$optimizer <- optimizer
   if (!res$converged) {
     cli::cli_warn(c(
-      "The variational fit did not converge in {res$iterations} iterations.",
-      i = "Increase {.arg max_iter}, or check {.code plot(fit)}."))
+      "The variational fit did not converge in {res$iterations} iterations: {res$stop_reason}.",
+      i = "Increase {.arg max_iter} (or {.arg tol}), or check {.code plot(fit)}."))
   }
   res
 }

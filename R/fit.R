@@ -22,6 +22,7 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
     lambda = res$lambda,
     elbo_trace = res$elbo,
     converged = isTRUE(res$converged),
+    stop_reason = if (is.null(res$stop_reason)) "converged" else res$stop_reason,
     iterations = res$iterations,
     time = res$time,
     restarts = res$restarts,
@@ -29,20 +30,27 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
     samples = res$control$samples,
     path = if (is.null(res$path)) "stochastic" else res$path
   ), extra)
-  fit$draws <- q_draws(fit, draws)
-  structure(fit, class = c(class, "bbvi_fit"))
+  fit <- structure(fit, class = c(class, "bbvi_fit"))
+  smp <- q_sample(fit, draws)
+  fit$draws <- smp$theta
+  fit$diagnostics <- vi_diagnostics_compute(fit, smp)
+  fit
 }
 
-# Draws from q on the constrained scale, one named column per scalar.
-q_draws <- function(fit, n) {
+# Draws from q: unconstrained zeta (D x n), their log q, and theta on the
+# constrained scale (n x D, one named column per scalar).
+q_sample <- function(fit, n) {
   D <- length(fit$par_names)
   eps <- matrix(stats::rnorm(D * n), D, n)
   zeta <- fit$mean_unc + fit$chol_unc %*% eps
-  theta <- .Call(C_constrain, zeta, as.double(fit$lower), as.double(fit$upper))
-  out <- t(theta)
-  colnames(out) <- fit$par_names
-  out
+  log_q <- -0.5 * colSums(eps^2) - D * 0.5 * log(2 * pi) -
+    sum(log(diag(fit$chol_unc)))
+  theta <- t(.Call(C_constrain, zeta, as.double(fit$lower), as.double(fit$upper)))
+  colnames(theta) <- fit$par_names
+  list(zeta = zeta, log_q = log_q, theta = theta)
 }
+
+q_draws <- function(fit, n) q_sample(fit, n)$theta
 
 # Exact marginal quantiles: the transforms are monotone, so a quantile of
 # theta is the transformed quantile of zeta.
@@ -166,9 +174,21 @@ select_parm <- function(object, parm) {
 #' @param draws Number of draws. The fit keeps a fixed set (4000 by default);
 #'   asking for that many returns them, another number makes new ones with
 #'   R's random number stream.
+#' @param psis If `TRUE`, the fit's stored draws resampled (with
+#'   replacement) by their Pareto-smoothed importance weights p/q: a
+#'   correction of q towards the posterior that is worth having when k-hat is
+#'   below 0.7 (see [vi_diagnostics()]).
 #' @export
-as.matrix.bbvi_fit <- function(x, draws = 4000, ...) {
+as.matrix.bbvi_fit <- function(x, draws = 4000, psis = FALSE, ...) {
   check_count(draws, "draws")
+  check_flag(psis, "psis")
+  if (psis) {
+    w <- x$diagnostics$weights
+    idx <- sample.int(length(w), draws, replace = TRUE, prob = w)
+    out <- x$draws[idx, , drop = FALSE]
+    rownames(out) <- NULL
+    return(out)
+  }
   if (draws == nrow(x$draws)) return(x$draws)
   q_draws(x, draws)
 }
@@ -195,9 +215,31 @@ print_fit_header <- function(fit) {
   if (!is.null(fit$call)) cat("Call:", paste(deparse(fit$call, width.cutoff = 70), collapse = "\n      "), "\n")
   cat(sprintf("Family: %s Gaussian; gradient: %s; path: %s\n",
               fit$method, fit_estimator_label(fit), fit$path))
-  cat(sprintf("%s after %d iterations (%.2f s); final ELBO %s\n",
+  cat(sprintf("%s after %d iterations (%.2f s)%s\n",
               if (fit$converged) "Converged" else "NOT converged",
-              fit$iterations, fit$time, format_elbo(fit)))
+              fit$iterations, fit$time,
+              if (fit$converged) "" else paste0(": ", fit$stop_reason)))
+  dg <- fit$diagnostics
+  if (!is.null(dg)) {
+    cat(sprintf("ELBO %s (MC se %s); Pareto k-hat %s%s; sd of log p/q %s\n",
+                format(dg$elbo, digits = 6), format(dg$elbo_mcse, digits = 2),
+                format(dg$khat, digits = 2), khat_label(dg$khat),
+                format(dg$log_ratio_sd, digits = 2)))
+  }
+  print_restarts(fit)
+}
+
+print_restarts <- function(fit) {
+  rs <- fit$restart_summary
+  if (is.null(rs)) return(invisible())
+  cat(sprintf("Best of %d restarts; their final ELBOs range over %s to %s (spread %s)\n",
+              nrow(rs), format(min(rs$elbo), digits = 6), format(max(rs$elbo), digits = 6),
+              format(diff(range(rs$elbo)), digits = 3)))
+}
+
+khat_label <- function(k) {
+  if (is.na(k)) return("")
+  if (k <= 0.5) " (good)" else if (k <= 0.7) " (ok)" else " (> 0.7: heavy-tailed ratios)"
 }
 
 fit_estimator_label <- function(fit) {
@@ -207,14 +249,8 @@ fit_estimator_label <- function(fit) {
          fit$estimator)
 }
 
-format_elbo <- function(fit) {
-  tr <- fit$elbo_trace
-  if (length(tr) == 0) return("NA")
-  k <- min(length(tr), 100L)
-  format(mean(utils::tail(tr, k)), digits = 6)
-}
-
 #' @rdname bbvi_fit-methods
+#' @param digits Significant digits to print.
 #' @export
 print.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   print_fit_header(x)

@@ -427,3 +427,43 @@ plot.bbvi_mcmc <- function(x, pars = NULL, ...) {
   }
   invisible(x)
 }
+
+#' @rdname bbvi_mcmc-methods
+#' @details `posterior::as_draws_array()` (and `as_draws()`,
+#'   `as_draws_matrix()`, `as_draws_df()`) keep the chains, so
+#'   `posterior::summarise_draws()` and `bayesplot` work directly;
+#'   `coda::as.mcmc()` gives an `mcmc.list`, one element per chain.
+#' @exportS3Method posterior::as_draws_array
+as_draws_array.bbvi_mcmc <- function(x, ...) {
+  need_pkg("posterior")
+  a <- x$draws
+  dimnames(a) <- list(iteration = NULL, chain = NULL, variable = x$par_names)
+  posterior::as_draws_array(a)
+}
+
+#' @rdname bbvi_mcmc-methods
+#' @exportS3Method posterior::as_draws
+as_draws.bbvi_mcmc <- function(x, ...) as_draws_array.bbvi_mcmc(x, ...)
+
+#' @rdname bbvi_mcmc-methods
+#' @exportS3Method posterior::as_draws_matrix
+as_draws_matrix.bbvi_mcmc <- function(x, ...) {
+  posterior::as_draws_matrix(as_draws_array.bbvi_mcmc(x))
+}
+
+#' @rdname bbvi_mcmc-methods
+#' @exportS3Method posterior::as_draws_df
+as_draws_df.bbvi_mcmc <- function(x, ...) {
+  posterior::as_draws_df(as_draws_array.bbvi_mcmc(x))
+}
+
+#' @rdname bbvi_mcmc-methods
+#' @exportS3Method coda::as.mcmc
+as.mcmc.bbvi_mcmc <- function(x, ...) {
+  need_pkg("coda")
+  coda::mcmc.list(lapply(seq_len(x$chains), function(k) {
+    m <- matrix(x$draws[, k, ], ncol = length(x$par_names))
+    colnames(m) <- x$par_names
+    coda::mcmc(m, start = x$warmup + 1)
+  }))
+}

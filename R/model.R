@@ -228,13 +228,13 @@ native_logjoint <- function(fn, data = NULL, has_gradient = FALSE, package = NUL
     abort_arg("fn", "a symbol name, a NativeSymbolInfo or an external pointer", fn)
   }
   structure(list(address = address, data = data, has_gradient = has_gradient,
-                 name = if (is.character(fn)) fn else "<pointer>"),
+                 name = if (is.character(fn)) fn else NULL, package = package),
             class = "bbvi_native_logjoint")
 }
 
 #' @export
 print.bbvi_native_logjoint <- function(x, ...) {
-  cat("<bbvi_native_logjoint>", x$name,
+  cat("<bbvi_native_logjoint>", if (is.null(x$name)) "<pointer>" else x$name,
       if (x$has_gradient) "(with gradient)" else "(no gradient)", "\n")
   invisible(x)
 }
@@ -244,7 +244,16 @@ print.bbvi_native_logjoint <- function(x, ...) {
 # The R callbacks wrap the user's functions so that an error inside them, or a
 # result of the wrong type or length, stops with a message that names them.
 r_target_spec <- function(model, err_call = NULL) {
-  if (!is.null(model$target)) return(model$target)
+  if (!is.null(model$target)) {
+    spec <- model$target
+    # an external pointer does not survive serialisation (e.g. to a parallel
+    # worker): look a named compiled function up again where we run
+    if (identical(spec$type, "native") && inherits(model$logjoint, "bbvi_native_logjoint") &&
+        is.character(model$logjoint$name)) {
+      spec$fn <- native_logjoint(model$logjoint$name, package = model$logjoint$package)$address
+    }
+    return(spec)
+  }
   logjoint <- model$logjoint
   gradient <- model$gradient
   data <- model$data

@@ -2,6 +2,7 @@
    Family, target, estimator and step-size rule come in through their
    abstractions; nothing here knows which ones run. */
 #include "bbvi.h"
+#include <cli/progress.h>
 #include <math.h>
 #include <string.h>
 
@@ -257,9 +258,19 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int last_fail_nofinite = 0, nofinite_streak = 0;
     long n_dropped = 0;
 
+    /* cli's C progress bar: ticking costs a flag test per iteration */
+    SEXP bar = R_NilValue;
+    if (bbvi_list_int(control, "progress", 0))
+        bar = cli_progress_bar(max_iter, bbvi_list_get(control, "progress_config"));
+    PROTECT(bar);
+
     GetRNGstate();
     while (t < max_iter) {
         if (t % 8 == 0) R_CheckUserInterrupt();
+        if (!Rf_isNull(bar) && CLI_SHOULD_TICK) {
+            cli_progress_set_status(bar, conv.phase == 1 ? "optimising" : "averaging");
+            cli_progress_set(bar, t);
+        }
         double elbo = estimate(&ews, lambda, grad);
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
@@ -293,6 +304,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         if (converged) break;
     }
     PutRNGstate();
+    cli_progress_done(bar);
+    UNPROTECT(1);
 
     /* The answer is lambda averaged over the last complete window (iterate
        averaging removes most of the optimiser's own noise). */

@@ -15,6 +15,8 @@ model <- bbvi_model(
 )
 fit <- bbvi(model, seed = 1)          # score-function gradients: no derivatives needed
 print(summary(fit))
+# (k-hat looks at the far tail: a log-normal q has a lighter left tail than
+# a Gamma posterior, so k-hat can be large while the summaries are accurate.)
 a <- 3 + sum(y); b <- 1 + length(y)
 cat(sprintf("\nexact posterior: mean %.4f, sd %.4f, 95%% interval (%.4f, %.4f)\n",
             a / b, sqrt(a) / b, qgamma(0.025, a, b), qgamma(0.975, a, b)))

@@ -15,10 +15,12 @@ test_that("normal mean with known variance is recovered by both estimators", {
   }
 })
 
+# A logit- or log-normal q has lighter tails than these posteriors, so
+# k-hat (a far-tail diagnostic) warns on them; the summaries are still close.
 test_that("a (0, 1) parameter: Beta-Binomial", {
   case <- beta_binomial_case()
   for (est in c("score", "reparam")) {
-    fit <- bbvi(case$model, estimator = est, seed = 2)
+    fit <- suppressWarnings(bbvi(case$model, estimator = est, seed = 2))
     expect_true(fit$converged)
     expect_lt(abs(coef(fit)[["p"]] - case$mean) / case$sd, 0.1)
     expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), 0.1)
@@ -29,7 +31,7 @@ test_that("a (0, 1) parameter: Beta-Binomial", {
 test_that("a positive parameter: Gamma-Poisson", {
   case <- gamma_poisson_case()
   for (est in c("score", "reparam")) {
-    fit <- bbvi(case$model, estimator = est, seed = 3)
+    fit <- suppressWarnings(bbvi(case$model, estimator = est, seed = 3))
     expect_true(fit$converged)
     expect_lt(abs(coef(fit)[["lambda"]] - case$mean) / case$sd, 0.1)
     expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), 0.1)
@@ -52,8 +54,10 @@ test_that("mean-field finds the reverse-KL optimum sd_i = 1 / sqrt(Lambda_ii)", 
   case <- gaussian2_case()
   target_sd <- 1 / sqrt(diag(case$precision))
   for (est in c("score", "reparam")) {
-    fit <- bbvi(case$model, method = "meanfield", estimator = est, seed = 5)
+    expect_warning(fit <- bbvi(case$model, method = "meanfield", estimator = est, seed = 5),
+                   "k-hat")
     expect_true(fit$converged)
+    expect_gt(fit$diagnostics$khat, 0.7)
     expect_true(all(abs(coef(fit) - case$mean) / target_sd < 0.05))
     expect_true(all(abs(sqrt(diag(vcov(fit))) / target_sd - 1) < 0.05))
     # and so it understates the marginal sds (here by 40%)
@@ -63,7 +67,7 @@ test_that("mean-field finds the reverse-KL optimum sd_i = 1 / sqrt(Lambda_ii)", 
 
 test_that("estimator = 'auto' picks reparam with a gradient, score without", {
   case <- normal_mean_case()
-  expect_equal(bbvi(case$model, seed = 1, max_iter = 300, window = 50)$estimator, "reparam")
+  expect_equal(bbvi(case$model, seed = 1)$estimator, "reparam")
   no_grad <- bbvi_model(case$model$logjoint, case$model$parameters, data = case$y)
   fit <- suppressWarnings(bbvi(no_grad, seed = 1, max_iter = 300, window = 50))
   expect_equal(fit$estimator, "score")
@@ -101,8 +105,9 @@ test_that("per-draw and vectorized callbacks give the same fit", {
   pars <- list(b = param(dim = 2), s = param(lower = 0))
   m1 <- bbvi_model(lj1, pars, data = list(x = x, y = y))
   mS <- bbvi_model(ljS, pars, data = list(x = x, y = y), vectorized = TRUE)
-  f1 <- bbvi(m1, seed = 3, max_iter = 2000)
-  fS <- bbvi(mS, seed = 3, max_iter = 2000)
+  # mean-field on correlated coefficients: k-hat warns (tested in test-fit.R)
+  f1 <- suppressWarnings(bbvi(m1, seed = 3, max_iter = 2000))
+  fS <- suppressWarnings(bbvi(mS, seed = 3, max_iter = 2000))
   expect_equal(f1$lambda, fS$lambda, tolerance = 1e-10)
   expect_equal(f1$iterations, fS$iterations)
   expect_equal(names(coef(f1)), c("b[1]", "b[2]", "s"))

@@ -31,7 +31,7 @@ test_that("fit methods agree with q", {
 })
 
 test_that("bounded parameters: quantiles are exact transforms, summaries agree with draws", {
-  fit <- bbvi(beta_binomial_case()$model, seed = 2)
+  fit <- suppressWarnings(bbvi(beta_binomial_case()$model, seed = 2))
   s <- summary(fit)$table
   expect_true(s[1, "2.5%"] > 0 && s[1, "97.5%"] < 1)
   d <- as.matrix(fit)[, 1]
@@ -41,7 +41,7 @@ test_that("bounded parameters: quantiles are exact transforms, summaries agree w
   # an upper-bound-only parameter has a decreasing transform
   m <- bbvi_model(function(theta, data) dnorm(theta$u, -2, 0.5, log = TRUE),
                   list(u = param(upper = 0)))
-  fu <- bbvi(m, seed = 3)
+  fu <- suppressWarnings(bbvi(m, seed = 3))
   ci <- confint(fu)
   expect_lt(ci[1, 1], ci[1, 2])
   expect_true(ci[1, 2] < 0)
@@ -62,4 +62,58 @@ test_that("methods check their arguments", {
   expect_snapshot(error = TRUE, confint(fit, parm = "nope"))
   expect_snapshot(error = TRUE, as.matrix(fit, draws = 0))
   expect_snapshot(error = TRUE, elbo(1))
+})
+
+test_that("PSIS k-hat flags a too-narrow q and passes a good one", {
+  case <- gaussian2_case()
+  good <- bbvi(case$model, method = "fullrank", seed = 4)
+  expect_lt(good$diagnostics$khat, 0.5)
+  # the exact q makes log p - log q constant: the ELBO is log Z
+  logZ <- log(2 * pi) + 0.5 * log(det(case$Sigma))
+  expect_lt(abs(good$diagnostics$elbo - logZ), 0.01)
+  # mean-field on a correlation-0.95 Gaussian is far too narrow
+  S <- matrix(c(1, 0.95, 0.95, 1), 2); P <- solve(S)
+  m <- bbvi_model(function(theta, data) -0.5 * sum(theta$z * (P %*% theta$z)),
+                  list(z = param(dim = 2)),
+                  gradient = function(theta, data) -drop(P %*% theta$z))
+  expect_warning(bad <- bbvi(m, seed = 1), "k-hat")
+  expect_gt(bad$diagnostics$khat, 0.7)
+  expect_lt(bad$diagnostics$elbo, logZ)
+  expect_output(print(bad), "heavy-tailed")
+  # PSIS resampling moves the too-narrow draws towards the true spread
+  rs <- as.matrix(bad, psis = TRUE)
+  expect_gt(sd(rs[, 1]), sd(as.matrix(bad)[, 1]))
+})
+
+test_that("a bimodal target: q on one mode gets a large k-hat", {
+  m <- bbvi_model(function(theta, data) {
+    log(0.5 * dnorm(theta$x, -2, 0.7) + 0.5 * dnorm(theta$x, 2, 0.7))
+  }, list(x = param()))
+  expect_warning(fit <- bbvi(m, seed = 1, init = list(x = 1)), "k-hat")
+  expect_gt(abs(coef(fit)[["x"]]), 1.5)   # locked onto one mode
+  expect_lt(sqrt(vcov(fit)[1, 1]), 0.8)   # with about that mode's sd
+  expect_gt(fit$diagnostics$khat, 0.7)
+})
+
+test_that("restarts run through future.apply and keep the best ELBO", {
+  skip_if_not_installed("future.apply")
+  m <- bbvi_model(function(theta, data) {
+    log(0.5 * dnorm(theta$x, -3, 0.7) + 0.5 * dnorm(theta$x, 3, 0.7))
+  }, list(x = param()))
+  fit <- suppressWarnings(bbvi(m, seed = 1, restarts = 3))
+  rs <- fit$restart_summary
+  expect_equal(nrow(rs), 3L)
+  expect_equal(fit$diagnostics$elbo, max(rs$elbo))
+  expect_true(rs$best[which.max(rs$elbo)])
+  expect_output(print(fit), "Best of 3 restarts")
+  fit2 <- suppressWarnings(bbvi(m, seed = 1, restarts = 3))
+  expect_identical(fit$lambda, fit2$lambda)
+  expect_snapshot(error = TRUE, bbvi(m, restarts = 0))
+})
+
+test_that("a progress bar can be shown without disturbing the fit", {
+  case <- normal_mean_case()
+  f1 <- bbvi(case$model, seed = 1, progress = FALSE)
+  f2 <- suppressMessages(bbvi(case$model, seed = 1, progress = TRUE))
+  expect_identical(f1$lambda, f2$lambda)
 })

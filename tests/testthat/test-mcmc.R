@@ -232,3 +232,20 @@ test_that("NUTS on a posteriordb GLM (kidiq interaction) matches the reference",
   expect_true(all(abs(s2[, "mean"] - ref$mean) / ref$sd < 0.25))
   expect_true(all(abs(s2[, "sd"] / ref$sd - 1) < 0.25))
 })
+
+test_that("draws convert to posterior and coda formats, chains kept", {
+  skip_if_not_installed("posterior")
+  skip_if_not_installed("coda")
+  case <- gaussian2_case()
+  mc <- sample_mcmc(case$model, chains = 2, iter = 400, seed = 3)
+  a <- posterior::as_draws_array(mc)
+  expect_equal(posterior::nchains(a), 2)
+  expect_equal(posterior::variables(a), c("z[1]", "z[2]"))
+  expect_equal(posterior::rhat(posterior::extract_variable_matrix(a, "z[1]")),
+               mc$diagnostics["z[1]", "rhat"])
+  expect_equal(nrow(posterior::as_draws_df(mc)), 400)
+  expect_equal(posterior::ndraws(posterior::as_draws_matrix(mc)), 400)
+  cm <- coda::as.mcmc(mc)
+  expect_s3_class(cm, "mcmc.list")
+  expect_equal(unname(as.matrix(cm[[2]])[, "z[1]"]), unname(mc$draws[, 2, "z[1]"]))
+})

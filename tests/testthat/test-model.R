@@ -79,7 +79,7 @@ test_that("bbvi() checks its tuning arguments", {
 test_that("init on the constrained scale is used", {
   m <- beta_binomial_case()$model
   expect_snapshot(error = TRUE, bbvi(m, init = list(p = 1.5)))
-  fit <- bbvi(m, init = list(p = 0.4), max_iter = 300, window = 50, seed = 1)
+  fit <- suppressWarnings(bbvi(m, init = list(p = 0.4), seed = 1))
   expect_s3_class(fit, "bbvi_fit")
 })
 

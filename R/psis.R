@@ -1,0 +1,80 @@
+#' How far can a variational fit be trusted?
+#'
+#' Every fit carries these diagnostics, computed from its stored draws
+#' z_1..z_n from q (4000 by default):
+#'
+#' * `khat`: the Pareto k-hat of the importance ratios p(x, z) / q(z)
+#'   (Yao, Vehtari, Simpson and Gelman 2018), from Pareto-smoothed
+#'   importance sampling in the `loo` package. Below 0.5 q is close to the
+#'   posterior; 0.5-0.7 is usable; above 0.7 q misses posterior mass (too
+#'   narrow, a missed mode or a heavy tail) and its summaries are unreliable:
+#'   the fit warns. k-hat looks at the far tail: a Gaussian q on the log or
+#'   logit scale has lighter tails than most posteriors of bounded
+#'   parameters (a Gamma posterior is exponential-tailed on the log scale),
+#'   so such fits can show a large k-hat while their means and central
+#'   intervals are accurate; `log_ratio_sd`, the sd of log p - log q over
+#'   the draws, says how far q is from p where q has its mass (0 when q is
+#'   exact). A mode that q never reaches cannot be seen by any importance
+#'   sampling diagnostic.
+#' * `elbo`, `elbo_mcse`: the ELBO at the final q, estimated from the same
+#'   draws, and its Monte Carlo standard error.
+#' * `weights`: the Pareto-smoothed normalised importance weights, used by
+#'   `as.matrix(fit, psis = TRUE)`.
+#' * `stop_reason`: why the optimiser stopped.
+#'
+#' @param fit A `bbvi_fit`.
+#' @return `vi_diagnostics()` returns a list with the elements above (for a
+#'   fit, its stored copy).
+#' @references Yao, Y., Vehtari, A., Simpson, D. and Gelman, A. (2018). Yes,
+#'   but did it work?: Evaluating variational inference. ICML.
+#' @examples
+#' m <- bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
+#'                 list(mu = param()))
+#' fit <- bbvi(m, seed = 1)
+#' str(vi_diagnostics(fit)[c("khat", "elbo", "elbo_mcse", "stop_reason")])
+#' @export
+vi_diagnostics <- function(fit, ...) UseMethod("vi_diagnostics")
+
+#' @rdname vi_diagnostics
+#' @param ... Unused.
+#' @export
+vi_diagnostics.bbvi_fit <- function(fit, ...) fit$diagnostics
+
+#' @export
+vi_diagnostics.default <- function(fit, ...) abort_arg("fit", "a bbvi_fit", fit)
+
+# Computed once when the fit is made, from the draws it keeps.
+vi_diagnostics_compute <- function(fit, smp) {
+  spec <- fit_target_spec(fit)
+  lp <- .Call(C_logdens, spec, as.double(fit$lower), as.double(fit$upper),
+              smp$zeta, FALSE)
+  log_ratio <- as.double(lp) - smp$log_q
+  ok <- is.finite(log_ratio)
+  n_ok <- sum(ok)
+  weights <- numeric(length(log_ratio))
+  khat <- NA_real_
+  if (n_ok >= 10) {
+    # loo warns about large k itself; the fit gives its own warning below
+    ps <- suppressWarnings(loo::psis(log_ratio[ok], r_eff = 1))
+    khat <- as.double(loo::pareto_k_values(ps))
+    weights[ok] <- as.double(stats::weights(ps, log = FALSE, normalize = TRUE))
+  } else {
+    weights[ok] <- 1 / max(n_ok, 1)
+  }
+  out <- list(
+    khat = khat,
+    elbo = if (n_ok > 0) mean(log_ratio[ok]) else NA_real_,
+    elbo_mcse = if (n_ok > 1) stats::sd(log_ratio[ok]) / sqrt(n_ok) else NA_real_,
+    log_ratio_sd = if (n_ok > 1) stats::sd(log_ratio[ok]) else NA_real_,
+    n_draws = length(log_ratio), n_finite = n_ok,
+    weights = weights, stop_reason = fit$stop_reason)
+  if (!is.na(khat) && khat > 0.7) {
+    cli::cli_warn(c(
+      "Pareto k-hat is {format(khat, digits = 2)} (> 0.7): the importance ratios p/q are heavy-tailed.",
+      i = "q's tails are lighter than the posterior's or it misses a mode (log p - log q has sd {format(out$log_ratio_sd, digits = 2)} over q's draws); sds and tail quantiles may be off.",
+      i = "Try {.code method = \"fullrank\"}, or check with {.fn sample_mcmc}."))
+  }
+  out
+}
+
+fit_target_spec <- function(fit) r_target_spec(fit$model, err_call = call("bbvi"))
