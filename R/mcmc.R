@@ -149,6 +149,10 @@ sample_mcmc.formula <- function(x, data = NULL, family = stats::gaussian(),
               call = call, class = "bbvi_glm_mcmc", extra = setup$info)
 }
 
+# family(), formula() and nobs() are stats generics: import them so that
+# their methods register when only base is attached (R CMD check loads the
+# namespace that way).
+#' @importFrom stats family formula nobs
 #' @rdname bbvi_mcmc-methods
 #' @export
 nobs.bbvi_glm_mcmc <- function(object, ...) object$nobs
