@@ -104,8 +104,9 @@ sample_mcmc.bbvi_model <- function(x, ..., method = c("nuts", "rwm"),
                                    warmup = floor(iter / 2), seed = NULL,
                                    max_treedepth = 10, adapt_delta = 0.8,
                                    init = NULL, init_radius = 2,
-                                   progress = FALSE) {
+                                   progress = interactive()) {
   call <- match.call()
+  call[[1]] <- quote(sample_mcmc)
   check_dots_empty(...)
   mcmc_engine(x, r_target_spec(x, err_call = call("sample_mcmc")),
               method = method, chains = chains, iter = iter, warmup = warmup,
@@ -136,8 +137,9 @@ sample_mcmc.formula <- function(x, data = NULL, family = stats::gaussian(),
                                 iter = 2000, warmup = floor(iter / 2),
                                 seed = NULL, max_treedepth = 10,
                                 adapt_delta = 0.8, init = NULL,
-                                init_radius = 2, progress = FALSE) {
+                                init_radius = 2, progress = interactive()) {
   call <- match.call()
+  call[[1]] <- quote(sample_mcmc)
   check_dots_empty(...)
   setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
                      weights = weights, offset = offset, subset = subset,

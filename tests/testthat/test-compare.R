@@ -39,8 +39,8 @@ test_that("compare_fits() puts VI and MCMC summaries side by side", {
 
 test_that("compare_fits() checks its arguments", {
   case <- gaussian2_case()
-  mc <- sample_mcmc(case$model, chains = 2, iter = 300, seed = 1)
-  other <- sample_mcmc(normal_mean_case()$model, chains = 2, iter = 300, seed = 1)
+  mc <- sample_mcmc(case$model, chains = 2, iter = 600, seed = 1)
+  other <- sample_mcmc(normal_mean_case()$model, chains = 2, iter = 600, seed = 1)
   expect_snapshot(error = TRUE, compare_fits(1, mc))
   expect_snapshot(error = TRUE, compare_fits(mc, "x"))
   expect_snapshot(error = TRUE, compare_fits(mc, other))
