@@ -238,37 +238,61 @@ static int all_finite(const double *x, int n)
     return 1;
 }
 
-/* .Call(C_vi_fit, target_spec, lower, upper, control) */
-SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
+/* What both entry points build from (spec, lower, upper, control): the
+   target, the model on the unconstrained scale, the family and the
+   estimator with its workspace for S draws. */
+typedef struct {
+    int D;
+    const bbvi_family *fam;
+    bbvi_target target;
+    bbvi_model model;
+    bbvi_estimator_ws ews;
+    bbvi_estimator_fn estimate;
+} vi_setup;
+
+static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
+                          SEXP control, int S)
 {
     int D = Rf_length(lower);
     if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
         Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
     SEXP fam_name = bbvi_list_get(control, "family");
     SEXP est_name = bbvi_list_get(control, "estimator");
-    SEXP opt_name = bbvi_list_get(control, "optimizer");
-    if (!Rf_isString(fam_name) || !Rf_isString(est_name) || !Rf_isString(opt_name))
-        Rf_error("internal error: control needs family, estimator, optimizer");
-    const bbvi_family *fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
+    if (!Rf_isString(fam_name) || !Rf_isString(est_name))
+        Rf_error("internal error: control needs family and estimator");
+    if (S < 1) Rf_error("internal error: samples must be >= 1");
+    v->D = D;
+    v->fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
     int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
+    bbvi_target_from_sexp(spec, D, S, &v->target);
+    if (use_reparam && !v->target.has_grad)
+        Rf_error("internal error: reparameterization needs a gradient");
+    bbvi_model_init(&v->model, &v->target, REAL(lower), REAL(upper), D, S);
+    bbvi_estimator_ws_init(&v->ews, v->fam, &v->model, S);
+    v->ews.use_cv = bbvi_list_int(control, "control_variates", 1);
+    v->estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
+}
+
+/* .Call(C_vi_fit, target_spec, lower, upper, control) */
+SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
+{
+    SEXP opt_name = bbvi_list_get(control, "optimizer");
+    if (!Rf_isString(opt_name)) Rf_error("internal error: control needs optimizer");
     int opt_type = strcmp(CHAR(STRING_ELT(opt_name, 0)), "adam") == 0 ? BBVI_ADAM : BBVI_ADAGRAD;
     int S = bbvi_list_int(control, "samples", 10);
     int max_iter = bbvi_list_int(control, "max_iter", 10000);
     int max_restarts = bbvi_list_int(control, "max_restarts", 5);
     double eta = bbvi_list_double(control, "eta", 0.1);
     int W = bbvi_list_int(control, "window", 100);
-    if (S < 1 || max_iter < 1 || W < 2 || !(eta > 0))
+    if (max_iter < 1 || W < 2 || !(eta > 0))
         Rf_error("internal error: bad control values");
+    vi_setup v;
+    vi_setup_init(&v, spec, lower, upper, control, S);
+    int D = v.D;
+    const bbvi_family *fam = v.fam;
+    bbvi_estimator_ws *ews = &v.ews;
+    bbvi_estimator_fn estimate = v.estimate;
 
-    bbvi_target target;
-    bbvi_target_from_sexp(spec, D, S, &target);
-    if (use_reparam && !target.has_grad)
-        Rf_error("internal error: reparameterization needs a gradient");
-    bbvi_model model;
-    bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
-    bbvi_estimator_ws ews;
-    bbvi_estimator_ws_init(&ews, fam, &model, S);
-    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
     /* optional preconditioner zeta = shift + P z (see bbvi_estimator_ws) */
     SEXP preP = bbvi_list_get(control, "precond"), preS = bbvi_list_get(control, "shift");
     const double *P = NULL, *shift = NULL;
@@ -286,7 +310,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                     (i > j && v != 0 && fam == &bbvi_family_meanfield))
                     Rf_error("internal error: `precond` must be lower triangular with a positive diagonal (diagonal for mean-field)");
             }
-        bbvi_estimator_set_precond(&ews, P, shift);
+        bbvi_estimator_set_precond(ews, P, shift);
         /* its inverse, to move the starting point into z */
         Pinv = (double *) R_alloc((size_t) D * D, sizeof(double));
         shift_inv = (double *) R_alloc(D, sizeof(double));
@@ -305,8 +329,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             shift_inv[i] = -a;
         }
     }
-    bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
-    int K = ews.K;
+    int K = ews->K;
 
     double *lambda = (double *) R_alloc(K, sizeof(double));
     double *good = (double *) R_alloc(K, sizeof(double));
@@ -354,21 +377,21 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             cli_progress_set_status(bar, conv.phase == 1 ? "optimising" : "averaging");
             cli_progress_set(bar, t);
         }
-        double elbo = estimate(&ews, lambda, grad);
+        double elbo = estimate(ews, lambda, grad);
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
-        if (ews.n_finite == 0 && ++nofinite_streak < 10) continue;
-        if (ews.n_finite > 0) nofinite_streak = 0;
+        if (ews->n_finite == 0 && ++nofinite_streak < 10) continue;
+        if (ews->n_finite > 0) nofinite_streak = 0;
         int failed = !R_FINITE(elbo) || !all_finite(grad, K);
         if (!failed) {
-            n_dropped += S - ews.n_finite;
+            n_dropped += S - ews->n_finite;
             bbvi_optim_step(&opt, lambda, grad);
             failed = !all_finite(lambda, K);
         }
         if (failed) {
             /* divergence guard: back to the last good lambda with a smaller
                step; give up after max_restarts */
-            last_fail_nofinite = ews.n_finite == 0;
+            last_fail_nofinite = ews->n_finite == 0;
             nofinite_streak = 0;
             if (++restarts > max_restarts) {
                 status = last_fail_nofinite ? VI_NO_FINITE : VI_DIVERGED;
@@ -478,36 +501,21 @@ SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
    list(grad = K x n, elbo = n). */
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    int D = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
-        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
-    SEXP fam_name = bbvi_list_get(control, "family");
-    SEXP est_name = bbvi_list_get(control, "estimator");
     SEXP lam = bbvi_list_get(control, "lambda");
-    if (!Rf_isString(fam_name) || !Rf_isString(est_name) || !Rf_isReal(lam))
-        Rf_error("internal error: control needs family, estimator, lambda");
-    const bbvi_family *fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
-    int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
     int S = bbvi_list_int(control, "samples", 10), n = bbvi_list_int(control, "n", 100);
-    if (S < 1 || n < 1) Rf_error("internal error: bad samples or n");
-    bbvi_target target;
-    bbvi_target_from_sexp(spec, D, S, &target);
-    if (use_reparam && !target.has_grad)
-        Rf_error("internal error: reparameterization needs a gradient");
-    bbvi_model model;
-    bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
-    bbvi_estimator_ws ews;
-    bbvi_estimator_ws_init(&ews, fam, &model, S);
-    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
-    int K = ews.K;
+    if (!Rf_isReal(lam) || n < 1) Rf_error("internal error: bad lambda or n");
+    vi_setup v;
+    vi_setup_init(&v, spec, lower, upper, control, S);
+    bbvi_estimator_ws *ews = &v.ews;
+    bbvi_estimator_fn estimate = v.estimate;
+    int K = ews->K;
     if (Rf_length(lam) != K) Rf_error("internal error: lambda must have length %d", K);
-    bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
     SEXP g = PROTECT(Rf_allocMatrix(REALSXP, K, n));
     SEXP el = PROTECT(Rf_allocVector(REALSXP, n));
     GetRNGstate();
     for (int i = 0; i < n; i++) {
         if (i % 8 == 0) R_CheckUserInterrupt();
-        REAL(el)[i] = estimate(&ews, REAL(lam), REAL(g) + (size_t) i * K);
+        REAL(el)[i] = estimate(ews, REAL(lam), REAL(g) + (size_t) i * K);
     }
     PutRNGstate();
     const char *names[] = { "grad", "elbo", "" };
