@@ -183,7 +183,7 @@ as.matrix.bbvi_fit <- function(x, draws = 4000, psis = FALSE, ...) {
   check_count(draws, "draws")
   check_flag(psis, "psis")
   if (psis) {
-    w <- x$diagnostics$weights
+    w <- x$diagnostics$weights   # for the first length(w) stored draws
     idx <- sample.int(length(w), draws, replace = TRUE, prob = w)
     out <- x$draws[idx, , drop = FALSE]
     rownames(out) <- NULL
@@ -227,10 +227,11 @@ print_fit_status <- function(fit) {
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
   dg <- fit$diagnostics
   if (!is.null(dg)) {
-    cat(sprintf("ELBO %s (MC se %s); Pareto k-hat %s%s; sd of log p/q %s\n",
+    cat(sprintf("ELBO %s (MC se %s); Pareto k-hat %s%s; sd of log p/q %s%s\n",
                 format(dg$elbo, digits = 6), format(dg$elbo_mcse, digits = 2),
                 format(dg$khat, digits = 2), khat_label(dg$khat),
-                format(dg$log_ratio_sd, digits = 2)))
+                format(dg$log_ratio_sd, digits = 2),
+                if (dg$n_draws < nrow(fit$draws)) sprintf(" (from %d draws)", dg$n_draws) else ""))
   }
   print_restarts(fit)
 }

@@ -19,6 +19,9 @@
 #'   warning off (the diagnostic is still computed and printed).
 #' * `elbo`, `elbo_mcse`: the ELBO at the final q, estimated from the same
 #'   draws, and its Monte Carlo standard error.
+#' * `n_draws`: how many of the stored draws these use: all of them unless
+#'   the log-joint is expensive (the diagnostics take at most a quarter of
+#'   the fit's time, or half a second, but at least 100 draws).
 #' * `weights`: the Pareto-smoothed normalised importance weights, used by
 #'   `as.matrix(fit, psis = TRUE)`.
 #' * `stop_reason`: why the optimiser stopped.
@@ -46,10 +49,8 @@ vi_diagnostics.default <- function(fit, ...) abort_arg("fit", "a bbvi_fit", fit)
 
 # Computed once when the fit is made, from the draws it keeps.
 vi_diagnostics_compute <- function(fit, smp) {
-  spec <- fit_target_spec(fit)
-  lp <- .Call(C_logdens, spec, as.double(fit$lower), as.double(fit$upper),
-              smp$zeta, FALSE)
-  log_ratio <- as.double(lp) - smp$log_q
+  lp <- diagnostic_logdens(fit, smp$zeta)
+  log_ratio <- as.double(lp) - smp$log_q[seq_along(lp)]
   ok <- is.finite(log_ratio)
   n_ok <- sum(ok)
   weights <- numeric(length(log_ratio))
@@ -84,3 +85,26 @@ vi_diagnostics_compute <- function(fit, smp) {
 }
 
 fit_target_spec <- function(fit) r_target_spec(fit$model, err_call = call("bbvi"))
+
+# log p at the first draws of zeta, in chunks, as many as the time budget
+# allows: the diagnostics may take max(0.5 s, a quarter of the fit's time),
+# but use at least 100 draws (or all, if fewer). For a cheap log-joint that
+# is all of them; for an expensive one (a GLM with N = 100,000) a few
+# hundred, and k-hat is then a rougher estimate (`n_draws` says how many).
+diagnostic_logdens <- function(fit, zeta, chunk = 50L, min_draws = 100L) {
+  spec <- fit_target_spec(fit)
+  n <- ncol(zeta)
+  budget <- max(0.5, 0.25 * fit$time)
+  out <- numeric(0)
+  start <- proc.time()[["elapsed"]]
+  while (length(out) < n) {
+    idx <- seq(length(out) + 1L, min(n, length(out) + chunk))
+    lp <- .Call(C_logdens, spec, as.double(fit$lower), as.double(fit$upper),
+                zeta[, idx, drop = FALSE], FALSE)
+    out <- c(out, as.double(lp))
+    used <- proc.time()[["elapsed"]] - start
+    per_draw <- used / length(out)
+    if (length(out) >= min_draws && used + chunk * per_draw > budget) break
+  }
+  out
+}
