@@ -1,0 +1,257 @@
+# Fuzz tests: malformed input to every exported function must give a result
+# or an R error (a condition), never a crash or a hang. A crash takes the
+# test process down; a hang is cut by a time limit (R_CheckUserInterrupt in
+# the C loops checks it). Seeded, so a failure can be replayed.
+#
+# Two layers:
+# * one bad argument at a time, the others valid: the error must be an rlang
+#   error (cli::cli_abort, i.e. a message that says what was expected);
+# * random combinations of bad arguments: any R condition is fine.
+
+fuzz_pool <- function() {
+  list(
+    NULL, NA, NA_real_, NA_integer_, NA_character_, NaN, Inf, -Inf,
+    1e308, -1e308, 1e10, -1, 0, 0.5, 1L, TRUE, FALSE,
+    "a", "", c("a", "b"), character(), numeric(), integer(), logical(),
+    list(), list(1, "a"), list(a = NULL), c(1, NA), c(Inf, 1), 1:3,
+    matrix(1:4, 2), matrix(numeric(), 0, 2), complex(real = 1, imaginary = 1),
+    factor("a"), as.raw(1), data.frame(), data.frame(x = numeric()),
+    data.frame(y = c(1, NA), x = c(NA, 2)), function(...) NULL,
+    function(theta, data) stop("boom"), quote(x), y ~ x, ~ 1,
+    new.env(), structure(list(), class = "bbvi_model"),
+    structure(list(), class = "bbvi_fit"),
+    structure(list(dim = -1), class = "bbvi_param"), Sys.Date()
+  )
+}
+
+# Calls f with args under a time limit; returns "ok", "error" or
+# "rlang_error" (the condition is attached).
+fuzz_call <- function(f, args, seconds = 5) {
+  setTimeLimit(elapsed = seconds, transient = TRUE)
+  on.exit(setTimeLimit(elapsed = Inf))
+  out <- tryCatch(
+    suppressWarnings(suppressMessages(withVisible(do.call(f, args)))),
+    error = function(e) e)
+  setTimeLimit(elapsed = Inf)
+  if (!inherits(out, "error")) return(structure("ok", value = out$value))
+  if (grepl("time limit", conditionMessage(out))) {
+    return(structure("timeout", condition = out))
+  }
+  structure(if (inherits(out, "rlang_error")) "rlang_error" else "error",
+            condition = out)
+}
+
+fuzz_describe <- function(fname, args) {
+  shown <- vapply(args, function(a) paste(utils::capture.output(utils::str(a, give.attr = FALSE))[1], collapse = ""),
+                  character(1))
+  sprintf("%s(%s)", fname, paste(names(args), "=", shown, collapse = ", "))
+}
+
+fuzz_model <- function() {
+  bbvi_model(function(theta, data) stats::dnorm(theta$mu, 1, 1, log = TRUE),
+             list(mu = param()),
+             gradient = function(theta, data) 1 - theta$mu)
+}
+
+# Valid arguments per exported function (fast settings); functions not listed
+# here get pool values and defaults only.
+fuzz_valid_args <- function(fit) {
+  m <- fuzz_model()
+  list(
+    param = list(dim = 2, lower = 0, upper = 1),
+    bbvi_model = list(logjoint = function(theta, data) 0,
+                      parameters = list(a = param()), data = NULL,
+                      gradient = NULL, vectorized = FALSE),
+    native_logjoint = list(fn = "bbvi:mvnormal", data = list(0, diag(1)),
+                           has_gradient = TRUE),
+    bbvi = list(x = m, method = "meanfield", estimator = "reparam",
+                samples = 5, max_iter = 300, tol = 0.1, seed = 1,
+                progress = FALSE, optimizer = "adagrad", eta = 0.5,
+                window = 50, init = list(mu = 0), init_sd = 1, draws = 50,
+                restarts = 1),
+    elbo = list(fit = fit),
+    vi_diagnostics = list(fit = fit)
+  )
+}
+
+fuzz_fit <- function() {
+  suppressWarnings(bbvi(fuzz_model(), seed = 1, max_iter = 300, window = 50,
+                        draws = 50))
+}
+
+test_that("one malformed argument at a time gives a clear (rlang) error or a result", {
+  fit <- fuzz_fit()
+  valid <- fuzz_valid_args(fit)
+  pool <- fuzz_pool()
+  unclear <- character()
+  for (fname in getNamespaceExports("bbvi")) {
+    f <- getExportedValue("bbvi", fname)
+    if (!is.function(f)) next
+    base <- valid[[fname]]
+    if (is.null(base)) next   # covered by the random layer below
+    for (arg in names(base)) {
+      for (v in pool) {
+        args <- base
+        args[arg] <- list(v)
+        res <- fuzz_call(f, args)
+        expect_false(identical(as.character(res), "timeout"),
+                     label = fuzz_describe(fname, args))
+        if (identical(as.character(res), "error")) {
+          unclear <- c(unclear, paste0(fuzz_describe(fname, args), ": ",
+                                       conditionMessage(attr(res, "condition"))))
+        }
+      }
+    }
+  }
+  expect_identical(unclear, character())
+})
+
+test_that("random malformed calls to every export return or raise an R error", {
+  fit <- fuzz_fit()
+  valid <- fuzz_valid_args(fit)
+  pool <- fuzz_pool()
+  set.seed(20240605)
+  exports <- sort(getNamespaceExports("bbvi"))
+  n_calls <- 0L
+  start <- proc.time()[["elapsed"]]
+  for (fname in exports) {
+    f <- getExportedValue("bbvi", fname)
+    if (!is.function(f)) next
+    fmls <- setdiff(names(formals(f)), "...")
+    base <- valid[[fname]]
+    for (i in seq_len(25)) {
+      args <- if (is.null(base)) list() else base
+      if (length(fmls) > 0) {
+        k <- sample.int(length(fmls), 1)
+        for (a in sample(fmls, k)) args[a] <- list(pool[[sample.int(length(pool), 1)]])
+      }
+      res <- fuzz_call(f, args)
+      n_calls <- n_calls + 1L
+      expect_true(as.character(res) %in% c("ok", "error", "rlang_error"),
+                  label = fuzz_describe(fname, args))
+    }
+  }
+  expect_gt(n_calls, 100)
+  expect_lt(proc.time()[["elapsed"]] - start, 60)
+})
+
+test_that("fit methods survive malformed arguments", {
+  fit <- fuzz_fit()
+  pool <- fuzz_pool()
+  grDevices::pdf(NULL)
+  on.exit(grDevices::dev.off())
+  calls <- list(
+    confint = function(v) confint(fit, level = v),
+    confint_parm = function(v) confint(fit, parm = v),
+    as.matrix = function(v) as.matrix(fit, draws = v),
+    as.matrix_psis = function(v) as.matrix(fit, psis = v),
+    plot = function(v) plot(fit, pars = v)
+  )
+  unclear <- character()
+  for (nm in names(calls)) {
+    for (v in pool) {
+      res <- fuzz_call(calls[[nm]], list(v))
+      if (identical(as.character(res), "error")) {
+        unclear <- c(unclear, paste0(nm, "(", fuzz_describe("", list(v = v)), "): ",
+                                     conditionMessage(attr(res, "condition"))))
+      }
+    }
+  }
+  expect_identical(unclear, character())
+  # the methods on a broken fit object give R errors, not crashes
+  broken <- fit
+  broken$chol_unc <- matrix(NA_real_, 0, 0)
+  broken$lower <- numeric()
+  for (g in list(coef, vcov, summary, confint, function(x) as.matrix(x, draws = 5), print)) {
+    res <- fuzz_call(function(x) utils::capture.output(g(x)), list(broken))
+    expect_true(as.character(res) %in% c("ok", "error", "rlang_error"))
+  }
+})
+
+test_that("model callbacks returning odd things give clear errors or fits", {
+  odd <- list(
+    NULL, NA, NA_real_, list(1), "1", c(1, 2), numeric(), matrix(0, 1, 1),
+    matrix(0, 2, 2), Inf, -Inf, NaN, 1e308, -1e308, rep(0, 1e5), TRUE,
+    complex(real = 1), factor("a"), function() 0, quote(x),
+    structure(0, class = "weird")
+  )
+  fast <- list(seed = 1, max_iter = 200, window = 50, draws = 50, samples = 5)
+  unclear <- character()
+  for (i in seq_along(odd)) {
+    v <- odd[[i]]
+    models <- list(
+      lj = bbvi_model(function(theta, data) v, list(a = param())),
+      lj_vec = bbvi_model(function(theta, data) v, list(a = param(dim = 2)),
+                          vectorized = TRUE),
+      gr = bbvi_model(function(theta, data) 0, list(a = param(dim = 2)),
+                      gradient = function(theta, data) v),
+      gr_vec = bbvi_model(function(theta, data) rep(0, nrow(theta$a)),
+                          list(a = param(dim = 2)), vectorized = TRUE,
+                          gradient = function(theta, data) v)
+    )
+    for (nm in names(models)) {
+      res <- fuzz_call(function() do.call(bbvi, c(list(models[[nm]]), fast)), list())
+      expect_true(as.character(res) %in% c("ok", "error", "rlang_error"),
+                  label = paste(nm, i))
+      if (identical(as.character(res), "error")) {
+        unclear <- c(unclear, paste0(nm, " #", i, ": ",
+                                     conditionMessage(attr(res, "condition"))))
+      }
+    }
+  }
+  expect_identical(unclear, character())
+
+  # errors, warnings and messages inside the callbacks
+  err <- bbvi_model(function(theta, data) stop("inner"), list(a = param()))
+  expect_error(bbvi(err, seed = 1), class = "rlang_error")
+  warn <- bbvi_model(function(theta, data) { warning("careful"); -theta$a^2 },
+                     list(a = param()))
+  expect_warning(fit <- bbvi(warn, seed = 1, max_iter = 200, window = 50, draws = 50))
+  # a warning turned into an error (options(warn = 2)) is an error, cleanly
+  op <- options(warn = 2)
+  on.exit(options(op))
+  expect_error(bbvi(warn, seed = 1, max_iter = 200, window = 50, draws = 50))
+})
+
+test_that("parameter dimensions at the edges give fits or clear errors", {
+  fast <- list(seed = 1, max_iter = 200, window = 50, draws = 20, samples = 2)
+  expect_error(param(dim = 0), class = "rlang_error")
+  expect_error(param(dim = 1e308), class = "rlang_error")
+  expect_error(param(dim = 2^31), class = "rlang_error")
+  expect_error(bbvi_model(function(theta, data) 0, list()), class = "rlang_error")
+  # a moderately large dimension works
+  big <- bbvi_model(function(theta, data) -0.5 * sum(theta$b^2),
+                    list(b = param(dim = 300)),
+                    gradient = function(theta, data) -theta$b)
+  fit <- suppressWarnings(do.call(bbvi, c(list(big), fast)))
+  expect_length(coef(fit), 300)
+  # beyond what a D x D Cholesky factor can hold: a clear error, no overflow
+  huge <- bbvi_model(function(theta, data) 0, list(b = param(dim = 50000)))
+  expect_error(do.call(bbvi, c(list(huge, method = "fullrank"), fast)),
+               class = "rlang_error")
+  expect_error(do.call(bbvi, c(list(huge), fast)), class = "rlang_error")
+})
+
+test_that("the compiled examples check their data instead of crashing", {
+  fast <- list(seed = 1, max_iter = 200, window = 50, draws = 20)
+  bad_data <- list(NULL, list(), list(1), list("a", "b"), list(c(0, 0), diag(3)),
+                   list(0, matrix(1:4, 2)), list(NA, 1), 1:3)
+  for (d in bad_data) {
+    expect_error(
+      bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE, data = d),
+                 list(z = param())),
+      class = "rlang_error")
+    expect_error(
+      bbvi_model(native_logjoint("bbvi:logistic", has_gradient = TRUE),
+                 list(z = param()), data = d),
+      class = "rlang_error")
+  }
+  # integer data are fine (converted), and the fit runs
+  m <- bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
+                                  data = list(1L, matrix(1L))),
+                  list(z = param()))
+  fit <- do.call(bbvi, c(list(m), fast))
+  expect_equal(unname(coef(fit)), 1, tolerance = 0.2)
+  expect_error(native_logjoint("bbvi:nope"), class = "rlang_error")
+  expect_error(native_logjoint(NA_character_), class = "rlang_error")
+})
