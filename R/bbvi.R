@@ -90,6 +90,11 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
+  if (!is.list(x) || !is.character(x$par_names) || length(x$par_names) == 0 ||
+      !is.list(x$parameters)) {
+    abort_arg("x", "a model made by {.fn bbvi_model}", x)
+  }
+  check_flag(progress, "progress")
   method <- match_arg(method, c("meanfield", "fullrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   optimizer <- match_arg(optimizer, c("adagrad", "adam"), "optimizer")
@@ -208,6 +213,12 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
+  # q's D x D Cholesky factor (scratch and result) must fit an R matrix
+  D <- length(model$lower)
+  if (D > 46340L) {
+    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
+                     x = "This model has {D}."), call = NULL)
+  }
   control <- list(family = method, estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),

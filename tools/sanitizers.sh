@@ -25,9 +25,13 @@ CFLAGS = -DBBVI_CHECK_ALLOC -g -O1 -fno-omit-frame-pointer -fsanitize=address,un
 LDFLAGS = -fsanitize=address,undefined
 MK
 
+# build from a copy, so that no instrumented object file is left in src/
+rm -rf "$work/src-copy"; mkdir -p "$work/src-copy"
+tar -C "$src" --exclude=.git --exclude='src/*.o' --exclude='src/*.so' -cf - . |
+  tar -C "$work/src-copy" -xf -
 echo "== building with $(head -1 < <($CC --version)) into $work/lib"
 R_MAKEVARS_USER="$work/Makevars" R CMD INSTALL --preclean --no-test-load \
-  -l "$work/lib" "$src" > "$work/install.log" 2>&1 ||
+  -l "$work/lib" "$work/src-copy" > "$work/install.log" 2>&1 ||
   { tail -30 "$work/install.log"; echo "sanitizers: build FAILED"; exit 1; }
 grep -q -- '-fsanitize=address' "$work/install.log" ||
   { echo "sanitizers: the sanitizer flags were not used"; exit 1; }
