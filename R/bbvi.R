@@ -20,8 +20,12 @@
 #' of the log-joint; it is far less noisy. `"auto"` picks `"reparam"` when a
 #' gradient is available.
 #'
-#' **Steps and stopping.** AdaGrad (default; step `eta` / sqrt(sum of squared
-#' gradients) per coordinate) or Adam. Every `window` iterations the
+#' **Steps and stopping.** Adam (default; Kingma and Ba 2015) or AdaGrad as
+#' in Ranganath et al. (2014) (step `eta` / sqrt(sum of squared gradients)
+#' per coordinate). AdaGrad's steps only shrink, so a burst of large early
+#' gradients (common with the score estimator far from the optimum) can
+#' stall it far from the answer; Adam's normalisation forgets them. Every
+#' `window` iterations the
 #' variational parameters are averaged over the window; the fit has
 #' converged when, for two windows in a row, no posterior mean moved by more
 #' than `tol` posterior sds, no posterior sd changed by more than a factor
@@ -57,14 +61,17 @@ bbvi.default <- function(x, ...) {
 #'   and R's stream is left as it was.
 #' @param progress Show a progress bar (cli); on by default in interactive
 #'   sessions. An interrupt (Ctrl-C / Esc) stops the fit cleanly.
-#' @param optimizer `"adagrad"` or `"adam"`.
-#' @param eta Base step size; `NULL` means 0.5 for AdaGrad and 0.05 for Adam.
+#' @param optimizer `"adam"` or `"adagrad"`.
+#' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad.
 #' @param window Iterations per convergence window.
 #' @param init Optional starting point: a named list of parameter values on
 #'   the constrained scale (default: 0 on the unconstrained scale).
 #' @param init_sd Starting sd of q on the unconstrained scale.
 #' @param draws Number of draws from q kept in the fit for summaries and
 #'   diagnostics (see [vi_diagnostics()]).
+#' @param control_variates For `estimator = "score"`: use the control
+#'   variates (default). `FALSE` gives the plain score-function estimator,
+#'   for comparison.
 #' @param restarts Number of independent fits from dispersed starting points
 #'   (uniform(-2, 2) added on the unconstrained scale). They run through the
 #'   `future` framework (`future.apply`), so they run in parallel under
@@ -84,9 +91,10 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             estimator = c("auto", "score", "reparam"),
                             samples = NULL, max_iter = 10000, tol = NULL,
                             seed = NULL, progress = interactive(),
-                            optimizer = c("adagrad", "adam"), eta = NULL,
+                            optimizer = c("adam", "adagrad"), eta = NULL,
                             window = 100, init = NULL, init_sd = 1,
-                            draws = 4000, restarts = 1, ...) {
+                            draws = 4000, restarts = 1,
+                            control_variates = TRUE, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -97,7 +105,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   check_flag(progress, "progress")
   method <- match_arg(method, c("meanfield", "fullrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
-  optimizer <- match_arg(optimizer, c("adagrad", "adam"), "optimizer")
+  optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
   estimator <- resolve_estimator(estimator, x$has_gradient)
   init_mean <- init_unconstrained(init, x)
   check_positive(init_sd, "init_sd")
@@ -110,7 +118,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                        max_iter = max_iter, tol = tol, optimizer = optimizer,
                        eta = eta, window = window, init_mean = start,
                        init_log_sd = rep(log(init_sd), length(start)),
-                       progress = progress && !dispersed)
+                       progress = progress && !dispersed,
+                       control_variates = control_variates)
       new_bbvi_fit(x, res, call = call, draws = draws)
     })
   }
@@ -203,7 +212,7 @@ unconstrain <- function(theta, lower, upper) {
 # C reads it (see r_target_spec() and the GLM code).
 vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
-                      progress = FALSE) {
+                      progress = FALSE, control_variates = TRUE) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -219,7 +228,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
     cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
                      x = "This model has {D}."), call = NULL)
   }
-  control <- list(family = method, estimator = estimator, optimizer = optimizer,
+  check_flag(control_variates, "control_variates")
+  control <- list(control_variates = as.integer(control_variates),family = method, estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),
                   window = as.integer(window), passes = 2L, max_restarts = 5L,

@@ -53,7 +53,12 @@ vi_diagnostics_compute <- function(fit, smp) {
   n_ok <- sum(ok)
   weights <- numeric(length(log_ratio))
   khat <- NA_real_
-  if (n_ok >= 10) {
+  lr_sd <- if (n_ok > 1) stats::sd(log_ratio[ok]) else NA_real_
+  if (n_ok >= 10 && lr_sd <= 1e-8 * max(1, abs(mean(log_ratio[ok])))) {
+    # q equals p up to rounding: uniform weights (loo's tail fit degenerates)
+    khat <- 0
+    weights[ok] <- 1 / n_ok
+  } else if (n_ok >= 10) {
     # loo warns about large k itself; the fit gives its own warning below
     ps <- suppressWarnings(loo::psis(log_ratio[ok], r_eff = 1))
     khat <- as.double(loo::pareto_k_values(ps))
@@ -65,7 +70,7 @@ vi_diagnostics_compute <- function(fit, smp) {
     khat = khat,
     elbo = if (n_ok > 0) mean(log_ratio[ok]) else NA_real_,
     elbo_mcse = if (n_ok > 1) stats::sd(log_ratio[ok]) / sqrt(n_ok) else NA_real_,
-    log_ratio_sd = if (n_ok > 1) stats::sd(log_ratio[ok]) else NA_real_,
+    log_ratio_sd = lr_sd,
     n_draws = length(log_ratio), n_finite = n_ok,
     weights = weights, stop_reason = fit$stop_reason)
   if (!is.na(khat) && khat > 0.7) {

@@ -115,6 +115,7 @@ typedef struct {
     double *h, *f;       /* K x S: score and score x weight, per draw */
     double *work;        /* K */
     int n_finite;        /* draws with a finite log density, last call */
+    int use_cv;          /* score estimator: apply control variates */
 } bbvi_estimator_ws;
 
 void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,

@@ -21,6 +21,7 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->f = (double *) R_alloc((size_t) K * S, sizeof(double));
     w->work = (double *) R_alloc((size_t) K, sizeof(double));
     w->n_finite = 0;
+    w->use_cv = 1;
 }
 
 static void draw(bbvi_estimator_ws *w, const double *lambda)
@@ -54,7 +55,7 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
     memset(grad, 0, sizeof(double) * K);
     if (n == 0) return R_NaN;
     elbo /= n;
-    if (n < 3) {   /* too few draws for a control variate */
+    if (n < 3 || !w->use_cv) {   /* plain average (too few draws for a CV) */
         for (int i = 0; i < n; i++)
             for (int k = 0; k < K; k++) grad[k] += w->f[k + (size_t) i * K] / n;
         return elbo;

@@ -6,6 +6,9 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP constrain(SEXP zeta, SEXP lower, SEXP upper);
 SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad);
 SEXP native_example(SEXP name);
+SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control);
+SEXP glm_quad_fit(SEXP spec, SEXP control);
+SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -14,6 +17,9 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(constrain, 3),
     CALLDEF(logdens, 5),
     CALLDEF(native_example, 1),
+    CALLDEF(mcmc_sample, 4),
+    CALLDEF(glm_quad_fit, 2),
+    CALLDEF(grad_samples, 4),
     { NULL, NULL, 0 }
 };
 

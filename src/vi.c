@@ -3,6 +3,7 @@
    abstractions; nothing here knows which ones run. */
 #include "bbvi.h"
 #include <cli/progress.h>
+#include <Rmath.h>
 #include <math.h>
 #include <string.h>
 
@@ -22,7 +23,10 @@ enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2 };
    drift test against the previous window. A window passes when every
    marginal mean moved by less than max(tol, Z_DRIFT standard errors) sds,
    every log sd likewise, and the windowed mean ELBO did not rise by more
-   than Z_DRIFT standard errors. Two passes in a row: stationary.
+   than Z_DRIFT standard errors, and every coordinate of the gradient
+   averaged over the window is zero within its standard error (Bonferroni
+   over the K coordinates), so a stalled optimiser is not taken for a
+   converged one. Two passes in a row: stationary.
    Phase 2 (averaging): lambda is averaged over the following windows until
    the standard error of that average (from the spread of window averages)
    is below tol sds for every mean and below tol for every log sd. */
@@ -36,6 +40,8 @@ typedef struct {
     double *wsum;                       /* lambda sum of the current window, K */
     double *wm, *wlsd, *wse_m, *wse_l;  /* window moments and errors, D */
     double *pm, *plsd, *pse_m, *pse_l;  /* the previous window's */
+    double *gsum, *gsumsq;              /* gradient sums over the window, K */
+    double z_grad;                      /* Bonferroni threshold for K tests */
     double elbo_sum, elbo_sumsq, p_elbo, p_elbo_var;
     int n, nb, have_prev, passes, phase;
     /* phase 2 */
@@ -74,6 +80,8 @@ static void conv_init(conv_state *c, const bbvi_family *fam, int D, int K,
     c->wm = dalloc(D); c->wlsd = dalloc(D); c->wse_m = dalloc(D); c->wse_l = dalloc(D);
     c->pm = dalloc(D); c->plsd = dalloc(D); c->pse_m = dalloc(D); c->pse_l = dalloc(D);
     c->am = dalloc(D); c->am2 = dalloc(D); c->al = dalloc(D); c->al2 = dalloc(D);
+    c->gsum = dalloc(K); c->gsumsq = dalloc(K);
+    c->z_grad = Rf_qnorm5(1.0 - 0.05 / (2.0 * K), 0.0, 1.0, 1, 0);
     c->have_prev = 0; c->passes = 0; c->phase = 1; c->n_avg = 0;
     c->n = c->nb = 0;
     c->elbo_sum = c->elbo_sumsq = 0.0;
@@ -85,6 +93,8 @@ static void conv_restart(conv_state *c)
     memset(c->bsum, 0, sizeof(double) * c->K);
     memset(c->wsum, 0, sizeof(double) * c->K);
     memset(c->asum, 0, sizeof(double) * c->K);
+    memset(c->gsum, 0, sizeof(double) * c->K);
+    memset(c->gsumsq, 0, sizeof(double) * c->K);
     memset(c->am, 0, sizeof(double) * c->D); memset(c->am2, 0, sizeof(double) * c->D);
     memset(c->al, 0, sizeof(double) * c->D); memset(c->al2, 0, sizeof(double) * c->D);
     c->n = c->nb = 0; c->n_avg = 0; c->phase = 1; c->passes = 0;
@@ -124,6 +134,14 @@ static int conv_window(conv_state *c)
             if (dm > fmax(c->tol * sd, Z_DRIFT * sem)) pass = 0;
             if (dl > fmax(c->tol, Z_DRIFT * sel)) pass = 0;
         }
+        /* the mean gradient over the window must be zero within its noise:
+           small steps alone (a stalled optimiser) do not make a fit */
+        for (int k = 0; pass && k < K; k++) {
+            double gm = c->gsum[k] / c->n;
+            double gv = (c->gsumsq[k] - c->n * gm * gm) / (c->n - 1);
+            double se = sqrt(fmax(gv, 0.0) / c->n);
+            if (fabs(gm) > c->z_grad * se + 1e-12) pass = 0;
+        }
         if (pass) {
             double gain = em - c->p_elbo;
             double se = sqrt((ev + c->p_elbo_var) / c->n);
@@ -158,10 +176,14 @@ static int conv_window(conv_state *c)
 }
 
 /* Record one iteration's lambda and ELBO; returns 1 at convergence. */
-static int conv_add(conv_state *c, const double *lambda, double elbo)
+static int conv_add(conv_state *c, const double *lambda, const double *grad,
+                    double elbo)
 {
     int K = c->K;
-    for (int k = 0; k < K; k++) { c->bsum[k] += lambda[k]; c->wsum[k] += lambda[k]; }
+    for (int k = 0; k < K; k++) {
+        c->bsum[k] += lambda[k]; c->wsum[k] += lambda[k];
+        c->gsum[k] += grad[k]; c->gsumsq[k] += grad[k] * grad[k];
+    }
     c->elbo_sum += elbo; c->elbo_sumsq += elbo * elbo;
     c->n++;
     int done = 0;
@@ -180,6 +202,8 @@ static int conv_add(conv_state *c, const double *lambda, double elbo)
         if (was_phase1) memcpy(c->asum, c->wsum, sizeof(double) * K);
         memset(c->wsum, 0, sizeof(double) * K);
         memset(c->bsum, 0, sizeof(double) * K);
+        memset(c->gsum, 0, sizeof(double) * K);
+        memset(c->gsumsq, 0, sizeof(double) * K);
         c->n = c->nb = 0;
         c->elbo_sum = c->elbo_sumsq = 0.0;
     }
@@ -232,6 +256,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
     bbvi_estimator_ws ews;
     bbvi_estimator_ws_init(&ews, fam, &model, S);
+    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
     bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
     int K = ews.K;
 
@@ -300,7 +325,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         trace[t++] = elbo;
         if (t % W == 0) { memcpy(good, lambda, sizeof(double) * K); good_t = t; }
-        converged = conv_add(&conv, lambda, elbo);
+        converged = conv_add(&conv, lambda, grad, elbo);
         if (converged) break;
     }
     PutRNGstate();
@@ -378,4 +403,50 @@ SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
     if (wg) Rf_setAttrib(lp, Rf_install("gradient"), gr);
     UNPROTECT(2);
     return lp;
+}
+
+/* .Call(C_grad_samples, target_spec, lower, upper, control): n independent
+   gradient estimates at a fixed lambda, to study estimator noise. control:
+   family, estimator, samples, lambda, n, control_variates. Returns
+   list(grad = K x n, elbo = n). */
+SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
+{
+    int D = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
+        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    SEXP fam_name = bbvi_list_get(control, "family");
+    SEXP est_name = bbvi_list_get(control, "estimator");
+    SEXP lam = bbvi_list_get(control, "lambda");
+    if (!Rf_isString(fam_name) || !Rf_isString(est_name) || !Rf_isReal(lam))
+        Rf_error("internal error: control needs family, estimator, lambda");
+    const bbvi_family *fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
+    int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
+    int S = bbvi_list_int(control, "samples", 10), n = bbvi_list_int(control, "n", 100);
+    if (S < 1 || n < 1) Rf_error("internal error: bad samples or n");
+    bbvi_target target;
+    bbvi_target_from_sexp(spec, D, S, &target);
+    if (use_reparam && !target.has_grad)
+        Rf_error("internal error: reparameterization needs a gradient");
+    bbvi_model model;
+    bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
+    bbvi_estimator_ws ews;
+    bbvi_estimator_ws_init(&ews, fam, &model, S);
+    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
+    int K = ews.K;
+    if (Rf_length(lam) != K) Rf_error("internal error: lambda must have length %d", K);
+    bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
+    SEXP g = PROTECT(Rf_allocMatrix(REALSXP, K, n));
+    SEXP el = PROTECT(Rf_allocVector(REALSXP, n));
+    GetRNGstate();
+    for (int i = 0; i < n; i++) {
+        if (i % 8 == 0) R_CheckUserInterrupt();
+        REAL(el)[i] = estimate(&ews, REAL(lam), REAL(g) + (size_t) i * K);
+    }
+    PutRNGstate();
+    const char *names[] = { "grad", "elbo", "" };
+    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+    SET_VECTOR_ELT(out, 0, g);
+    SET_VECTOR_ELT(out, 1, el);
+    UNPROTECT(3);
+    return out;
 }

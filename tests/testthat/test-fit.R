@@ -25,8 +25,8 @@ test_that("fit methods agree with q", {
   expect_equal(nrow(e), fit$iterations)
   expect_true(is.numeric(fit$time) && fit$time >= 0)
   # the ELBO ends near its maximum, log Z (the target here is unnormalised:
-  # log Z = log(2 pi) + 0.5 log det Sigma)
-  logZ <- log(2 * pi) + 0.5 * log(det(case$Sigma))
+  # log Z = log(2 pi) + 0.5 log det Sigma - 500)
+  logZ <- log(2 * pi) + 0.5 * log(det(case$Sigma)) - 500
   expect_lt(abs(mean(tail(e$elbo, 100)) - logZ), 0.05)
 })
 
@@ -69,7 +69,7 @@ test_that("PSIS k-hat flags a too-narrow q and passes a good one", {
   good <- bbvi(case$model, method = "fullrank", seed = 4)
   expect_lt(good$diagnostics$khat, 0.5)
   # the exact q makes log p - log q constant: the ELBO is log Z
-  logZ <- log(2 * pi) + 0.5 * log(det(case$Sigma))
+  logZ <- log(2 * pi) + 0.5 * log(det(case$Sigma)) - 500
   expect_lt(abs(good$diagnostics$elbo - logZ), 0.01)
   # mean-field on a correlation-0.95 Gaussian is far too narrow
   S <- matrix(c(1, 0.95, 0.95, 1), 2); P <- solve(S)
@@ -78,7 +78,7 @@ test_that("PSIS k-hat flags a too-narrow q and passes a good one", {
                   gradient = function(theta, data) -drop(P %*% theta$z))
   expect_warning(bad <- bbvi(m, seed = 1), "k-hat")
   expect_gt(bad$diagnostics$khat, 0.7)
-  expect_lt(bad$diagnostics$elbo, logZ)
+  expect_lt(bad$diagnostics$elbo, log(2 * pi) + 0.5 * log(det(S)))
   expect_output(print(bad), "heavy-tailed")
   # PSIS resampling moves the too-narrow draws towards the true spread
   rs <- as.matrix(bad, psis = TRUE)
@@ -87,10 +87,10 @@ test_that("PSIS k-hat flags a too-narrow q and passes a good one", {
 
 test_that("a bimodal target: q on one mode gets a large k-hat", {
   m <- bbvi_model(function(theta, data) {
-    log(0.5 * dnorm(theta$x, -2, 0.7) + 0.5 * dnorm(theta$x, 2, 0.7))
+    log(0.5 * dnorm(theta$x, -2.5, 0.7) + 0.5 * dnorm(theta$x, 2.5, 0.7))
   }, list(x = param()))
-  expect_warning(fit <- bbvi(m, seed = 1, init = list(x = 1)), "k-hat")
-  expect_gt(abs(coef(fit)[["x"]]), 1.5)   # locked onto one mode
+  expect_warning(fit <- bbvi(m, seed = 1, init = list(x = 1.5)), "k-hat")
+  expect_gt(abs(coef(fit)[["x"]]), 2)   # locked onto one mode
   expect_lt(sqrt(vcov(fit)[1, 1]), 0.8)   # with about that mode's sd
   expect_gt(fit$diagnostics$khat, 0.7)
 })

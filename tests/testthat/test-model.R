@@ -94,3 +94,38 @@ test_that("native_logjoint() validates its arguments", {
   m <- bbvi_model(lj, list(a = param()))
   expect_false(m$has_gradient)
 })
+
+test_that("a user's own compiled log-joint is found by name and used", {
+  # the path a user takes: write C, R CMD SHLIB, dyn.load, native_logjoint()
+  dir <- tempfile("bbvi-native-")
+  dir.create(dir)
+  on.exit(unlink(dir, recursive = TRUE), add = TRUE)
+  src <- file.path(dir, "lj.c")
+  writeLines(c(
+    "#include <Rinternals.h>",
+    "/* N(m, 1) for each coordinate; data = the vector m */",
+    "double bbvi_test_lj(int dim, const double *theta, double *grad, void *data) {",
+    "  const double *m = REAL((SEXP) data);",
+    "  double lp = 0;",
+    "  for (int i = 0; i < dim; i++) {",
+    "    lp -= 0.5 * (theta[i] - m[i]) * (theta[i] - m[i]);",
+    "    if (grad) grad[i] = m[i] - theta[i];",
+    "  }",
+    "  return lp;",
+    "}"), src)
+  r <- file.path(R.home("bin"), "R")
+  out <- system2(r, c("CMD", "SHLIB", shQuote(src)), stdout = TRUE, stderr = TRUE)
+  so <- file.path(dir, paste0("lj", .Platform$dynlib.ext))
+  expect_true(file.exists(so), info = paste(out, collapse = "\n"))
+  dll <- dyn.load(so)
+  on.exit(dyn.unload(so), add = TRUE, after = FALSE)
+  lj <- native_logjoint("bbvi_test_lj", data = c(1, -2), has_gradient = TRUE)
+  m <- bbvi_model(lj, list(z = param(dim = 2)))
+  fit <- bbvi(m, seed = 1)
+  expect_equal(unname(coef(fit)), c(1, -2), tolerance = 0.05)
+  expect_equal(unname(sqrt(diag(vcov(fit)))), c(1, 1), tolerance = 0.05)
+  fit_s <- bbvi(bbvi_model(native_logjoint("bbvi_test_lj", data = c(1, -2)),
+                           list(z = param(dim = 2))), seed = 1)
+  expect_equal(fit_s$estimator, "score")
+  expect_equal(unname(coef(fit_s)), c(1, -2), tolerance = 0.05)
+})

@@ -1,0 +1,375 @@
+#' Variational inference for generalized linear models
+#'
+#' Fits a gaussian (identity link), binomial (logit) or poisson (log)
+#' regression given by a formula, with independent priors on the
+#' coefficients, by variational inference. The log-joint and its gradient
+#' are compiled: all draws of an iteration are evaluated at once, with one
+#' matrix product for the linear predictors.
+#'
+#' **Paths.** Under a Gaussian q every linear predictor is itself Gaussian,
+#' so the expected log-joint is a sum of one-dimensional integrals (closed
+#' forms for gaussian and poisson, Gauss-Hermite quadrature for binomial and
+#' for Student t / Cauchy priors). With `estimator = "auto"` (the default)
+#' `bbvi()` uses these exact expectations and their exact gradients (the
+#' reparameterization gradient without Monte Carlo noise) and maximises the
+#' ELBO by variational Newton steps: the `"quadrature"` path, deterministic
+#' and fast. `estimator = "reparam"` or `"score"` (or `path = "stochastic"`)
+#' runs the black-box stochastic loop of [bbvi()] on the same compiled
+#' log-joint instead, started from one Newton step from a least-squares
+#' guess. `summary()` says which path ran.
+#'
+#' The response follows [glm()]: for binomial a 0/1 vector, a logical, a
+#' factor (first level = failure) or `cbind(successes, failures)`; for
+#' poisson non-negative whole numbers.
+#'
+#' @param x A formula, as for [glm()].
+#' @param data A data frame (or something [model.frame()] accepts).
+#' @param family `gaussian()`, `binomial()` or `poisson()` (a family object,
+#'   the function, or its name), with their canonical links.
+#' @param prior Prior of every coefficient except the intercept: a
+#'   [normal()], [student_t()] or [cauchy()] prior (vector parameters give
+#'   one per coefficient, in model-matrix order) or `NULL` for flat.
+#' @param prior_intercept Prior of the `(Intercept)` coefficient, or `NULL`.
+#' @param prior_aux Prior of the gaussian residual sd `sigma` (half
+#'   versions of normal, Student t and Cauchy; or [exponential()]), or
+#'   `NULL` for flat on (0, Inf). Ignored for other families.
+#' @param weights,offset,subset,na.action As for [glm()]: prior weights,
+#'   an offset added to the linear predictor, a subset of rows, and what to
+#'   do with missing values.
+#' @param path `"auto"`, `"quadrature"` or `"stochastic"` (see Paths).
+#'   `"auto"` means quadrature unless an estimator is named.
+#' @param nodes Gauss-Hermite nodes for the quadrature path.
+#' @param init,init_sd For the stochastic path: a named list of starting
+#'   values (constrained scale) and the starting sd; by default a Newton step
+#'   from a least-squares guess and its Laplace sds.
+#' @inheritParams bbvi
+#' @details On the quadrature path `tol` (default 1e-4) bounds the last Newton step of every mean, in posterior sds, and of every log sd; `max_iter` defaults to 200 there.
+#' @return An object of class `bbvi_glm_fit` (a `bbvi_fit`), with methods
+#'   [predict()][predict.bbvi_glm_fit], [posterior_predict()], `fitted()`,
+#'   `nobs()`, `formula()`, `family()` besides those of every fit.
+#' @examples
+#' fit <- bbvi(mpg ~ wt + factor(cyl), data = mtcars, seed = 1)
+#' fit
+#' logit <- bbvi(am ~ wt, data = mtcars, family = binomial(),
+#'               method = "fullrank", seed = 1)
+#' summary(logit)
+#' head(predict(logit, type = "response"))
+#' @export
+bbvi.formula <- function(x, data = NULL, family = gaussian(),
+                         prior = normal(0, 2.5), prior_intercept = normal(0, 10),
+                         prior_aux = exponential(1),
+                         weights = NULL, offset = NULL, subset = NULL,
+                         na.action = stats::na.omit,
+                         method = c("meanfield", "fullrank"),
+                         estimator = c("auto", "score", "reparam"),
+                         samples = NULL, max_iter = 10000, tol = NULL,
+                         seed = NULL, progress = interactive(),
+                         path = c("auto", "quadrature", "stochastic"),
+                         nodes = 32, optimizer = c("adagrad", "adam"),
+                         eta = NULL, window = 100, init = NULL, init_sd = NULL,
+                         draws = 4000, ...) {
+  call <- match.call()
+  check_dots_empty(...)
+  method <- match_arg(method, c("meanfield", "fullrank"), "method")
+  estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
+  path <- match_arg(path, c("auto", "quadrature", "stochastic"), "path")
+  optimizer <- match_arg(optimizer, c("adagrad", "adam"), "optimizer")
+  if (path == "auto") path <- if (estimator == "auto") "quadrature" else "stochastic"
+  if (path == "quadrature" && estimator == "score") {
+    cli::cli_abort(c("{.code estimator = \"score\"} runs on the stochastic path.",
+                     i = "Use {.code path = \"stochastic\"} or {.code path = \"auto\"}."),
+                   call = NULL)
+  }
+  check_count(draws, "draws")
+  check_count(nodes, "nodes", min = 2)
+  setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
+                     weights = weights, offset = offset, subset = subset,
+                     na.action = na.action, call = call)
+  model <- setup$model
+  info <- setup$info
+  with_seed(seed, {
+    if (path == "quadrature") {
+      res <- glm_quad(model, method, nodes = nodes,
+                      max_iter = if (missing(max_iter)) 200L else max_iter,
+                      tol = if (is.null(tol)) 1e-4 else tol)
+    } else {
+      estimator <- resolve_estimator(estimator, TRUE)
+      if (is.null(init)) {
+        st <- glm_quad(model, method, nodes = nodes, max_iter = 1L, tol = 1e-6,
+                       quiet = TRUE)
+        init_mean <- st$mean
+        init_log_sd <- log(sqrt(rowSums(st$chol^2)))
+      } else {
+        init_mean <- init_unconstrained(init, model)
+        init_log_sd <- rep(0, length(init_mean))
+      }
+      if (!is.null(init_sd)) {
+        check_positive(init_sd, "init_sd")
+        init_log_sd <- rep(log(init_sd), length(init_mean))
+      }
+      res <- vi_engine(model, model$target, method = method,
+                       estimator = estimator, samples = samples,
+                       max_iter = max_iter, tol = tol, optimizer = optimizer,
+                       eta = eta, window = window, init_mean = init_mean,
+                       init_log_sd = init_log_sd, progress = progress)
+    }
+    new_bbvi_fit(model, res, call = call, draws = draws,
+                 class = "bbvi_glm_fit",
+                 extra = c(info, list(nodes = as.integer(nodes))))
+  })
+}
+
+# ---- setup shared with sample_mcmc() --------------------------------------
+
+# Turns the glm()-style arguments into a compiled model and what predict()
+# needs. `weights`, `offset` and `subset` are taken as expressions from
+# `call` when it has them (evaluated in `data`, then the formula's
+# environment, as glm() does), otherwise as values.
+glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
+                      weights = NULL, offset = NULL, subset = NULL,
+                      na.action = stats::na.omit, call = NULL) {
+  if (!inherits(formula, "formula")) abort_arg("formula", "a formula", formula)
+  family <- resolve_family(family)
+  check_prior_arg(prior, "prior")
+  check_prior_arg(prior_intercept, "prior_intercept")
+  check_prior_arg(prior_aux, "prior_aux")
+
+  mf <- quote(stats::model.frame(formula = formula, data = data,
+                                 drop.unused.levels = TRUE))
+  for (a in c("subset", "weights", "offset")) {
+    if (!is.null(call) && !is.null(call[[a]])) mf[[a]] <- call[[a]]
+    else {
+      val <- switch(a, subset = subset, weights = weights, offset = offset)
+      if (!is.null(val)) mf[[a]] <- val
+    }
+  }
+  if (is.character(na.action)) na.action <- get(na.action, mode = "function")
+  if (!is.function(na.action)) abort_arg("na.action", "a function such as na.omit", na.action)
+  mf$na.action <- na.action
+  if (is.null(data)) data <- environment(formula)
+  env <- list2env(list(formula = formula, data = data), parent = environment(formula))
+  mf <- tryCatch(eval(mf, env), error = function(e) {
+    cli::cli_abort(c("Could not build the model frame from {.arg formula} and {.arg data}.",
+                     x = "{conditionMessage(e)}"), call = NULL)
+  })
+  mt <- attr(mf, "terms")
+  N <- nrow(mf)
+  if (N == 0) cli::cli_abort("No observations left (after {.arg subset} and {.arg na.action}).", call = NULL)
+  X <- stats::model.matrix(mt, mf)
+  if (ncol(X) == 0) cli::cli_abort("{.arg formula} has no coefficients.", call = NULL)
+  w <- stats::model.weights(mf)
+  if (is.null(w)) w <- rep(1, N)
+  if (!is.numeric(w) || length(w) != N || anyNA(w) || any(!is.finite(w)) || any(w < 0)) {
+    abort_arg("weights", "non-negative finite numbers, one per observation", w)
+  }
+  off <- stats::model.offset(mf)
+  if (is.null(off)) off <- rep(0, N)
+  if (!is.numeric(off) || length(off) != N || any(!is.finite(off))) {
+    abort_arg("offset", "finite numbers, one per observation", off)
+  }
+  resp <- glm_response(stats::model.response(mf, "any"), family, N)
+  storage.mode(X) <- "double"
+  start <- glm_start(X, resp, w, off, family$family)
+
+  nms <- colnames(X)
+  has_int <- attr(mt, "intercept") == 1 && "(Intercept)" %in% nms
+  is_int <- nms == "(Intercept)" & has_int
+  pr <- expand_prior(prior, sum(!is_int), "prior", nms[!is_int])
+  pri <- expand_prior(prior_intercept, sum(is_int), "prior_intercept", "(Intercept)")
+  if (!is.null(prior_intercept) && has_int &&
+      (length(prior_intercept$location) > 1 || length(prior_intercept$scale) > 1)) {
+    cli::cli_abort("{.arg prior_intercept} must have scalar parameters.", call = NULL)
+  }
+  ptype <- integer(ncol(X)); ppar <- matrix(0, 3, ncol(X))
+  ptype[!is_int] <- pr$type; ppar[, !is_int] <- pr$par
+  ptype[is_int] <- pri$type; ppar[, is_int] <- pri$par
+  gaussian_fam <- family$family == "gaussian"
+  aux <- aux_prior_spec(if (gaussian_fam) prior_aux else NULL)
+
+  if (gaussian_fam && "sigma" %in% nms) {
+    cli::cli_abort("A gaussian model cannot have a coefficient named {.val sigma}; rename that column.",
+                   call = NULL)
+  }
+  parameters <- stats::setNames(rep(list(param()), ncol(X)), nms)
+  if (gaussian_fam) parameters$sigma <- param(lower = 0)
+  target <- list(type = "glm",
+                 family = match(family$family, c("gaussian", "binomial", "poisson")) - 1L,
+                 X = X, y = as.double(resp$y), trials = as.double(resp$trials),
+                 weights = as.double(w), offset = as.double(off),
+                 prior_type = as.integer(ptype), prior_par = as.double(ppar),
+                 aux_type = as.integer(aux$type), aux_par = as.double(aux$par),
+                 init = start(ptype, ppar))
+  model <- new_bbvi_model(logjoint = NULL, gradient = NULL, parameters = parameters,
+                          data = NULL, vectorized = FALSE, target = target,
+                          kind = "compiled GLM", has_gradient = TRUE,
+                          class = "bbvi_glm_model")
+  info <- list(formula = formula, terms = mt,
+               xlevels = stats::.getXlevels(mt, mf),
+               contrasts = attr(X, "contrasts"), family = family,
+               prior = list(prior = prior, prior_intercept = prior_intercept,
+                            prior_aux = if (gaussian_fam) prior_aux else NULL),
+               nobs = N, coef_names = nms, y = resp$y, trials = resp$trials,
+               weights = w, offset = off, x = X,
+               na.action = attr(mf, "na.action"),
+               has_offset_arg = !is.null(call) && !is.null(call$offset) ||
+                 (is.null(call) && !is.null(offset)))
+  list(model = model, info = info)
+}
+
+resolve_family <- function(family) {
+  fam <- family
+  if (is.character(fam) && length(fam) == 1 && !is.na(fam)) {
+    f <- tryCatch(get(fam, mode = "function", envir = asNamespace("stats")),
+                  error = function(e) NULL)
+    if (is.null(f)) {
+      cli::cli_abort(c("{.arg family} must be gaussian, binomial or poisson.",
+                       x = "It is {.val {fam}}."), call = NULL)
+    }
+    fam <- f
+  }
+  if (is.function(fam)) fam <- fam()
+  if (!inherits(fam, "family")) {
+    abort_arg("family", "a family object such as binomial(), or its name", family)
+  }
+  links <- c(gaussian = "identity", binomial = "logit", poisson = "log")
+  if (!(fam$family %in% names(links))) {
+    cli::cli_abort(c("{.arg family} must be gaussian, binomial or poisson.",
+                     x = "It is {.val {fam$family}}."), call = NULL)
+  }
+  if (fam$link != links[[fam$family]]) {
+    cli::cli_abort(c("{.arg family}: only the {.val {links[[fam$family]]}} link is available for {fam$family}.",
+                     x = "The link is {.val {fam$link}}."), call = NULL)
+  }
+  fam
+}
+
+glm_response <- function(y, family, N) {
+  bad <- function(expected) {
+    cli::cli_abort(c("The response must be {expected} for the {family$family} family.",
+                     x = "It is {describe(y)}."), call = NULL)
+  }
+  if (is.null(y)) cli::cli_abort("{.arg formula} has no response (left-hand side).", call = NULL)
+  trials <- NULL
+  if (family$family == "gaussian") {
+    if (!is.numeric(y) || is.matrix(y) && ncol(y) != 1) bad("a numeric vector")
+    y <- as.vector(y)
+  } else if (family$family == "binomial") {
+    expected <- "0/1, logical, a factor, or cbind(successes, failures)"
+    if (is.factor(y)) {
+      y <- as.numeric(y != levels(y)[1])
+    } else if (is.logical(y)) {
+      y <- as.numeric(y)
+    } else if (is.matrix(y)) {
+      if (ncol(y) != 2 || !is.numeric(y) || any(!is.finite(y)) || any(y < 0) ||
+          any(y != round(y))) bad(expected)
+      trials <- y[, 1] + y[, 2]
+      y <- y[, 1]
+    } else if (is.numeric(y)) {
+      if (any(!is.finite(y)) || any(!(y %in% c(0, 1)))) bad(expected)
+    } else bad(expected)
+    y <- as.vector(y)
+  } else {
+    if (!is.numeric(y) || is.matrix(y) || any(!is.finite(y)) || any(y < 0) ||
+        any(y != round(y))) bad("non-negative whole numbers")
+    y <- as.vector(y)
+  }
+  if (any(!is.finite(y))) {
+    cli::cli_abort(c("The response has non-finite values (Inf or NaN).",
+                     i = "Missing values (NA) are handled by {.arg na.action}."), call = NULL)
+  }
+  if (is.null(trials)) trials <- if (family$family == "binomial") rep(1, N) else numeric(N)
+  list(y = y, trials = trials)
+}
+
+# Checks the model matrix (finite, no zero-variance or aliased columns) and
+# returns a function of the priors giving a starting point on the
+# unconstrained scale: one weighted least-squares fit on a transformed
+# response (as glm()'s mustart), normal priors acting as ridge terms; log of
+# the residual sd for gaussian. One cross-product serves both.
+glm_start <- function(X, resp, w, off, family) {
+  nms <- colnames(X)
+  N <- nrow(X)
+  if (!all(is.finite(X))) {
+    fin <- apply(X, 2, function(col) all(is.finite(col)))
+    cli::cli_abort(c("The model matrix has non-finite values (Inf or NaN).",
+                     x = "{cli::qty(sum(!fin))}In column{?s} {.val {nms[!fin]}}.",
+                     i = "Missing values (NA) are handled by {.arg na.action}."), call = NULL)
+  }
+  if (N > 1) {
+    const <- colSums(X != rep(X[1, ], each = N)) == 0 & nms != "(Intercept)"
+    if (any(const)) {
+      bad <- nms[const]
+      cli::cli_abort(c("{cli::qty(length(bad))}Column{?s} {.val {bad}} of the model matrix {?has/have} zero variance.",
+                       i = "{cli::qty(length(bad))}Drop {?it/them} from the formula (the intercept already covers a constant)."),
+                     call = NULL)
+    }
+  }
+  y <- resp$y; n <- resp$trials
+  if (family == "gaussian") {
+    z <- y - off; wt <- w
+  } else if (family == "binomial") {
+    p <- (y + 0.5) / (n + 1)
+    z <- stats::qlogis(p) - off; wt <- w * pmax(n, 1) * p * (1 - p)
+  } else {
+    z <- log(y + 0.5) - off; wt <- w * (y + 0.5)
+  }
+  A <- crossprod(X * sqrt(wt))
+  # aliased columns: pivoted Cholesky of the scaled cross-product
+  sc <- sqrt(diag(A))
+  sc[!(sc > 0)] <- 1
+  ch <- suppressWarnings(chol(A / outer(sc, sc), pivot = TRUE, tol = 1e-11))
+  r <- attr(ch, "rank")
+  if (r < ncol(X)) {
+    piv <- attr(ch, "pivot")
+    bad <- nms[sort(piv[(r + 1):ncol(X)])]
+    cli::cli_abort(c("The model matrix is rank deficient: {.val {bad}} {cli::qty(length(bad))}{?is a linear combination/are linear combinations} of other columns (aliased).",
+                     i = "{cli::qty(length(bad))}Drop or recode {?that term/those terms}; the coefficients are not identified."),
+                   call = NULL)
+  }
+  b <- crossprod(X, wt * z)[, 1]
+  function(ptype, ppar) {
+    rid <- ifelse(ptype == 1L, 1 / ppar[2, ]^2, 0) + 1e-10 * diag(A)
+    beta <- tryCatch(solve(A + diag(rid, length(rid)), b),
+                     error = function(e) numeric(ncol(X)))
+    if (family == "gaussian") {
+      rss <- sum(w * (z - X %*% beta)^2)
+      s <- sqrt(rss / max(sum(w) - ncol(X), 1))
+      if (!is.finite(s) || s <= 0) s <- max(stats::sd(z), 1e-3, na.rm = TRUE)
+      beta <- c(beta, log(s))
+    }
+    as.double(beta)
+  }
+}
+
+# The deterministic quadrature path; returns what vi_engine() returns.
+glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
+                     quiet = FALSE) {
+  check_count(max_iter, "max_iter")
+  check_positive(tol, "tol")
+  gh <- gauss_hermite(nodes)
+  gh2 <- gauss_hermite(min(nodes, 10L))
+  control <- list(family = method, max_iter = as.integer(max_iter),
+                  tol = as.double(tol), gh_x = sqrt(2) * gh$x,
+                  gh_w = gh$w / sqrt(pi), gh_x2 = sqrt(2) * gh2$x,
+                  gh_w2 = gh2$w / sqrt(pi), init_mean = model$target$init)
+  start <- proc.time()[["elapsed"]]
+  res <- .Call(C_glm_quad_fit, model$target, control)
+  res$time <- proc.time()[["elapsed"]] - start
+  res$restarts <- 0L
+  res$dropped_draws <- 0
+  res$control <- list(samples = NA_integer_, nodes = as.integer(nodes))
+  res$method <- method
+  res$estimator <- "reparam"
+  res$optimizer <- "newton"
+  res$path <- "quadrature"
+  if (!all(is.finite(res$mean)) || !all(is.finite(res$chol))) {
+    cli::cli_abort(c("The quadrature fit diverged (non-finite variational parameters).",
+                     i = "With flat priors this happens when the data separate the classes or the posterior is improper; try proper priors."),
+                   call = NULL)
+  }
+  if (!quiet && !res$converged) {
+    cli::cli_warn(c("The quadrature fit did not converge in {res$iterations} Newton iterations.",
+                    i = "Increase {.arg max_iter}; an improper posterior (flat priors, separation) also does this."))
+  }
+  res
+}

@@ -1,0 +1,199 @@
+#' Methods for formula fits
+#'
+#' `predict()` gives the posterior mean of the linear predictor
+#' (`type = "link"`) or of the mean response (`type = "response"`), for the
+#' data of the fit or for `newdata` (factor levels are matched to those of
+#' the fit). Under the Gaussian q both are exact (the response by
+#' Gauss-Hermite quadrature over each linear predictor). `fitted()` is
+#' `predict(type = "response")` on the fit's data. `posterior_predict()`
+#' draws replicated responses. `nobs()`, `formula()` and `family()` return
+#' what their names say.
+#'
+#' @param object A `bbvi_glm_fit`.
+#' @param newdata A data frame; `NULL` for the data of the fit.
+#' @param type `"link"` or `"response"`.
+#' @param offset Offset for `newdata` when the fit used an `offset`
+#'   argument (offsets written in the formula are taken from `newdata`).
+#' @param trials For binomial `posterior_predict()` on `newdata`: the
+#'   number of trials per row (default 1).
+#' @param draws Number of posterior draws.
+#' @param ... Unused.
+#' @return `predict()` and `fitted()`: a numeric vector; `posterior_predict()`:
+#'   a draws x observations matrix.
+#' @name bbvi_glm_fit-methods
+#' @importFrom stats family formula nobs fitted predict
+#' @examples
+#' fit <- bbvi(am ~ wt, data = mtcars, family = binomial(), seed = 1)
+#' predict(fit, newdata = data.frame(wt = c(2, 3, 4)), type = "response")
+#' dim(posterior_predict(fit, draws = 100))
+#' nobs(fit); formula(fit); family(fit)
+NULL
+
+#' @rdname bbvi_glm_fit-methods
+#' @export
+predict.bbvi_glm_fit <- function(object, newdata = NULL,
+                                 type = c("link", "response"), offset = NULL, ...) {
+  type <- match_arg(type, c("link", "response"), "type")
+  des <- glm_newdata(object, newdata, offset)
+  beta <- object$mean_unc[object$coef_names]
+  m <- drop(des$X %*% beta) + des$offset
+  if (type == "link" || object$family$family == "gaussian") return(stats::setNames(m, des$rownames))
+  Lb <- object$chol_unc[object$coef_names, , drop = FALSE]
+  v <- rowSums((des$X %*% Lb)^2)
+  out <- if (object$family$family == "poisson") exp(m + v / 2) else {
+    gh <- gauss_hermite(32)
+    z <- sqrt(2) * gh$x; wz <- gh$w / sqrt(pi)
+    drop(stats::plogis(outer(m, rep(1, length(z))) + outer(sqrt(v), z)) %*% wz)
+  }
+  stats::setNames(out, des$rownames)
+}
+
+#' @rdname bbvi_glm_fit-methods
+#' @export
+fitted.bbvi_glm_fit <- function(object, ...) predict(object, type = "response")
+
+#' @rdname bbvi_glm_fit-methods
+#' @export
+posterior_predict <- function(object, ...) UseMethod("posterior_predict")
+
+#' @rdname bbvi_glm_fit-methods
+#' @export
+posterior_predict.bbvi_glm_fit <- function(object, newdata = NULL, draws = 4000,
+                                           offset = NULL, trials = NULL, ...) {
+  check_count(draws, "draws")
+  des <- glm_newdata(object, newdata, offset)
+  th <- as.matrix(object, draws = draws)
+  eta <- th[, object$coef_names, drop = FALSE] %*% t(des$X)
+  eta <- sweep(eta, 2, des$offset, "+")
+  n <- nrow(eta); k <- ncol(eta)
+  out <- switch(object$family$family,
+    gaussian = eta + th[, "sigma"] * matrix(stats::rnorm(n * k), n, k),
+    poisson = matrix(stats::rpois(n * k, exp(eta)), n, k),
+    binomial = {
+      tr <- if (!is.null(trials)) trials else if (is.null(newdata)) object$trials else 1
+      if (!is.numeric(tr) || !(length(tr) %in% c(1, k)) || any(tr < 0) ||
+          any(tr != round(tr))) {
+        abort_arg("trials", sprintf("non-negative whole numbers (1 or %d)", k), trials)
+      }
+      tr <- rep_len(tr, k)
+      matrix(stats::rbinom(n * k, rep(tr, each = n), stats::plogis(eta)), n, k)
+    })
+  colnames(out) <- des$rownames
+  out
+}
+
+#' @rdname bbvi_glm_fit-methods
+#' @export
+nobs.bbvi_glm_fit <- function(object, ...) object$nobs
+
+#' @rdname bbvi_glm_fit-methods
+#' @param x A `bbvi_glm_fit`.
+#' @export
+formula.bbvi_glm_fit <- function(x, ...) x$formula
+
+#' @rdname bbvi_glm_fit-methods
+#' @export
+family.bbvi_glm_fit <- function(object, ...) object$family
+
+# Model matrix and offset for newdata, with the fit's factor levels.
+glm_newdata <- function(object, newdata, offset) {
+  if (is.null(newdata)) {
+    return(list(X = object$x, offset = object$offset,
+                rownames = rownames(object$x)))
+  }
+  if (!is.data.frame(newdata) && !is.list(newdata)) {
+    abort_arg("newdata", "a data frame", newdata)
+  }
+  tt <- stats::delete.response(object$terms)
+  mf <- tryCatch(
+    stats::model.frame(tt, newdata, na.action = stats::na.pass, xlev = object$xlevels),
+    error = function(e) {
+      cli::cli_abort(c("{.arg newdata} does not fit the model.",
+                       x = "{conditionMessage(e)}"), call = NULL)
+    })
+  X <- stats::model.matrix(tt, mf, contrasts.arg = object$contrasts)
+  off <- stats::model.offset(mf)
+  if (is.null(off)) off <- rep(0, nrow(X))
+  if (!is.null(offset)) {
+    if (!is.numeric(offset) || !(length(offset) %in% c(1, nrow(X)))) {
+      abort_arg("offset", sprintf("numbers (1 or %d)", nrow(X)), offset)
+    }
+    off <- off + offset
+  } else if (isTRUE(object$has_offset_arg)) {
+    cli::cli_abort(c("The fit used an {.arg offset} argument: give {.arg offset} for {.arg newdata}.",
+                     i = "Or write the offset in the formula, e.g. {.code offset(log(exposure))}."),
+                   call = NULL)
+  }
+  list(X = X, offset = off, rownames = rownames(X))
+}
+
+# ---- print and summary -----------------------------------------------------
+
+#' @rdname bbvi_glm_fit-methods
+#' @export
+summary.bbvi_glm_fit <- function(object, ...) {
+  s <- NextMethod()
+  class(s) <- c("summary.bbvi_glm_fit", class(s))
+  s
+}
+
+#' @export
+print.summary.bbvi_glm_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  glm_header(x$fit)
+  tab <- x$table
+  coefs <- x$fit$coef_names
+  cat("\nCoefficients:\n")
+  print(signif(tab[coefs, , drop = FALSE], digits))
+  aux <- setdiff(rownames(tab), coefs)
+  if (length(aux)) {
+    cat("\nAuxiliary parameter:\n")
+    print(signif(tab[aux, , drop = FALSE], digits))
+  }
+  cat("\n(mean, sd and quantiles of the variational posterior q)\n")
+  invisible(x)
+}
+
+#' @export
+print.bbvi_glm_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  glm_header(x)
+  mom <- marginal_moments(x)
+  tab <- cbind(mean = mom$mean, sd = mom$sd)
+  cat("\n")
+  print(signif(utils::head(tab, 20), digits))
+  if (nrow(tab) > 20) cat(sprintf("... and %d more parameters\n", nrow(tab) - 20))
+  invisible(x)
+}
+
+glm_header <- function(fit) {
+  fam <- fit$family
+  cat(sprintf("Variational fit (bbvi): %s regression, %s link\n", fam$family, fam$link))
+  cat("Formula:     ", paste(deparse(fit$formula, width.cutoff = 70), collapse = " "), "\n")
+  cat(sprintf("Observations: %d; coefficients: %d\n", fit$nobs, length(fit$coef_names)))
+  cat("Priors:\n")
+  pr <- fit$prior
+  if ("(Intercept)" %in% fit$coef_names)
+    cat("  intercept:   ", format_prior(pr$prior_intercept), "\n")
+  if (length(setdiff(fit$coef_names, "(Intercept)")))
+    cat("  coefficients:", format_prior(pr$prior), "\n")
+  if (fam$family == "gaussian")
+    cat("  sigma:       ", format_prior(pr$prior_aux, half = TRUE), "\n")
+  how <- if (identical(fit$path, "quadrature")) {
+    sprintf("exact expectations (closed form / %d-node Gauss-Hermite quadrature), variational Newton steps",
+            fit$nodes %||% 32L)
+  } else fit_estimator_label(fit)
+  cat(sprintf("Method: %s Gaussian q; path: %s; gradient: %s\n", fit$method, fit$path, how))
+  cat(sprintf("%s after %d iterations (%.2f s); final ELBO %s\n",
+              if (fit$converged) "Converged" else "NOT converged",
+              fit$iterations, fit$time,
+              if (identical(fit$path, "quadrature") && length(fit$elbo_trace))
+                format(utils::tail(fit$elbo_trace, 1), digits = 8) else glm_elbo_label(fit)))
+}
+
+# the stochastic path: mean of the last (up to) 100 per-iteration estimates
+glm_elbo_label <- function(fit) {
+  tr <- fit$elbo_trace
+  if (length(tr) == 0) return("NA")
+  format(mean(utils::tail(tr, 100L)), digits = 6)
+}
+
+`%||%` <- function(a, b) if (is.null(a)) b else a

@@ -1,0 +1,61 @@
+#' Draws of the ELBO gradient estimators
+#'
+#' Runs an estimator `n` times at a fixed q (by default the fitted one) and
+#' returns every gradient estimate, to compare the noise of the
+#' score-function estimator with and without control variates and of the
+#' reparameterization estimator.
+#'
+#' @param fit A `bbvi_fit`; its model and its q are used.
+#' @param estimator `"score"` or `"reparam"`.
+#' @param samples Draws per estimate (S).
+#' @param n Number of independent estimates.
+#' @param control_variates For the score estimator: use control variates.
+#' @param lambda Variational parameters to evaluate at; by default the
+#'   fit's. Named as in the result's columns.
+#' @param seed As in [bbvi()].
+#' @return A list: `grad`, an `n` x K matrix of gradient estimates (one
+#'   column per variational parameter, named `mu[...]` and `log_sd[...]` for
+#'   mean-field, `mu[...]` and `L[i,j]` (log of the diagonal) for full-rank),
+#'   and `elbo`, the `n` ELBO estimates made with them.
+#' @examples
+#' m <- bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
+#'                 list(mu = param()),
+#'                 gradient = function(theta, data) -(theta$mu - 1) / 4)
+#' fit <- bbvi(m, seed = 1)
+#' g <- elbo_gradients(fit, "score", n = 200, seed = 1)
+#' apply(g$grad, 2, var)
+#' @export
+elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
+                           n = 100, control_variates = TRUE, lambda = NULL,
+                           seed = NULL) {
+  if (!inherits(fit, "bbvi_fit")) abort_arg("fit", "a bbvi_fit", fit)
+  estimator <- match_arg(estimator, c("score", "reparam"), "estimator")
+  estimator <- resolve_estimator(estimator, fit$model$has_gradient)
+  check_count(samples, "samples")
+  check_count(n, "n")
+  check_flag(control_variates, "control_variates")
+  nms <- lambda_names(fit$method, fit$par_names)
+  if (is.null(lambda)) lambda <- fit$lambda
+  if (!is.numeric(lambda) || length(lambda) != length(nms) || anyNA(lambda)) {
+    abort_arg("lambda", sprintf("%d numbers", length(nms)), lambda)
+  }
+  control <- list(family = fit$method, estimator = estimator,
+                  samples = as.integer(samples), n = as.integer(n),
+                  lambda = as.double(lambda),
+                  control_variates = as.integer(control_variates))
+  res <- with_seed(seed, .Call(C_grad_samples, fit_target_spec(fit),
+                               as.double(fit$lower), as.double(fit$upper), control))
+  g <- t(res$grad)
+  colnames(g) <- nms
+  list(grad = g, elbo = res$elbo)
+}
+
+# Names of the variational parameters, in the C layout (see families.c).
+lambda_names <- function(method, par_names) {
+  D <- length(par_names)
+  mu <- sprintf("mu[%s]", par_names)
+  if (method == "meanfield") return(c(mu, sprintf("log_sd[%s]", par_names)))
+  idx <- which(lower.tri(diag(D), diag = TRUE), arr.ind = TRUE)
+  idx <- idx[order(idx[, "col"], idx[, "row"]), , drop = FALSE]
+  c(mu, sprintf("L[%s,%s]", par_names[idx[, "row"]], par_names[idx[, "col"]]))
+}

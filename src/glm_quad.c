@@ -1,0 +1,440 @@
+/* glm_quad.c: the deterministic ("quadrature") path for GLMs.
+
+   Under a Gaussian q(z) = N(mu, Sigma) over z = (beta, log sigma), every
+   linear predictor eta_i = x_i'beta + offset_i is Gaussian, N(m_i, v_i), so
+   E_q log p(y, z) is a sum of one-dimensional integrals: closed forms for
+   gaussian (through the Gaussian moment generating function, which reduces
+   it to the sufficient statistics X'WX, X'Wy, y'Wy) and poisson, and
+   Gauss-Hermite quadrature for binomial and for non-normal priors. Its
+   gradient and Hessian in z follow from Bonnet's and Price's theorems:
+   grad_mu E f = E grad f and grad_Sigma E f = E hess f / 2.
+
+   The ELBO is maximised by variational Newton steps (the natural-gradient
+   fixed point of Gaussian VI): Lambda <- (1 - rho) Lambda + rho (-E hess),
+   mu <- mu + rho Lambda^{-1} E grad, with rho halved until the ELBO rises.
+   At a fixed point Sigma^{-1} = -E hess and E grad = 0, exactly the
+   stationarity conditions of the ELBO. Mean-field keeps the diagonal of
+   the precision update and takes a full Newton step for the mean. */
+#include "glm.h"
+#include <R_ext/BLAS.h>
+#include <R_ext/Lapack.h>
+#include <math.h>
+#include <string.h>
+
+#ifndef FCONE
+# define FCONE
+#endif
+
+#define LOG_2PI 1.837877066409345483560659472811
+
+typedef struct {
+    glm_data g;
+    int fr;                     /* full-rank q? */
+    int K;                      /* quadrature nodes */
+    const double *gz, *gw;      /* nodes and weights for N(0, 1) */
+    int K2;                     /* a short rule for predictors with sd < 0.5 */
+    const double *gz2, *gw2;
+    double *Ls;                 /* P x P scratch: Cholesky factor of Sigma */
+    double *G, *b, yy, sw;      /* gaussian sufficient statistics */
+    double *m, *v, *e1, *e2;    /* N: predictor moments, weighted E f', E f'' */
+    double *work;               /* N x P */
+    double ell;                 /* expected log-likelihood, last evaluation */
+} quad_ws;
+
+/* E over x ~ N(mean, var) of a prior's log density and its derivatives */
+static void prior_expect(const quad_ws *w, int type, const double *par,
+                         int log_scale, double mean, double var,
+                         double *ef, double *ef1, double *ef2)
+{
+    *ef = *ef1 = *ef2 = 0.0;
+    if (type == PRIOR_FLAT) {
+        if (log_scale) { *ef = mean; *ef1 = 1.0; }   /* the Jacobian */
+        return;
+    }
+    if (type == PRIOR_NORMAL && !log_scale) {
+        double s = par[1], d = mean - par[0];
+        *ef = -0.5 * (d * d + var) / (s * s) - log(s) - 0.5 * LOG_2PI;
+        *ef1 = -d / (s * s);
+        *ef2 = -1.0 / (s * s);
+        return;
+    }
+    double sd = sqrt(var), f, f1, f2;
+    for (int k = 0; k < w->K; k++) {
+        double x = mean + sd * w->gz[k];
+        if (log_scale) {
+            /* h(t) = log p_sigma(e^t) + t */
+            double s = exp(x);
+            bbvi_glm_prior(type, par, 1, s, &f, &f1, &f2);
+            *ef += w->gw[k] * (f + x);
+            *ef1 += w->gw[k] * (f1 * s + 1.0);
+            *ef2 += w->gw[k] * (f2 * s * s + f1 * s);
+        } else {
+            bbvi_glm_prior(type, par, 0, x, &f, &f1, &f2);
+            *ef += w->gw[k] * f;
+            *ef1 += w->gw[k] * f1;
+            *ef2 += w->gw[k] * f2;
+        }
+    }
+}
+
+/* ELBO at (mu, Sigma) with log det Sigma given; with derivs, also
+   g = E grad log p and H = E hess log p (D x D, full). */
+static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
+                     double logdet, int derivs, int reuse, double *g, double *H)
+{
+    const glm_data *gd = &w->g;
+    int N = gd->N, P = gd->P, D = gd->D, inc = 1;
+    double one = 1.0, zero = 0.0, mone = -1.0;
+    double ell = gd->llconst;
+    if (derivs) {
+        memset(g, 0, sizeof(double) * D);
+        memset(H, 0, sizeof(double) * D * D);
+    }
+    if (gd->family == GLM_GAUSSIAN) {
+        double mt = mu[P], stt = Sig[P + (size_t) P * D];
+        double e = exp(-2.0 * mt + 2.0 * stt);
+        double *mus = w->work, *Gm = w->work + P;
+        for (int j = 0; j < P; j++) mus[j] = mu[j] - 2.0 * Sig[j + (size_t) P * D];
+        F77_CALL(dsymv)("L", &P, &one, w->G, &P, mus, &inc, &zero, Gm, &inc FCONE);
+        double Q = w->yy, tr = 0.0;
+        for (int j = 0; j < P; j++) Q += mus[j] * (Gm[j] - 2.0 * w->b[j]);
+        for (int k = 0; k < P; k++)
+            for (int j = 0; j < P; j++) tr += w->G[j + (size_t) k * P] * Sig[j + (size_t) k * D];
+        Q += tr;
+        ell += -w->sw * mt - 0.5 * e * Q;
+        if (derivs) {
+            for (int j = 0; j < P; j++) {
+                double r = w->b[j] - Gm[j];
+                g[j] = e * r;
+                H[j + (size_t) P * D] = H[P + (size_t) j * D] = -2.0 * e * r;
+                for (int k = 0; k < P; k++)
+                    H[j + (size_t) k * D] = -e * w->G[j + (size_t) k * P];
+            }
+            g[P] = -w->sw + e * Q;
+            H[P + (size_t) P * D] = -2.0 * e * Q;
+        }
+    } else {
+        double *m = w->m, *v = w->v;
+        if (!reuse) {
+        for (int i = 0; i < N; i++) m[i] = gd->off[i];
+        F77_CALL(dgemv)("N", &N, &P, &one, gd->X, &N, mu, &inc, &one, m, &inc FCONE);
+        if (w->fr) {
+            /* v_i = x_i' Sigma x_i = |L' x_i|^2 with Sigma = L L': rows of X L */
+            int info, nonzero = 0;
+            for (size_t k = 0; k < (size_t) D * D; k++) if (Sig[k] != 0.0) { nonzero = 1; break; }
+            for (int k = 0; k < P; k++)
+                for (int j = 0; j < P; j++)
+                    w->Ls[j + (size_t) k * P] = j >= k ? Sig[j + (size_t) k * D] : 0.0;
+            for (int i = 0; i < N; i++) v[i] = 0.0;
+            if (nonzero) {   /* Sigma = 0 (a point mass) only at the start */
+            F77_CALL(dpotrf)("L", &P, w->Ls, &P, &info FCONE);
+            if (info) return R_NegInf;
+            memcpy(w->work, gd->X, sizeof(double) * (size_t) N * P);
+            F77_CALL(dtrmm)("R", "L", "N", "N", &N, &P, &one, w->Ls, &P, w->work, &N
+                            FCONE FCONE FCONE FCONE);
+            }
+            for (int j = 0; j < P && nonzero; j++) {
+                const double *wj = w->work + (size_t) j * N;
+                for (int i = 0; i < N; i++) v[i] += wj[i] * wj[i];
+            }
+        } else {
+            for (int i = 0; i < N; i++) v[i] = 0.0;
+            for (int j = 0; j < P; j++) {
+                const double *xj = gd->X + (size_t) j * N;
+                double s2 = Sig[j + (size_t) j * D];
+                for (int i = 0; i < N; i++) v[i] += xj[i] * xj[i] * s2;
+            }
+        }
+        for (int i = 0; i < N; i++) {
+            double wi = gd->w[i], y = gd->y[i], mi = m[i];
+            double sd = sqrt(v[i] > 0 ? v[i] : 0.0);
+            if (gd->family == GLM_BINOMIAL) {
+                double n = gd->trials[i], el = 0.0, ep = 0.0, epq = 0.0;
+                int small = sd < 0.5;
+                int K = sd > 0 ? (small ? w->K2 : w->K) : 1;
+                const double *gz = small ? w->gz2 : w->gz, *gw = small ? w->gw2 : w->gw;
+                for (int k = 0; k < K; k++) {
+                    double x = sd > 0 ? mi + sd * gz[k] : mi;
+                    double wk = sd > 0 ? gw[k] : 1.0;
+                    double ex = exp(-fabs(x));
+                    double p = x >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
+                    el += wk * ((x > 0 ? x : 0.0) + log1p(ex));
+                    ep += wk * p;
+                    epq += wk * ex / ((1.0 + ex) * (1.0 + ex));
+                }
+                ell += wi * (y * mi - n * el);
+                w->e1[i] = wi * (y - n * ep);
+                w->e2[i] = wi * n * epq;          /* -E f'' >= 0 */
+            } else {
+                double em = exp(mi + 0.5 * sd * sd);
+                ell += wi * (y * mi - em);
+                w->e1[i] = wi * (y - em);
+                w->e2[i] = wi * em;
+            }
+        }
+        w->ell = ell;
+        }
+        ell = w->ell;
+        if (derivs) {
+            F77_CALL(dgemv)("T", &N, &P, &one, gd->X, &N, w->e1, &inc, &zero, g,
+                            &inc FCONE);
+            for (int j = 0; j < P; j++) {
+                const double *xj = gd->X + (size_t) j * N;
+                double *wj = w->work + (size_t) j * N;
+                for (int i = 0; i < N; i++) wj[i] = xj[i] * sqrt(w->e2[i]);
+            }
+            F77_CALL(dsyrk)("L", "T", &P, &N, &mone, w->work, &N, &zero, H, &D
+                            FCONE FCONE);
+            for (int k = 0; k < P; k++)
+                for (int j = k + 1; j < P; j++)
+                    H[k + (size_t) j * D] = H[j + (size_t) k * D];
+        }
+    }
+    double lp = 0.0, ef, ef1, ef2;
+    for (int j = 0; j < P; j++) {
+        prior_expect(w, gd->ptype[j], gd->ppar + 3 * j, 0, mu[j],
+                     Sig[j + (size_t) j * D], &ef, &ef1, &ef2);
+        lp += ef;
+        if (derivs) { g[j] += ef1; H[j + (size_t) j * D] += ef2; }
+    }
+    if (gd->family == GLM_GAUSSIAN) {
+        prior_expect(w, gd->atype, gd->apar, 1, mu[P], Sig[P + (size_t) P * D],
+                     &ef, &ef1, &ef2);
+        lp += ef;
+        if (derivs) { g[P] += ef1; H[P + (size_t) P * D] += ef2; }
+    }
+    return ell + lp + 0.5 * logdet + 0.5 * D * (1.0 + LOG_2PI);
+}
+
+/* Cholesky of A (D x D) into L (lower); returns 0 on success. */
+static int chol(int D, const double *A, double *L)
+{
+    int info;
+    memcpy(L, A, sizeof(double) * D * D);
+    F77_CALL(dpotrf)("L", &D, L, &D, &info FCONE);
+    if (info) return info;
+    for (int k = 0; k < D; k++)
+        for (int j = 0; j < k; j++) L[j + (size_t) k * D] = 0.0;
+    return 0;
+}
+
+/* Cholesky of A + ridge * diag, with the smallest ridge that works. */
+static void chol_ridge(int D, const double *A, double *L, double *tmp)
+{
+    if (chol(D, A, L) == 0) return;
+    double scale = 0.0;
+    for (int d = 0; d < D; d++) scale = fmax(scale, fabs(A[d + (size_t) d * D]));
+    if (!(scale > 0) || !R_FINITE(scale)) scale = 1.0;
+    for (double r = 1e-10; r < 1e10; r *= 10) {
+        memcpy(tmp, A, sizeof(double) * D * D);
+        for (int d = 0; d < D; d++) tmp[d + (size_t) d * D] += r * scale;
+        if (chol(D, tmp, L) == 0) return;
+    }
+    Rf_error("the posterior precision is not positive definite, even with a ridge; "
+             "check the model for aliased or degenerate columns");
+}
+
+/* x <- A^{-1} x from the Cholesky factor L */
+static void chol_solve(int D, const double *L, double *x)
+{
+    int one = 1, info;
+    F77_CALL(dpotrs)("L", &D, &one, L, &D, x, &D, &info FCONE);
+}
+
+/* Sigma = A^{-1} from the Cholesky factor L of A; log det Sigma returned */
+static double chol_inverse(int D, const double *L, double *Sig)
+{
+    int info;
+    double ld = 0.0;
+    memcpy(Sig, L, sizeof(double) * D * D);
+    for (int d = 0; d < D; d++) ld -= 2.0 * log(L[d + (size_t) d * D]);
+    F77_CALL(dpotri)("L", &D, Sig, &D, &info FCONE);
+    for (int k = 0; k < D; k++)
+        for (int j = k + 1; j < D; j++) Sig[k + (size_t) j * D] = Sig[j + (size_t) k * D];
+    return ld;
+}
+
+/* .Call(C_glm_quad_fit, spec, control) */
+SEXP glm_quad_fit(SEXP spec, SEXP control)
+{
+    quad_ws w;
+    bbvi_glm_data(spec, &w.g);
+    int N = w.g.N, P = w.g.P, D = w.g.D;
+    SEXP fam = bbvi_list_get(control, "family");
+    if (!Rf_isString(fam)) Rf_error("internal error: control$family");
+    w.fr = strcmp(CHAR(STRING_ELT(fam, 0)), "fullrank") == 0;
+    SEXP gz = bbvi_list_get(control, "gh_x"), gw = bbvi_list_get(control, "gh_w");
+    if (!Rf_isReal(gz) || !Rf_isReal(gw) || XLENGTH(gz) != XLENGTH(gw) || XLENGTH(gz) < 1)
+        Rf_error("internal error: control$gh_x, control$gh_w");
+    w.K = (int) XLENGTH(gz); w.gz = REAL(gz); w.gw = REAL(gw);
+    SEXP gz2 = bbvi_list_get(control, "gh_x2"), gw2 = bbvi_list_get(control, "gh_w2");
+    if (Rf_isReal(gz2) && Rf_isReal(gw2) && XLENGTH(gz2) == XLENGTH(gw2) && XLENGTH(gz2) > 0) {
+        w.K2 = (int) XLENGTH(gz2); w.gz2 = REAL(gz2); w.gw2 = REAL(gw2);
+    } else {
+        w.K2 = w.K; w.gz2 = w.gz; w.gw2 = w.gw;
+    }
+    int max_iter = bbvi_list_int(control, "max_iter", 200);
+    double tol = bbvi_list_double(control, "tol", 1e-6);
+    SEXP init = bbvi_list_get(control, "init_mean");
+    if (!Rf_isReal(init) || XLENGTH(init) != D)
+        Rf_error("internal error: control$init_mean must be %d doubles", D);
+
+    size_t DD = (size_t) D * D;
+    w.Ls = (double *) R_alloc((size_t) P * P, sizeof(double));
+    w.work = (double *) R_alloc((size_t) N * (P > 2 ? P : 2) + 2 * P + 2, sizeof(double));
+    if (w.g.family == GLM_GAUSSIAN) {
+        /* sufficient statistics, with y - offset */
+        int inc = 1;
+        double one = 1.0, zero = 0.0;
+        w.G = (double *) R_alloc((size_t) P * P, sizeof(double));
+        w.b = (double *) R_alloc(P, sizeof(double));
+        double *yr = (double *) R_alloc(N, sizeof(double));
+        w.yy = w.sw = 0.0;
+        for (int i = 0; i < N; i++) {
+            double r = w.g.y[i] - w.g.off[i];
+            yr[i] = w.g.w[i] * r;
+            w.yy += w.g.w[i] * r * r;
+            w.sw += w.g.w[i];
+        }
+        F77_CALL(dgemv)("T", &N, &P, &one, w.g.X, &N, yr, &inc, &zero, w.b, &inc FCONE);
+        for (int j = 0; j < P; j++) {
+            const double *xj = w.g.X + (size_t) j * N;
+            double *wj = w.work + (size_t) j * N;
+            for (int i = 0; i < N; i++) wj[i] = xj[i] * sqrt(w.g.w[i]);
+        }
+        F77_CALL(dsyrk)("L", "T", &P, &N, &one, w.work, &N, &zero, w.G, &P FCONE FCONE);
+        for (int k = 0; k < P; k++)
+            for (int j = k + 1; j < P; j++) w.G[k + (size_t) j * P] = w.G[j + (size_t) k * P];
+    } else {
+        w.m = (double *) R_alloc(N, sizeof(double));
+        w.v = (double *) R_alloc(N, sizeof(double));
+        w.e1 = (double *) R_alloc(N, sizeof(double));
+        w.e2 = (double *) R_alloc(N, sizeof(double));
+    }
+
+    double *mu = (double *) R_alloc(D, sizeof(double));
+    double *mu_new = (double *) R_alloc(D, sizeof(double));
+    double *Sig = (double *) R_alloc(DD, sizeof(double));
+    double *Sig_new = (double *) R_alloc(DD, sizeof(double));
+    double *Lam = (double *) R_alloc(DD, sizeof(double));      /* precision */
+    double *Lam_new = (double *) R_alloc(DD, sizeof(double));
+    double *Lc = (double *) R_alloc(DD, sizeof(double));
+    double *Pc = (double *) R_alloc(DD, sizeof(double));
+    double *Pm = (double *) R_alloc(DD, sizeof(double));
+    double *tmp = (double *) R_alloc(DD, sizeof(double));
+    double *g = (double *) R_alloc(D, sizeof(double));
+    double *H = (double *) R_alloc(DD, sizeof(double));
+    double *step = (double *) R_alloc(D, sizeof(double));
+    double *trace = (double *) R_alloc(max_iter + 1, sizeof(double));
+
+    memcpy(mu, REAL(init), sizeof(double) * D);
+    memset(Sig, 0, sizeof(double) * DD);
+    memset(Lam, 0, sizeof(double) * DD);
+    /* at a point mass, E grad and E hess are the gradient and Hessian at mu:
+       the first step is a Newton step with the Laplace covariance */
+    double elbo = R_NegInf;
+    q_elbo(&w, mu, Sig, 0.0, 1, 0, g, H);
+    int it = 0, converged = 0, first = 1;
+    double rho = 1.0;
+    while (it < max_iter) {
+        if (it % 4 == 0) R_CheckUserInterrupt();
+        for (size_t k = 0; k < DD; k++) Pm[k] = -H[k];
+        chol_ridge(D, Pm, Pc, tmp);
+        if (!w.fr) {
+            memcpy(step, g, sizeof(double) * D);
+            chol_solve(D, Pc, step);
+        }
+        rho = first ? 1.0 : fmin(1.0, 2.0 * rho);
+        double elbo_new = R_NegInf, logdet = 0.0;
+        int accepted = 0;
+        for (int tries = 0; tries < 40; tries++) {
+            if (w.fr) {
+                for (size_t k = 0; k < DD; k++)
+                    Lam_new[k] = first ? Pm[k] : (1.0 - rho) * Lam[k] + rho * Pm[k];
+                if (first) memcpy(Lc, Pc, sizeof(double) * DD);
+                else chol_ridge(D, Lam_new, Lc, tmp);
+                memcpy(mu_new, g, sizeof(double) * D);
+                chol_solve(D, Lc, mu_new);
+                for (int d = 0; d < D; d++) mu_new[d] = mu[d] + rho * mu_new[d];
+                logdet = chol_inverse(D, Lc, Sig_new);
+            } else {
+                memset(Sig_new, 0, sizeof(double) * DD);
+                memset(Lam_new, 0, sizeof(double) * DD);
+                logdet = 0.0;
+                for (int d = 0; d < D; d++) {
+                    double pd = Pm[d + (size_t) d * D];
+                    if (!(pd > 0)) pd = Pc[d + (size_t) d * D] * Pc[d + (size_t) d * D];
+                    double prec = first ? pd : (1.0 - rho) * Lam[d + (size_t) d * D] + rho * pd;
+                    Lam_new[d + (size_t) d * D] = prec;
+                    Sig_new[d + (size_t) d * D] = 1.0 / prec;
+                    logdet -= log(prec);
+                    mu_new[d] = mu[d] + rho * step[d];
+                }
+            }
+            elbo_new = q_elbo(&w, mu_new, Sig_new, logdet, 0, 0, NULL, NULL);
+            if (R_FINITE(elbo_new) &&
+                (first || elbo_new >= elbo - 1e-12 * fabs(elbo))) {
+                accepted = 1;
+                break;
+            }
+            rho *= 0.5;
+        }
+        if (!accepted) break;   /* no ascent direction left: at the optimum */
+        double dmu = 0.0, dls = 0.0;
+        for (int d = 0; d < D; d++) {
+            double sn = Sig_new[d + (size_t) d * D], so = Sig[d + (size_t) d * D];
+            dmu = fmax(dmu, fabs(mu_new[d] - mu[d]) / sqrt(sn));
+            dls = fmax(dls, first ? R_PosInf : 0.5 * fabs(log(sn / so)));
+        }
+        double delbo = elbo_new - elbo;
+        memcpy(mu, mu_new, sizeof(double) * D);
+        memcpy(Sig, Sig_new, sizeof(double) * DD);
+        memcpy(Lam, Lam_new, sizeof(double) * DD);
+        elbo = elbo_new;
+        trace[it++] = elbo;
+        /* derivatives at the accepted point (the last evaluation) */
+        q_elbo(&w, mu, Sig, logdet, 1, 1, g, H);
+        if (!first && dmu < tol && dls < tol && fabs(delbo) < 1e-6 * (1.0 + fabs(elbo))) {
+            converged = 1;
+            break;
+        }
+        first = 0;
+    }
+    if (!converged && it > 1 && it < max_iter) converged = 1;  /* stalled at the optimum */
+
+    /* results in the layout of the variational families (see families.c) */
+    const char *names[] = { "mean", "chol", "lambda", "elbo", "converged",
+                            "iterations", "" };
+    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+    SEXP rmean = PROTECT(Rf_allocVector(REALSXP, D));
+    memcpy(REAL(rmean), mu, sizeof(double) * D);
+    SEXP rchol = PROTECT(Rf_allocMatrix(REALSXP, D, D));
+    if (chol(D, Sig, REAL(rchol)) != 0) {
+        chol_ridge(D, Sig, REAL(rchol), tmp);
+    }
+    double *Ls = REAL(rchol);
+    int K = w.fr ? D + D * (D + 1) / 2 : 2 * D;
+    SEXP rlam = PROTECT(Rf_allocVector(REALSXP, K));
+    double *lam = REAL(rlam);
+    for (int d = 0; d < D; d++) lam[d] = mu[d];
+    if (w.fr) {
+        size_t pos = D;
+        for (int j = 0; j < D; j++)
+            for (int i = j; i < D; i++) {
+                double l = Ls[i + (size_t) j * D];
+                lam[pos++] = i == j ? log(l) : l;
+            }
+    } else {
+        for (int d = 0; d < D; d++) lam[D + d] = log(Ls[d + (size_t) d * D]);
+    }
+    SEXP rtr = PROTECT(Rf_allocVector(REALSXP, it));
+    memcpy(REAL(rtr), trace, sizeof(double) * it);
+    SET_VECTOR_ELT(out, 0, rmean);
+    SET_VECTOR_ELT(out, 1, rchol);
+    SET_VECTOR_ELT(out, 2, rlam);
+    SET_VECTOR_ELT(out, 3, rtr);
+    SET_VECTOR_ELT(out, 4, Rf_ScalarLogical(converged));
+    SET_VECTOR_ELT(out, 5, Rf_ScalarInteger(it));
+    UNPROTECT(5);
+    return out;
+}

@@ -1,0 +1,65 @@
+fit_pois <- function() {
+  set.seed(8)
+  d <- data.frame(x = stats::rnorm(200), g = factor(sample(c("lo", "mid", "hi"), 200, TRUE)),
+                  expo = stats::runif(200, 1, 3))
+  d$y <- stats::rpois(200, d$expo * exp(0.2 + 0.4 * d$x + (d$g == "hi")))
+  list(d = d, fit = bbvi(y ~ x + g + offset(log(expo)), d, family = poisson(),
+                         method = "fullrank", seed = 1))
+}
+
+test_that("predict() handles links, responses, factors and offsets", {
+  p <- fit_pois()
+  fit <- p$fit; d <- p$d
+  X <- stats::model.matrix(~ x + g, d)
+  beta <- coef(fit)[colnames(X)]
+  expect_equal(unname(predict(fit)), unname(drop(X %*% beta) + log(d$expo)))
+  # newdata with only some factor levels, in another order
+  nd <- data.frame(x = c(0, 1), g = factor(c("mid", "hi"), levels = c("mid", "hi")),
+                   expo = c(1, 2))
+  Xn <- rbind(c(1, 0, 0, 1), c(1, 1, 0, 0))   # columns (Intercept), x, glo, gmid
+  expect_equal(colnames(X), c("(Intercept)", "x", "glo", "gmid"))
+  eta <- drop(Xn %*% beta) + log(nd$expo)
+  expect_equal(unname(predict(fit, nd)), eta)
+  # E exp(eta) under q: exp(m + v / 2), checked against the draws
+  r <- predict(fit, nd, type = "response")
+  dr <- as.matrix(fit)[, colnames(X)] %*% t(Xn)
+  mc <- colMeans(exp(sweep(dr, 2, log(nd$expo), "+")))
+  expect_equal(unname(r), unname(mc), tolerance = 0.01)
+  expect_snapshot(error = TRUE, predict(fit, data.frame(x = 0, g = "nope", expo = 1)))
+  expect_snapshot(error = TRUE, predict(fit, nd, type = "mean"))
+})
+
+test_that("binomial responses are posterior mean probabilities", {
+  fit <- bbvi(am ~ wt, mtcars, family = binomial(), method = "fullrank", seed = 1)
+  r <- predict(fit, type = "response")
+  mc <- colMeans(stats::plogis(as.matrix(fit) %*% t(stats::model.matrix(~ wt, mtcars))))
+  expect_equal(unname(r), unname(mc), tolerance = 0.01)
+  expect_equal(fitted(fit), r)
+  expect_true(all(r > 0 & r < 1))
+})
+
+test_that("posterior_predict() simulates responses of the right kind", {
+  p <- fit_pois()
+  set.seed(2)
+  yrep <- posterior_predict(p$fit, draws = 500)
+  expect_equal(dim(yrep), c(500L, 200L))
+  expect_true(all(yrep >= 0 & yrep == round(yrep)))
+  expect_lt(abs(mean(yrep) - mean(p$d$y)) / mean(p$d$y), 0.05)
+  g <- bbvi(mpg ~ wt, mtcars, seed = 1)
+  yg <- posterior_predict(g, newdata = data.frame(wt = 3), draws = 2000)
+  expect_equal(dim(yg), c(2000L, 1L))
+  # predictive sd = sqrt(sigma^2 + var of the mean), about 3 here
+  expect_gt(stats::sd(yg), 2.5)
+  b <- bbvi(cbind(am, 1 - am) ~ wt, mtcars, family = binomial(), seed = 1)
+  yb <- posterior_predict(b, newdata = data.frame(wt = c(2, 4)), trials = 10, draws = 100)
+  expect_true(all(yb >= 0 & yb <= 10))
+})
+
+test_that("nobs, formula and family", {
+  p <- fit_pois()
+  expect_equal(nobs(p$fit), 200)
+  expect_identical(deparse(formula(p$fit)), "y ~ x + g + offset(log(expo))")
+  expect_equal(family(p$fit)$family, "poisson")
+  expect_s3_class(p$fit, "bbvi_glm_fit")
+  expect_s3_class(p$fit, "bbvi_fit")
+})
