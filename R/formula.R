@@ -143,7 +143,9 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
       if (!is.null(val)) mf[[a]] <- val
     }
   }
-  if (is.character(na.action)) na.action <- get(na.action, mode = "function")
+  if (is.character(na.action) && length(na.action) == 1 && !is.na(na.action)) {
+    na.action <- get0(na.action, mode = "function")
+  }
   if (!is.function(na.action)) abort_arg("na.action", "a function such as na.omit", na.action)
   mf$na.action <- na.action
   if (is.null(data)) data <- environment(formula)

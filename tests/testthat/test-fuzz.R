@@ -9,9 +9,11 @@
 # * random combinations of bad arguments: any R condition is fine.
 #
 # By default each argument meets a seeded random part of the pool, so that
-# the file runs in ~20 s; BBVI_FUZZ=full (e.g. tools/HARDENING.md) runs
+# the file runs in ~20 s (BBVI_FUZZ_SEED=n draws other parts); BBVI_FUZZ=full (e.g. tools/HARDENING.md) runs
 # every pool value against every argument (a few minutes).
 
+# BBVI_FUZZ_SEED=n shifts every seed, to explore other parts of the pool.
+fuzz_seed <- function(s) s + as.integer(Sys.getenv("BBVI_FUZZ_SEED", "0"))
 fuzz_full <- function() identical(Sys.getenv("BBVI_FUZZ"), "full")
 fuzz_pick <- function(x, n) if (fuzz_full() || length(x) <= n) x else x[sample.int(length(x), n)]
 
@@ -60,25 +62,10 @@ fuzz_model <- function() {
              gradient = function(theta, data) 1 - theta$mu)
 }
 
-# Valid arguments per exported function (fast settings); functions not listed
-# here get pool values and defaults only.
-fuzz_valid_args <- function(fit) {
-  m <- fuzz_model()
-  list(
-    param = list(dim = 2, lower = 0, upper = 1),
-    bbvi_model = list(logjoint = function(theta, data) 0,
-                      parameters = list(a = param()), data = NULL,
-                      gradient = NULL, vectorized = FALSE),
-    native_logjoint = list(fn = "bbvi:mvnormal", data = list(0, diag(1)),
-                           has_gradient = TRUE),
-    bbvi = list(x = m, method = "meanfield", estimator = "reparam",
-                samples = 2, max_iter = 20, tol = 0.1, seed = 1,
-                progress = FALSE, optimizer = "adagrad", eta = 0.5,
-                window = 10, init = list(mu = 0), init_sd = 1, draws = 20,
-                restarts = 1),
-    elbo = list(fit = fit),
-    vi_diagnostics = list(fit = fit)
-  )
+fuzz_data <- function() {
+  data.frame(x = c(-1, -0.5, 0, 0.5, 1, 1.5, 2, -2),
+             y = c(0.1, 0.3, 1.2, 0.8, 1.9, 2.2, 2.4, -1.1),
+             b = c(0, 0, 1, 0, 1, 1, 1, 0))
 }
 
 fuzz_fit <- function() {
@@ -86,26 +73,82 @@ fuzz_fit <- function() {
                         draws = 50))
 }
 
+fuzz_mcmc <- function() {
+  suppressWarnings(sample_mcmc(fuzz_model(), chains = 1, iter = 60, seed = 1))
+}
+
+fuzz_glm_fit <- function() {
+  suppressWarnings(bbvi(y ~ x, data = fuzz_data(), seed = 1, draws = 50))
+}
+
+# Valid arguments per entry point (fast settings), as list(f, args). Exports
+# not listed here get pool values and defaults only (the random layer).
+fuzz_cases <- function(fit, mc, gfit) {
+  m <- fuzz_model()
+  d <- fuzz_data()
+  list(
+    param = list(param, list(dim = 2, lower = 0, upper = 1)),
+    bbvi_model = list(bbvi_model, list(
+      logjoint = function(theta, data) 0, parameters = list(a = param()),
+      data = NULL, gradient = NULL, vectorized = FALSE)),
+    native_logjoint = list(native_logjoint, list(
+      fn = "bbvi:mvnormal", data = list(0, diag(1)), has_gradient = TRUE,
+      package = NULL)),
+    bbvi = list(bbvi, list(
+      x = m, method = "meanfield", estimator = "reparam", samples = 2,
+      max_iter = 20, tol = 0.1, seed = 1, progress = FALSE,
+      optimizer = "adagrad", eta = 0.5, window = 10, init = list(mu = 0),
+      init_sd = 1, draws = 20, restarts = 1)),
+    bbvi_formula = list(bbvi, list(
+      x = y ~ x, data = d, family = "gaussian", prior = normal(0, 2.5),
+      prior_intercept = normal(0, 10), prior_aux = exponential(1),
+      weights = NULL, offset = NULL, subset = NULL, na.action = stats::na.omit,
+      method = "meanfield", estimator = "auto", samples = 2, max_iter = 20,
+      tol = 0.1, seed = 1, progress = FALSE, path = "auto", nodes = 4,
+      optimizer = "adagrad", eta = 0.5, window = 10, init = NULL,
+      init_sd = NULL, draws = 20)),
+    sample_mcmc = list(sample_mcmc, list(
+      x = m, method = "nuts", chains = 1, iter = 20, warmup = 10, seed = 1,
+      max_treedepth = 3, adapt_delta = 0.8, init = NULL, init_radius = 2,
+      progress = FALSE)),
+    sample_mcmc_formula = list(sample_mcmc, list(
+      x = b ~ x, data = d, family = stats::binomial(), prior = normal(),
+      method = "rwm", chains = 1, iter = 20, seed = 1, progress = FALSE)),
+    compare_fits = list(compare_fits, list(vi = fit, mc = mc, pars = NULL)),
+    normal = list(normal, list(location = 0, scale = 1)),
+    student_t = list(student_t, list(df = 3, location = 0, scale = 1)),
+    cauchy = list(cauchy, list(location = 0, scale = 1)),
+    exponential = list(exponential, list(rate = 1)),
+    elbo = list(elbo, list(fit = fit)),
+    elbo_gradients = list(elbo_gradients, list(
+      fit = fit, estimator = "reparam", samples = 2, n = 3,
+      control_variates = TRUE, lambda = NULL, seed = 1)),
+    mcmc_diagnostics = list(mcmc_diagnostics, list(x = mc)),
+    posterior_predict = list(posterior_predict, list(
+      object = gfit, newdata = data.frame(x = 1:2), draws = 5, offset = NULL,
+      trials = NULL)),
+    vi_diagnostics = list(vi_diagnostics, list(fit = fit))
+  )
+}
+
 test_that("one malformed argument at a time gives a clear (rlang) error or a result", {
   fit <- fuzz_fit()
-  valid <- fuzz_valid_args(fit)
+  cases <- fuzz_cases(fit, fuzz_mcmc(), fuzz_glm_fit())
   pool <- fuzz_pool()
   unclear <- character()
-  set.seed(1)
-  for (fname in getNamespaceExports("bbvi")) {
-    f <- getExportedValue("bbvi", fname)
-    if (!is.function(f)) next
-    base <- valid[[fname]]
-    if (is.null(base)) next   # covered by the random layer below
+  set.seed(fuzz_seed(1))
+  for (cname in names(cases)) {
+    f <- cases[[cname]][[1]]
+    base <- cases[[cname]][[2]]
     for (arg in names(base)) {
-      for (v in fuzz_pick(pool, 4)) {
+      for (v in fuzz_pick(pool, 2)) {
         args <- base
         args[arg] <- list(v)
         res <- fuzz_call(f, args)
         expect_false(identical(as.character(res), "timeout"),
-                     label = fuzz_describe(fname, args))
+                     label = fuzz_describe(cname, args))
         if (identical(as.character(res), "error")) {
-          unclear <- c(unclear, paste0(fuzz_describe(fname, args), ": ",
+          unclear <- c(unclear, paste0(fuzz_describe(cname, args), ": ",
                                        conditionMessage(attr(res, "condition"))))
         }
       }
@@ -116,9 +159,9 @@ test_that("one malformed argument at a time gives a clear (rlang) error or a res
 
 test_that("random malformed calls to every export return or raise an R error", {
   fit <- fuzz_fit()
-  valid <- fuzz_valid_args(fit)
+  cases <- fuzz_cases(fit, fuzz_mcmc(), fuzz_glm_fit())
   pool <- fuzz_pool()
-  set.seed(20240605)
+  set.seed(fuzz_seed(20240605))
   exports <- sort(getNamespaceExports("bbvi"))
   n_calls <- 0L
   start <- proc.time()[["elapsed"]]
@@ -126,8 +169,8 @@ test_that("random malformed calls to every export return or raise an R error", {
     f <- getExportedValue("bbvi", fname)
     if (!is.function(f)) next
     fmls <- setdiff(names(formals(f)), "...")
-    base <- valid[[fname]]
-    for (i in seq_len(if (fuzz_full()) 100 else 8)) {
+    base <- if (fname %in% names(cases)) cases[[fname]][[2]]
+    for (i in seq_len(if (fuzz_full()) 100 else 6)) {
       args <- if (is.null(base)) list() else base
       if (length(fmls) > 0) {
         k <- sample.int(length(fmls), 1)
@@ -145,6 +188,8 @@ test_that("random malformed calls to every export return or raise an R error", {
 
 test_that("fit methods survive malformed arguments", {
   fit <- fuzz_fit()
+  mc <- fuzz_mcmc()
+  gfit <- fuzz_glm_fit()
   pool <- fuzz_pool()
   grDevices::pdf(NULL)
   on.exit(grDevices::dev.off())
@@ -153,12 +198,19 @@ test_that("fit methods survive malformed arguments", {
     confint_parm = function(v) confint(fit, parm = v),
     as.matrix = function(v) as.matrix(fit, draws = v),
     as.matrix_psis = function(v) as.matrix(fit, psis = v),
-    plot = function(v) plot(fit, pars = v)
+    plot = function(v) plot(fit, pars = v),
+    mcmc_confint = function(v) confint(mc, level = v),
+    mcmc_plot = function(v) plot(mc, pars = v),
+    predict_newdata = function(v) predict(gfit, newdata = v),
+    predict_type = function(v) predict(gfit, type = v),
+    predict_offset = function(v) predict(gfit, offset = v),
+    posterior_predict_newdata = function(v) posterior_predict(gfit, newdata = v, draws = 5),
+    posterior_predict_trials = function(v) posterior_predict(gfit, draws = 5, trials = v)
   )
   unclear <- character()
-  set.seed(2)
+  set.seed(fuzz_seed(2))
   for (nm in names(calls)) {
-    for (v in fuzz_pick(pool, 6)) {
+    for (v in fuzz_pick(pool, 4)) {
       res <- fuzz_call(calls[[nm]], list(v))
       if (identical(as.character(res), "error")) {
         unclear <- c(unclear, paste0(nm, "(", fuzz_describe("", list(v = v)), "): ",
@@ -186,7 +238,7 @@ test_that("model callbacks returning odd things give clear errors or fits", {
   )
   fast <- list(seed = 1, max_iter = 40, window = 10, draws = 20, samples = 3)
   unclear <- character()
-  set.seed(3)
+  set.seed(fuzz_seed(3))
   for (i in if (fuzz_full()) seq_along(odd) else c(1, 4, sample(seq_along(odd)[-c(1, 4)], 4))) {
     v <- odd[[i]]
     models <- list(
