@@ -143,7 +143,8 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
       if (!is.null(val)) mf[[a]] <- val
     }
   }
-  if (is.character(na.action) && length(na.action) == 1 && !is.na(na.action)) {
+  if (is.character(na.action) && length(na.action) == 1 && !is.na(na.action) &&
+      nzchar(na.action)) {
     na.action <- get0(na.action, mode = "function")
   }
   if (!is.function(na.action)) abort_arg("na.action", "a function such as na.omit", na.action)
