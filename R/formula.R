@@ -230,7 +230,7 @@ resolve_family <- function(family) {
     }
     fam <- f
   }
-  if (is.function(fam)) fam <- fam()
+  if (is.function(fam)) fam <- tryCatch(fam(), error = function(e) NULL)
   if (!inherits(fam, "family")) {
     abort_arg("family", "a family object such as binomial(), or its name", family)
   }
