@@ -40,7 +40,7 @@ mcmc_diagnostics <- function(x) {
     x <- array(x, c(dim(x), 1L), dimnames = list(NULL, NULL, "x"))
   }
   if (!is.numeric(x) || length(dim(x)) != 3 || any(dim(x) == 0)) {
-    abort_arg("x", "a bbvi_mcmc, or draws as a non-empty iterations x chains (x parameters) array", x)
+    abort_arg("x", "a bbvi_mcmc, or draws as an iterations x chains (x parameters) array", x)
   }
   nms <- dimnames(x)[[3]]
   if (is.null(nms)) nms <- sprintf("V%d", seq_len(dim(x)[3]))

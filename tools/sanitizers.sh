@@ -67,6 +67,7 @@ done
 if grep -E 'runtime error:' "$work/tests.log" | grep -q 'src/'; then
   grep -E 'runtime error:' "$work/tests.log"; ours=1
 fi
+grep -q '^TESTS: .* 0 failed, 0 errors' "$work/tests.log" || { echo "sanitizers: some tests failed or did not run (see $work/tests.log)"; rc=1; }
 if [ -z "$reports" ] && [ $rc = 0 ]; then
   echo "sanitizers: CLEAN (no ASan/UBSan reports; tests exited 0)"
   exit 0
