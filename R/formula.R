@@ -55,7 +55,7 @@
 #' summary(logit)
 #' head(predict(logit, type = "response"))
 #' @export
-bbvi.formula <- function(x, data = NULL, family = gaussian(),
+bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
                          prior = normal(0, 2.5), prior_intercept = normal(0, 10),
                          prior_aux = exponential(1),
                          weights = NULL, offset = NULL, subset = NULL,
