@@ -79,3 +79,24 @@ test_that("an interrupt during the compiled loop (native log-joint) stops the fi
   expect_identical(msg$result$res, "interrupted")
   expect_session_usable(rs)
 })
+
+test_that("an interrupt stops MCMC sampling as cleanly", {
+  rs <- interrupt_session()
+  on.exit(rs$close(), add = TRUE)
+  rs$call(function() {
+    m <- bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
+                                    data = list(0, diag(1))),
+                    list(z = param()))
+    res <- tryCatch(sample_mcmc(m, chains = 1, iter = 5e7, seed = 1,
+                                progress = FALSE),
+                    interrupt = function(i) "interrupted")
+    list(res = res)
+  })
+  Sys.sleep(2)
+  rs$interrupt()
+  expect_identical(rs$poll_process(20000), "ready")
+  msg <- rs$read()
+  expect_null(msg$error)
+  expect_identical(msg$result$res, "interrupted")
+  expect_session_usable(rs)
+})
