@@ -41,7 +41,7 @@ ubsan=$($CC -print-file-name=libubsan.so)
 export LD_PRELOAD="$asan $ubsan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:log_path=$work/asan:allow_user_segv_handler=1:detect_odr_violation=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$work/ubsan"
-export NOT_CRAN=true R_LIBS="$work/lib:${R_LIBS:-}"
+export BBVI_FUZZ_TIMEOUT=60 NOT_CRAN=true R_LIBS="$work/lib:${R_LIBS:-}"
 
 echo "== running the tests${filter:+ matching '$filter'} (log: $work/tests.log)"
 Rscript --vanilla -e "

@@ -52,7 +52,7 @@ cat(sprintf("\nTESTS: %d passed, %d failed, %d errors, %d skipped\n",
 RS
 echo "== running under valgrind (log: $work/run.log, valgrind logs: $work/vg.*.log)"
 start=$(date +%s)
-NOT_CRAN=true R_LIBS="$work/lib:${R_LIBS:-}" R -d "$vg" --vanilla --no-echo \
+BBVI_FUZZ_TIMEOUT=600 NOT_CRAN=true R_LIBS="$work/lib:${R_LIBS:-}" R -d "$vg" --vanilla --no-echo \
   -f "$work/run.R" > "$work/run.log" 2>&1
 rc=$?
 echo "== R exited with $rc after $(( $(date +%s) - start )) s"

@@ -35,7 +35,9 @@ fuzz_pool <- function() {
 
 # Calls f with args under a time limit; returns "ok", "error" or
 # "rlang_error" (the condition is attached).
-fuzz_call <- function(f, args, seconds = 5) {
+# BBVI_FUZZ_TIMEOUT scales the limit for slow runs (valgrind, sanitizers).
+fuzz_call <- function(f, args,
+                      seconds = as.numeric(Sys.getenv("BBVI_FUZZ_TIMEOUT", "5"))) {
   setTimeLimit(elapsed = seconds, transient = TRUE)
   on.exit(setTimeLimit(elapsed = Inf))
   out <- tryCatch(
