@@ -66,7 +66,11 @@ bbvi.default <- function(x, ...) {
 #' @param window Iterations per convergence window.
 #' @param init Optional starting point: a named list of parameter values on
 #'   the constrained scale (default: 0 on the unconstrained scale).
-#' @param init_sd Starting sd of q on the unconstrained scale.
+#' @param init_sd Starting sd of q on the unconstrained scale: one number,
+#'   or one per scalar parameter. It is also the scale the optimiser works
+#'   in: each coordinate is divided by its `init_sd`, so that giving rough
+#'   posterior sds for parameters of very different scales (say 1000 and
+#'   0.001) makes the steps fit each of them.
 #' @param draws Number of draws from q kept in the fit for summaries and
 #'   diagnostics (see [vi_diagnostics()]).
 #' @param control_variates For `estimator = "score"`: use the control
@@ -108,7 +112,11 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
   estimator <- resolve_estimator(estimator, x$has_gradient)
   init_mean <- init_unconstrained(init, x)
-  check_positive(init_sd, "init_sd")
+  if (!is.numeric(init_sd) || !(length(init_sd) %in% c(1L, length(init_mean))) ||
+      anyNA(init_sd) || any(!is.finite(init_sd)) || any(init_sd <= 0)) {
+    abort_arg("init_sd", sprintf("one positive number or %d of them", length(init_mean)), init_sd)
+  }
+  init_sd <- rep_len(as.double(init_sd), length(init_mean))
   fit_one <- function(seed, dispersed) {
     with_seed(seed, {
       start <- init_mean
@@ -117,7 +125,9 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                        method = method, estimator = estimator, samples = samples,
                        max_iter = max_iter, tol = tol, optimizer = optimizer,
                        eta = eta, window = window, init_mean = start,
-                       init_log_sd = rep(log(init_sd), length(start)),
+                       init_log_sd = log(init_sd),
+                       precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(start)),
+                       shift = start,
                        progress = progress && !dispersed,
                        control_variates = control_variates)
       new_bbvi_fit(x, res, call = call, draws = draws)
@@ -208,11 +218,14 @@ unconstrain <- function(theta, lower, upper) {
 }
 
 # The engine under every VI fit: validates the tuning values, runs the C
-# loop, turns its status into R errors and warnings. `spec` is the target as
+# loop, turns its status into R errors and warnings. `precond` (lower
+# triangular, diagonal for mean-field) and `shift` define the preconditioner
+# zeta = shift + precond %*% z: the optimiser works on z. `spec` is the target as
 # C reads it (see r_target_spec() and the GLM code).
 vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
-                      progress = FALSE, control_variates = TRUE) {
+                      progress = FALSE, control_variates = TRUE,
+                      precond = NULL, shift = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -229,7 +242,9 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                      x = "This model has {D}."), call = NULL)
   }
   check_flag(control_variates, "control_variates")
-  control <- list(control_variates = as.integer(control_variates),family = method, estimator = estimator, optimizer = optimizer,
+  control <- list(control_variates = as.integer(control_variates),
+                  precond = if (is.null(precond)) NULL else as.double(precond),
+                  shift = if (is.null(precond)) NULL else as.double(shift),family = method, estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),
                   window = as.integer(window), passes = 2L, max_restarts = 5L,

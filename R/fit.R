@@ -216,6 +216,12 @@ print_fit_header <- function(fit) {
   if (!is.null(fit$call)) cat("Call:", paste(deparse(fit$call, width.cutoff = 70), collapse = "\n      "), "\n")
   cat(sprintf("Family: %s Gaussian; gradient: %s; path: %s\n",
               fit$method, fit_estimator_label(fit), fit$path))
+  print_fit_status(fit)
+}
+
+# How the optimisation ended and what the diagnostics say; shared by every
+# kind of fit's print and summary.
+print_fit_status <- function(fit) {
   cat(sprintf("%s after %d iterations (%.2f s)%s\n",
               if (fit$converged) "Converged" else "NOT converged",
               fit$iterations, fit$time,

@@ -99,19 +99,26 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
                        quiet = TRUE)
         init_mean <- st$mean
         init_log_sd <- log(sqrt(rowSums(st$chol^2)))
+        # precondition by the Newton step's q: its Cholesky factor for
+        # full-rank (the problem the optimiser sees is then close to unit
+        # scale and unit correlation), its sds for mean-field
+        precond <- if (method == "fullrank") st$chol else diag(exp(init_log_sd), length(init_mean))
       } else {
         init_mean <- init_unconstrained(init, model)
         init_log_sd <- rep(0, length(init_mean))
+        precond <- NULL
       }
       if (!is.null(init_sd)) {
         check_positive(init_sd, "init_sd")
         init_log_sd <- rep(log(init_sd), length(init_mean))
+        precond <- diag(init_sd, length(init_mean))
       }
       res <- vi_engine(model, model$target, method = method,
                        estimator = estimator, samples = samples,
                        max_iter = max_iter, tol = tol, optimizer = optimizer,
                        eta = eta, window = window, init_mean = init_mean,
-                       init_log_sd = init_log_sd, progress = progress)
+                       init_log_sd = init_log_sd, progress = progress,
+                       precond = precond, shift = init_mean)
     }
     new_bbvi_fit(model, res, call = call, draws = draws,
                  class = "bbvi_glm_fit",

@@ -187,18 +187,8 @@ glm_header <- function(fit) {
             fit$nodes %||% 32L)
   } else fit_estimator_label(fit)
   cat(sprintf("Method: %s Gaussian q; path: %s; gradient: %s\n", fit$method, fit$path, how))
-  cat(sprintf("%s after %d iterations (%.2f s); final ELBO %s\n",
-              if (fit$converged) "Converged" else "NOT converged",
-              fit$iterations, fit$time,
-              if (identical(fit$path, "quadrature") && length(fit$elbo_trace))
-                format(utils::tail(fit$elbo_trace, 1), digits = 8) else glm_elbo_label(fit)))
+  print_fit_status(fit)
 }
 
-# the stochastic path: mean of the last (up to) 100 per-iteration estimates
-glm_elbo_label <- function(fit) {
-  tr <- fit$elbo_trace
-  if (length(tr) == 0) return("NA")
-  format(mean(utils::tail(tr, 100L)), digits = 6)
-}
 
 `%||%` <- function(a, b) if (is.null(a)) b else a

@@ -15,7 +15,8 @@
 #'   intervals are accurate; `log_ratio_sd`, the sd of log p - log q over
 #'   the draws, says how far q is from p where q has its mass (0 when q is
 #'   exact). A mode that q never reaches cannot be seen by any importance
-#'   sampling diagnostic.
+#'   sampling diagnostic. `options(bbvi.warn_khat = FALSE)` turns the
+#'   warning off (the diagnostic is still computed and printed).
 #' * `elbo`, `elbo_mcse`: the ELBO at the final q, estimated from the same
 #'   draws, and its Monte Carlo standard error.
 #' * `weights`: the Pareto-smoothed normalised importance weights, used by
@@ -73,7 +74,7 @@ vi_diagnostics_compute <- function(fit, smp) {
     log_ratio_sd = lr_sd,
     n_draws = length(log_ratio), n_finite = n_ok,
     weights = weights, stop_reason = fit$stop_reason)
-  if (!is.na(khat) && khat > 0.7) {
+  if (!is.na(khat) && khat > 0.7 && isTRUE(getOption("bbvi.warn_khat", TRUE))) {
     cli::cli_warn(c(
       "Pareto k-hat is {format(khat, digits = 2)} (> 0.7): the importance ratios p/q are heavy-tailed.",
       i = "q's tails are lighter than the posterior's or it misses a mode (log p - log q has sd {format(out$log_ratio_sd, digits = 2)} over q's draws); sds and tail quantiles may be off.",

@@ -96,6 +96,10 @@ typedef struct bbvi_family {
                          const double *gz, double *glambda);
     /* mean (D) and lower Cholesky factor of the covariance (D x D) */
     void (*moments)(int D, const double *lambda, double *mean, double *chol);
+    /* push q forward through z -> shift + P z, in place; P is lower
+       triangular (D x D, column-major) with a positive diagonal; the
+       mean-field family uses (and accepts) only its diagonal */
+    void (*affine)(int D, double *lambda, const double *P, const double *shift);
 } bbvi_family;
 
 extern const bbvi_family bbvi_family_meanfield;
@@ -116,10 +120,18 @@ typedef struct {
     double *work;        /* K */
     int n_finite;        /* draws with a finite log density, last call */
     int use_cv;          /* score estimator: apply control variates */
+    /* optional fixed affine preconditioner: q lives on z with
+       zeta = shift + P z, so that the optimiser works on a problem of unit
+       scale (and, with a full P, unit correlation) */
+    const double *P, *shift;   /* D x D lower triangular and D, or NULL */
+    double *zs;                /* scratch D x S: shift + P z */
+    double log_det_P;          /* the Jacobian of the map */
 } bbvi_estimator_ws;
 
 void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
                             bbvi_model *m, int S);
+void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
+                                const double *shift);
 /* Both estimators: draw S points, fill grad (K), return the ELBO estimate
    (NaN when no draw had a finite log density). Non-finite draws are left out. */
 typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,

@@ -22,6 +22,52 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->work = (double *) R_alloc((size_t) K, sizeof(double));
     w->n_finite = 0;
     w->use_cv = 1;
+    w->P = w->shift = NULL;
+    w->zs = NULL;
+    w->log_det_P = 0.0;
+}
+
+void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
+                                const double *shift)
+{
+    int D = w->D;
+    w->P = P;
+    w->shift = shift;
+    w->log_det_P = 0.0;
+    if (!P) return;
+    w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
+    for (int d = 0; d < D; d++) w->log_det_P += log(P[d + (size_t) d * D]);
+}
+
+/* log density (and gradient) at the current draws, through the
+   preconditioner when there is one */
+static void eval_draws(bbvi_estimator_ws *w, double *gz)
+{
+    int D = w->D, S = w->S;
+    if (!w->P) {
+        bbvi_model_logdens(w->model, S, w->z, w->lp, gz);
+        return;
+    }
+    const double *P = w->P;
+    for (int s = 0; s < S; s++) {
+        const double *z = w->z + (size_t) s * D;
+        double *zs = w->zs + (size_t) s * D;
+        for (int i = 0; i < D; i++) zs[i] = w->shift[i];
+        for (int j = 0; j < D; j++)
+            for (int i = j; i < D; i++) zs[i] += P[i + (size_t) j * D] * z[j];
+    }
+    bbvi_model_logdens(w->model, S, w->zs, w->lp, gz);
+    for (int s = 0; s < S; s++) {
+        w->lp[s] += w->log_det_P;
+        if (!gz) continue;
+        /* gradient wrt z = P' (gradient wrt zeta), in place from the top */
+        double *g = gz + (size_t) s * D;
+        for (int j = 0; j < D; j++) {
+            double a = 0.0;
+            for (int i = j; i < D; i++) a += P[i + (size_t) j * D] * g[i];
+            g[j] = a;
+        }
+    }
 }
 
 static void draw(bbvi_estimator_ws *w, const double *lambda)
@@ -36,7 +82,7 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
 {
     int D = w->D, K = w->K, S = w->S;
     draw(w, lambda);
-    bbvi_model_logdens(w->model, S, w->z, w->lp, NULL);
+    eval_draws(w, NULL);
 
     /* keep the finite draws, packed at the front of h and f */
     int n = 0;
@@ -88,7 +134,7 @@ double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
 {
     int D = w->D, K = w->K, S = w->S;
     draw(w, lambda);
-    bbvi_model_logdens(w->model, S, w->z, w->lp, w->gz);
+    eval_draws(w, w->gz);
     memset(grad, 0, sizeof(double) * K);
     int n = 0;
     double elbo = 0.0;

@@ -90,10 +90,19 @@ static void mf_moments(int D, const double *lambda, double *mean, double *chol)
     }
 }
 
+static void mf_affine(int D, double *lambda, const double *P, const double *shift)
+{
+    for (int d = 0; d < D; d++) {
+        double p = P[d + (size_t) d * D];
+        lambda[d] = shift[d] + p * lambda[d];
+        lambda[D + d] += log(p);
+    }
+}
+
 const bbvi_family bbvi_family_meanfield = {
     "meanfield", mf_n_lambda, mf_init, gaussian_draw_base, mf_reparam,
     mf_log_q, mf_score, mf_entropy, mf_entropy_grad, mf_reparam_grad,
-    mf_moments
+    mf_moments, mf_affine
 };
 
 /* ---- full-rank ----------------------------------------------------------- */
@@ -202,10 +211,30 @@ static void fr_moments(int D, const double *lambda, double *mean, double *chol)
     }
 }
 
+/* shift + P (mu + L eps): mean shift + P mu, Cholesky factor P L (lower
+   triangular times lower triangular) */
+static void fr_affine(int D, double *lambda, const double *P, const double *shift)
+{
+    double *mu = (double *) R_alloc(D, sizeof(double));
+    double *L = (double *) R_alloc((size_t) D * D, sizeof(double));
+    fr_moments(D, lambda, mu, L);
+    for (int i = 0; i < D; i++) {
+        double a = shift[i];
+        for (int k = 0; k <= i; k++) a += P[i + (size_t) k * D] * mu[k];
+        lambda[i] = a;
+    }
+    for (int j = 0; j < D; j++)
+        for (int i = j; i < D; i++) {
+            double a = 0.0;
+            for (int k = j; k <= i; k++) a += P[i + (size_t) k * D] * L[k + (size_t) j * D];
+            lambda[fr_idx(D, i, j)] = i == j ? log(a) : a;
+        }
+}
+
 const bbvi_family bbvi_family_fullrank = {
     "fullrank", fr_n_lambda, fr_init, gaussian_draw_base, fr_reparam,
     fr_log_q, fr_score, fr_entropy, fr_entropy_grad, fr_reparam_grad,
-    fr_moments
+    fr_moments, fr_affine
 };
 
 const bbvi_family *bbvi_family_by_name(const char *name)

@@ -10,57 +10,56 @@
 enum { VI_OK = 0, VI_DIVERGED = 1, VI_NO_FINITE = 2 };
 enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2 };
 
-#define N_BATCH 5       /* batches per window, for batch-means errors */
-#define Z_DRIFT 3.0     /* a change beyond 3 standard errors is drift */
+#define Z_DRIFT 3.0     /* an ELBO rise beyond 3 standard errors is progress */
+#define DRIFT_SD 0.25   /* largest move of a marginal (in sds) that is no drift */
+#define LAG 4           /* windows back for the long-baseline drift test */
 #define MIN_AVG_WINDOWS 3
+#define STEP_CUT 0.3    /* step-size factor when averaging is too noisy */
+#define MAX_STEP_CUTS 8
 
-/* The convergence rule works on q's marginal means and log sds (posterior
-   sd units), not on the ELBO alone, whose relative change says little about
-   the answer and whose noise can hide progress.
+/* The convergence rule looks at q's marginal means and log sds (in
+   posterior-sd units), at the ELBO with its Monte Carlo noise, and at the
+   gradient, not at the relative change of a noisy ELBO (which stops early
+   when the ELBO is large and never when it is noisy).
 
-   Phase 1 (optimising): every window of W iterations is cut into N_BATCH
-   batches; the window's average and its batch-means standard error give a
-   drift test against the previous window. A window passes when every
-   marginal mean moved by less than max(tol, Z_DRIFT standard errors) sds,
-   every log sd likewise, and the windowed mean ELBO did not rise by more
-   than Z_DRIFT standard errors, and every coordinate of the gradient
-   averaged over the window is zero within its standard error (Bonferroni
-   over the K coordinates), so a stalled optimiser is not taken for a
+   Phase 1 (optimising), at the end of every window of W iterations, with
+   lambda averaged over the window: the window passes when, against the
+   previous window and against the window LAG back (where a slow drift has
+   had LAG windows to add up), (a) no marginal mean moved by more than
+   DRIFT_SD sds and no log sd by more than DRIFT_SD, (b) the mean ELBO did
+   not rise by more than Z_DRIFT standard errors (per-iteration ELBO
+   estimates use fresh draws, so their plain standard error is honest; the
+   iterates themselves are autocorrelated, so their moves are bounded in
+   size rather than tested), and (c) every coordinate of the gradient,
+   averaged over the window, is zero within its standard error (Bonferroni
+   over the K coordinates), so that a stalled optimiser is not taken for a
    converged one. Two passes in a row: stationary.
-   Phase 2 (averaging): lambda is averaged over the following windows until
-   the standard error of that average (from the spread of window averages)
-   is below tol sds for every mean and below tol for every log sd. */
+
+   Phase 2 (averaging): lambda is averaged over the following windows; the
+   fit has converged when the standard error of that average (from the
+   spread of the window averages) is below tol sds for every mean and below
+   tol for every log sd. If that would take more than three times as many
+   windows as have been averaged, the iterates jitter on a scale above the
+   posterior's: the step size is cut and phase 1 starts again. */
 typedef struct {
-    int D, K, W, B;
+    int D, K, W;
     double tol;
     const bbvi_family *fam;
-    double *mean, *chol;                /* scratch for moments(), D, D x D */
-    double *bsum;                       /* lambda sum of the current batch, K */
-    double *bmean, *blsd;               /* batch moments, D x N_BATCH */
-    double *wsum;                       /* lambda sum of the current window, K */
-    double *wm, *wlsd, *wse_m, *wse_l;  /* window moments and errors, D */
-    double *pm, *plsd, *pse_m, *pse_l;  /* the previous window's */
-    double *gsum, *gsumsq;              /* gradient sums over the window, K */
-    double z_grad;                      /* Bonferroni threshold for K tests */
-    double elbo_sum, elbo_sumsq, p_elbo, p_elbo_var;
-    int n, nb, have_prev, passes, phase;
+    double *chol;                 /* scratch for moments(), D x D */
+    double *wsum;                 /* lambda sum of the current window, K */
+    double *gsum, *gsumsq;        /* gradient sums over the window, K */
+    double elbo_sum, elbo_sumsq;  /* over the window */
+    int n;                        /* iterations in the current window */
+    double *wm, *wl;              /* the window's marginal means, log sds, D */
+    double *hm, *hl;              /* the last LAG windows', LAG x D */
+    double he[LAG], hev[LAG];     /* and their ELBO means and variances */
+    int n_windows, passes, phase;
+    double z_grad;                /* Bonferroni threshold for K tests */
     /* phase 2 */
-    double *asum;                       /* lambda sum over averaged windows */
-    double *am, *am2, *al, *al2;        /* sums of window moments and squares */
+    double *asum;                 /* lambda sum over the averaged windows */
+    double *am, *am2, *al, *al2;  /* sums of window moments and squares, D */
     int n_avg;
 } conv_state;
-
-static void moments_lsd(conv_state *c, const double *lambda, double *m,
-                        double *lsd)
-{
-    int D = c->D;
-    c->fam->moments(D, lambda, m, c->chol);
-    for (int d = 0; d < D; d++) {
-        double v = 0.0;
-        for (int j = 0; j <= d; j++) v += c->chol[d + (size_t) j * D] * c->chol[d + (size_t) j * D];
-        lsd[d] = 0.5 * log(v);
-    }
-}
 
 static double *dalloc(size_t n)
 {
@@ -73,149 +72,162 @@ static void conv_init(conv_state *c, const bbvi_family *fam, int D, int K,
                       int W, double tol)
 {
     c->fam = fam; c->D = D; c->K = K; c->W = W; c->tol = tol;
-    c->B = W / N_BATCH > 0 ? W / N_BATCH : 1;
-    c->mean = dalloc(D); c->chol = dalloc((size_t) D * D);
-    c->bsum = dalloc(K); c->wsum = dalloc(K); c->asum = dalloc(K);
-    c->bmean = dalloc((size_t) D * N_BATCH); c->blsd = dalloc((size_t) D * N_BATCH);
-    c->wm = dalloc(D); c->wlsd = dalloc(D); c->wse_m = dalloc(D); c->wse_l = dalloc(D);
-    c->pm = dalloc(D); c->plsd = dalloc(D); c->pse_m = dalloc(D); c->pse_l = dalloc(D);
+    c->chol = dalloc((size_t) D * D);
+    c->wsum = dalloc(K); c->gsum = dalloc(K); c->gsumsq = dalloc(K);
+    c->asum = dalloc(K);
+    c->wm = dalloc(D); c->wl = dalloc(D);
+    c->hm = dalloc((size_t) LAG * D); c->hl = dalloc((size_t) LAG * D);
     c->am = dalloc(D); c->am2 = dalloc(D); c->al = dalloc(D); c->al2 = dalloc(D);
-    c->gsum = dalloc(K); c->gsumsq = dalloc(K);
     c->z_grad = Rf_qnorm5(1.0 - 0.05 / (2.0 * K), 0.0, 1.0, 1, 0);
-    c->have_prev = 0; c->passes = 0; c->phase = 1; c->n_avg = 0;
-    c->n = c->nb = 0;
+    c->n = 0; c->n_windows = 0; c->passes = 0; c->phase = 1; c->n_avg = 0;
     c->elbo_sum = c->elbo_sumsq = 0.0;
 }
 
-/* Forget the current window (after a restart); phase 2 starts over too. */
-static void conv_restart(conv_state *c)
+static void conv_clear_window(conv_state *c)
 {
-    memset(c->bsum, 0, sizeof(double) * c->K);
     memset(c->wsum, 0, sizeof(double) * c->K);
-    memset(c->asum, 0, sizeof(double) * c->K);
     memset(c->gsum, 0, sizeof(double) * c->K);
     memset(c->gsumsq, 0, sizeof(double) * c->K);
-    memset(c->am, 0, sizeof(double) * c->D); memset(c->am2, 0, sizeof(double) * c->D);
-    memset(c->al, 0, sizeof(double) * c->D); memset(c->al2, 0, sizeof(double) * c->D);
-    c->n = c->nb = 0; c->n_avg = 0; c->phase = 1; c->passes = 0;
     c->elbo_sum = c->elbo_sumsq = 0.0;
+    c->n = 0;
 }
 
-static void mean_se(const double *x, int n, int stride, double *m, double *se)
+static void conv_clear_average(conv_state *c)
 {
-    double a = 0.0, b = 0.0;
-    for (int i = 0; i < n; i++) a += x[(size_t) i * stride];
-    a /= n;
-    for (int i = 0; i < n; i++) b += (x[(size_t) i * stride] - a) * (x[(size_t) i * stride] - a);
-    *m = a;
-    *se = n > 1 ? sqrt(b / (n - 1) / n) : 0.0;
+    int D = c->D;
+    memset(c->am, 0, sizeof(double) * D); memset(c->am2, 0, sizeof(double) * D);
+    memset(c->al, 0, sizeof(double) * D); memset(c->al2, 0, sizeof(double) * D);
+    c->n_avg = 0; c->passes = 0; c->phase = 1;
 }
 
-/* Close a window; returns 1 when the fit has converged. */
+/* Forget everything after a restart from an earlier point. */
+static void conv_restart(conv_state *c)
+{
+    conv_clear_window(c);
+    conv_clear_average(c);
+    c->n_windows = 0;
+}
+
+/* Marginal means and log sds of q at lambda. */
+static void moments_lsd(conv_state *c, const double *lambda, double *m,
+                        double *lsd)
+{
+    int D = c->D;
+    c->fam->moments(D, lambda, m, c->chol);
+    for (int d = 0; d < D; d++) {
+        double v = 0.0;
+        for (int j = 0; j <= d; j++) v += c->chol[d + (size_t) j * D] * c->chol[d + (size_t) j * D];
+        lsd[d] = 0.5 * log(v);
+    }
+}
+
+/* (a) and (b) of phase 1 against an earlier window. */
+static int no_drift(const conv_state *c, double we, double wev,
+                    const double *pm, const double *pl, double pe, double pev)
+{
+    for (int d = 0; d < c->D; d++) {
+        if (fabs(c->wm[d] - pm[d]) > DRIFT_SD * exp(c->wl[d])) return 0;
+        if (fabs(c->wl[d] - pl[d]) > DRIFT_SD) return 0;
+    }
+    double se = sqrt((wev + pev) / c->W);
+    return we - pe <= Z_DRIFT * se + 1e-8 * fabs(we);
+}
+
+/* Largest standard error of the phase-2 average, in units of tol. */
+static double average_error(const conv_state *c)
+{
+    int n = c->n_avg;
+    double worst = 0.0;
+    for (int d = 0; d < c->D; d++) {
+        double mm = c->am[d] / n, ml = c->al[d] / n;
+        double vm = fmax((c->am2[d] - n * mm * mm) / (n - 1), 0.0);
+        double vl = fmax((c->al2[d] - n * ml * ml) / (n - 1), 0.0);
+        worst = fmax(worst, sqrt(vm / n) / (c->tol * exp(ml)));
+        worst = fmax(worst, sqrt(vl / n) / c->tol);
+    }
+    return worst;
+}
+
+/* Close a window: 1 when the fit has converged, 2 when the step size should
+   be cut, else 0. */
 static int conv_window(conv_state *c)
 {
-    int D = c->D, K = c->K;
-    for (int d = 0; d < D; d++) {
-        mean_se(c->bmean + d, c->nb, D, &c->wm[d], &c->wse_m[d]);
-        mean_se(c->blsd + d, c->nb, D, &c->wlsd[d], &c->wse_l[d]);
-    }
-    double em = c->elbo_sum / c->n;
-    double ev = c->n > 1 ? (c->elbo_sumsq - c->n * em * em) / (c->n - 1) : 0.0;
-    if (ev < 0) ev = 0;
-    int done = 0;
+    int D = c->D, K = c->K, W = c->W;
+    for (int k = 0; k < K; k++) c->wsum[k] /= W;       /* now the average */
+    moments_lsd(c, c->wsum, c->wm, c->wl);
+    double em = c->elbo_sum / W;
+    double ev = fmax((c->elbo_sumsq - W * em * em) / (W - 1), 0.0);
+    int verdict = 0;
     if (c->phase == 1) {
-        int pass = c->have_prev;
-        for (int d = 0; pass && d < D; d++) {
-            double sd = exp(c->wlsd[d]);
-            double dm = fabs(c->wm[d] - c->pm[d]);
-            double sem = sqrt(c->wse_m[d] * c->wse_m[d] + c->pse_m[d] * c->pse_m[d]);
-            double dl = fabs(c->wlsd[d] - c->plsd[d]);
-            double sel = sqrt(c->wse_l[d] * c->wse_l[d] + c->pse_l[d] * c->pse_l[d]);
-            if (dm > fmax(c->tol * sd, Z_DRIFT * sem)) pass = 0;
-            if (dl > fmax(c->tol, Z_DRIFT * sel)) pass = 0;
+        int pass = c->n_windows >= 1;
+        if (pass) {
+            int j = (c->n_windows - 1) % LAG;
+            pass = no_drift(c, em, ev, c->hm + (size_t) j * D,
+                            c->hl + (size_t) j * D, c->he[j], c->hev[j]);
         }
-        /* the mean gradient over the window must be zero within its noise:
-           small steps alone (a stalled optimiser) do not make a fit */
+        if (pass && c->n_windows >= LAG) {
+            int j = (c->n_windows - LAG) % LAG;
+            pass = no_drift(c, em, ev, c->hm + (size_t) j * D,
+                            c->hl + (size_t) j * D, c->he[j], c->hev[j]);
+        }
         for (int k = 0; pass && k < K; k++) {
-            double gm = c->gsum[k] / c->n;
-            double gv = (c->gsumsq[k] - c->n * gm * gm) / (c->n - 1);
-            double se = sqrt(fmax(gv, 0.0) / c->n);
+            double gm = c->gsum[k] / W;
+            double se = sqrt(fmax((c->gsumsq[k] - W * gm * gm) / (W - 1), 0.0) / W);
             if (fabs(gm) > c->z_grad * se + 1e-12) pass = 0;
         }
-        if (pass) {
-            double gain = em - c->p_elbo;
-            double se = sqrt((ev + c->p_elbo_var) / c->n);
-            if (gain > Z_DRIFT * se + 1e-8 * fabs(em)) pass = 0;
-        }
         c->passes = pass ? c->passes + 1 : 0;
+        /* the average restarts with every phase-1 window: once stationary,
+           it begins with the window that made it so */
+        memcpy(c->asum, c->wsum, sizeof(double) * K);
         if (c->passes >= 2) c->phase = 2;
     } else {
         for (int k = 0; k < K; k++) c->asum[k] += c->wsum[k];
         for (int d = 0; d < D; d++) {
             c->am[d] += c->wm[d]; c->am2[d] += c->wm[d] * c->wm[d];
-            c->al[d] += c->wlsd[d]; c->al2[d] += c->wlsd[d] * c->wlsd[d];
+            c->al[d] += c->wl[d]; c->al2[d] += c->wl[d] * c->wl[d];
         }
         c->n_avg++;
         if (c->n_avg >= MIN_AVG_WINDOWS) {
-            int n = c->n_avg, ok = 1;
-            for (int d = 0; ok && d < D; d++) {
-                double mm = c->am[d] / n, ml = c->al[d] / n;
-                double vm = fmax((c->am2[d] - n * mm * mm) / (n - 1), 0.0);
-                double vl = fmax((c->al2[d] - n * ml * ml) / (n - 1), 0.0);
-                if (sqrt(vm / n) > c->tol * exp(ml) || sqrt(vl / n) > c->tol) ok = 0;
-            }
-            done = ok;
+            double err = average_error(c);
+            /* the error of the average falls as 1/sqrt(windows) */
+            verdict = err <= 1.0 ? 1 : (err * err > 3.0 ? 2 : 0);
         }
     }
-    memcpy(c->pm, c->wm, sizeof(double) * D);
-    memcpy(c->plsd, c->wlsd, sizeof(double) * D);
-    memcpy(c->pse_m, c->wse_m, sizeof(double) * D);
-    memcpy(c->pse_l, c->wse_l, sizeof(double) * D);
-    c->p_elbo = em; c->p_elbo_var = ev; c->have_prev = 1;
-    return done;
+    int j = c->n_windows % LAG;
+    memcpy(c->hm + (size_t) j * D, c->wm, sizeof(double) * D);
+    memcpy(c->hl + (size_t) j * D, c->wl, sizeof(double) * D);
+    c->he[j] = em; c->hev[j] = ev;
+    c->n_windows++;
+    return verdict;
 }
 
-/* Record one iteration's lambda and ELBO; returns 1 at convergence. */
+/* Record one iteration; conv_window()'s verdict at the end of a window,
+   else 0. */
 static int conv_add(conv_state *c, const double *lambda, const double *grad,
                     double elbo)
 {
-    int K = c->K;
-    for (int k = 0; k < K; k++) {
-        c->bsum[k] += lambda[k]; c->wsum[k] += lambda[k];
+    for (int k = 0; k < c->K; k++) {
+        c->wsum[k] += lambda[k];
         c->gsum[k] += grad[k]; c->gsumsq[k] += grad[k] * grad[k];
     }
     c->elbo_sum += elbo; c->elbo_sumsq += elbo * elbo;
-    c->n++;
-    int done = 0;
-    if (c->n % c->B == 0 && c->nb < N_BATCH) {
-        for (int k = 0; k < K; k++) c->bsum[k] /= c->B;
-        moments_lsd(c, c->bsum, c->bmean + (size_t) c->nb * c->D,
-                    c->blsd + (size_t) c->nb * c->D);
-        memset(c->bsum, 0, sizeof(double) * K);
-        c->nb++;
+    if (++c->n < c->W) return 0;
+    int verdict = conv_window(c);
+    if (verdict == 2) {   /* the average so far belongs to the old step */
+        memcpy(c->asum, c->wsum, sizeof(double) * c->K);
+        conv_clear_average(c);
     }
-    if (c->n == c->W) {
-        int was_phase1 = c->phase == 1;
-        done = conv_window(c);
-        /* in phase 1 asum holds the last window; the window that completes
-           phase 1 is stationary and starts the average */
-        if (was_phase1) memcpy(c->asum, c->wsum, sizeof(double) * K);
-        memset(c->wsum, 0, sizeof(double) * K);
-        memset(c->bsum, 0, sizeof(double) * K);
-        memset(c->gsum, 0, sizeof(double) * K);
-        memset(c->gsumsq, 0, sizeof(double) * K);
-        c->n = c->nb = 0;
-        c->elbo_sum = c->elbo_sumsq = 0.0;
-    }
-    return done;
+    conv_clear_window(c);
+    return verdict;
 }
 
-/* The answer: lambda averaged over the averaging phase, or over the last
-   complete window if the fit never got there. NULL if no window closed. */
+/* The answer: lambda averaged over the averaging phase (with the window
+   that started it), or over the last complete window if the fit never got
+   there. 0 if no window closed. */
 static int conv_answer(const conv_state *c, double *out)
 {
-    if (!c->have_prev) return 0;
-    int n = (c->phase == 2 ? c->n_avg + 1 : 1) * c->W;
+    if (c->n_windows == 0) return 0;
+    int n = c->phase == 2 ? c->n_avg + 1 : 1;
     for (int k = 0; k < c->K; k++) out[k] = c->asum[k] / n;
     return 1;
 }
@@ -226,39 +238,98 @@ static int all_finite(const double *x, int n)
     return 1;
 }
 
-/* .Call(C_vi_fit, target_spec, lower, upper, control) */
-SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
+/* What both entry points build from (spec, lower, upper, control): the
+   target, the model on the unconstrained scale, the family and the
+   estimator with its workspace for S draws. */
+typedef struct {
+    int D;
+    const bbvi_family *fam;
+    bbvi_target target;
+    bbvi_model model;
+    bbvi_estimator_ws ews;
+    bbvi_estimator_fn estimate;
+} vi_setup;
+
+static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
+                          SEXP control, int S)
 {
     int D = Rf_length(lower);
     if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
         Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
     SEXP fam_name = bbvi_list_get(control, "family");
     SEXP est_name = bbvi_list_get(control, "estimator");
-    SEXP opt_name = bbvi_list_get(control, "optimizer");
-    if (!Rf_isString(fam_name) || !Rf_isString(est_name) || !Rf_isString(opt_name))
-        Rf_error("internal error: control needs family, estimator, optimizer");
-    const bbvi_family *fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
+    if (!Rf_isString(fam_name) || !Rf_isString(est_name))
+        Rf_error("internal error: control needs family and estimator");
+    if (S < 1) Rf_error("internal error: samples must be >= 1");
+    v->D = D;
+    v->fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
     int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
+    bbvi_target_from_sexp(spec, D, S, &v->target);
+    if (use_reparam && !v->target.has_grad)
+        Rf_error("internal error: reparameterization needs a gradient");
+    bbvi_model_init(&v->model, &v->target, REAL(lower), REAL(upper), D, S);
+    bbvi_estimator_ws_init(&v->ews, v->fam, &v->model, S);
+    v->ews.use_cv = bbvi_list_int(control, "control_variates", 1);
+    v->estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
+}
+
+/* .Call(C_vi_fit, target_spec, lower, upper, control) */
+SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
+{
+    SEXP opt_name = bbvi_list_get(control, "optimizer");
+    if (!Rf_isString(opt_name)) Rf_error("internal error: control needs optimizer");
     int opt_type = strcmp(CHAR(STRING_ELT(opt_name, 0)), "adam") == 0 ? BBVI_ADAM : BBVI_ADAGRAD;
     int S = bbvi_list_int(control, "samples", 10);
     int max_iter = bbvi_list_int(control, "max_iter", 10000);
     int max_restarts = bbvi_list_int(control, "max_restarts", 5);
     double eta = bbvi_list_double(control, "eta", 0.1);
     int W = bbvi_list_int(control, "window", 100);
-    if (S < 1 || max_iter < 1 || W < N_BATCH || !(eta > 0))
+    if (max_iter < 1 || W < 2 || !(eta > 0))
         Rf_error("internal error: bad control values");
+    vi_setup v;
+    vi_setup_init(&v, spec, lower, upper, control, S);
+    int D = v.D;
+    const bbvi_family *fam = v.fam;
+    bbvi_estimator_ws *ews = &v.ews;
+    bbvi_estimator_fn estimate = v.estimate;
 
-    bbvi_target target;
-    bbvi_target_from_sexp(spec, D, S, &target);
-    if (use_reparam && !target.has_grad)
-        Rf_error("internal error: reparameterization needs a gradient");
-    bbvi_model model;
-    bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
-    bbvi_estimator_ws ews;
-    bbvi_estimator_ws_init(&ews, fam, &model, S);
-    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
-    bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
-    int K = ews.K;
+    /* optional preconditioner zeta = shift + P z (see bbvi_estimator_ws) */
+    SEXP preP = bbvi_list_get(control, "precond"), preS = bbvi_list_get(control, "shift");
+    const double *P = NULL, *shift = NULL;
+    double *Pinv = NULL, *shift_inv = NULL;
+    if (!Rf_isNull(preP)) {
+        if (!Rf_isReal(preP) || Rf_length(preP) != D * D || !Rf_isReal(preS) ||
+            Rf_length(preS) != D)
+            Rf_error("internal error: `precond` must be %d x %d and `shift` %d doubles", D, D, D);
+        P = REAL(preP);
+        shift = REAL(preS);
+        for (int j = 0; j < D; j++)
+            for (int i = 0; i < D; i++) {
+                double v = P[i + (size_t) j * D];
+                if (!R_FINITE(v) || (i == j && !(v > 0)) || (i < j && v != 0) ||
+                    (i > j && v != 0 && fam == &bbvi_family_meanfield))
+                    Rf_error("internal error: `precond` must be lower triangular with a positive diagonal (diagonal for mean-field)");
+            }
+        bbvi_estimator_set_precond(ews, P, shift);
+        /* its inverse, to move the starting point into z */
+        Pinv = (double *) R_alloc((size_t) D * D, sizeof(double));
+        shift_inv = (double *) R_alloc(D, sizeof(double));
+        memset(Pinv, 0, sizeof(double) * D * D);
+        for (int j = 0; j < D; j++) {
+            Pinv[j + (size_t) j * D] = 1.0 / P[j + (size_t) j * D];
+            for (int i = j + 1; i < D; i++) {
+                double a = 0.0;
+                for (int k = j; k < i; k++) a += P[i + (size_t) k * D] * Pinv[k + (size_t) j * D];
+                Pinv[i + (size_t) j * D] = -a / P[i + (size_t) i * D];
+            }
+        }
+        for (int i = 0; i < D; i++) {
+            double a = 0.0;
+            for (int k = 0; k <= i; k++) a += Pinv[i + (size_t) k * D] * shift[k];
+            shift_inv[i] = -a;
+        }
+    }
+    int K = ews->K;
 
     double *lambda = (double *) R_alloc(K, sizeof(double));
     double *good = (double *) R_alloc(K, sizeof(double));
@@ -269,6 +340,16 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         !Rf_isReal(init_lsd) || Rf_length(init_lsd) != D)
         Rf_error("internal error: init_mean and init_log_sd must be doubles of length %d", D);
     fam->init(D, REAL(init_mean), REAL(init_lsd), lambda);
+    /* the loop works on z: with a preconditioner the start is z ~ N(P^-1
+       (init_mean - shift), I), i.e. q = N(init_mean, P P') */
+    if (P) {
+        fam->affine(D, lambda, Pinv, shift_inv);
+        double *zero = (double *) R_alloc(D, sizeof(double));
+        double *mz = (double *) R_alloc(D, sizeof(double));
+        memset(zero, 0, sizeof(double) * D);
+        memcpy(mz, lambda, sizeof(double) * D);
+        fam->init(D, mz, zero, lambda);
+    }
     memcpy(good, lambda, sizeof(double) * K);
 
     bbvi_optim opt;
@@ -280,7 +361,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 
     double *trace = (double *) R_alloc(max_iter, sizeof(double));
     int t = 0, good_t = 0, restarts = 0, converged = 0, status = VI_OK;
-    int last_fail_nofinite = 0, nofinite_streak = 0;
+    int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0;
     long n_dropped = 0;
 
     /* cli's C progress bar: ticking costs a flag test per iteration */
@@ -296,21 +377,21 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             cli_progress_set_status(bar, conv.phase == 1 ? "optimising" : "averaging");
             cli_progress_set(bar, t);
         }
-        double elbo = estimate(&ews, lambda, grad);
+        double elbo = estimate(ews, lambda, grad);
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
-        if (ews.n_finite == 0 && ++nofinite_streak < 10) continue;
-        if (ews.n_finite > 0) nofinite_streak = 0;
+        if (ews->n_finite == 0 && ++nofinite_streak < 10) continue;
+        if (ews->n_finite > 0) nofinite_streak = 0;
         int failed = !R_FINITE(elbo) || !all_finite(grad, K);
         if (!failed) {
-            n_dropped += S - ews.n_finite;
+            n_dropped += S - ews->n_finite;
             bbvi_optim_step(&opt, lambda, grad);
             failed = !all_finite(lambda, K);
         }
         if (failed) {
             /* divergence guard: back to the last good lambda with a smaller
                step; give up after max_restarts */
-            last_fail_nofinite = ews.n_finite == 0;
+            last_fail_nofinite = ews->n_finite == 0;
             nofinite_streak = 0;
             if (++restarts > max_restarts) {
                 status = last_fail_nofinite ? VI_NO_FINITE : VI_DIVERGED;
@@ -325,7 +406,12 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         trace[t++] = elbo;
         if (t % W == 0) { memcpy(good, lambda, sizeof(double) * K); good_t = t; }
-        converged = conv_add(&conv, lambda, grad, elbo);
+        int verdict = conv_add(&conv, lambda, grad, elbo);
+        if (verdict == 2 && step_cuts < MAX_STEP_CUTS) {
+            opt.eta *= STEP_CUT;
+            step_cuts++;
+        }
+        converged = verdict == 1;
         if (converged) break;
     }
     PutRNGstate();
@@ -336,6 +422,10 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
        averaging removes most of the optimiser's own noise). */
     double *answer = (double *) R_alloc(K, sizeof(double));
     if (!conv_answer(&conv, answer)) memcpy(answer, lambda, sizeof(double) * K);
+    if (P) {   /* back to zeta */
+        fam->affine(D, answer, P, shift);
+        fam->affine(D, lambda, P, shift);
+    }
     int stop = converged ? STOP_CONVERGED :
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     const char *names[] = { "lambda", "lambda_last", "mean", "chol", "elbo",
@@ -411,36 +501,21 @@ SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
    list(grad = K x n, elbo = n). */
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    int D = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
-        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
-    SEXP fam_name = bbvi_list_get(control, "family");
-    SEXP est_name = bbvi_list_get(control, "estimator");
     SEXP lam = bbvi_list_get(control, "lambda");
-    if (!Rf_isString(fam_name) || !Rf_isString(est_name) || !Rf_isReal(lam))
-        Rf_error("internal error: control needs family, estimator, lambda");
-    const bbvi_family *fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
-    int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
     int S = bbvi_list_int(control, "samples", 10), n = bbvi_list_int(control, "n", 100);
-    if (S < 1 || n < 1) Rf_error("internal error: bad samples or n");
-    bbvi_target target;
-    bbvi_target_from_sexp(spec, D, S, &target);
-    if (use_reparam && !target.has_grad)
-        Rf_error("internal error: reparameterization needs a gradient");
-    bbvi_model model;
-    bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
-    bbvi_estimator_ws ews;
-    bbvi_estimator_ws_init(&ews, fam, &model, S);
-    ews.use_cv = bbvi_list_int(control, "control_variates", 1);
-    int K = ews.K;
+    if (!Rf_isReal(lam) || n < 1) Rf_error("internal error: bad lambda or n");
+    vi_setup v;
+    vi_setup_init(&v, spec, lower, upper, control, S);
+    bbvi_estimator_ws *ews = &v.ews;
+    bbvi_estimator_fn estimate = v.estimate;
+    int K = ews->K;
     if (Rf_length(lam) != K) Rf_error("internal error: lambda must have length %d", K);
-    bbvi_estimator_fn estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
     SEXP g = PROTECT(Rf_allocMatrix(REALSXP, K, n));
     SEXP el = PROTECT(Rf_allocVector(REALSXP, n));
     GetRNGstate();
     for (int i = 0; i < n; i++) {
         if (i % 8 == 0) R_CheckUserInterrupt();
-        REAL(el)[i] = estimate(&ews, REAL(lam), REAL(g) + (size_t) i * K);
+        REAL(el)[i] = estimate(ews, REAL(lam), REAL(g) + (size_t) i * K);
     }
     PutRNGstate();
     const char *names[] = { "grad", "elbo", "" };

@@ -31,3 +31,13 @@ g <- bbvi_model(function(theta, data) -0.5 * sum(theta$z * (P %*% theta$z)),
 cat("\nfull-rank covariance:\n"); print(round(vcov(bbvi(g, method = "fullrank", seed = 1)), 3))
 cat("mean-field sds:", round(sqrt(diag(vcov(bbvi(g, seed = 1)))), 3),
     " (reverse-KL optimum", round(1 / sqrt(diag(P)), 3), ")\n")
+
+# A GLM through a formula, and NUTS on the same model for comparison.
+data("Pima.tr", package = "MASS")
+logit <- bbvi(type ~ glu + bmi + ped + age, data = Pima.tr, family = binomial(),
+              method = "fullrank", seed = 1)
+cat("\n"); print(summary(logit))
+mc <- sample_mcmc(type ~ glu + bmi + ped + age, data = Pima.tr, family = binomial(),
+                  chains = 4, iter = 1000, seed = 1)
+cat("\nVI (full-rank) against NUTS, same model:\n")
+print(compare_fits(logit, mc))

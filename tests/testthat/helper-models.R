@@ -1,3 +1,14 @@
+# Most fits in the tests have a Gaussian q with lighter tails than the
+# posterior (any bounded or scale parameter), so k-hat warns on many of them;
+# the tests that are about that warning switch it back on.
+options(bbvi.warn_khat = FALSE)
+
+with_khat_warning <- function(code) {
+  op <- options(bbvi.warn_khat = TRUE)
+  on.exit(options(op))
+  code
+}
+
 # Models with exact posteriors, shared by the VI (and MCMC) tests.
 
 # Normal mean, known sd, normal prior: posterior N(post_mean, post_sd^2).
