@@ -8,4 +8,8 @@
 #' @docType package
 #' @keywords internal
 #' @useDynLib bbvi, .registration = TRUE, .fixes = "C_"
+#' @importFrom cli cli_progress_bar
 NULL
+
+# The C code calls cli's C progress API (R_GetCCallable("cli", ...)), which
+# needs cli's DLL loaded: importing from cli loads it with bbvi.

@@ -102,6 +102,11 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
+  if (!is.list(x) || !is.character(x$par_names) || length(x$par_names) == 0 ||
+      !is.list(x$parameters)) {
+    abort_arg("x", "a model made by {.fn bbvi_model}", x)
+  }
+  check_flag(progress, "progress")
   method <- match_arg(method, c("meanfield", "fullrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
@@ -230,6 +235,12 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
+  # q's D x D Cholesky factor (scratch and result) must fit an R matrix
+  D <- length(model$lower)
+  if (D > 46340L) {
+    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
+                     x = "This model has {D}."), call = NULL)
+  }
   check_flag(control_variates, "control_variates")
   control <- list(control_variates = as.integer(control_variates),
                   precond = if (is.null(precond)) NULL else as.double(precond),

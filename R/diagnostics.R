@@ -39,7 +39,7 @@ mcmc_diagnostics <- function(x) {
   if (is.numeric(x) && length(dim(x)) == 2) {
     x <- array(x, c(dim(x), 1L), dimnames = list(NULL, NULL, "x"))
   }
-  if (!is.numeric(x) || length(dim(x)) != 3) {
+  if (!is.numeric(x) || length(dim(x)) != 3 || any(dim(x) == 0)) {
     abort_arg("x", "a bbvi_mcmc, or draws as an iterations x chains (x parameters) array", x)
   }
   nms <- dimnames(x)[[3]]

@@ -165,7 +165,8 @@ confint.bbvi_fit <- function(object, parm, level = 0.95, ...) {
 select_parm <- function(object, parm) {
   nms <- object$par_names
   ok <- if (is.character(parm)) parm %in% nms else
-    is.numeric(parm) && all(parm >= 1 & parm <= length(nms) & parm == round(parm))
+    is.numeric(parm) && !anyNA(parm) &&
+      all(parm >= 1 & parm <= length(nms) & parm == round(parm))
   if (!all(ok)) abort_arg("parm", "parameter names or indices of the fit", parm)
   parm
 }

@@ -150,7 +150,10 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
       if (!is.null(val)) mf[[a]] <- val
     }
   }
-  if (is.character(na.action)) na.action <- get(na.action, mode = "function")
+  if (is.character(na.action) && length(na.action) == 1 && !is.na(na.action) &&
+      nzchar(na.action)) {
+    na.action <- get0(na.action, mode = "function")
+  }
   if (!is.function(na.action)) abort_arg("na.action", "a function such as na.omit", na.action)
   mf$na.action <- na.action
   if (is.null(data)) data <- environment(formula)
@@ -234,7 +237,7 @@ resolve_family <- function(family) {
     }
     fam <- f
   }
-  if (is.function(fam)) fam <- fam()
+  if (is.function(fam)) fam <- tryCatch(fam(), error = function(e) NULL)
   if (!inherits(fam, "family")) {
     abort_arg("family", "a family object such as binomial(), or its name", family)
   }

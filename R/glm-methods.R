@@ -56,6 +56,11 @@ fitted.bbvi_glm_fit <- function(object, ...) predict(object, type = "response")
 #' @export
 posterior_predict <- function(object, ...) UseMethod("posterior_predict")
 
+#' @export
+posterior_predict.default <- function(object, ...) {
+  abort_arg("object", "a GLM fitted by {.fn bbvi} with a formula", object)
+}
+
 #' @rdname bbvi_glm_fit-methods
 #' @export
 posterior_predict.bbvi_glm_fit <- function(object, newdata = NULL, draws = 4000,

@@ -28,7 +28,9 @@
 elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
                            n = 100, control_variates = TRUE, lambda = NULL,
                            seed = NULL) {
-  if (!inherits(fit, "bbvi_fit")) abort_arg("fit", "a bbvi_fit", fit)
+  if (!inherits(fit, "bbvi_fit") || !inherits(fit$model, "bbvi_model")) {
+    abort_arg("fit", "a bbvi_fit", fit)
+  }
   estimator <- match_arg(estimator, c("score", "reparam"), "estimator")
   estimator <- resolve_estimator(estimator, fit$model$has_gradient)
   check_count(samples, "samples")

@@ -413,7 +413,7 @@ print.bbvi_mcmc <- function(x, digits = max(3L, getOption("digits") - 3L), ...) 
 #' @export
 plot.bbvi_mcmc <- function(x, pars = NULL, ...) {
   nms <- if (is.null(pars)) utils::head(x$par_names, 4) else pars
-  if (!is.character(nms) || !all(nms %in% x$par_names)) {
+  if (!is.character(nms) || length(nms) == 0 || !all(nms %in% x$par_names)) {
     abort_arg("pars", "names of the parameters", pars)
   }
   old <- graphics::par(mfrow = c(length(nms), 2), mar = c(4, 4, 2, 1))

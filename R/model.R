@@ -16,7 +16,7 @@
 #' @export
 param <- function(dim = 1, lower = -Inf, upper = Inf) {
   if (!is.numeric(dim) || length(dim) != 1 || is.na(dim) || dim < 1 ||
-      dim != round(dim) || !is.finite(dim)) {
+      dim != round(dim) || !is.finite(dim) || dim > .Machine$integer.max) {
     abort_arg("dim", "a positive whole number", dim)
   }
   dim <- as.integer(dim)
@@ -104,8 +104,12 @@ bbvi_model <- function(logjoint, parameters, data = NULL, gradient = NULL,
                        i = "Use {.code native_logjoint(has_gradient = TRUE)}."),
                      call = NULL)
     }
-    target <- list(type = "native", fn = logjoint$address,
-                   data = if (is.null(data)) logjoint$data else data,
+    if (is.null(data)) data <- logjoint$data
+    if (is.character(logjoint$name) && startsWith(logjoint$name, "bbvi:")) {
+      data <- check_example_data(logjoint$name, data,
+                                 sum(vapply(parameters, `[[`, integer(1), "dim")))
+    }
+    target <- list(type = "native", fn = logjoint$address, data = data,
                    has_grad = logjoint$has_gradient)
     kind <- "compiled"
   } else {
@@ -209,7 +213,9 @@ native_logjoint <- function(fn, data = NULL, has_gradient = FALSE, package = NUL
   if (!is.logical(has_gradient) || length(has_gradient) != 1 || is.na(has_gradient)) {
     abort_arg("has_gradient", "TRUE or FALSE", has_gradient)
   }
-  if (is.character(fn) && length(fn) == 1 && startsWith(fn, "bbvi:")) {
+  if (is.character(fn) && length(fn) == 1 && !is.na(fn) && startsWith(fn, "bbvi:")) {
+    examples <- c("bbvi:mvnormal", "bbvi:logistic")
+    if (!fn %in% examples) abort_arg("fn", paste("one of", paste0('"', examples, '"', collapse = ", ")), fn)
     address <- .Call(C_native_example, sub("^bbvi:", "", fn))
   } else if (is.character(fn) && length(fn) == 1 && !is.na(fn)) {
     info <- tryCatch(
@@ -230,6 +236,30 @@ native_logjoint <- function(fn, data = NULL, has_gradient = FALSE, package = NUL
   structure(list(address = address, data = data, has_gradient = has_gradient,
                  name = if (is.character(fn)) fn else NULL, package = package),
             class = "bbvi_native_logjoint")
+}
+
+# The compiled examples read their data with REAL() and no checks of their
+# own (a compiled log-joint cannot raise R errors): check the shapes here and
+# pass doubles.
+check_example_data <- function(name, data, D) {
+  num <- function(x, n) is.numeric(x) && length(x) == n && !anyNA(x)
+  if (name == "bbvi:mvnormal") {
+    if (!is.list(data) || length(data) != 2 || !num(data[[1]], D) ||
+        !num(data[[2]], D * D)) {
+      abort_arg("data", sprintf("list(mean, precision) for \"bbvi:mvnormal\": a mean of length %d and a %d x %d precision matrix", D, D, D), data)
+    }
+    return(list(as.double(data[[1]]), matrix(as.double(data[[2]]), D, D)))
+  }
+  # bbvi:logistic: list(X (n x D), y (n), prior_scale)
+  ok <- is.list(data) && length(data) == 3 && is.matrix(data[[1]]) &&
+    is.numeric(data[[1]]) && ncol(data[[1]]) == D && !anyNA(data[[1]]) &&
+    num(data[[2]], nrow(data[[1]])) && num(data[[3]], 1) && data[[3]] > 0
+  if (!ok) {
+    abort_arg("data", sprintf("list(X, y, prior_scale) for \"bbvi:logistic\": an n x %d numeric matrix, n responses and a positive number", D), data)
+  }
+  X <- data[[1]]
+  storage.mode(X) <- "double"
+  list(X, as.double(data[[2]]), as.double(data[[3]]))
 }
 
 #' @export

@@ -21,11 +21,15 @@ describe <- function(x) {
 
 article <- function(word) if (grepl("^[aeiouAEIOU]", word)) "an" else "a"
 
-check_count <- function(x, arg, min = 1, allow_null = FALSE) {
+check_count <- function(x, arg, min = 1, allow_null = FALSE,
+                        max = .Machine$integer.max) {
   if (allow_null && is.null(x)) return(invisible(x))
   if (!is.numeric(x) || length(x) != 1 || is.na(x) || !is.finite(x) ||
-      x != round(x) || x < min) {
-    abort_arg(arg, sprintf("a whole number >= %d", min), x)
+      x != round(x) || x < min || x > max) {
+    expected <- if (is.numeric(x) && length(x) == 1 && isTRUE(x > max))
+      sprintf("a whole number between %d and %s", min, format(max, big.mark = ","))
+    else sprintf("a whole number >= %d", min)
+    abort_arg(arg, expected, x)
   }
   invisible(x)
 }
@@ -46,7 +50,8 @@ check_flag <- function(x, arg) {
 # Run expr with R's RNG seeded, then put the user's RNG state back.
 with_seed <- function(seed, expr) {
   if (is.null(seed)) return(expr)
-  if (!is.numeric(seed) || length(seed) != 1 || is.na(seed)) {
+  if (!is.numeric(seed) || length(seed) != 1 || is.na(seed) ||
+      abs(seed) > .Machine$integer.max) {
     abort_arg("seed", "NULL or one number", seed)
   }
   genv <- globalenv()

@@ -6,6 +6,16 @@
 #include <R.h>
 #include <Rinternals.h>
 
+/* Checked-allocation builds (tools/sanitizers.sh, tools/valgrind.sh define
+   BBVI_CHECK_ALLOC): every R_alloc buffer is placed at the very end of its own
+   malloc'd block, so AddressSanitizer and valgrind see a write or read past
+   its end. In a normal build small R_alloc buffers share R's vector pages,
+   where neither tool can see an overrun. */
+#ifdef BBVI_CHECK_ALLOC
+char *bbvi_check_alloc(size_t nelem, int eltsize);
+#define R_alloc(nelem, eltsize) bbvi_check_alloc((nelem), (eltsize))
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Targets: log p(x, theta) on the constrained (user) scale.                 */
 /* ------------------------------------------------------------------------ */

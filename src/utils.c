@@ -35,3 +35,24 @@ double bbvi_log1pexp(double x)
     if (x > -35.0) return log1p(exp(x));
     return exp(x);
 }
+
+#ifdef BBVI_CHECK_ALLOC
+#undef R_alloc
+/* Like R_alloc (freed when the .Call returns or an error unwinds it), but
+   the buffer is the tail of a raw vector of more than 128 bytes and a
+   multiple of 8, which R allocates with malloc of exactly its size; R_alloc
+   itself adds slack at the end. The vector is chained onto R's R_alloc stack
+   (vmaxget/vmaxset), kept reachable through its attribute slot as R_alloc's
+   own entries are. Checked builds only. */
+char *bbvi_check_alloc(size_t nelem, int eltsize)
+{
+    size_t bytes = nelem * (size_t) eltsize;
+    size_t pad = 136 + (8 - bytes % 8) % 8;
+    SEXP top = (SEXP) vmaxget();
+    SEXP v = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t) (pad + bytes)));
+    SET_ATTRIB(v, Rf_cons(top, R_NilValue));
+    vmaxset(v);
+    UNPROTECT(1);
+    return (char *) RAW(v) + pad;
+}
+#endif
