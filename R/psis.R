@@ -60,12 +60,13 @@ vi_diagnostics_compute <- function(fit, smp) {
     # q equals p up to rounding: uniform weights (loo's tail fit degenerates)
     khat <- 0
     weights[ok] <- 1 / n_ok
-  } else if (n_ok >= 10) {
+  } else if (n_ok >= 100) {
     # loo warns about large k itself; the fit gives its own warning below
     ps <- suppressWarnings(loo::psis(log_ratio[ok], r_eff = 1))
     khat <- as.double(loo::pareto_k_values(ps))
     weights[ok] <- as.double(stats::weights(ps, log = FALSE, normalize = TRUE))
   } else {
+    # too few draws for a Pareto tail fit: no k-hat (NA), uniform weights
     weights[ok] <- 1 / max(n_ok, 1)
   }
   out <- list(
