@@ -232,7 +232,7 @@ print_fit_status <- function(fit) {
                 format(dg$elbo, digits = 6), format(dg$elbo_mcse, digits = 2),
                 format(dg$khat, digits = 2), khat_label(dg$khat),
                 format(dg$log_ratio_sd, digits = 2),
-                if (dg$n_draws < nrow(fit$draws)) sprintf(" (from %d draws)", dg$n_draws) else ""))
+                if (dg$n_draws < min(4000L, nrow(fit$draws))) sprintf(" (from %d draws)", dg$n_draws) else ""))
   }
   print_restarts(fit)
 }

@@ -1,7 +1,7 @@
 #' How far can a variational fit be trusted?
 #'
-#' Every fit carries these diagnostics, computed from its stored draws
-#' z_1..z_n from q (4000 by default):
+#' Every fit carries these diagnostics, computed from its stored draws from
+#' q (up to 4000; fewer for an expensive log-joint, see `n_draws`):
 #'
 #' * `khat`: the Pareto k-hat of the importance ratios p(x, z) / q(z)
 #'   (Yao, Vehtari, Simpson and Gelman 2018), from Pareto-smoothed
@@ -19,9 +19,9 @@
 #'   warning off (the diagnostic is still computed and printed).
 #' * `elbo`, `elbo_mcse`: the ELBO at the final q, estimated from the same
 #'   draws, and its Monte Carlo standard error.
-#' * `n_draws`: how many of the stored draws these use: all of them unless
-#'   the log-joint is expensive (the diagnostics take at most a quarter of
-#'   the fit's time, or half a second, but at least 100 draws).
+#' * `n_draws`: how many of the stored draws these use: all of them (up to
+#'   4000) unless the log-joint is expensive (the diagnostics take at most a
+#'   quarter of the fit's time, or half a second, but at least 100 draws).
 #' * `weights`: the Pareto-smoothed normalised importance weights, used by
 #'   `as.matrix(fit, psis = TRUE)`.
 #' * `stop_reason`: why the optimiser stopped.
@@ -77,24 +77,29 @@ vi_diagnostics_compute <- function(fit, smp) {
     n_draws = length(log_ratio), n_finite = n_ok,
     weights = weights, stop_reason = fit$stop_reason)
   if (!is.na(khat) && khat > 0.7 && isTRUE(getOption("bbvi.warn_khat", TRUE))) {
-    cli::cli_warn(c(
-      "Pareto k-hat is {format(khat, digits = 2)} (> 0.7): the importance ratios p/q are heavy-tailed.",
-      i = "q's tails are lighter than the posterior's or it misses a mode (log p - log q has sd {format(out$log_ratio_sd, digits = 2)} over q's draws); sds and tail quantiles may be off.",
-      i = "Try {.code method = \"fullrank\"}, or check with {.fn sample_mcmc}."))
+    # plain warning(): cli's formatting costs more than a small GLM fit
+    warning(sprintf(paste0(
+      "Pareto k-hat is %s (> 0.7): the importance ratios p/q are heavy-tailed.\n",
+      "i q's tails are lighter than the posterior's or it misses a mode (log p - log q has sd %s over q's draws); sds and tail quantiles may be off.\n",
+      "i Try `method = \"fullrank\"`, or check with `sample_mcmc()`."),
+      format(khat, digits = 2), format(out$log_ratio_sd, digits = 2)),
+      call. = FALSE)
   }
   out
 }
 
 fit_target_spec <- function(fit) r_target_spec(fit$model, err_call = call("bbvi"))
 
-# log p at the first draws of zeta, in chunks, as many as the time budget
-# allows: the diagnostics may take max(0.5 s, a quarter of the fit's time),
-# but use at least 100 draws (or all, if fewer). For a cheap log-joint that
-# is all of them; for an expensive one (a GLM with N = 100,000) a few
-# hundred, and k-hat is then a rougher estimate (`n_draws` says how many).
-diagnostic_logdens <- function(fit, zeta, chunk = 50L, min_draws = 100L) {
+# log p at the first draws of zeta (at most 4000: k-hat sees heavy tails
+# better with more draws), in chunks, as many as the time budget allows:
+# the diagnostics may take max(0.5 s, a quarter of the fit's time), but use
+# at least 100 draws (or all, if fewer). For a cheap log-joint that is all
+# of them; for an expensive one (a GLM with N = 100,000) a few hundred, and
+# k-hat is then a rougher estimate (`n_draws` says how many).
+diagnostic_logdens <- function(fit, zeta, chunk = 50L, min_draws = 100L,
+                               max_draws = 4000L) {
   spec <- fit_target_spec(fit)
-  n <- ncol(zeta)
+  n <- min(ncol(zeta), max_draws)
   budget <- max(0.5, 0.25 * fit$time)
   out <- numeric(0)
   start <- proc.time()[["elapsed"]]
@@ -106,6 +111,8 @@ diagnostic_logdens <- function(fit, zeta, chunk = 50L, min_draws = 100L) {
     used <- proc.time()[["elapsed"]] - start
     per_draw <- used / length(out)
     if (length(out) >= min_draws && used + chunk * per_draw > budget) break
+    # what the budget still allows, in one call (calls have a fixed cost)
+    chunk <- max(50L, min(n - length(out), floor((budget - used) / max(per_draw, 1e-9))))
   }
   out
 }
