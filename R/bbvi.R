@@ -40,7 +40,21 @@
 #' @references Ranganath, R., Gerrish, S. and Blei, D. M. (2014). Black box
 #'   variational inference. AISTATS.
 #' @export
-bbvi <- function(x, ...) UseMethod("bbvi")
+bbvi <- function(x, ...) {
+  if (missing(x)) {
+    # bbvi(formula = y ~ x, ...) or bbvi(model = m, ...), as API.md writes
+    # them: the same call with that argument in first place, its other
+    # arguments left unevaluated (weights = w may name a column of data)
+    mc <- match.call(expand.dots = TRUE)
+    hit <- intersect(c("formula", "model"), names(mc))
+    if (length(hit) == 1) {
+      names(mc)[names(mc) == hit] <- "x"
+      return(eval(mc, parent.frame()))
+    }
+    cli::cli_abort("{.fn bbvi} needs a formula or a model made by {.fn bbvi_model} as its first argument.")
+  }
+  UseMethod("bbvi")
+}
 
 #' @export
 bbvi.default <- function(x, ...) {

@@ -162,3 +162,15 @@ test_that("max_iter reached gives a warning and converged = FALSE", {
   expect_false(fit$converged)
   expect_equal(fit$iterations, 150)
 })
+
+test_that("the first argument may be named formula = or model =", {
+  case <- normal_mean_case()
+  f1 <- bbvi(model = case$model, seed = 1)
+  f2 <- bbvi(case$model, seed = 1)
+  expect_identical(f1$lambda, f2$lambda)
+  d <- data.frame(y = c(1.2, 0.3, 2.2, 1.9, 0.8), x = 1:5, w = c(1, 2, 1, 2, 1))
+  g1 <- bbvi(formula = y ~ x, data = d, weights = w, seed = 1)
+  g2 <- bbvi(y ~ x, data = d, weights = w, seed = 1)
+  expect_equal(coef(g1), coef(g2))
+  expect_snapshot(error = TRUE, bbvi(data = d))
+})
