@@ -359,7 +359,10 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     conv_init(&conv, fam, D, K, bbvi_list_int(control, "window", 100),
               bbvi_list_double(control, "tol", 0.02));
 
-    double *trace = (double *) R_alloc(max_iter, sizeof(double));
+    /* the ELBO trace grows by doubling: max_iter may be far above what a
+       fit uses (R_alloc'd memory is released when the call returns) */
+    int trace_cap = max_iter < 10000 ? max_iter : 10000;
+    double *trace = (double *) R_alloc(trace_cap, sizeof(double));
     int t = 0, good_t = 0, restarts = 0, converged = 0, status = VI_OK;
     int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0;
     long n_dropped = 0;
@@ -403,6 +406,13 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             t = good_t;
             conv_restart(&conv);
             continue;
+        }
+        if (t == trace_cap) {
+            int cap = trace_cap > max_iter / 2 ? max_iter : 2 * trace_cap;
+            double *bigger = (double *) R_alloc(cap, sizeof(double));
+            memcpy(bigger, trace, sizeof(double) * t);
+            trace = bigger;
+            trace_cap = cap;
         }
         trace[t++] = elbo;
         if (t % W == 0) { memcpy(good, lambda, sizeof(double) * K); good_t = t; }

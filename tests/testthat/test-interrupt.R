@@ -58,19 +58,13 @@ test_that("an interrupt inside an R log-joint stops the fit and leaves the sessi
   expect_session_usable(rs)
 })
 
-test_that("an interrupt during the compiled loop (native log-joint) stops the fit", {
+# Start `work` (a function run in the subprocess that returns
+# list(res = ...)), interrupt it from outside once it runs, and check that it
+# stopped with an interrupt and left the session usable.
+expect_interrupted_from_outside <- function(work) {
   rs <- interrupt_session()
   on.exit(rs$close(), add = TRUE)
-  # a long fit of a compiled target, interrupted from outside after it started
-  rs$call(function() {
-    m <- bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
-                                    data = list(0, diag(1))),
-                    list(z = param()))
-    t0 <- proc.time()[["elapsed"]]
-    res <- tryCatch(bbvi(m, seed = 1, max_iter = 5e7, tol = 1e-12),
-                    interrupt = function(i) "interrupted")
-    list(res = res, secs = proc.time()[["elapsed"]] - t0)
-  })
+  rs$call(work)
   Sys.sleep(2)
   rs$interrupt()
   expect_identical(rs$poll_process(20000), "ready")
@@ -78,12 +72,22 @@ test_that("an interrupt during the compiled loop (native log-joint) stops the fi
   expect_null(msg$error)
   expect_identical(msg$result$res, "interrupted")
   expect_session_usable(rs)
+}
+
+test_that("an interrupt during the compiled loop (native log-joint) stops the fit", {
+  # a long fit of a compiled target, interrupted from outside after it started
+  expect_interrupted_from_outside(function() {
+    m <- bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
+                                    data = list(0, diag(1))),
+                    list(z = param()))
+    res <- tryCatch(bbvi(m, seed = 1, max_iter = 5e7, tol = 1e-12),
+                    interrupt = function(i) "interrupted")
+    list(res = res)
+  })
 })
 
 test_that("an interrupt stops MCMC sampling as cleanly", {
-  rs <- interrupt_session()
-  on.exit(rs$close(), add = TRUE)
-  rs$call(function() {
+  expect_interrupted_from_outside(function() {
     m <- bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
                                     data = list(0, diag(1))),
                     list(z = param()))
@@ -92,11 +96,4 @@ test_that("an interrupt stops MCMC sampling as cleanly", {
                     interrupt = function(i) "interrupted")
     list(res = res)
   })
-  Sys.sleep(2)
-  rs$interrupt()
-  expect_identical(rs$poll_process(20000), "ready")
-  msg <- rs$read()
-  expect_null(msg$error)
-  expect_identical(msg$result$res, "interrupted")
-  expect_session_usable(rs)
 })
