@@ -200,12 +200,12 @@ test_that("sample_mcmc() errors name the argument", {
 })
 
 test_that("NUTS on a posteriordb GLM (kidiq interaction) matches the reference", {
-  # fixtures/kidiq*.csv: posteriordb kidiq-kidscore_interaction (see their
-  # first lines). Flat priors on the coefficients, half-Cauchy(0, 2.5) on
+  # fixtures/kidiq-kidscore_interaction/: posteriordb's data and reference
+  # (see fixtures/README.md). Flat priors on the coefficients, half-Cauchy(0, 2.5) on
   # sigma, as in the posteriordb model. The uncentred interaction makes the
   # coefficients strongly correlated: a real test of the adaptation.
-  kid <- utils::read.csv(test_path("fixtures", "kidiq.csv"), comment.char = "#")
-  ref <- utils::read.csv(test_path("fixtures", "kidiq_reference.csv"), comment.char = "#")
+  kid <- utils::read.csv(test_path("fixtures", "kidiq-kidscore_interaction", "data.csv"))
+  ref <- utils::read.csv(test_path("fixtures", "kidiq-kidscore_interaction", "reference.csv"))
   mc <- sample_mcmc(kid_score ~ mom_hs * mom_iq, data = kid, prior = NULL,
                     prior_intercept = NULL, prior_aux = cauchy(0, 2.5),
                     iter = 1000, seed = 1)
