@@ -44,15 +44,7 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$work/ubsan"
 export BBVI_FUZZ_TIMEOUT=60 NOT_CRAN=true R_LIBS="$work/lib:${R_LIBS:-}"
 
 echo "== running the tests${filter:+ matching '$filter'} (log: $work/tests.log)"
-Rscript --vanilla -e "
-  res <- testthat::test_dir('tests/testthat', package = 'bbvi',
-                            load_package = 'installed', stop_on_failure = FALSE,
-                            filter = if (nzchar('$filter')) '$filter' else NULL,
-                            reporter = 'summary')
-  df <- as.data.frame(res)
-  cat(sprintf('\nTESTS: %d passed, %d failed, %d errors, %d skipped\n',
-              sum(df\$passed), sum(df\$failed), sum(df\$error), sum(df\$skipped)))
-" > "$work/tests.log" 2>&1
+Rscript --vanilla tools/run-tests.R tests/testthat "$filter" > "$work/tests.log" 2>&1
 rc=$?
 unset LD_PRELOAD
 tail -5 "$work/tests.log"

@@ -42,13 +42,8 @@ cat > "$work/run.R" <<RS
 cat("== smoke\n")
 source("$src/tools/valgrind-smoke.R")
 cat("== tests${filter:+ matching '$filter'}\n")
-res <- testthat::test_dir("$src/tests/testthat", package = "bbvi",
-                          load_package = "installed", stop_on_failure = FALSE,
-                          filter = if (nzchar("$filter")) "$filter" else NULL,
-                          reporter = "summary")
-df <- as.data.frame(res)
-cat(sprintf("\nTESTS: %d passed, %d failed, %d errors, %d skipped\n",
-            sum(df\$passed), sum(df\$failed), sum(df\$error), sum(df\$skipped)))
+source("$src/tools/run-tests.R")
+run_bbvi_tests("$src/tests/testthat", "$filter")
 RS
 echo "== running under valgrind (log: $work/run.log, valgrind logs: $work/vg.*.log)"
 start=$(date +%s)

@@ -65,3 +65,11 @@ gaussian2_case <- function() {
       gradient = function(theta, data) -drop(P %*% (theta$z - mu))),
     mean = mu, Sigma = Sigma, precision = P)
 }
+
+# A fit of a one-parameter case against its exact posterior: converged, mean
+# within tol_mean posterior sds, sd within a fraction tol_sd.
+expect_matches_exact <- function(fit, case, tol_mean, tol_sd) {
+  expect_true(fit$converged)
+  expect_lt(abs(coef(fit)[[1]] - case$mean) / case$sd, tol_mean)
+  expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), tol_sd)
+}
