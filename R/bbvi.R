@@ -85,6 +85,16 @@ bbvi.default <- function(x, ...) {
 #'   in: each coordinate is divided by its `init_sd`, so that giving rough
 #'   posterior sds for parameters of very different scales (say 1000 and
 #'   0.001) makes the steps fit each of them.
+#' @param start `"mode"` (default): find the posterior mode on the
+#'   unconstrained scale (L-BFGS from `init`, with the model's gradient or
+#'   finite differences) and the curvature there, and start q at that
+#'   Gaussian (Laplace approximation; mean-field uses the diagonal of the
+#'   curvature). The stochastic phase then works in the coordinates of that
+#'   Gaussian, so that parameters of very different scales, and strong
+#'   correlations (full-rank), do not slow it down. When there is no usable
+#'   mode (the density grows without bound, as in a funnel; an improper
+#'   posterior; curvature that is not positive) the fit says so and falls
+#'   back to `"init"`: q starts at `init` with sds `init_sd`.
 #' @param draws Number of draws from q kept in the fit for summaries and
 #'   diagnostics (see [vi_diagnostics()]).
 #' @param control_variates For `estimator = "score"`: use the control
@@ -112,7 +122,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             optimizer = c("adam", "adagrad"), eta = NULL,
                             window = 100, init = NULL, init_sd = 1,
                             draws = 4000, restarts = 1,
-                            control_variates = TRUE, ...) {
+                            control_variates = TRUE, start = c("mode", "init"),
+                            ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -131,23 +142,62 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
     abort_arg("init_sd", sprintf("one positive number or %d of them", length(init_mean)), init_sd)
   }
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
+  start_at <- match_arg(start, c("mode", "init"), "start")
   fit_one <- function(seed, dispersed) {
     with_seed(seed, {
-      start <- init_mean
-      if (dispersed) start <- start + stats::runif(length(start), -2, 2)
-      res <- vi_engine(x, r_target_spec(x, err_call = call("bbvi")),
+      begin <- init_mean
+      if (dispersed) begin <- begin + stats::runif(length(begin), -2, 2)
+      spec <- r_target_spec(x, err_call = call("bbvi"))
+      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed) else NULL
+      if (is.null(st)) {
+        st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(begin)),
+                   evals = NULL, laplace = FALSE)
+      }
+      res <- vi_engine(x, spec,
                        method = method, estimator = estimator, samples = samples,
                        max_iter = max_iter, tol = tol, optimizer = optimizer,
-                       eta = eta, window = window, init_mean = start,
+                       eta = eta, window = window, init_mean = st$mean,
                        init_log_sd = log(init_sd),
-                       precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(start)),
-                       shift = start,
+                       precond = st$precond, shift = st$mean,
                        progress = progress && !dispersed,
                        control_variates = control_variates)
+      res$start <- if (st$laplace) "mode" else "init"
+      res$start_evals <- st$evals
       new_bbvi_fit(x, res, call = call, draws = draws)
     })
   }
   fit_with_restarts(restarts, seed, fit_one)
+}
+
+# The deterministic start: the mode of log p on the unconstrained scale and
+# the curvature there (src/mode.c). Returns list(mean, precond, evals,
+# laplace = TRUE), or NULL (with a message) when there is no usable mode.
+laplace_start <- function(model, spec, init, method, quiet = FALSE) {
+  D <- length(init)
+  # the full Hessian from log-density values costs 2 D^2 evaluations
+  full <- method == "fullrank" && (isTRUE(model$has_gradient) || D <= 100)
+  ctl <- list(init = as.double(init), full = as.integer(full), maxit = 1000L,
+              grad_tol = 1e-2)
+  res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
+  evals <- c(logp = res$n_logp, gradient = res$n_grad)
+  if (res$status != 0L) {
+    if (!quiet) {
+      why <- switch(as.character(res$status),
+        "1" = "the optimiser found no point where the gradient vanishes (the density may grow without bound, as in a funnel, or the posterior may be improper)",
+        "2" = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
+        "3" = "the log density is not finite at the starting point")
+      cli::cli_inform(c("No usable posterior mode: {why}.",
+                        i = "Starting q at {.arg init} with sd {.arg init_sd} instead."))
+    }
+    return(NULL)
+  }
+  H <- res$neg_hessian
+  precond <- if (is.matrix(H)) {
+    t(chol(chol2inv(chol(H))))
+  } else {
+    diag(1 / sqrt(H), D)
+  }
+  list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
 }
 
 # Several independent fits through future.apply; the best final ELBO wins.

@@ -162,6 +162,9 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
 SEXP bbvi_list_get(SEXP list, const char *name);   /* R_NilValue if absent */
 int bbvi_list_int(SEXP list, const char *name, int dflt);
 double bbvi_list_double(SEXP list, const char *name, double dflt);
+/* required entries (R holds every default): an internal error if absent */
+int bbvi_need_int(SEXP list, const char *name);
+double bbvi_need_double(SEXP list, const char *name);
 double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
 
 #endif

@@ -28,6 +28,30 @@ double bbvi_list_double(SEXP list, const char *name, double dflt)
     return Rf_asReal(x);
 }
 
+/* Required entries: every default lives on the R side, so a missing one is
+   an internal error, not a silent C-side default. */
+static SEXP need(SEXP list, const char *name)
+{
+    SEXP x = bbvi_list_get(list, name);
+    if (Rf_isNull(x) || XLENGTH(x) != 1 || !(Rf_isReal(x) || Rf_isInteger(x) || Rf_isLogical(x)))
+        Rf_error("internal error: control needs `%s` (one number)", name);
+    return x;
+}
+
+int bbvi_need_int(SEXP list, const char *name)
+{
+    int v = Rf_asInteger(need(list, name));
+    if (v == NA_INTEGER) Rf_error("internal error: control `%s` is NA", name);
+    return v;
+}
+
+double bbvi_need_double(SEXP list, const char *name)
+{
+    double v = Rf_asReal(need(list, name));
+    if (ISNAN(v)) Rf_error("internal error: control `%s` is NA", name);
+    return v;
+}
+
 double bbvi_log1pexp(double x)
 {
     /* log(1 + e^x): exact branches keep precision at both tails */
