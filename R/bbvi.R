@@ -143,6 +143,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   }
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
   start_at <- match_arg(start, c("mode", "init"), "start")
+  check_dimension(length(init_mean))
   fit_one <- function(seed, dispersed) {
     with_seed(seed, {
       begin <- init_mean
@@ -174,6 +175,14 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
 # laplace = TRUE), or NULL (with a message) when there is no usable mode.
 laplace_start <- function(model, spec, init, method, quiet = FALSE) {
   D <- length(init)
+  if (!isTRUE(model$has_gradient) && D > 1000L) {
+    # each finite-difference gradient costs 2D + 1 log-joint evaluations
+    if (!quiet) {
+      cli::cli_inform(c("No mode search for {D} parameters without a gradient.",
+                        i = "Starting q at {.arg init}; give {.arg gradient} to {.fn bbvi_model} for a start at the mode."))
+    }
+    return(NULL)
+  }
   # the full Hessian from log-density values costs 2 D^2 evaluations
   full <- method == "fullrank" && (isTRUE(model$has_gradient) || D <= 100)
   ctl <- list(init = as.double(init), full = as.integer(full), maxit = 1000L,
@@ -281,6 +290,14 @@ unconstrain <- function(theta, lower, upper) {
   z
 }
 
+# q's D x D Cholesky factor (scratch and result) must fit an R matrix
+check_dimension <- function(D) {
+  if (D > 46340L) {
+    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
+                     x = "This model has {D}."), call = NULL)
+  }
+}
+
 # The engine under every VI fit: validates the tuning values, runs the C
 # loop, turns its status into R errors and warnings. `precond` (lower
 # triangular, diagonal for mean-field) and `shift` define the preconditioner
@@ -299,12 +316,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
-  # q's D x D Cholesky factor (scratch and result) must fit an R matrix
-  D <- length(model$lower)
-  if (D > 46340L) {
-    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
-                     x = "This model has {D}."), call = NULL)
-  }
+  check_dimension(length(model$lower))
   check_flag(control_variates, "control_variates")
   control <- list(control_variates = as.integer(control_variates),
                   precond = if (is.null(precond)) NULL else as.double(precond),

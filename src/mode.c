@@ -15,7 +15,6 @@
 #include <math.h>
 #include <string.h>
 #include <float.h>
-#include <stdlib.h>
 
 #define FD_GRAD 1e-4     /* gradient step, in units of the coordinate's sd */
 #define FD_HESS 1e-2     /* Hessian step, likewise */
@@ -24,29 +23,70 @@
 enum { MODE_OK = 0, MODE_NOT_CONVERGED = 1, MODE_NOT_CONCAVE = 2,
        MODE_NO_FINITE_START = 3 };
 
+/* A stencil: point j is x + s1[j] h[i1[j]] e_i1[j] + s2[j] h[i2[j]] e_i2[j]
+   (an index -1 adds nothing). */
+typedef struct { int n; int *i1, *s1, *i2, *s2; } stencil;
+
 typedef struct {
     bbvi_model *m;
     int D, B;               /* dimension; largest batch a target call gets */
     int has_grad;
     double *x0, *scale;     /* zeta = x0 + scale * u */
-    double *pts, *lp, *gr;  /* batch scratch: D x B, B, D x B */
+    double *pts, *lp, *gr;  /* scratch: D x B points, 2D + 1 values, D */
+    double *h;              /* finite-difference steps, D */
+    stencil axes;           /* the centre and +-h along every axis */
     double *x, *u_cache, f_cache, *g_cache;
     int cached;
     double n_lp, n_grad;    /* evaluations of log p and of its gradient */
 } mode_ws;
 
-/* Evaluate n points (D x n) in batches of at most B, with gradients when
-   g is not NULL. */
-static void eval_batch(mode_ws *w, int n, const double *pts, double *lp,
-                       double *g)
+/* Points are made and evaluated B at a time from their stencil, so no
+   D x (number of points) matrix is ever held. */
+
+static stencil stencil_alloc(int n)
+{
+    stencil st = { n, (int *) R_alloc(n, sizeof(int)), (int *) R_alloc(n, sizeof(int)),
+                   (int *) R_alloc(n, sizeof(int)), (int *) R_alloc(n, sizeof(int)) };
+    for (int j = 0; j < n; j++) { st.i1[j] = st.i2[j] = -1; st.s1[j] = st.s2[j] = 0; }
+    return st;
+}
+
+/* the centre, then x +- h_d e_d for every d */
+static stencil stencil_axes(int D)
+{
+    stencil st = stencil_alloc(2 * D + 1);
+    for (int d = 0; d < D; d++) {
+        st.i1[1 + 2 * d] = st.i1[2 + 2 * d] = d;
+        st.s1[1 + 2 * d] = 1; st.s1[2 + 2 * d] = -1;
+    }
+    return st;
+}
+
+/* Evaluate the stencil's points j0 .. j0 + nb - 1 (nb <= B): log p into
+   lp[0 .. nb) and, when g is not NULL, gradients into g (D x nb). */
+static void eval_chunk(mode_ws *w, const double *x, const double *h,
+                       const stencil *st, int j0, int nb, double *lp, double *g)
 {
     int D = w->D;
-    for (int j0 = 0; j0 < n; j0 += w->B) {
-        int nb = n - j0 < w->B ? n - j0 : w->B;
-        bbvi_model_logdens(w->m, nb, pts + (size_t) j0 * D, lp + j0,
-                           g ? g + (size_t) j0 * D : NULL);
-        w->n_lp += nb;
-        if (g) w->n_grad += nb;
+    for (int k = 0; k < nb; k++) {
+        int j = j0 + k;
+        double *p = w->pts + (size_t) k * D;
+        memcpy(p, x, sizeof(double) * D);
+        if (st->i1[j] >= 0) p[st->i1[j]] += st->s1[j] * h[st->i1[j]];
+        if (st->i2[j] >= 0) p[st->i2[j]] += st->s2[j] * h[st->i2[j]];
+    }
+    bbvi_model_logdens(w->m, nb, w->pts, lp, g);
+    w->n_lp += nb;
+    if (g) w->n_grad += nb;
+}
+
+/* All the stencil's log p values (no gradients), into lp (length n). */
+static void eval_values(mode_ws *w, const double *x, const double *h,
+                        const stencil *st, double *lp)
+{
+    for (int j0 = 0; j0 < st->n; j0 += w->B) {
+        int nb = st->n - j0 < w->B ? st->n - j0 : w->B;
+        eval_chunk(w, x, h, st, j0, nb, lp + j0, NULL);
     }
 }
 
@@ -61,17 +101,11 @@ static double eval_point(mode_ws *w, const double *x, double *g)
         memcpy(g, w->gr, sizeof(double) * D);
         return w->lp[0];
     }
-    int n = 2 * D + 1;
-    for (int j = 0; j < n; j++) memcpy(w->pts + (size_t) j * D, x, sizeof(double) * D);
-    for (int d = 0; d < D; d++) {
-        double h = FD_GRAD * w->scale[d];
-        w->pts[d + (size_t) (1 + 2 * d) * D] += h;
-        w->pts[d + (size_t) (2 + 2 * d) * D] -= h;
-    }
-    eval_batch(w, n, w->pts, w->lp, NULL);
+    for (int d = 0; d < D; d++) w->h[d] = FD_GRAD * w->scale[d];
+    eval_values(w, x, w->h, &w->axes, w->lp);
     double f0 = w->lp[0];
     for (int d = 0; d < D; d++) {
-        double h = FD_GRAD * w->scale[d];
+        double h = w->h[d];
         double fp = w->lp[1 + 2 * d], fm = w->lp[2 + 2 * d];
         if (R_FINITE(fp) && R_FINITE(fm)) g[d] = (fp - fm) / (2 * h);
         else if (R_FINITE(fp) && R_FINITE(f0)) g[d] = (fp - f0) / h;
@@ -151,30 +185,29 @@ static int neg_hessian(mode_ws *w, int full, double *H)
 {
     int D = w->D;
     const double *x = w->x0;
-    double *h = (double *) R_alloc(D, sizeof(double));
+    double *h = w->h;
     for (int d = 0; d < D; d++) h[d] = FD_HESS * w->scale[d];
     memset(H, 0, sizeof(double) * (full ? (size_t) D * D : (size_t) D));
     if (w->has_grad) {
-        int n = 2 * D;
-        double *pts = (double *) R_alloc((size_t) D * n, sizeof(double));
-        double *lp = (double *) R_alloc(n, sizeof(double));
-        double *g = (double *) R_alloc((size_t) D * n, sizeof(double));
-        for (int j = 0; j < n; j++) memcpy(pts + (size_t) j * D, x, sizeof(double) * D);
-        for (int d = 0; d < D; d++) {
-            pts[d + (size_t) (2 * d) * D] += h[d];
-            pts[d + (size_t) (2 * d + 1) * D] -= h[d];
-        }
-        eval_batch(w, n, pts, lp, g);
-        for (int j = 0; j < n; j++) {
-            if (!R_FINITE(lp[j])) return 0;
-            for (int i = 0; i < D; i++) if (!R_FINITE(g[i + (size_t) j * D])) return 0;
-        }
-        for (int d = 0; d < D; d++)
-            for (int i = 0; i < D; i++) {
-                if (!full && i != d) continue;
-                H[full ? i + (size_t) d * D : (size_t) d] =
-                    -(g[i + (size_t) (2 * d) * D] - g[i + (size_t) (2 * d + 1) * D]) / (2 * h[d]);
+        /* the axes stencil without its centre: point 1 + 2d is +h_d e_d */
+        stencil *st = &w->axes;
+        double *lp = (double *) R_alloc(w->B, sizeof(double));
+        double *g = (double *) R_alloc((size_t) D * w->B, sizeof(double));
+        for (int j0 = 1; j0 < st->n; j0 += w->B) {
+            int nb = st->n - j0 < w->B ? st->n - j0 : w->B;
+            eval_chunk(w, x, h, st, j0, nb, lp, g);
+            for (int k = 0; k < nb; k++) {
+                int j = j0 + k, d = (j - 1) / 2;
+                double sgn = st->s1[j] > 0 ? -1.0 : 1.0;   /* -(g+ - g-) */
+                if (!R_FINITE(lp[k])) return 0;
+                const double *gk = g + (size_t) k * D;
+                for (int i = 0; i < D; i++) {
+                    if (!R_FINITE(gk[i])) return 0;
+                    if (!full && i != d) continue;
+                    H[full ? i + (size_t) d * D : (size_t) d] += sgn * gk[i] / (2 * h[d]);
+                }
             }
+        }
         if (full)   /* symmetrise */
             for (int j = 0; j < D; j++)
                 for (int i = j + 1; i < D; i++) {
@@ -183,33 +216,30 @@ static int neg_hessian(mode_ws *w, int full, double *H)
                 }
         return 1;
     }
-    /* from values: the centre, +-h_d, and for full the four corners of
+    /* from values: the axes stencil, and for full the four corners of
        every pair */
     int npair = full ? D * (D - 1) / 2 : 0;
-    int n = 1 + 2 * D + 4 * npair;
-    double *pts = (double *) R_alloc((size_t) D * n, sizeof(double));
-    double *lp = (double *) R_alloc(n, sizeof(double));
-    for (int j = 0; j < n; j++) memcpy(pts + (size_t) j * D, x, sizeof(double) * D);
-    for (int d = 0; d < D; d++) {
-        pts[d + (size_t) (1 + 2 * d) * D] += h[d];
-        pts[d + (size_t) (2 + 2 * d) * D] -= h[d];
+    stencil st = w->axes;
+    if (full) {
+        st = stencil_alloc(2 * D + 1 + 4 * npair);
+        memcpy(st.i1, w->axes.i1, sizeof(int) * (2 * D + 1));
+        memcpy(st.s1, w->axes.s1, sizeof(int) * (2 * D + 1));
+        int k = 2 * D + 1;
+        static const int si[4] = { 1, 1, -1, -1 }, sj[4] = { 1, -1, 1, -1 };
+        for (int j = 0; j < D; j++)
+            for (int i = j + 1; i < D; i++)
+                for (int c = 0; c < 4; c++, k++) {
+                    st.i1[k] = i; st.s1[k] = si[c];
+                    st.i2[k] = j; st.s2[k] = sj[c];
+                }
     }
-    int k = 1 + 2 * D;
-    for (int j = 0; j < D && full; j++)
-        for (int i = j + 1; i < D; i++) {
-            static const int si[4] = { 1, 1, -1, -1 }, sj[4] = { 1, -1, 1, -1 };
-            for (int c = 0; c < 4; c++) {
-                pts[i + (size_t) (k + c) * D] += si[c] * h[i];
-                pts[j + (size_t) (k + c) * D] += sj[c] * h[j];
-            }
-            k += 4;
-        }
-    eval_batch(w, n, pts, lp, NULL);
-    for (int j = 0; j < n; j++) if (!R_FINITE(lp[j])) return 0;
+    double *lp = (double *) R_alloc(st.n, sizeof(double));
+    eval_values(w, x, h, &st, lp);
+    for (int j = 0; j < st.n; j++) if (!R_FINITE(lp[j])) return 0;
     for (int d = 0; d < D; d++)
         H[full ? d + (size_t) d * D : (size_t) d] =
             -(lp[1 + 2 * d] - 2 * lp[0] + lp[2 + 2 * d]) / (h[d] * h[d]);
-    k = 1 + 2 * D;
+    int k = 2 * D + 1;
     for (int j = 0; j < D && full; j++)
         for (int i = j + 1; i < D; i++) {
             double a = -(lp[k] - lp[k + 1] - lp[k + 2] + lp[k + 3]) / (4 * h[i] * h[j]);
@@ -291,8 +321,9 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     w.m = &model; w.D = D; w.has_grad = target.has_grad;
     w.x0 = (double *) R_alloc(D, sizeof(double));
     w.scale = (double *) R_alloc(D, sizeof(double));
-    /* finite-difference gradients batch 2D + 1 points */
-    w.pts = target.has_grad ? NULL : (double *) R_alloc((size_t) D * (2 * D + 1), sizeof(double));
+    w.pts = (double *) R_alloc((size_t) D * w.B, sizeof(double));
+    w.h = (double *) R_alloc(D, sizeof(double));
+    w.axes = stencil_axes(D);
     w.lp = (double *) R_alloc(2 * (size_t) D + 1, sizeof(double));
     w.gr = (double *) R_alloc(D, sizeof(double));
     w.x = (double *) R_alloc(D, sizeof(double));
