@@ -149,10 +149,10 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
       begin <- init_mean
       if (dispersed) begin <- begin + stats::runif(length(begin), -2, 2)
       spec <- r_target_spec(x, err_call = call("bbvi"))
-      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed) else NULL
-      if (is.null(st)) {
+      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed)
+      if (!isTRUE(st$laplace)) {
         st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(begin)),
-                   evals = NULL, laplace = FALSE)
+                   evals = st$evals, laplace = FALSE)
       }
       res <- vi_engine(x, spec,
                        method = method, estimator = estimator, samples = samples,
@@ -162,9 +162,9 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                        precond = st$precond, shift = st$mean,
                        progress = progress && !dispersed,
                        control_variates = control_variates)
-      res$start <- if (st$laplace) "mode" else "init"
-      res$start_evals <- st$evals
-      new_bbvi_fit(x, res, call = call, draws = draws)
+      new_bbvi_fit(x, res, call = call, draws = draws,
+                   extra = list(start = if (st$laplace) "mode" else "init",
+                                evals = fit_evals(st$evals, res)))
     })
   }
   fit_with_restarts(restarts, seed, fit_one)
@@ -172,7 +172,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
 
 # The deterministic start: the mode of log p on the unconstrained scale and
 # the curvature there (src/mode.c). Returns list(mean, precond, evals,
-# laplace = TRUE), or NULL (with a message) when there is no usable mode.
+# laplace = TRUE), or list(evals, laplace = FALSE) (with a message) when
+# there is no usable mode.
 laplace_start <- function(model, spec, init, method, quiet = FALSE) {
   D <- length(init)
   if (!isTRUE(model$has_gradient) && D > 1000L) {
@@ -198,7 +199,7 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE) {
       cli::cli_inform(c("No usable posterior mode: {why}.",
                         i = "Starting q at {.arg init} with sd {.arg init_sd} instead."))
     }
-    return(NULL)
+    return(list(evals = evals, laplace = FALSE))
   }
   H <- res$neg_hessian
   precond <- if (is.matrix(H)) {
@@ -207,6 +208,15 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE) {
     diag(1 / sqrt(H), D)
   }
   list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
+}
+
+# Evaluations of log p and of its gradient by phase: the mode search and the
+# stochastic optimisation (the diagnostics add theirs to the fit later).
+fit_evals <- function(mode_evals, res) {
+  if (is.null(mode_evals)) mode_evals <- c(logp = 0, gradient = 0)
+  data.frame(phase = c("mode", "optimisation"),
+             logp = c(mode_evals[["logp"]], res$n_logp),
+             gradient = c(mode_evals[["gradient"]], res$n_grad))
 }
 
 # Several independent fits through future.apply; the best final ELBO wins.

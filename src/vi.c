@@ -449,6 +449,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int t = 0, good_t = 0, restarts = 0, converged = 0, status = VI_OK;
     int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0;
     long n_dropped = 0;
+    double n_logp = 0, n_grad = 0;   /* evaluations of log p and its gradient */
 
     /* cli's C progress bar: ticking costs a flag test per iteration */
     SEXP bar = R_NilValue;
@@ -464,6 +465,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             cli_progress_set(bar, t);
         }
         double elbo = estimate(ews, lambda, grad);
+        n_logp += S;
+        if (estimate == bbvi_grad_reparam) n_grad += S;
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
         if (ews->n_finite == 0 && ++nofinite_streak < 10) continue;
@@ -523,7 +526,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     const char *names[] = { "lambda", "lambda_last", "mean", "chol", "elbo",
                             "converged", "iterations", "status", "restarts",
-                            "eta", "dropped_draws", "stop", "" };
+                            "eta", "dropped_draws", "stop", "n_logp",
+                            "n_grad", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
     memcpy(REAL(lam), answer, sizeof(double) * K);
@@ -546,6 +550,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SET_VECTOR_ELT(out, 9, Rf_ScalarReal(opt.eta));
     SET_VECTOR_ELT(out, 10, Rf_ScalarReal((double) n_dropped));
     SET_VECTOR_ELT(out, 11, Rf_ScalarInteger(stop));
+    SET_VECTOR_ELT(out, 12, Rf_ScalarReal(n_logp));
+    SET_VECTOR_ELT(out, 13, Rf_ScalarReal(n_grad));
     UNPROTECT(6);
     return out;
 }
