@@ -20,19 +20,37 @@
 #' of the log-joint; it is far less noisy. `"auto"` picks `"reparam"` when a
 #' gradient is available.
 #'
-#' **Steps and stopping.** Adam (default; Kingma and Ba 2015) or AdaGrad as
-#' in Ranganath et al. (2014) (step `eta` / sqrt(sum of squared gradients)
-#' per coordinate). AdaGrad's steps only shrink, so a burst of large early
+#' **Start.** A custom model's fit starts at the posterior mode on the
+#' unconstrained scale with the curvature there (a Laplace approximation,
+#' see `start`), and the stochastic phase works in that Gaussian's
+#' coordinates. Formula fits start from a Newton step on the exact ELBO.
+#'
+#' **Steps.** Adam (the default; Kingma and Ba 2015) or AdaGrad as in
+#' Ranganath et al. (2014) (step `eta` / sqrt(sum of squared gradients) per
+#' coordinate). AdaGrad's steps only shrink, so a burst of large early
 #' gradients (common with the score estimator far from the optimum) can
-#' stall it far from the answer; Adam's normalisation forgets them. Every
-#' `window` iterations the
-#' variational parameters are averaged over the window; the fit has
-#' converged when, for two windows in a row, no posterior mean moved by more
-#' than `tol` posterior sds, no posterior sd changed by more than a factor
-#' `exp(tol)`, and the windowed mean ELBO rose by less than twice its Monte
-#' Carlo standard error. The returned q is the average over the last window.
-#' A non-finite step restarts from the last window's point with a step ten
-#' times smaller (at most five times).
+#' stall it far from the answer; Adam's normalisation forgets them.
+#'
+#' **Stopping.** Every `window` iterations the variational parameters are
+#' averaged over the window. *Phase 1 (optimising):* a window passes when,
+#' against the previous window and the window four back, no marginal mean of
+#' q moved by more than 0.25 of its sd and no log sd by more than 0.25; the
+#' windowed ELBO did not rise by more than 3 Monte Carlo standard errors;
+#' the window-mean gradient is zero within its standard error (Bonferroni
+#' over all variational parameters); and the window's ELBO is neither more
+#' than 0.5 nats (beyond Monte Carlo error) below the best window's nor ten
+#' times noisier (an exploding q passes every test measured in its own sds
+#' and Monte Carlo error, but not these). Two passes in a row start
+#' *phase 2 (averaging):* the variational parameters are averaged over the
+#' following windows until the standard error of that average, allowing for
+#' the correlation between windows and the few windows it is estimated
+#' from, is below `tol` (0.02) posterior sds for every mean and `tol` for
+#' every log sd. The returned q is that average. When averaging would take
+#' too long, or when the iterates keep moving while the ELBO no longer
+#' rises (noise wandering along a ridge), the step size is cut. A fit that
+#' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
+#' warns. A non-finite step restarts from the last window's point with a
+#' step ten times smaller (at most five times).
 #'
 #' @param x A [bbvi_model()] or a formula.
 #' @param ... Passed on to methods.
@@ -69,7 +87,7 @@ bbvi.default <- function(x, ...) {
 #'   `"reparam"` and 50 for `"score"`.
 #' @param max_iter Most iterations.
 #' @param tol Convergence tolerance in posterior-sd units (see Details);
-#'   `NULL` means 0.01.
+#'   `NULL` means 0.02.
 #' @param seed `NULL` to use R's random number stream (so [set.seed()] before
 #'   the call reproduces the fit) or a number: the fit is then reproducible
 #'   and R's stream is left as it was.
