@@ -162,6 +162,16 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
 SEXP bbvi_list_get(SEXP list, const char *name);   /* R_NilValue if absent */
 int bbvi_list_int(SEXP list, const char *name, int dflt);
 double bbvi_list_double(SEXP list, const char *name, double dflt);
+/* R's RNG around sampling. A loop that draws holds it (GetRNGstate); every
+   call back into R releases it for the call (PutRNGstate before, GetRNGstate
+   after: see targets.c), so that R code drawing random numbers inside a
+   log-joint advances the one stream instead of rewinding the loop's. Entry
+   points that do not draw mark it as not held, which also undoes a hold
+   left behind by an error that unwound an earlier call. */
+void bbvi_rng_hold(void);
+void bbvi_rng_release(void);
+void bbvi_rng_not_held(void);
+int bbvi_rng_is_held(void);
 /* required entries (R holds every default): an internal error if absent */
 int bbvi_need_int(SEXP list, const char *name);
 double bbvi_need_double(SEXP list, const char *name);

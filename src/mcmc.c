@@ -11,8 +11,8 @@
      (Haario et al. 2001, on Stan's window schedule) and whose scale is
      tuned by dual averaging to a target acceptance rate; both fixed after
      warmup.
-   Draws come back on the constrained scale. R's RNG throughout (the caller
-   brackets nothing: GetRNGstate/PutRNGstate are here). */
+   Draws come back on the constrained scale. R's RNG throughout, held here
+   (bbvi_rng_hold) and released around every call back into R. */
 #include "bbvi.h"
 #include <math.h>
 #include <string.h>
@@ -492,10 +492,10 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int warm_div = 0;
     double eps = eps0;
 
-    GetRNGstate();
+    bbvi_rng_hold();
     if (!find_init(&model, D, Rf_isNull(init) ? NULL : REAL(init), radius,
                    cur.q, &cur.lp, use_nuts ? cur.g : NULL)) {
-        PutRNGstate();
+        bbvi_rng_release();
         Rf_error(Rf_isNull(init)
                  ? "no starting point with a finite log density%s in 100 tries"
                  : "the log density%s is not finite at `init`",
@@ -616,7 +616,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         eps = scale;
     }
-    PutRNGstate();
+    bbvi_rng_release();
 
     SET_VECTOR_ELT(out, 0, draws);
     SET_VECTOR_ELT(out, 1, lp_s);

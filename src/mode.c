@@ -308,6 +308,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     if (maxit < 1 || !(gtol > 0))
         Rf_error("internal error: find_mode needs maxit >= 1 and grad_tol > 0");
 
+    bbvi_rng_not_held();
     mode_ws w;
     memset(&w, 0, sizeof w);
     bbvi_target target;

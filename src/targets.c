@@ -52,7 +52,11 @@ static SEXP r_eval_checked(SEXP call, SEXP theta, SEXP rho, R_xlen_t n,
                            const char *what)
 {
     SETCADR(call, theta);
+    /* the user's R code may draw random numbers: hand it the stream */
+    int held = bbvi_rng_is_held();
+    if (held) PutRNGstate();
     SEXP val = PROTECT(Rf_eval(call, rho));
+    if (held) GetRNGstate();
     if (!Rf_isReal(val)) val = Rf_coerceVector(val, REALSXP);
     UNPROTECT(1);
     PROTECT(val);

@@ -28,6 +28,13 @@ double bbvi_list_double(SEXP list, const char *name, double dflt)
     return Rf_asReal(x);
 }
 
+static int rng_held = 0;
+
+void bbvi_rng_hold(void) { GetRNGstate(); rng_held = 1; }
+void bbvi_rng_release(void) { PutRNGstate(); rng_held = 0; }
+void bbvi_rng_not_held(void) { rng_held = 0; }
+int bbvi_rng_is_held(void) { return rng_held; }
+
 /* Required entries: every default lives on the R side, so a missing one is
    an internal error, not a silent C-side default. */
 static SEXP need(SEXP list, const char *name)
