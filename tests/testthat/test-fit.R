@@ -85,14 +85,21 @@ test_that("PSIS k-hat flags a too-narrow q and passes a good one", {
   expect_gt(sd(rs[, 1]), sd(as.matrix(bad)[, 1]))
 })
 
-test_that("a bimodal target: q on one mode gets a large k-hat", {
+test_that("a q locked on one of two modes: k-hat reported, but importance sampling cannot see the other mode", {
   m <- bbvi_model(function(theta, data) {
     log(0.5 * dnorm(theta$x, -2.5, 0.7) + 0.5 * dnorm(theta$x, 2.5, 0.7))
   }, list(x = param()))
-  expect_warning(with_khat_warning(fit <- bbvi(m, seed = 1, init = list(x = 1.5))), "k-hat")
+  fit <- bbvi(m, seed = 1, init = list(x = 1.5))
   expect_gt(abs(coef(fit)[["x"]]), 2)   # locked onto one mode
   expect_lt(sqrt(vcov(fit)[1, 1]), 0.8)   # with about that mode's sd
+  # the far left tail of q reaches towards the other mode: k-hat is large
+  # and printed as such, but q's draws hardly ever get there, so the
+  # reweighted moments and the KL estimate look like those of a good fit
+  # (documented in ?vi_diagnostics: use restarts or MCMC when modes are
+  # possible)
   expect_gt(fit$diagnostics$khat, 0.7)
+  expect_output(print(fit), "heavy-tailed")
+  expect_lt(fit$diagnostics$kl_hat, 0.1)
 })
 
 test_that("restarts run through future.apply and keep the best ELBO", {
