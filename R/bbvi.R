@@ -131,6 +131,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
     abort_arg("init_sd", sprintf("one positive number or %d of them", length(init_mean)), init_sd)
   }
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
+  assert_model_ok(x, err_call = call("bbvi"))
   fit_one <- function(seed, dispersed) {
     with_seed(seed, {
       start <- init_mean
