@@ -241,7 +241,7 @@ diag_advice <- function(fit, dg) {
     out <- c(out, "i q is far wider than the posterior: the optimisation may not have settled. Check `plot(fit)`; try a smaller `eta`, `estimator = \"reparam\"` (with a gradient), or `sample_mcmc()`.")
   } else if (any(c("moments", "kl") %in% v)) {
     if (identical(fit$method, "meanfield") && D > 1) {
-      out <- c(out, "i Mean-field q cannot represent posterior correlations (it understates sds): try `method = \"fullrank\"`, or check with `sample_mcmc()`.")
+      out <- c(out, "i Mean-field q cannot represent posterior correlations (it understates sds): try `method = \"fullrank\"`, or check with `sample_mcmc()` (or, if the posterior may have several modes, use `restarts = 4`).")
     } else {
       out <- c(out, "i The posterior is not close to a Gaussian on the unconstrained scale (several modes, skew or heavy tails): look for other modes with `restarts = 4`, or check with `sample_mcmc()`.")
     }
