@@ -117,6 +117,10 @@ bbvi.default <- function(x, ...) {
 #'   mode (the density grows without bound, as in a funnel; an improper
 #'   posterior; curvature that is not positive) the fit says so and falls
 #'   back to `"init"`: q starts at `init` with sds `init_sd`.
+#' @param diagnostic_draws How many of the stored draws the diagnostics
+#'   (PSIS, the KL estimate, the ELBO) use; fixed in advance, so that the
+#'   same seed gives the same diagnostics on any machine (see
+#'   [vi_diagnostics()]).
 #' @param draws Number of draws from q kept in the fit for summaries and
 #'   diagnostics (see [vi_diagnostics()]).
 #' @param control_variates For `estimator = "score"`: use the control
@@ -145,7 +149,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             window = NULL, init = NULL, init_sd = 1,
                             draws = 4000, restarts = 1,
                             control_variates = TRUE, start = c("mode", "init"),
-                            ...) {
+                            diagnostic_draws = 4000, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -166,15 +170,19 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
   start_at <- match_arg(start, c("mode", "init"), "start")
   check_dimension(length(init_mean))
+  # a user's gradient is checked against finite differences before any fit
+  assert_model_ok(x, err_call = call("bbvi"))
   fit_one <- function(seed, dispersed) {
     with_seed(seed, {
       begin <- init_mean
       if (dispersed) begin <- begin + stats::runif(length(begin), -2, 2)
       spec <- r_target_spec(x, err_call = call("bbvi"))
+      t0 <- proc.time()[["elapsed"]]
       st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed)
+      st$time <- proc.time()[["elapsed"]] - t0
       if (!isTRUE(st$laplace)) {
         st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(begin)),
-                   evals = st$evals, laplace = FALSE)
+                   evals = st$evals, laplace = FALSE, time = st$time)
       }
       res <- vi_engine(x, spec,
                        method = method, estimator = estimator, samples = samples,
@@ -185,9 +193,13 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                        precond = st$precond, shift = st$mean,
                        progress = progress && !dispersed,
                        control_variates = control_variates)
-      new_bbvi_fit(x, res, call = call, draws = draws,
-                   extra = list(start = if (st$laplace) "mode" else "init",
-                                evals = fit_evals(st$evals, res)))
+      t0 <- proc.time()[["elapsed"]]
+      fit <- new_bbvi_fit(x, res, call = call, draws = draws,
+                          diagnostic_draws = diagnostic_draws,
+                          extra = list(start = if (st$laplace) "mode" else "init"))
+      fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
+                             proc.time()[["elapsed"]] - t0)
+      fit
     })
   }
   fit_with_restarts(restarts, seed, fit_one)
@@ -233,13 +245,14 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE) {
   list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
 }
 
-# Evaluations of log p and of its gradient by phase: the mode search and the
-# stochastic optimisation (the diagnostics add theirs to the fit later).
-fit_evals <- function(mode_evals, res) {
-  if (is.null(mode_evals)) mode_evals <- c(logp = 0, gradient = 0)
-  data.frame(phase = c("mode", "optimisation"),
-             logp = c(mode_evals[["logp"]], res$n_logp),
-             gradient = c(mode_evals[["gradient"]], res$n_grad))
+# Evaluations of log p and of its gradient, and seconds, by phase: the mode
+# search, the stochastic optimisation and the diagnostics.
+fit_evals <- function(start, res, diag_draws, diag_time) {
+  mode <- if (is.null(start$evals)) c(logp = 0, gradient = 0) else start$evals
+  data.frame(phase = c("mode", "optimisation", "diagnostics"),
+             logp = c(mode[["logp"]], res$n_logp, diag_draws),
+             gradient = c(mode[["gradient"]], res$n_grad, 0),
+             seconds = c(start$time, res$time, diag_time))
 }
 
 # Several independent fits through future.apply; the best final ELBO wins.
@@ -264,6 +277,7 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
     restart = seq_len(restarts), seed = seeds, elbo = elbos,
     elbo_mcse = vapply(fits, function(f) f$diagnostics$elbo_mcse, numeric(1)),
     khat = vapply(fits, function(f) f$diagnostics$khat, numeric(1)),
+    kl_hat = vapply(fits, function(f) f$diagnostics$kl_hat, numeric(1)),
     converged = vapply(fits, function(f) f$converged, logical(1)),
     iterations = vapply(fits, function(f) f$iterations, numeric(1)),
     best = seq_len(restarts) == best)

@@ -108,6 +108,7 @@ sample_mcmc.bbvi_model <- function(x, ..., method = c("nuts", "rwm"),
   call <- match.call()
   call[[1]] <- quote(sample_mcmc)
   check_dots_empty(...)
+  assert_model_ok(x, err_call = call("sample_mcmc"))
   mcmc_engine(x, r_target_spec(x, err_call = call("sample_mcmc")),
               method = method, chains = chains, iter = iter, warmup = warmup,
               seed = seed, max_treedepth = max_treedepth,

@@ -257,7 +257,7 @@ test_that("no mode (a funnel) falls back to the initial q and says so", {
   expect_message(fit <- suppressWarnings(bbvi(m, method = "fullrank", seed = 1, max_iter = 300)),
                  "No usable posterior mode")
   expect_identical(fit$start, "init")
-  expect_identical(fit$evals$phase, c("mode", "optimisation"))
+  expect_identical(fit$evals$phase, c("mode", "optimisation", "diagnostics"))
   expect_gt(fit$evals$logp[1], 0)
   expect_equal(fit$evals$logp[2], 300 * fit$samples)
 })
