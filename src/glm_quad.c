@@ -400,7 +400,10 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         }
         first = 0;
     }
-    if (!converged && it > 1 && it < max_iter) converged = 1;  /* stalled at the optimum */
+    /* a line search that can make no more progress after the first steps:
+       at the optimum up to rounding, or on an improper posterior that rises
+       for ever (the R side tells them apart, see glm_check_proper()) */
+    if (!converged && it > 1 && it < max_iter) converged = 1;
 
     /* results in the layout of the variational families (see families.c) */
     const char *names[] = { "mean", "chol", "lambda", "elbo", "converged",
