@@ -281,6 +281,19 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
     converged = vapply(fits, function(f) f$converged, logical(1)),
     iterations = vapply(fits, function(f) f$iterations, numeric(1)),
     best = seq_len(restarts) == best)
+  # fits that landed elsewhere: the posterior has several modes (or a
+  # ridge), and q describes one of them. Importance sampling from q cannot
+  # see a mode that q never reaches; restarts can.
+  sd_best <- sqrt(rowSums(fit$chol_unc^2))
+  apart <- vapply(fits, function(f) max(abs(f$mean_unc - fit$mean_unc) / sd_best), numeric(1))
+  fit$restart_summary$distance <- apart
+  n_apart <- sum(apart > 3)
+  if (n_apart > 0 && diag_warning_on()) {
+    cli::cli_warn(c(
+      "{n_apart} of {restarts} restarts ended more than 3 q-sds away from the best one: the posterior may have several modes, and q describes one of them.",
+      i = "See {.code fit$restart_summary}; check with {.fn sample_mcmc}, or compare the restarts' ELBOs (the best is kept)."),
+      call = NULL)
+  }
   fit
 }
 

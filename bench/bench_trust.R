@@ -24,7 +24,8 @@ linreg <- local({
   y <- drop(X %*% beta + rnorm(N, 0, 1.5))
   lj <- function(theta, data) {
     mu <- data$X %*% t(theta$beta)
-    colSums(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE)) -
+    colSums(matrix(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE),
+                   nrow = length(data$y))) -
       0.5 * rowSums(theta$beta^2) / 100 + dexp(theta$sigma, 1, log = TRUE)
   }
   m <- bbvi_model(lj, list(beta = param(dim = 9), sigma = param(lower = 0)),

@@ -181,7 +181,8 @@ raw_scale_regression <- function() {
   y <- drop(X %*% c(2, 0.3, -0.5, 0.1, 1) + rnorm(N, 0, 1.5))
   m <- bbvi_model(function(theta, data) {
     mu <- data$X %*% t(theta$beta)
-    colSums(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE)) -
+    colSums(matrix(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE),
+                   nrow = length(data$y))) -
       0.5 * rowSums(theta$beta^2) / 1e4 + dexp(theta$sigma, 0.01, log = TRUE)
   }, list(beta = param(dim = 5), sigma = param(lower = 0)),
   data = list(X = X, y = y), vectorized = TRUE)
