@@ -56,7 +56,10 @@
 #'   iterations x chains x parameters array (`$draws`), per-iteration sampler
 #'   values (`$sampler`: chain, iteration, `lp__`, `accept_stat__`,
 #'   `treedepth__`, `n_leapfrog__`, `divergent__`, `energy__`), final step
-#'   sizes and metrics per chain, the number of divergent transitions
+#'   sizes (`$stepsize`) and inverse metrics per chain (`$inv_metric`: for
+#'   NUTS the diagonal inverse metric, a vector; for RWM the adapted
+#'   proposal covariance, a matrix, the proposal being
+#'   N(current, stepsize^2 inv_metric) on the unconstrained scale), the number of divergent transitions
 #'   (`$divergences`, after warmup), R-hat and ESS (`$diagnostics`, see
 #'   [mcmc_diagnostics()]), and run times (`$time`, seconds). See
 #'   [bbvi_mcmc-methods] for what to do with it.

@@ -86,6 +86,28 @@ scales <- local({
   truth = list(mean = setNames(mu, sprintf("z[%d]", 1:3)), sd = setNames(sdv, sprintf("z[%d]", 1:3))))
 })
 
+# Eight schools, centred: a real funnel (no mode: the density grows without
+# bound as tau -> 0). Reference: posteriordb's NUTS run of the same
+# posterior (non-centred parameterisation), read from ../shared when there.
+eight_schools <- local({
+  y <- c(28, 8, -3, 7, -1, 1, 18, 12); sigma <- c(15, 10, 16, 11, 9, 11, 10, 18)
+  m <- bbvi_model(function(theta, data) {
+    sum(dnorm(y, theta$theta, sigma, log = TRUE)) +
+      sum(dnorm(theta$theta, theta$mu, theta$tau, log = TRUE)) +
+      dnorm(theta$mu, 0, 5, log = TRUE) + dcauchy(theta$tau, 0, 5, log = TRUE)
+  }, list(theta = param(dim = 8), mu = param(), tau = param(lower = 0)))
+  ref_file <- "../shared/posteriordb/eight_schools-eight_schools_centered/reference.csv"
+  ref <- if (file.exists(ref_file)) utils::read.csv(ref_file) else NULL
+  list(model = m, truth = if (!is.null(ref))
+    list(mean = setNames(ref$mean, ref$parameter), sd = setNames(ref$sd, ref$parameter)))
+})
+
+two_modes <- list(   # well-separated modes; a single fit sees one of them
+  model = bbvi_model(function(theta, data) {
+    log(0.5 * dnorm(theta$x, -2.5, 0.7) + 0.5 * dnorm(theta$x, 2.5, 0.7))
+  }, list(x = param())),
+  truth = list(mean = c(x = 0), sd = c(x = sqrt(0.49 + 6.25))))
+
 wrong_gradient <- list(
   model = bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
                      list(mu = param()),
@@ -116,6 +138,10 @@ cases <- list(
        fit = function(s) bbvi(student$model, seed = s)),
   list(name = "scales 1e-6 .. 1e6", case = scales, expect = "accurate",
        fit = function(s) bbvi(scales$model, seed = s)),
+  list(name = "eight schools centred (funnel), full-rank", case = eight_schools, expect = "warn",
+       fit = function(s) bbvi(eight_schools$model, method = "fullrank", seed = s)),
+  list(name = "two separated modes, restarts = 4", case = two_modes, expect = "warn",
+       fit = function(s) bbvi(two_modes$model, restarts = 4, seed = s)),
   list(name = "wrong gradient (sign)", case = wrong_gradient, expect = "error",
        fit = function(s) bbvi(wrong_gradient$model, seed = s))
 )
@@ -131,6 +157,7 @@ judge <- function(fit, truth) {
 }
 
 rows <- list()
+if (is.null(eight_schools$truth)) cases <- Filter(function(cs) !identical(cs$case, eight_schools), cases)
 for (cs in cases) {
   for (s in seq_len(n_seeds)) {
     warned <- character(0)

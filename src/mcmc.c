@@ -615,6 +615,16 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             REAL(en_s)[k] = NA_REAL;
         }
         eps = scale;
+        /* report the adapted covariance L L' (the inverse metric; the
+           proposal is N(q, eps^2 L L')), not its Cholesky factor */
+        double *M = dzero((size_t) D * D);
+        for (int j = 0; j < D; j++)
+            for (int i = j; i < D; i++) {
+                double v = 0.0;
+                for (int k = 0; k <= j; k++) v += L[i + (size_t) k * D] * L[j + (size_t) k * D];
+                M[i + (size_t) j * D] = M[j + (size_t) i * D] = v;
+            }
+        memcpy(L, M, sizeof(double) * D * D);
     }
     bbvi_rng_release();
 
