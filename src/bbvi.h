@@ -160,8 +160,6 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
 /* ------------------------------------------------------------------------ */
 
 SEXP bbvi_list_get(SEXP list, const char *name);   /* R_NilValue if absent */
-int bbvi_list_int(SEXP list, const char *name, int dflt);
-double bbvi_list_double(SEXP list, const char *name, double dflt);
 /* R's RNG around sampling. A loop that draws holds it (GetRNGstate); every
    call back into R releases it for the call (PutRNGstate before, GetRNGstate
    after: see targets.c), so that R code drawing random numbers inside a

@@ -448,12 +448,12 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SEXP meth = bbvi_list_get(control, "method");
     if (!Rf_isString(meth)) Rf_error("internal error: control needs `method`");
     int use_nuts = strcmp(CHAR(STRING_ELT(meth, 0)), "nuts") == 0;
-    int iter = bbvi_list_int(control, "iter", 2000);
-    int warmup = bbvi_list_int(control, "warmup", iter / 2);
-    int max_depth = bbvi_list_int(control, "max_depth", 10);
-    double delta = bbvi_list_double(control, "delta", 0.8);
-    double radius = bbvi_list_double(control, "init_radius", 2.0);
-    double eps0 = bbvi_list_double(control, "stepsize", 1.0);
+    int iter = bbvi_need_int(control, "iter");
+    int warmup = bbvi_need_int(control, "warmup");
+    int max_depth = bbvi_need_int(control, "max_depth");
+    double delta = bbvi_need_double(control, "delta");
+    double radius = bbvi_need_double(control, "init_radius");
+    double eps0 = bbvi_need_double(control, "stepsize");
     SEXP init = bbvi_list_get(control, "init");
     if (iter < 1 || warmup < 0 || warmup >= iter || max_depth < 1 || max_depth > 30 ||
         !(delta > 0 && delta < 1) || !(eps0 > 0))

@@ -111,7 +111,7 @@ static void r_target_init(SEXP spec, int dim, bbvi_target *out)
         Rf_error("internal error: target `sizes` must be integer");
     rt->rho = bbvi_list_get(spec, "rho");
     if (!Rf_isEnvironment(rt->rho)) rt->rho = R_GlobalEnv;
-    rt->vectorized = bbvi_list_int(spec, "vectorized", 0);
+    rt->vectorized = bbvi_need_int(spec, "vectorized");
     rt->n_par = Rf_length(sizes);
     rt->sizes = INTEGER(sizes);
     rt->names = bbvi_list_get(spec, "names");
@@ -153,7 +153,7 @@ static void native_target_init(SEXP spec, int dim, bbvi_target *out)
     /* the data object is passed as a SEXP in the void pointer (see ?native_logjoint) */
     nt->data = (void *) bbvi_list_get(spec, "data");
     out->dim = dim;
-    out->has_grad = bbvi_list_int(spec, "has_grad", 0);
+    out->has_grad = bbvi_need_int(spec, "has_grad");
     out->eval = native_eval;
     out->ctx = nt;
 }

@@ -14,20 +14,6 @@ SEXP bbvi_list_get(SEXP list, const char *name)
     return R_NilValue;
 }
 
-int bbvi_list_int(SEXP list, const char *name, int dflt)
-{
-    SEXP x = bbvi_list_get(list, name);
-    if (Rf_isNull(x) || XLENGTH(x) < 1) return dflt;
-    return Rf_asInteger(x);
-}
-
-double bbvi_list_double(SEXP list, const char *name, double dflt)
-{
-    SEXP x = bbvi_list_get(list, name);
-    if (Rf_isNull(x) || XLENGTH(x) < 1) return dflt;
-    return Rf_asReal(x);
-}
-
 static int rng_held = 0;
 
 void bbvi_rng_hold(void) { GetRNGstate(); rng_held = 1; }
