@@ -126,8 +126,11 @@ bbvi.default <- function(x, ...) {
 #' @param control_variates For `estimator = "score"`: use the control
 #'   variates (default). `FALSE` gives the plain score-function estimator,
 #'   for comparison.
-#' @param restarts Number of independent fits from dispersed starting points
-#'   (uniform(-2, 2) added on the unconstrained scale). They run through the
+#' @param restarts Number of fits from dispersed starting points: `init`
+#'   plus and minus u, u uniform(-2, 2) on the unconstrained scale, in
+#'   antithetic pairs so that both sides of the start are explored. With a
+#'   mode start, each runs its own mode search, and restarts that end far
+#'   apart warn of several modes. They run through the
 #'   `future` framework (`future.apply`), so they run in parallel under
 #'   e.g. `future::plan("multisession")` or on any cluster backend; the fit
 #'   with the best final ELBO is returned, with a table of all of them in
@@ -172,10 +175,14 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   check_dimension(length(init_mean))
   # a user's gradient is checked against finite differences before any fit
   assert_model_ok(x, err_call = call("bbvi"))
-  fit_one <- function(seed, dispersed) {
+  # restart k starts at init + u (k odd) or init - u (k even), with u drawn
+  # from the pair's seed: antithetic pairs cover both sides of the start,
+  # so that modes on either side are found (independent draws all land on
+  # one side of a symmetric pair of modes 1 time in 2^(restarts - 1))
+  fit_one <- function(seed, dispersed, side = 1) {
     with_seed(seed, {
       begin <- init_mean
-      if (dispersed) begin <- begin + stats::runif(length(begin), -2, 2)
+      if (dispersed) begin <- begin + side * stats::runif(length(begin), -2, 2)
       spec <- r_target_spec(x, err_call = call("bbvi"))
       t0 <- proc.time()[["elapsed"]]
       st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed)
@@ -266,9 +273,12 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
   }
   # one seed per restart, drawn from `seed` (or R's stream): reproducible
   # whatever the future backend and the order the workers finish in
-  seeds <- with_seed(seed, sample.int(.Machine$integer.max, restarts))
-  fits <- future.apply::future_lapply(seeds, fit_one, dispersed = TRUE,
-                                      future.seed = NULL,
+  seeds <- with_seed(seed, sample.int(.Machine$integer.max, ceiling(restarts / 2)))
+  seeds <- rep(seeds, each = 2)[seq_len(restarts)]
+  sides <- rep(c(1, -1), length.out = restarts)
+  fits <- future.apply::future_mapply(fit_one, seeds, side = sides,
+                                      MoreArgs = list(dispersed = TRUE),
+                                      SIMPLIFY = FALSE, future.seed = NULL,
                                       future.packages = "bbvi")
   elbos <- vapply(fits, function(f) f$diagnostics$elbo, numeric(1))
   best <- which.max(elbos)
