@@ -18,6 +18,15 @@
 #' log-joint instead, started from one Newton step from a least-squares
 #' guess. `summary()` says which path ran.
 #'
+#' **Defaults as rstanarm.** The default priors are rstanarm's autoscaled
+#' priors (see [priors]): the same call gives the same posterior as
+#' `rstanarm::stan_glm()`. As there, the intercept prior applies to the
+#' intercept with centred predictors; the fit is reported with the
+#' intercept on the original scale. `method` defaults to `"fullrank"` for
+#' models with at most 200 parameters (coefficients, and `sigma` for
+#' gaussian) and to `"meanfield"` above that (with a message); the
+#' stochastic path's `optimizer` defaults to Adam, as for [bbvi()].
+#'
 #' The response follows [glm()]: for binomial a 0/1 vector, a logical, a
 #' factor (first level = failure) or `cbind(successes, failures)`; for
 #' poisson non-negative whole numbers.
@@ -51,15 +60,6 @@
 #'   values (constrained scale) and the starting sd; by default a Newton step
 #'   from a least-squares guess and its Laplace sds.
 #' @inheritParams bbvi
-#' **Defaults as rstanarm.** The default priors are rstanarm's autoscaled
-#' priors (see [priors]): the same call gives the same posterior as
-#' `rstanarm::stan_glm()`. As there, the intercept prior applies to the
-#' intercept with centred predictors; the fit is reported with the
-#' intercept on the original scale. `method` defaults to `"fullrank"` for
-#' models with at most 200 parameters (coefficients, and `sigma` for
-#' gaussian) and to `"meanfield"` above that (with a message); the
-#' stochastic path's `optimizer` defaults to Adam, as for [bbvi()].
-#'
 #' @details On the quadrature path `tol` (default 1e-4) bounds the last Newton step of every mean, in posterior sds, and of every log sd; `max_iter` defaults to 200 there.
 #' @return An object of class `bbvi_glm_fit` (a `bbvi_fit`), with methods
 #'   [predict()][predict.bbvi_glm_fit], [posterior_predict()], `fitted()`,
