@@ -46,6 +46,10 @@
 #'   versions of normal, Student t and Cauchy; or [exponential()]), or
 #'   `NULL` for flat on (0, Inf). Ignored for other families. Default
 #'   `exponential(1, autoscale = TRUE)` (rate `1 / sd(y)`).
+#' @param center `TRUE` (the default, as rstanarm) to put `prior_intercept`
+#'   on the intercept with centred predictors; `FALSE` to put it on the
+#'   intercept as written (the value at all predictors 0). The fit reports
+#'   the intercept on the original scale either way.
 #' @param method `"fullrank"` (the default up to 200 parameters) or
 #'   `"meanfield"` (the default above).
 #' @param optimizer For the stochastic path: `"adam"` (default) or
@@ -85,7 +89,7 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
                          path = c("auto", "quadrature", "stochastic"),
                          nodes = 32, optimizer = c("adam", "adagrad"),
                          eta = NULL, window = 100, init = NULL, init_sd = NULL,
-                         draws = 4000, ...) {
+                         draws = 4000, center = TRUE, ...) {
   call <- fit_call(match.call())
   check_dots_empty(...)
   method_missing <- missing(method)
@@ -103,9 +107,10 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
   }
   check_count(draws, "draws")
   check_count(nodes, "nodes", min = 2)
+  check_flag(center, "center")
   setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
                      weights = weights, offset = offset, subset = subset,
-                     na.action = na.action, call = call, center = TRUE)
+                     na.action = na.action, call = call, center = center)
   model <- setup$model
   info <- setup$info
   n_par <- length(model$par_names)
