@@ -305,3 +305,20 @@ test_that("bad input gives clear errors", {
   expect_snapshot(error = TRUE, bbvi(mpg ~ wt, d, method = "full"))
   expect_snapshot(error = TRUE, bbvi(mpg ~ wt, d, estimator = "score", path = "quadrature"))
 })
+
+test_that("formula defaults: full-rank up to 200 parameters, Adam on the stochastic path", {
+  f <- bbvi(mpg ~ wt, mtcars, seed = 1)
+  expect_identical(f$method, "fullrank")
+  s <- bbvi(mpg ~ wt, mtcars, estimator = "reparam", seed = 1)
+  expect_identical(s$optimizer, "adam")
+  expect_identical(s$method, "fullrank")
+  set.seed(1)
+  n <- 300; k <- 200
+  X <- matrix(stats::rnorm(n * k), n, k)
+  d <- data.frame(y = stats::rnorm(n), X)
+  expect_message(big <- bbvi(y ~ ., d, seed = 1), "meanfield")
+  expect_identical(big$method, "meanfield")
+  small <- bbvi(y ~ ., d[, 1:199], seed = 1)   # intercept + 198 + sigma = 200
+  expect_identical(small$method, "fullrank")
+  expect_silent(bbvi(y ~ ., d, method = "meanfield", seed = 1))
+})
