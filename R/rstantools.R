@@ -304,3 +304,10 @@ as.data.frame.bbvi_fit <- function(x, row.names = NULL, optional = FALSE, ...,
   as.data.frame(as.matrix(x, draws = draws), row.names = row.names,
                 optional = optional)
 }
+
+# A clear error for objects no package has a method for (rstantools has no
+# default method).
+#' @export
+posterior_predict.default <- function(object, ...) {
+  abort_arg("object", "a GLM fitted by {.fn bbvi} with a formula", object)
+}
