@@ -18,6 +18,15 @@
 #' log-joint instead, started from one Newton step from a least-squares
 #' guess. `summary()` says which path ran.
 #'
+#' **Defaults as rstanarm.** The default priors are rstanarm's autoscaled
+#' priors (see [priors]): the same call gives the same posterior as
+#' `rstanarm::stan_glm()`. As there, the intercept prior applies to the
+#' intercept with centred predictors; the fit is reported with the
+#' intercept on the original scale. `method` defaults to `"fullrank"` for
+#' models with at most 200 parameters (coefficients, and `sigma` for
+#' gaussian) and to `"meanfield"` above that (with a message); the
+#' stochastic path's `optimizer` defaults to Adam, as for [bbvi()].
+#'
 #' The response follows [glm()]: for binomial a 0/1 vector, a logical, a
 #' factor (first level = failure) or `cbind(successes, failures)`; for
 #' poisson non-negative whole numbers.
@@ -27,12 +36,24 @@
 #' @param family `gaussian()`, `binomial()` or `poisson()` (a family object,
 #'   the function, or its name), with their canonical links.
 #' @param prior Prior of every coefficient except the intercept: a
-#'   [normal()], [student_t()] or [cauchy()] prior (vector parameters give
-#'   one per coefficient, in model-matrix order) or `NULL` for flat.
-#' @param prior_intercept Prior of the `(Intercept)` coefficient, or `NULL`.
+#'   [normal()], [student_t()] or [cauchy()] prior (bbvi's or rstanarm's;
+#'   vector parameters give one per coefficient, in model-matrix order) or
+#'   `NULL` for flat. Default `normal(0, 2.5, autoscale = TRUE)`.
+#' @param prior_intercept Prior of the intercept with centred predictors,
+#'   or `NULL`. Default `normal(0, 2.5, autoscale = TRUE)`, centred at
+#'   `mean(y)` for gaussian models (as rstanarm's default).
 #' @param prior_aux Prior of the gaussian residual sd `sigma` (half
 #'   versions of normal, Student t and Cauchy; or [exponential()]), or
-#'   `NULL` for flat on (0, Inf). Ignored for other families.
+#'   `NULL` for flat on (0, Inf). Ignored for other families. Default
+#'   `exponential(1, autoscale = TRUE)` (rate `1 / sd(y)`).
+#' @param center `TRUE` (the default, as rstanarm) to put `prior_intercept`
+#'   on the intercept with centred predictors; `FALSE` to put it on the
+#'   intercept as written (the value at all predictors 0). The fit reports
+#'   the intercept on the original scale either way.
+#' @param method `"fullrank"` (the default up to 200 parameters) or
+#'   `"meanfield"` (the default above).
+#' @param optimizer For the stochastic path: `"adam"` (default) or
+#'   `"adagrad"`.
 #' @param weights,offset,subset,na.action As for [glm()]: prior weights,
 #'   an offset added to the linear predictor, a subset of rows, and what to
 #'   do with missing values.
@@ -56,24 +77,28 @@
 #' head(predict(logit, type = "response"))
 #' @export
 bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
-                         prior = normal(0, 2.5), prior_intercept = normal(0, 10),
-                         prior_aux = exponential(1),
+                         prior = normal(0, 2.5, autoscale = TRUE),
+                         prior_intercept = normal(0, 2.5, autoscale = TRUE),
+                         prior_aux = exponential(1, autoscale = TRUE),
                          weights = NULL, offset = NULL, subset = NULL,
                          na.action = stats::na.omit,
-                         method = c("meanfield", "fullrank"),
+                         method = c("fullrank", "meanfield"),
                          estimator = c("auto", "score", "reparam"),
                          samples = NULL, max_iter = 10000, tol = NULL,
                          seed = NULL, progress = interactive(),
                          path = c("auto", "quadrature", "stochastic"),
-                         nodes = 32, optimizer = c("adagrad", "adam"),
+                         nodes = 32, optimizer = c("adam", "adagrad"),
                          eta = NULL, window = 100, init = NULL, init_sd = NULL,
-                         draws = 4000, ...) {
-  call <- match.call()
+                         draws = 4000, center = TRUE, ...) {
+  call <- fit_call(match.call())
   check_dots_empty(...)
-  method <- match_arg(method, c("meanfield", "fullrank"), "method")
+  method_missing <- missing(method)
+  method <- match_arg(method, c("fullrank", "meanfield"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   path <- match_arg(path, c("auto", "quadrature", "stochastic"), "path")
-  optimizer <- match_arg(optimizer, c("adagrad", "adam"), "optimizer")
+  optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
+  # rstanarm centres the default intercept prior at mean(y) (gaussian)
+  if (missing(prior_intercept) && is.list(prior_intercept)) prior_intercept$default <- TRUE
   if (path == "auto") path <- if (estimator == "auto") "quadrature" else "stochastic"
   if (path == "quadrature" && estimator == "score") {
     cli::cli_abort(c("{.code estimator = \"score\"} runs on the stochastic path.",
@@ -82,11 +107,18 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
   }
   check_count(draws, "draws")
   check_count(nodes, "nodes", min = 2)
+  check_flag(center, "center")
   setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
                      weights = weights, offset = offset, subset = subset,
-                     na.action = na.action, call = call)
+                     na.action = na.action, call = call, center = center)
   model <- setup$model
   info <- setup$info
+  n_par <- length(model$par_names)
+  if (method_missing && n_par > fullrank_max) {
+    method <- "meanfield"
+    cli::cli_inform(c("{n_par} parameters (> {fullrank_max}): using {.code method = \"meanfield\"}.",
+                      i = "Pass {.code method = \"fullrank\"} for a full-rank q (cost grows as the square of the parameters)."))
+  }
   with_seed(seed, {
     if (path == "quadrature") {
       res <- glm_quad(model, method, nodes = nodes,
@@ -104,7 +136,7 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
         # scale and unit correlation), its sds for mean-field
         precond <- if (method == "fullrank") st$chol else diag(exp(init_log_sd), length(init_mean))
       } else {
-        init_mean <- init_unconstrained(init, model)
+        init_mean <- center_init(init_unconstrained(init, model), info)
         init_log_sd <- rep(0, length(init_mean))
         precond <- NULL
       }
@@ -121,10 +153,61 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
                        precond = precond, shift = init_mean)
     }
     res <- glm_check_proper(model, res)
-    new_bbvi_fit(model, res, call = call, draws = draws,
-                 class = "bbvi_glm_fit",
-                 extra = c(info, list(nodes = as.integer(nodes))))
+    fit <- new_bbvi_fit(model, res, call = call, draws = draws,
+                        class = "bbvi_glm_fit",
+                        extra = c(info, list(nodes = as.integer(nodes))))
+    uncenter_fit(fit)
   })
+}
+
+# Formula fits use method = "fullrank" up to this many parameters (see
+# ?bbvi.formula).
+fullrank_max <- 200L
+
+# The call as the user would write it: bbvi(formula = ..., ...), so that
+# update() and getCall() work (match.call() gives bbvi.formula(x = ...)).
+fit_call <- function(call) {
+  call[[1]] <- quote(bbvi)
+  names(call)[names(call) == "x"] <- "formula"
+  call
+}
+
+# ---- centred predictors ---------------------------------------------------
+
+# As rstanarm, the model is fitted with centred predictors (the intercept
+# prior is on the intercept at the predictors' means) and reported on the
+# original scale: (Intercept) = alpha - sum(xbar * beta). This linear map
+# has unit Jacobian, so q stays Gaussian (its covariance is mapped) and the
+# importance ratios (k-hat) computed on the centred scale are unchanged.
+center_matrix <- function(nms, xbar) {
+  A <- diag(length(nms))
+  dimnames(A) <- list(nms, nms)
+  A["(Intercept)", names(xbar)] <- -xbar
+  A
+}
+
+uncenter_fit <- function(fit) {
+  if (is.null(fit$xbar)) return(fit)
+  A <- center_matrix(fit$par_names, fit$xbar)
+  fit$mean_unc <- stats::setNames(drop(A %*% fit$mean_unc), fit$par_names)
+  S <- A %*% tcrossprod(fit$chol_unc) %*% t(A)
+  L <- tryCatch(t(chol(S)), error = function(e) A %*% fit$chol_unc)
+  dimnames(L) <- list(fit$par_names, fit$par_names)
+  fit$chol_unc <- L
+  b <- names(fit$xbar)
+  fit$draws[, "(Intercept)"] <- fit$draws[, "(Intercept)"] -
+    drop(fit$draws[, b, drop = FALSE] %*% fit$xbar)
+  fit
+}
+
+# A user's init (original scale) on the centred scale.
+center_init <- function(init_mean, info) {
+  if (is.null(info$xbar)) return(init_mean)
+  nms <- c(info$coef_names, if (info$family$family == "gaussian") "sigma")
+  names(init_mean) <- nms
+  init_mean[["(Intercept)"]] <- init_mean[["(Intercept)"]] +
+    sum(info$xbar * init_mean[names(info$xbar)])
+  unname(init_mean)
 }
 
 # ---- setup shared with sample_mcmc() --------------------------------------
@@ -135,12 +218,12 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
 # environment, as glm() does), otherwise as values.
 glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
                       weights = NULL, offset = NULL, subset = NULL,
-                      na.action = stats::na.omit, call = NULL) {
+                      na.action = stats::na.omit, call = NULL, center = FALSE) {
   if (!inherits(formula, "formula")) abort_arg("formula", "a formula", formula)
   family <- resolve_family(family)
-  check_prior_arg(prior, "prior")
-  check_prior_arg(prior_intercept, "prior_intercept")
-  check_prior_arg(prior_aux, "prior_aux")
+  prior <- check_prior_arg(prior, "prior")
+  prior_intercept <- check_prior_arg(prior_intercept, "prior_intercept")
+  prior_aux <- check_prior_arg(prior_aux, "prior_aux", aux = TRUE)
 
   mf <- quote(stats::model.frame(formula = formula, data = data,
                                  drop.unused.levels = TRUE))
@@ -180,22 +263,31 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
   }
   resp <- glm_response(stats::model.response(mf, "any"), family, N)
   storage.mode(X) <- "double"
-  start <- glm_start(X, resp, w, off, family$family)
-
   nms <- colnames(X)
   has_int <- attr(mt, "intercept") == 1 && "(Intercept)" %in% nms
   is_int <- nms == "(Intercept)" & has_int
-  pr <- expand_prior(prior, sum(!is_int), "prior", nms[!is_int])
-  pri <- expand_prior(prior_intercept, sum(is_int), "prior_intercept", "(Intercept)")
   if (!is.null(prior_intercept) && has_int &&
       (length(prior_intercept$location) > 1 || length(prior_intercept$scale) > 1)) {
     cli::cli_abort("{.arg prior_intercept} must have scalar parameters.", call = NULL)
   }
+  specified <- list(prior = prior, prior_intercept = prior_intercept,
+                    prior_aux = if (family$family == "gaussian") prior_aux)
+  adjusted <- adjust_priors(prior, prior_intercept, prior_aux, X, is_int,
+                            resp$y, family$family)
+  xbar <- NULL
+  Xfit <- X
+  if (center && has_int && any(!is_int)) {
+    xbar <- colMeans(X[, !is_int, drop = FALSE])
+    Xfit[, !is_int] <- X[, !is_int, drop = FALSE] - rep(xbar, each = N)
+  }
+  start <- glm_start(Xfit, resp, w, off, family$family)
+  pr <- expand_prior(adjusted$prior, sum(!is_int), "prior", nms[!is_int])
+  pri <- expand_prior(adjusted$prior_intercept, sum(is_int), "prior_intercept", "(Intercept)")
   ptype <- integer(ncol(X)); ppar <- matrix(0, 3, ncol(X))
   ptype[!is_int] <- pr$type; ppar[, !is_int] <- pr$par
   ptype[is_int] <- pri$type; ppar[, is_int] <- pri$par
   gaussian_fam <- family$family == "gaussian"
-  aux <- aux_prior_spec(if (gaussian_fam) prior_aux else NULL)
+  aux <- aux_prior_spec(if (gaussian_fam) adjusted$prior_aux else NULL)
 
   if (gaussian_fam && "sigma" %in% nms) {
     cli::cli_abort("A gaussian model cannot have a coefficient named {.val sigma}; rename that column.",
@@ -205,7 +297,7 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
   if (gaussian_fam) parameters$sigma <- param(lower = 0)
   target <- list(type = "glm",
                  family = match(family$family, c("gaussian", "binomial", "poisson")) - 1L,
-                 X = X, y = as.double(resp$y), trials = as.double(resp$trials),
+                 X = Xfit, y = as.double(resp$y), trials = as.double(resp$trials),
                  weights = as.double(w), offset = as.double(off),
                  prior_type = as.integer(ptype), prior_par = as.double(ppar),
                  aux_type = as.integer(aux$type), aux_par = as.double(aux$par),
@@ -217,14 +309,22 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
   info <- list(formula = formula, terms = mt,
                xlevels = stats::.getXlevels(mt, mf),
                contrasts = attr(X, "contrasts"), family = family,
-               prior = list(prior = prior, prior_intercept = prior_intercept,
-                            prior_aux = if (gaussian_fam) prior_aux else NULL),
+               prior = lapply(adjusted, unscale_flag),
+               prior_specified = specified, xbar = xbar,
                nobs = N, coef_names = nms, y = resp$y, trials = resp$trials,
                weights = w, offset = off, x = X,
                na.action = attr(mf, "na.action"),
                has_offset_arg = !is.null(call) && !is.null(call$offset) ||
                  (is.null(call) && !is.null(offset)))
   list(model = model, info = info)
+}
+
+unscale_flag <- function(p) {
+  if (!is.null(p)) {
+    p$autoscale <- FALSE
+    p$default <- NULL
+  }
+  p
 }
 
 resolve_family <- function(family) {

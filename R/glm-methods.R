@@ -4,24 +4,33 @@
 #' (`type = "link"`) or of the mean response (`type = "response"`), for the
 #' data of the fit or for `newdata` (factor levels are matched to those of
 #' the fit). Under the Gaussian q both are exact (the response by
-#' Gauss-Hermite quadrature over each linear predictor). `fitted()` is
-#' `predict(type = "response")` on the fit's data. `posterior_predict()`
-#' draws replicated responses. `nobs()`, `formula()` and `family()` return
-#' what their names say.
+#' Gauss-Hermite quadrature over each linear predictor), and so are their
+#' posterior sds (`se.fit = TRUE`). `fitted()` is
+#' `predict(type = "response")` on the fit's data; under
+#' `na.action = na.exclude` `fitted()`, `predict()` (without `newdata`) and
+#' `residuals()` are padded with `NA` for the rows left out, as for [glm()].
+#' `posterior_predict()` draws replicated responses. `nobs()` counts the
+#' observations with non-zero weight (as [glm()]); `formula()` and
+#' `family()` return what their names say. `update()` refits with changed
+#' arguments. Unknown arguments are errors. See [bbvi_rstantools] for the
+#' rstantools generics, `loo()` and `pp_check()`.
 #'
 #' @param object A `bbvi_glm_fit`.
 #' @param newdata A data frame; `NULL` for the data of the fit.
-#' @param type `"link"` or `"response"`.
+#' @param type For `predict()`: `"link"` or `"response"`. For
+#'   `residuals()`: `"response"` (observed minus fitted mean; for binomial
+#'   the observed proportion minus the fitted probability, as [glm()]) or
+#'   `"pearson"`.
 #' @param offset Offset for `newdata` when the fit used an `offset`
 #'   argument (offsets written in the formula are taken from `newdata`).
 #' @param trials For binomial `posterior_predict()` on `newdata`: the
 #'   number of trials per row (default 1).
 #' @param draws Number of posterior draws.
-#' @param ... Unused.
+#' @param ... Must be empty (unknown arguments are errors).
 #' @return `predict()` and `fitted()`: a numeric vector; `posterior_predict()`:
 #'   a draws x observations matrix.
 #' @name bbvi_glm_fit-methods
-#' @importFrom stats family formula nobs fitted predict
+#' @importFrom stats family formula nobs fitted predict residuals
 #' @examples
 #' fit <- bbvi(am ~ wt, data = mtcars, family = binomial(), seed = 1)
 #' predict(fit, newdata = data.frame(wt = c(2, 3, 4)), type = "response")
@@ -30,41 +39,75 @@
 NULL
 
 #' @rdname bbvi_glm_fit-methods
+#' @param se.fit `TRUE` to return a list with `fit` and `se.fit` (the
+#'   posterior sd of the linear predictor or of the mean response), as
+#'   [predict.glm()].
 #' @export
 predict.bbvi_glm_fit <- function(object, newdata = NULL,
-                                 type = c("link", "response"), offset = NULL, ...) {
+                                 type = c("link", "response"), se.fit = FALSE,
+                                 offset = NULL, ...) {
+  check_dots_empty(...)
   type <- match_arg(type, c("link", "response"), "type")
+  check_flag(se.fit, "se.fit")
   des <- glm_newdata(object, newdata, offset)
   beta <- object$mean_unc[object$coef_names]
   m <- drop(des$X %*% beta) + des$offset
-  if (type == "link" || object$family$family == "gaussian") return(stats::setNames(m, des$rownames))
   Lb <- object$chol_unc[object$coef_names, , drop = FALSE]
   v <- rowSums((des$X %*% Lb)^2)
-  out <- if (object$family$family == "poisson") exp(m + v / 2) else {
+  fam <- object$family$family
+  if (type == "link" || fam == "gaussian") {
+    out <- m
+    se <- sqrt(v)
+  } else if (fam == "poisson") {
+    out <- exp(m + v / 2)
+    se <- sqrt(expm1(v)) * out
+  } else {
     gh <- gauss_hermite(32)
     z <- sqrt(2) * gh$x; wz <- gh$w / sqrt(pi)
-    drop(stats::plogis(outer(m, rep(1, length(z))) + outer(sqrt(v), z)) %*% wz)
+    p <- stats::plogis(outer(m, rep(1, length(z))) + outer(sqrt(v), z))
+    out <- drop(p %*% wz)
+    se <- sqrt(pmax(drop(p^2 %*% wz) - out^2, 0))
   }
-  stats::setNames(out, des$rownames)
+  out <- stats::setNames(out, des$rownames)
+  se <- stats::setNames(se, des$rownames)
+  if (is.null(newdata)) {
+    out <- stats::naresid(object$na.action, out)
+    se <- stats::naresid(object$na.action, se)
+  }
+  if (se.fit) list(fit = out, se.fit = se) else out
 }
 
 #' @rdname bbvi_glm_fit-methods
 #' @export
-fitted.bbvi_glm_fit <- function(object, ...) predict(object, type = "response")
+fitted.bbvi_glm_fit <- function(object, ...) {
+  check_dots_empty(...)
+  predict(object, type = "response")
+}
 
 #' @rdname bbvi_glm_fit-methods
 #' @export
-posterior_predict <- function(object, ...) UseMethod("posterior_predict")
-
-#' @export
-posterior_predict.default <- function(object, ...) {
-  abort_arg("object", "a GLM fitted by {.fn bbvi} with a formula", object)
+residuals.bbvi_glm_fit <- function(object, type = c("response", "pearson"), ...) {
+  check_dots_empty(...)
+  type <- match_arg(type, c("response", "pearson"), "type")
+  mu <- predict(object, type = "response")
+  mu <- mu[!is.na(mu)]
+  fam <- object$family$family
+  y <- if (fam == "binomial") object$y / object$trials else object$y
+  r <- y - mu
+  if (type == "pearson") {
+    r <- r * sqrt(object$weights) / switch(fam,
+      gaussian = 1,
+      poisson = sqrt(mu),
+      binomial = sqrt(mu * (1 - mu) / object$trials))
+  }
+  stats::naresid(object$na.action, stats::setNames(r, names(mu)))
 }
 
 #' @rdname bbvi_glm_fit-methods
 #' @export
 posterior_predict.bbvi_glm_fit <- function(object, newdata = NULL, draws = 4000,
                                            offset = NULL, trials = NULL, ...) {
+  check_dots_empty(...)
   check_count(draws, "draws")
   des <- glm_newdata(object, newdata, offset)
   th <- as.matrix(object, draws = draws)
@@ -75,21 +118,28 @@ posterior_predict.bbvi_glm_fit <- function(object, newdata = NULL, draws = 4000,
     gaussian = eta + th[, "sigma"] * matrix(stats::rnorm(n * k), n, k),
     poisson = matrix(stats::rpois(n * k, exp(eta)), n, k),
     binomial = {
-      tr <- if (!is.null(trials)) trials else if (is.null(newdata)) object$trials else 1
-      if (!is.numeric(tr) || !(length(tr) %in% c(1, k)) || any(tr < 0) ||
-          any(tr != round(tr))) {
-        abort_arg("trials", sprintf("non-negative whole numbers (1 or %d)", k), trials)
-      }
-      tr <- rep_len(tr, k)
+      tr <- glm_trials(object, newdata, trials, k)
       matrix(stats::rbinom(n * k, rep(tr, each = n), stats::plogis(eta)), n, k)
     })
   colnames(out) <- des$rownames
   out
 }
 
+glm_trials <- function(object, newdata, trials, k) {
+  tr <- if (!is.null(trials)) trials else if (is.null(newdata)) object$trials else 1
+  if (!is.numeric(tr) || !(length(tr) %in% c(1, k)) || anyNA(tr) || any(tr < 0) ||
+      any(tr != round(tr))) {
+    abort_arg("trials", sprintf("non-negative whole numbers (1 or %d)", k), trials)
+  }
+  rep_len(tr, k)
+}
+
 #' @rdname bbvi_glm_fit-methods
 #' @export
-nobs.bbvi_glm_fit <- function(object, ...) object$nobs
+nobs.bbvi_glm_fit <- function(object, ...) {
+  check_dots_empty(...)
+  sum(object$weights != 0)
+}
 
 #' @rdname bbvi_glm_fit-methods
 #' @param x A `bbvi_glm_fit`.

@@ -42,8 +42,10 @@ pdb_names <- c("kidiq-kidscore_interaction", "earnings-logearn_interaction_z",
                "kilpisjarvi_mod-kilpisjarvi")
 
 pdb_fit <- function(cs, ...) {
+  # posteriordb's models put the intercept prior on the raw intercept
   bbvi(cs$formula, data = cs$data, family = gaussian(), prior = cs$prior,
-       prior_intercept = cs$prior_intercept, prior_aux = cs$prior_aux, ...)
+       prior_intercept = cs$prior_intercept, prior_aux = cs$prior_aux,
+       center = FALSE, ...)
 }
 
 pdb_errors <- function(fit, cs) {
@@ -68,7 +70,7 @@ test_that("full-rank fits match the posteriordb GLM references", {
 test_that("mean-field fits get the posteriordb GLM means right", {
   for (nm in pdb_names) {
     cs <- pdb_case(nm)
-    fit <- pdb_fit(cs)
+    fit <- pdb_fit(cs, method = "meanfield")
     expect_identical(fit$method, "meanfield")
     e <- pdb_errors(fit, cs)
     expect_lt(max(abs(e$z)), 0.25, label = paste(nm, "max |mean error| / ref sd"))
@@ -129,11 +131,20 @@ test_that("full-rank matches the exact posterior of the conjugate linear model",
   fit <- bbvi(y ~ x + u, data = d, prior = normal(c(0, 1), c(2, 0.5)),
               prior_intercept = normal(3, 1), prior_aux = normal(1.5, 1e-7),
               method = "fullrank")
+  # as rstanarm, the intercept prior is on the intercept with centred
+  # predictors, alpha = b0 + xbar' beta: the exact posterior of (alpha,
+  # beta), mapped to (b0, beta)
   X <- stats::model.matrix(~ x + u, d)
+  xbar <- colMeans(X[, -1])
+  Xc <- cbind(1, sweep(X[, -1], 2, xbar))
   P0 <- diag(1 / c(1, 2, 0.5)^2)
-  A <- crossprod(X) / 1.5^2 + P0
-  V <- solve(A)
-  m <- V %*% (crossprod(X, d$y) / 1.5^2 + P0 %*% c(3, 0, 1))
+  A <- crossprod(Xc) / 1.5^2 + P0
+  Vc <- solve(A)
+  mc <- Vc %*% (crossprod(Xc, d$y) / 1.5^2 + P0 %*% c(3, 0, 1))
+  Tm <- diag(3)
+  Tm[1, 2:3] <- -xbar
+  m <- Tm %*% mc
+  V <- Tm %*% Vc %*% t(Tm)
   cf <- coef(fit)[colnames(X)]
   expect_equal(unname(cf), unname(m[, 1]), tolerance = 1e-5)
   expect_equal(unname(vcov(fit)[colnames(X), colnames(X)]), unname(V), tolerance = 1e-4)
@@ -253,10 +264,14 @@ test_that("weights, offsets, subset and na.action work as in glm()", {
   f <- bbvi(mpg ~ wt2, d)
   expect_equal(nobs(f), 31)
   expect_error(bbvi(mpg ~ wt2, d, na.action = na.fail), "missing values")
-  # integer weights = repeated rows
+  # integer weights = repeated rows (priors as written: autoscaling uses
+  # the unweighted sd(y), which repeating rows changes, as in rstanarm)
   dd <- d[c(1:10, 1:10), ]
-  a <- bbvi(mpg ~ wt, dd, method = "fullrank")
-  b <- bbvi(mpg ~ wt, d[1:10, ], weights = rep(2, 10), method = "fullrank")
+  pr <- list(prior = normal(0, 2.5), prior_intercept = normal(0, 10),
+             prior_aux = exponential(1))
+  a <- do.call(bbvi, c(list(mpg ~ wt, dd, method = "fullrank"), pr))
+  b <- do.call(bbvi, c(list(mpg ~ wt, d[1:10, ], weights = rep(2, 10),
+                            method = "fullrank"), pr))
   expect_equal(coef(a), coef(b), tolerance = 1e-6)
   c1 <- bbvi(mpg ~ wt, d, subset = cyl == 4)
   expect_equal(nobs(c1), sum(d$cyl == 4))
@@ -289,4 +304,21 @@ test_that("bad input gives clear errors", {
   expect_snapshot(error = TRUE, bbvi(mpg ~ nothere, d))
   expect_snapshot(error = TRUE, bbvi(mpg ~ wt, d, method = "full"))
   expect_snapshot(error = TRUE, bbvi(mpg ~ wt, d, estimator = "score", path = "quadrature"))
+})
+
+test_that("formula defaults: full-rank up to 200 parameters, Adam on the stochastic path", {
+  f <- bbvi(mpg ~ wt, mtcars, seed = 1)
+  expect_identical(f$method, "fullrank")
+  s <- bbvi(mpg ~ wt, mtcars, estimator = "reparam", seed = 1)
+  expect_identical(s$optimizer, "adam")
+  expect_identical(s$method, "fullrank")
+  set.seed(1)
+  n <- 300; k <- 200
+  X <- matrix(stats::rnorm(n * k), n, k)
+  d <- data.frame(y = stats::rnorm(n), X)
+  expect_message(big <- bbvi(y ~ ., d, seed = 1), "meanfield")
+  expect_identical(big$method, "meanfield")
+  small <- bbvi(y ~ ., d[, 1:199], seed = 1)   # intercept + 198 + sigma = 200
+  expect_identical(small$method, "fullrank")
+  expect_silent(bbvi(y ~ ., d, method = "meanfield", seed = 1))
 })

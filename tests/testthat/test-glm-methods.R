@@ -63,3 +63,80 @@ test_that("nobs, formula and family", {
   expect_s3_class(p$fit, "bbvi_glm_fit")
   expect_s3_class(p$fit, "bbvi_fit")
 })
+
+# ---- rstanarm-style methods (issue 12) --------------------------------------
+
+test_that("predict(se.fit = TRUE) gives the posterior sds of the predictions", {
+  p <- fit_pois()
+  fit <- p$fit
+  th <- as.matrix(fit)
+  X <- stats::model.matrix(~ x + g, p$d)
+  eta <- sweep(th[, colnames(X)] %*% t(X), 2, log(p$d$expo), "+")
+  pl <- predict(fit, se.fit = TRUE)
+  expect_named(pl, c("fit", "se.fit"))
+  expect_equal(pl$fit, predict(fit))
+  expect_equal(unname(pl$se.fit), unname(apply(eta, 2, stats::sd)), tolerance = 0.05)
+  pr <- predict(fit, type = "response", se.fit = TRUE)
+  expect_equal(unname(pr$se.fit), unname(apply(exp(eta), 2, stats::sd)), tolerance = 0.05)
+  b <- bbvi(am ~ wt, mtcars, family = binomial(), seed = 1)
+  pb <- predict(b, type = "response", se.fit = TRUE)
+  mu <- stats::plogis(as.matrix(b)[, c("(Intercept)", "wt")] %*% rbind(1, mtcars$wt))
+  expect_equal(unname(pb$se.fit), unname(apply(mu, 2, stats::sd)), tolerance = 0.05)
+})
+
+test_that("fitted(), residuals() and predict() are padded under na.exclude", {
+  d <- mtcars
+  d$wt[c(3, 10)] <- NA
+  fe <- bbvi(mpg ~ wt, d, na.action = na.exclude, seed = 1)
+  fo <- bbvi(mpg ~ wt, d, seed = 1)
+  expect_length(fitted(fe), 32)
+  expect_true(all(is.na(fitted(fe)[c(3, 10)])))
+  expect_identical(names(fitted(fe)), rownames(d))
+  expect_equal(fitted(fe)[-c(3, 10)], fitted(fo))
+  expect_length(fitted(fo), 30)
+  expect_length(predict(fe), 32)
+  expect_length(residuals(fe), 32)
+  expect_equal(unname(residuals(fo)), unname(d$mpg[-c(3, 10)] - fitted(fo)))
+  expect_equal(nobs(fe), 30)
+})
+
+test_that("residuals() follow glm(): proportions for binomial, pearson scaling", {
+  b <- bbvi(cbind(am, 1 - am) ~ wt, mtcars, family = binomial(), seed = 1)
+  mu <- fitted(b)
+  expect_equal(unname(residuals(b)), unname(mtcars$am - mu))
+  expect_equal(unname(residuals(b, type = "pearson")),
+               unname((mtcars$am - mu) / sqrt(mu * (1 - mu))))
+  expect_snapshot(error = TRUE, residuals(b, type = "deviance"))
+})
+
+test_that("nobs() leaves out zero weights, as glm()", {
+  w <- rep(c(0, 1), 16)
+  f <- bbvi(mpg ~ wt, mtcars, weights = w, seed = 1)
+  expect_equal(nobs(f), nobs(stats::glm(mpg ~ wt, data = mtcars, weights = w)))
+  expect_equal(nobs(f), 16)
+})
+
+test_that("update() refits formula fits", {
+  f <- bbvi(mpg ~ wt, data = mtcars, seed = 1)
+  expect_identical(f$call[[1]], quote(bbvi))
+  g <- update(f, . ~ . + hp)
+  expect_named(coef(g), c("(Intercept)", "wt", "hp", "sigma"))
+  h <- update(f, family = poisson(), formula. = carb ~ wt)
+  expect_equal(family(h)$family, "poisson")
+  m <- update(f, method = "meanfield")
+  expect_identical(m$method, "meanfield")
+  expect_equal(coef(update(f)), coef(f))
+})
+
+test_that("unknown arguments are errors", {
+  f <- bbvi(mpg ~ wt, data = mtcars, seed = 1)
+  expect_snapshot(error = TRUE, fitted(f, type = "link"))
+  expect_snapshot(error = TRUE, predict(f, interval = "confidence"))
+  expect_snapshot(error = TRUE, posterior_predict(f, nsamples = 10))
+  expect_error(residuals(f, foo = 1), "Unknown argument")
+  expect_error(nobs(f, 1), "Unknown argument")
+  expect_error(log_lik(f, foo = 1), "Unknown argument")
+  expect_error(bayes_R2(f, foo = 1), "Unknown argument")
+  expect_error(as.array(f, foo = 1), "Unknown argument")
+  expect_error(bbvi(mpg ~ wt, data = mtcars, chains = 4), "Unknown argument")
+})
