@@ -164,4 +164,22 @@ int bbvi_list_int(SEXP list, const char *name, int dflt);
 double bbvi_list_double(SEXP list, const char *name, double dflt);
 double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
 
+/* R's RNG. C code that draws holds R's generator state (GetRNGstate) for a
+   whole loop; every call back into R must lend it back, or a log-joint that
+   draws (runif, sample.int) would start from the stale .Random.seed and the
+   C loop would then reuse the same uniforms. Use these, not Get/PutRNGstate:
+   - bbvi_rng_hold() / bbvi_rng_release(): around a sampling loop;
+   - bbvi_rng_lend() before evaluating R code: PutRNGstate if held, returns
+     whether it did; bbvi_rng_reclaim(lent) after: GetRNGstate if lent.
+   Outside a hold, lend does nothing: a caller that draws nothing (logdens)
+   must not write its stale copy over a .Random.seed R code may have
+   assigned. bbvi_target_from_sexp() clears the flag, so an R error or an
+   interrupt (longjmp) inside a hold cannot leave it set for the next call:
+   every entry point builds its target before it holds the RNG. */
+void bbvi_rng_hold(void);
+void bbvi_rng_release(void);
+void bbvi_rng_clear(void);
+int bbvi_rng_lend(void);
+void bbvi_rng_reclaim(int lent);
+
 #endif

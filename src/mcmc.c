@@ -12,7 +12,8 @@
      tuned by dual averaging to a target acceptance rate; both fixed after
      warmup.
    Draws come back on the constrained scale. R's RNG throughout (the caller
-   brackets nothing: GetRNGstate/PutRNGstate are here). */
+   brackets nothing: the hold is here, and R callbacks get the stream lent,
+   see bbvi.h). */
 #include "bbvi.h"
 #include <math.h>
 #include <string.h>
@@ -492,10 +493,10 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int warm_div = 0;
     double eps = eps0;
 
-    GetRNGstate();
+    bbvi_rng_hold();
     if (!find_init(&model, D, Rf_isNull(init) ? NULL : REAL(init), radius,
                    cur.q, &cur.lp, use_nuts ? cur.g : NULL)) {
-        PutRNGstate();
+        bbvi_rng_release();
         Rf_error(Rf_isNull(init)
                  ? "no starting point with a finite log density%s in 100 tries"
                  : "the log density%s is not finite at `init`",
@@ -616,7 +617,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         eps = scale;
     }
-    PutRNGstate();
+    bbvi_rng_release();
 
     SET_VECTOR_ELT(out, 0, draws);
     SET_VECTOR_ELT(out, 1, lp_s);

@@ -36,6 +36,42 @@ double bbvi_log1pexp(double x)
     return exp(x);
 }
 
+/* ---- R's RNG, held or lent (see bbvi.h) --------------------------------- */
+
+static int rng_held = 0;   /* a GetRNGstate() is outstanding */
+
+void bbvi_rng_hold(void)
+{
+    GetRNGstate();
+    rng_held = 1;
+}
+
+void bbvi_rng_release(void)
+{
+    PutRNGstate();
+    rng_held = 0;
+}
+
+void bbvi_rng_clear(void)
+{
+    rng_held = 0;
+}
+
+int bbvi_rng_lend(void)
+{
+    if (!rng_held) return 0;
+    PutRNGstate();
+    rng_held = 0;
+    return 1;
+}
+
+void bbvi_rng_reclaim(int lent)
+{
+    if (!lent) return;
+    GetRNGstate();
+    rng_held = 1;
+}
+
 #ifdef BBVI_CHECK_ALLOC
 #undef R_alloc
 /* Like R_alloc (freed when the .Call returns or an error unwinds it), but

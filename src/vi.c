@@ -373,7 +373,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         bar = cli_progress_bar(max_iter, bbvi_list_get(control, "progress_config"));
     PROTECT(bar);
 
-    GetRNGstate();
+    bbvi_rng_hold();
     while (t < max_iter) {
         if (t % 8 == 0) R_CheckUserInterrupt();
         if (!Rf_isNull(bar) && CLI_SHOULD_TICK) {
@@ -424,7 +424,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         converged = verdict == 1;
         if (converged) break;
     }
-    PutRNGstate();
+    bbvi_rng_release();
     cli_progress_done(bar);
     UNPROTECT(1);
 
@@ -522,12 +522,12 @@ SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     if (Rf_length(lam) != K) Rf_error("internal error: lambda must have length %d", K);
     SEXP g = PROTECT(Rf_allocMatrix(REALSXP, K, n));
     SEXP el = PROTECT(Rf_allocVector(REALSXP, n));
-    GetRNGstate();
+    bbvi_rng_hold();
     for (int i = 0; i < n; i++) {
         if (i % 8 == 0) R_CheckUserInterrupt();
         REAL(el)[i] = estimate(ews, REAL(lam), REAL(g) + (size_t) i * K);
     }
-    PutRNGstate();
+    bbvi_rng_release();
     const char *names[] = { "grad", "elbo", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SET_VECTOR_ELT(out, 0, g);
