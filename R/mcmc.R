@@ -56,7 +56,11 @@
 #'   iterations x chains x parameters array (`$draws`), per-iteration sampler
 #'   values (`$sampler`: chain, iteration, `lp__`, `accept_stat__`,
 #'   `treedepth__`, `n_leapfrog__`, `divergent__`, `energy__`), final step
-#'   sizes and metrics per chain, the number of divergent transitions
+#'   sizes (`$stepsize`) and inverse metrics (`$inv_metric`) per chain (for
+#'   NUTS the diagonal of the inverse mass matrix, a vector; for RWM the
+#'   adapted covariance matrix M, the proposal covariance being
+#'   `stepsize^2 * M`; both estimate the posterior covariance on the
+#'   unconstrained scale), the number of divergent transitions
 #'   (`$divergences`, after warmup), R-hat and ESS (`$diagnostics`, see
 #'   [mcmc_diagnostics()]), and run times (`$time`, seconds). See
 #'   [bbvi_mcmc-methods] for what to do with it.

@@ -561,10 +561,11 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         eps = s.eps;
     } else {
         /* RWM: proposal q + scale * L z, L the Cholesky factor of the
-           proposal covariance (identity until the first window ends) */
+           adapted covariance estimate M (identity until the first window
+           ends); the proposal covariance is scale^2 M. M is returned as the
+           inverse metric, scale as the step size, as for NUTS. */
         double target_acc = D == 1 ? 0.44 : (D >= 5 ? 0.234 : 0.44 - (D - 1) * 0.0515);
-        double *L = REAL(metric_s);
-        memset(L, 0, sizeof(double) * D * D);
+        double *L = dzero((size_t) D * D);
         for (int d = 0; d < D; d++) L[d + (size_t) d * D] = 1.0;
         double *cov = dzero((size_t) D * D), *prop = dzero(D), *z = dzero(D);
         double scale = 2.38 / sqrt((double) D);
@@ -616,6 +617,14 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             REAL(en_s)[k] = NA_REAL;
         }
         eps = scale;
+        double *M = REAL(metric_s);   /* M = L L' */
+        for (int j = 0; j < D; j++)
+            for (int i = j; i < D; i++) {
+                double v = 0.0;
+                for (int k = 0; k <= j; k++)
+                    v += L[i + (size_t) k * D] * L[j + (size_t) k * D];
+                M[i + (size_t) j * D] = M[j + (size_t) i * D] = v;
+            }
     }
     bbvi_rng_release();
 
