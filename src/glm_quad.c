@@ -27,6 +27,10 @@
 
 #define LOG_2PI 1.837877066409345483560659472811
 
+/* why the Newton iterations stopped (R/glm-status.R names them) */
+enum { QUAD_CONVERGED = 0, QUAD_MAXITER = 1, QUAD_LINESEARCH = 2,
+       QUAD_STALLED = 3 };
+
 typedef struct {
     glm_data g;
     int fr;                     /* full-rank q? */
@@ -326,15 +330,17 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     double *H = (double *) R_alloc(DD, sizeof(double));
     double *step = (double *) R_alloc(D, sizeof(double));
     double *trace = (double *) R_alloc(max_iter + 1, sizeof(double));
+    double *mu_mid = (double *) R_alloc(D, sizeof(double));
 
     memcpy(mu, REAL(init), sizeof(double) * D);
+    memcpy(mu_mid, mu, sizeof(double) * D);
     memset(Sig, 0, sizeof(double) * DD);
     memset(Lam, 0, sizeof(double) * DD);
     /* at a point mass, E grad and E hess are the gradient and Hessian at mu:
        the first step is a Newton step with the Laplace covariance */
     double elbo = R_NegInf;
     q_elbo(&w, mu, Sig, 0.0, 1, 0, g, H);
-    int it = 0, converged = 0, first = 1;
+    int it = 0, converged = 0, first = 1, ls_failed = 0;
     double rho = 1.0;
     while (it < max_iter) {
         if (it % 4 == 0) R_CheckUserInterrupt();
@@ -379,7 +385,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
             }
             rho *= 0.5;
         }
-        if (!accepted) break;   /* no ascent direction left: at the optimum */
+        if (!accepted) { ls_failed = 1; break; }
         double dmu = 0.0, dls = 0.0;
         for (int d = 0; d < D; d++) {
             double sn = Sig_new[d + (size_t) d * D], so = Sig[d + (size_t) d * D];
@@ -392,6 +398,10 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         memcpy(Lam, Lam_new, sizeof(double) * DD);
         elbo = elbo_new;
         trace[it++] = elbo;
+        /* the mean at the last power-of-two iteration, at least halfway:
+           mu - mu_mid is the recent drift (R tests whether it is a
+           direction of unbounded likelihood) */
+        if ((it & (it - 1)) == 0) memcpy(mu_mid, mu, sizeof(double) * D);
         /* derivatives at the accepted point (the last evaluation) */
         q_elbo(&w, mu, Sig, logdet, 1, 1, g, H);
         if (!first && dmu < tol && dls < tol && fabs(delbo) < 1e-6 * (1.0 + fabs(elbo))) {
@@ -400,11 +410,36 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         }
         first = 0;
     }
-    if (!converged && it > 1 && it < max_iter) converged = 1;  /* stalled at the optimum */
+    /* No step along the Newton direction raises the ELBO. At the optimum
+       that is rounding: the full Newton step for the mean, -E hess^{-1}
+       E grad, is then below tol in posterior sds. Otherwise the line search
+       failed away from a stationary point (an ELBO that is not concave
+       there, or one that keeps rising towards infinity along a direction
+       the quadrature can no longer resolve): not converged. */
+    int status = converged ? QUAD_CONVERGED : QUAD_MAXITER;
+    double newton_step = NA_REAL;
+    if (ls_failed) {
+        for (size_t k = 0; k < DD; k++) Pm[k] = -H[k];
+        chol_ridge(D, Pm, Pc, tmp);
+        memcpy(step, g, sizeof(double) * D);
+        chol_solve(D, Pc, step);
+        newton_step = 0.0;
+        for (int d = 0; d < D; d++) {
+            double sd = sqrt(Sig[d + (size_t) d * D]);
+            double r = fabs(step[d]) / sd;
+            newton_step = fmax(newton_step, R_FINITE(r) ? r : R_PosInf);
+        }
+        if (!first && newton_step < tol) {
+            converged = 1;
+            status = QUAD_STALLED;
+        } else {
+            status = QUAD_LINESEARCH;
+        }
+    }
 
     /* results in the layout of the variational families (see families.c) */
     const char *names[] = { "mean", "chol", "lambda", "elbo", "converged",
-                            "iterations", "" };
+                            "iterations", "status", "newton_step", "drift", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP rmean = PROTECT(Rf_allocVector(REALSXP, D));
     memcpy(REAL(rmean), mu, sizeof(double) * D);
@@ -435,6 +470,11 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     SET_VECTOR_ELT(out, 3, rtr);
     SET_VECTOR_ELT(out, 4, Rf_ScalarLogical(converged));
     SET_VECTOR_ELT(out, 5, Rf_ScalarInteger(it));
-    UNPROTECT(5);
+    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(status));
+    SET_VECTOR_ELT(out, 7, Rf_ScalarReal(newton_step));
+    SEXP rdrift = PROTECT(Rf_allocVector(REALSXP, D));
+    for (int d = 0; d < D; d++) REAL(rdrift)[d] = mu[d] - mu_mid[d];
+    SET_VECTOR_ELT(out, 8, rdrift);
+    UNPROTECT(6);
     return out;
 }
