@@ -71,8 +71,7 @@ glm_quad_status <- function(res, model, quiet = FALSE) {
 
 # A direction along which the likelihood never decreases while every prior
 # is flat, among a few candidates; NULL when none is found. Otherwise a list:
-# kind ("all_zero", "all_one", "separation", "quasi_separation",
-# "zero_counts"), the names of the coefficients that run away (up to 3),
+# kind ("all_zero", "all_one", "separation", "zero_counts"), the names of the coefficients that run away (up to 3),
 # cause and advice (sentences for the user).
 glm_recession <- function(tg, res) {
   fam <- c("gaussian", "binomial", "poisson")[tg$family + 1L]
@@ -138,21 +137,23 @@ recession_report <- function(fam, d, s, tol, y, n, nms) {
     kind <- "zero_counts"
     cause <- sprintf("The %d observations whose linear predictor moves with %s all have count 0 (e.g. a factor level with only zeros): with %s their rate is pushed to 0.",
                      sum(abs(s) > tol), coefs, flatp)
-  } else if (all(abs(s) > tol)) {
-    kind <- "separation"
-    cause <- sprintf("Perfect separation: %s separates the 0s from the 1s of the response; with %s the fitted probabilities are pushed to 0 and 1.", comb, flatp)
   } else {
+    # the drift direction of a run-away fit leaves the observations that pin
+    # it (eta bounded while the others diverge) at the boundary to rounding:
+    # perfect and quasi-complete separation are told apart only roughly
     nb <- sum(abs(s) <= tol)
-    kind <- "quasi_separation"
-    cause <- sprintf("Quasi-complete separation: %s separates the 0s from the 1s of the response except for %d observation%s on the boundary; with %s the fitted probabilities are pushed to 0 and 1.",
-                     comb, nb, if (nb == 1) "" else "s", flatp)
+    kind <- "separation"
+    how <- if (nb == 0) "Perfect separation" else
+      sprintf("Perfect or quasi-complete separation (%d observation%s on or near the boundary)",
+              nb, if (nb == 1) "" else "s")
+    cause <- sprintf("%s: %s separates the 0s from the 1s of the response; with %s the fitted probabilities are pushed to 0 and 1.",
+                     how, comb, flatp)
   }
   advice <- switch(kind,
     all_zero = , all_one = "Give the coefficients a proper prior, e.g. the defaults `prior = normal(0, 2.5)` and `prior_intercept = normal(0, 10)`: the data alone cannot bound them.",
     zero_counts = "Give the coefficients a proper prior, e.g. the default `prior = normal(0, 2.5)`, or merge the all-zero group with another.",
     "Give the coefficients a proper prior, e.g. the default `prior = normal(0, 2.5)`: it keeps the separating coefficients finite and the fit meaningful.")
   label <- c(all_zero = "all-0 response", all_one = "all-1 response",
-             zero_counts = "a group of zero counts", separation = "perfect separation",
-             quasi_separation = "quasi-complete separation")[[kind]]
+             zero_counts = "a group of zero counts", separation = "separation")[[kind]]
   list(kind = kind, label = label, names = nms[shown], cause = cause, advice = advice)
 }

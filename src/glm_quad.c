@@ -329,6 +329,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     double *g = (double *) R_alloc(D, sizeof(double));
     double *H = (double *) R_alloc(DD, sizeof(double));
     double *step = (double *) R_alloc(D, sizeof(double));
+    double *prev = (double *) R_alloc(D, sizeof(double));   /* last mean step */
     double *trace = (double *) R_alloc(max_iter + 1, sizeof(double));
     double *mu_mid = (double *) R_alloc(D, sizeof(double));
 
@@ -340,7 +341,8 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
        the first step is a Newton step with the Laplace covariance */
     double elbo = R_NegInf;
     q_elbo(&w, mu, Sig, 0.0, 1, 0, g, H);
-    int it = 0, converged = 0, first = 1, ls_failed = 0;
+    int it = 0, converged = 0, first = 1, ls_failed = 0, reversed = 0;
+    memset(prev, 0, sizeof(double) * D);
     double rho = 1.0;
     while (it < max_iter) {
         if (it % 4 == 0) R_CheckUserInterrupt();
@@ -350,7 +352,12 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
             memcpy(step, g, sizeof(double) * D);
             chol_solve(D, Pc, step);
         }
-        rho = first ? 1.0 : fmin(1.0, 2.0 * rho);
+        /* a full step again after a success, unless the last two steps of
+           the mean reversed: the fixed-point map then overshoots (a 2-cycle
+           that closes only slowly, as with rare events whose expected
+           likelihood depends strongly on q's variance), and damping it
+           converges at once */
+        rho = first ? 1.0 : (reversed ? 0.5 * rho : fmin(1.0, 2.0 * rho));
         double elbo_new = R_NegInf, logdet = 0.0;
         int accepted = 0;
         for (int tries = 0; tries < 40; tries++) {
@@ -393,6 +400,16 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
             dls = fmax(dls, first ? R_PosInf : 0.5 * fabs(log(sn / so)));
         }
         double delbo = elbo_new - elbo;
+        {   /* cosine of this mean step with the last, in posterior sds */
+            double ab = 0.0, aa = 0.0, bb = 0.0;
+            for (int d = 0; d < D; d++) {
+                double sd = sqrt(Sig_new[d + (size_t) d * D]);
+                double a = (mu_new[d] - mu[d]) / sd, b = prev[d] / sd;
+                ab += a * b; aa += a * a; bb += b * b;
+                prev[d] = mu_new[d] - mu[d];
+            }
+            reversed = aa > 0 && bb > 0 && ab < -0.5 * sqrt(aa * bb);
+        }
         memcpy(mu, mu_new, sizeof(double) * D);
         memcpy(Sig, Sig_new, sizeof(double) * DD);
         memcpy(Lam, Lam_new, sizeof(double) * DD);

@@ -36,7 +36,7 @@ test_that("perfect separation with flat priors is improper, not converged", {
                           prior = NULL, prior_intercept = NULL, method = meth,
                           seed = 1))
     expect_improper(r, "Perfect separation")
-    expect_match(r$fit$stop_reason, "perfect separation")
+    expect_match(r$fit$stop_reason, "(separation, flat priors)", fixed = TRUE)
     expect_match(conditionMessage(r$improper[[1]]), "`x`")
   }
   # a proper intercept prior does not help: the slope's prior is flat
@@ -51,15 +51,15 @@ test_that("perfect separation with flat priors is improper, not converged", {
   d$y <- as.numeric(d$x1 + d$x2 > 0)
   r <- fit_collect(bbvi(y ~ x1 + x2 + x3, data = d, family = binomial(),
                         prior = NULL, prior_intercept = NULL, seed = 1))
-  expect_improper(r, "linear combination")
+  expect_improper(r, "separation.*: a linear combination of `x1`, `x2`")
 })
 
 test_that("quasi-complete separation, all-0 and all-1 responses, zero-count groups", {
   dq <- data.frame(x = c(-2, -1, 0, 0, 1, 2), y = c(0, 0, 0, 1, 1, 1))
   r <- fit_collect(bbvi(y ~ x, data = dq, family = binomial(), prior = NULL,
                         prior_intercept = NULL, seed = 1))
-  expect_improper(r, "Quasi-complete separation")
-  expect_match(conditionMessage(r$improper[[1]]), "2 observations on the boundary")
+  expect_improper(r, "quasi-complete separation")
+  expect_match(conditionMessage(r$improper[[1]]), "2 observations on or near the boundary")
 
   set.seed(2)
   d0 <- data.frame(x = stats::rnorm(20), y = 0)
