@@ -135,3 +135,21 @@ test_that("the stochastic path does not call separated data converged", {
                         seed = 1), "did not converge")
   }
 })
+
+test_that("a rare-event logistic regression converges on the quadrature path", {
+  # 9 events in 5000: the Newton map's mean steps alternated in sign and the
+  # fit crawled to max_iter = 200 ("did not converge") for both families;
+  # damping a reversing step converges in about 20 iterations
+  set.seed(1)
+  n <- 5000
+  X <- matrix(stats::rnorm(n * 8), n)
+  invisible(stats::rbinom(n, 1, 0.5))
+  d <- data.frame(X, y = stats::rbinom(n, 1, 0.002))
+  for (meth in c("meanfield", "fullrank")) {
+    r <- fit_collect(bbvi(y ~ ., data = d, family = binomial(), method = meth,
+                          seed = 1))
+    expect_true(r$fit$converged)
+    expect_lt(r$fit$iterations, 60)
+    expect_false(any(vapply(r$warnings, inherits, NA, "bbvi_not_converged")))
+  }
+})
