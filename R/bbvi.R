@@ -20,19 +20,37 @@
 #' of the log-joint; it is far less noisy. `"auto"` picks `"reparam"` when a
 #' gradient is available.
 #'
-#' **Steps and stopping.** Adam (default; Kingma and Ba 2015) or AdaGrad as
-#' in Ranganath et al. (2014) (step `eta` / sqrt(sum of squared gradients)
-#' per coordinate). AdaGrad's steps only shrink, so a burst of large early
+#' **Start.** A custom model's fit starts at the posterior mode on the
+#' unconstrained scale with the curvature there (a Laplace approximation,
+#' see `start`), and the stochastic phase works in that Gaussian's
+#' coordinates. Formula fits start from a Newton step on the exact ELBO.
+#'
+#' **Steps.** Adam (the default; Kingma and Ba 2015) or AdaGrad as in
+#' Ranganath et al. (2014) (step `eta` / sqrt(sum of squared gradients) per
+#' coordinate). AdaGrad's steps only shrink, so a burst of large early
 #' gradients (common with the score estimator far from the optimum) can
-#' stall it far from the answer; Adam's normalisation forgets them. Every
-#' `window` iterations the
-#' variational parameters are averaged over the window; the fit has
-#' converged when, for two windows in a row, no posterior mean moved by more
-#' than `tol` posterior sds, no posterior sd changed by more than a factor
-#' `exp(tol)`, and the windowed mean ELBO rose by less than twice its Monte
-#' Carlo standard error. The returned q is the average over the last window.
-#' A non-finite step restarts from the last window's point with a step ten
-#' times smaller (at most five times).
+#' stall it far from the answer; Adam's normalisation forgets them.
+#'
+#' **Stopping.** Every `window` iterations the variational parameters are
+#' averaged over the window. *Phase 1 (optimising):* a window passes when,
+#' against the previous window and the window four back, no marginal mean of
+#' q moved by more than 0.25 of its sd and no log sd by more than 0.25; the
+#' windowed ELBO did not rise by more than 3 Monte Carlo standard errors;
+#' the window-mean gradient is zero within its standard error (Bonferroni
+#' over all variational parameters); and the window's ELBO is neither more
+#' than 0.5 nats (beyond Monte Carlo error) below the best window's nor ten
+#' times noisier (an exploding q passes every test measured in its own sds
+#' and Monte Carlo error, but not these). Two passes in a row start
+#' *phase 2 (averaging):* the variational parameters are averaged over the
+#' following windows until the standard error of that average, allowing for
+#' the correlation between windows and the few windows it is estimated
+#' from, is below `tol` (0.02) posterior sds for every mean and `tol` for
+#' every log sd. The returned q is that average. When averaging would take
+#' too long, or when the iterates keep moving while the ELBO no longer
+#' rises (noise wandering along a ridge), the step size is cut. A fit that
+#' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
+#' warns. A non-finite step restarts from the last window's point with a
+#' step ten times smaller (at most five times).
 #'
 #' @param x A [bbvi_model()] or a formula.
 #' @param ... Passed on to methods.
@@ -69,7 +87,7 @@ bbvi.default <- function(x, ...) {
 #'   `"reparam"` and 50 for `"score"`.
 #' @param max_iter Most iterations.
 #' @param tol Convergence tolerance in posterior-sd units (see Details);
-#'   `NULL` means 0.01.
+#'   `NULL` means 0.02.
 #' @param seed `NULL` to use R's random number stream (so [set.seed()] before
 #'   the call reproduces the fit) or a number: the fit is then reproducible
 #'   and R's stream is left as it was.
@@ -77,7 +95,11 @@ bbvi.default <- function(x, ...) {
 #'   sessions. An interrupt (Ctrl-C / Esc) stops the fit cleanly.
 #' @param optimizer `"adam"` or `"adagrad"`.
 #' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad.
-#' @param window Iterations per convergence window.
+#' @param window Iterations per convergence window; `NULL` means 50 when
+#'   the fit starts at the mode (q is then close to the answer from the
+#'   first iteration: measured on the cases of `bench/bench_trust.R`, half
+#'   the evaluations of 100 for the same accuracy, where 25 let a drift
+#'   along a ridge through) and 100 otherwise.
 #' @param init Optional starting point: a named list of parameter values on
 #'   the constrained scale (default: 0 on the unconstrained scale).
 #' @param init_sd Starting sd of q on the unconstrained scale: one number,
@@ -85,13 +107,30 @@ bbvi.default <- function(x, ...) {
 #'   in: each coordinate is divided by its `init_sd`, so that giving rough
 #'   posterior sds for parameters of very different scales (say 1000 and
 #'   0.001) makes the steps fit each of them.
+#' @param start `"mode"` (default): find the posterior mode on the
+#'   unconstrained scale (L-BFGS from `init`, with the model's gradient or
+#'   finite differences) and the curvature there, and start q at that
+#'   Gaussian (Laplace approximation; mean-field uses the diagonal of the
+#'   curvature). The stochastic phase then works in the coordinates of that
+#'   Gaussian, so that parameters of very different scales, and strong
+#'   correlations (full-rank), do not slow it down. When there is no usable
+#'   mode (the density grows without bound, as in a funnel; an improper
+#'   posterior; curvature that is not positive) the fit says so and falls
+#'   back to `"init"`: q starts at `init` with sds `init_sd`.
+#' @param diagnostic_draws How many of the stored draws the diagnostics
+#'   (PSIS, the KL estimate, the ELBO) use; fixed in advance, so that the
+#'   same seed gives the same diagnostics on any machine (see
+#'   [vi_diagnostics()]).
 #' @param draws Number of draws from q kept in the fit for summaries and
 #'   diagnostics (see [vi_diagnostics()]).
 #' @param control_variates For `estimator = "score"`: use the control
 #'   variates (default). `FALSE` gives the plain score-function estimator,
 #'   for comparison.
-#' @param restarts Number of independent fits from dispersed starting points
-#'   (uniform(-2, 2) added on the unconstrained scale). They run through the
+#' @param restarts Number of fits from dispersed starting points: `init`
+#'   plus and minus u, u uniform(-2, 2) on the unconstrained scale, in
+#'   antithetic pairs so that both sides of the start are explored. With a
+#'   mode start, each runs its own mode search, and restarts that end far
+#'   apart warn of several modes. They run through the
 #'   `future` framework (`future.apply`), so they run in parallel under
 #'   e.g. `future::plan("multisession")` or on any cluster backend; the fit
 #'   with the best final ELBO is returned, with a table of all of them in
@@ -110,9 +149,10 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             samples = NULL, max_iter = 10000, tol = NULL,
                             seed = NULL, progress = interactive(),
                             optimizer = c("adam", "adagrad"), eta = NULL,
-                            window = 100, init = NULL, init_sd = 1,
+                            window = NULL, init = NULL, init_sd = 1,
                             draws = 4000, restarts = 1,
-                            control_variates = TRUE, ...) {
+                            control_variates = TRUE, start = c("mode", "init"),
+                            diagnostic_draws = 4000, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -131,23 +171,95 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
     abort_arg("init_sd", sprintf("one positive number or %d of them", length(init_mean)), init_sd)
   }
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
-  fit_one <- function(seed, dispersed) {
+  start_at <- match_arg(start, c("mode", "init"), "start")
+  check_dimension(length(init_mean))
+  # a user's gradient is checked against finite differences before any fit
+  assert_model_ok(x, err_call = call("bbvi"))
+  # restart k starts at init + u (k odd) or init - u (k even), with u drawn
+  # from the pair's seed: antithetic pairs cover both sides of the start,
+  # so that modes on either side are found (independent draws all land on
+  # one side of a symmetric pair of modes 1 time in 2^(restarts - 1))
+  fit_one <- function(seed, dispersed, side = 1) {
     with_seed(seed, {
-      start <- init_mean
-      if (dispersed) start <- start + stats::runif(length(start), -2, 2)
-      res <- vi_engine(x, r_target_spec(x, err_call = call("bbvi")),
+      begin <- init_mean
+      if (dispersed) begin <- begin + side * stats::runif(length(begin), -2, 2)
+      spec <- r_target_spec(x, err_call = call("bbvi"))
+      t0 <- proc.time()[["elapsed"]]
+      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed)
+      st$time <- proc.time()[["elapsed"]] - t0
+      if (!isTRUE(st$laplace)) {
+        st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(begin)),
+                   evals = st$evals, laplace = FALSE, time = st$time)
+      }
+      res <- vi_engine(x, spec,
                        method = method, estimator = estimator, samples = samples,
                        max_iter = max_iter, tol = tol, optimizer = optimizer,
-                       eta = eta, window = window, init_mean = start,
+                       eta = eta, init_mean = st$mean,
+                       window = if (!is.null(window)) window else if (st$laplace) 50L else 100L,
                        init_log_sd = log(init_sd),
-                       precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(start)),
-                       shift = start,
+                       precond = st$precond, shift = st$mean,
                        progress = progress && !dispersed,
                        control_variates = control_variates)
-      new_bbvi_fit(x, res, call = call, draws = draws)
+      t0 <- proc.time()[["elapsed"]]
+      fit <- new_bbvi_fit(x, res, call = call, draws = draws,
+                          diagnostic_draws = diagnostic_draws,
+                          extra = list(start = if (st$laplace) "mode" else "init"))
+      fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
+                             proc.time()[["elapsed"]] - t0)
+      fit
     })
   }
   fit_with_restarts(restarts, seed, fit_one)
+}
+
+# The deterministic start: the mode of log p on the unconstrained scale and
+# the curvature there (src/mode.c). Returns list(mean, precond, evals,
+# laplace = TRUE), or list(evals, laplace = FALSE) (with a message) when
+# there is no usable mode.
+laplace_start <- function(model, spec, init, method, quiet = FALSE) {
+  D <- length(init)
+  if (!isTRUE(model$has_gradient) && D > 1000L) {
+    # each finite-difference gradient costs 2D + 1 log-joint evaluations
+    if (!quiet) {
+      cli::cli_inform(c("No mode search for {D} parameters without a gradient.",
+                        i = "Starting q at {.arg init}; give {.arg gradient} to {.fn bbvi_model} for a start at the mode."))
+    }
+    return(NULL)
+  }
+  # the full Hessian from log-density values costs 2 D^2 evaluations
+  full <- method == "fullrank" && (isTRUE(model$has_gradient) || D <= 100)
+  ctl <- list(init = as.double(init), full = as.integer(full), maxit = 1000L,
+              grad_tol = 1e-2)
+  res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
+  evals <- c(logp = res$n_logp, gradient = res$n_grad)
+  if (res$status != 0L) {
+    if (!quiet) {
+      why <- switch(as.character(res$status),
+        "1" = "the optimiser found no point where the gradient vanishes (the density may grow without bound, as in a funnel, or the posterior may be improper)",
+        "2" = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
+        "3" = "the log density is not finite at the starting point")
+      cli::cli_inform(c("No usable posterior mode: {why}.",
+                        i = "Starting q at {.arg init} with sd {.arg init_sd} instead."))
+    }
+    return(list(evals = evals, laplace = FALSE))
+  }
+  H <- res$neg_hessian
+  precond <- if (is.matrix(H)) {
+    t(chol(chol2inv(chol(H))))
+  } else {
+    diag(1 / sqrt(H), D)
+  }
+  list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
+}
+
+# Evaluations of log p and of its gradient, and seconds, by phase: the mode
+# search, the stochastic optimisation and the diagnostics.
+fit_evals <- function(start, res, diag_draws, diag_time) {
+  mode <- if (is.null(start$evals)) c(logp = 0, gradient = 0) else start$evals
+  data.frame(phase = c("mode", "optimisation", "diagnostics"),
+             logp = c(mode[["logp"]], res$n_logp, diag_draws),
+             gradient = c(mode[["gradient"]], res$n_grad, 0),
+             seconds = c(start$time, res$time, diag_time))
 }
 
 # Several independent fits through future.apply; the best final ELBO wins.
@@ -161,9 +273,12 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
   }
   # one seed per restart, drawn from `seed` (or R's stream): reproducible
   # whatever the future backend and the order the workers finish in
-  seeds <- with_seed(seed, sample.int(.Machine$integer.max, restarts))
-  fits <- future.apply::future_lapply(seeds, fit_one, dispersed = TRUE,
-                                      future.seed = NULL,
+  seeds <- with_seed(seed, sample.int(.Machine$integer.max, ceiling(restarts / 2)))
+  seeds <- rep(seeds, each = 2)[seq_len(restarts)]
+  sides <- rep(c(1, -1), length.out = restarts)
+  fits <- future.apply::future_mapply(fit_one, seeds, side = sides,
+                                      MoreArgs = list(dispersed = TRUE),
+                                      SIMPLIFY = FALSE, future.seed = NULL,
                                       future.packages = "bbvi")
   elbos <- vapply(fits, function(f) f$diagnostics$elbo, numeric(1))
   best <- which.max(elbos)
@@ -172,9 +287,23 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
     restart = seq_len(restarts), seed = seeds, elbo = elbos,
     elbo_mcse = vapply(fits, function(f) f$diagnostics$elbo_mcse, numeric(1)),
     khat = vapply(fits, function(f) f$diagnostics$khat, numeric(1)),
+    kl_hat = vapply(fits, function(f) f$diagnostics$kl_hat, numeric(1)),
     converged = vapply(fits, function(f) f$converged, logical(1)),
     iterations = vapply(fits, function(f) f$iterations, numeric(1)),
     best = seq_len(restarts) == best)
+  # fits that landed elsewhere: the posterior has several modes (or a
+  # ridge), and q describes one of them. Importance sampling from q cannot
+  # see a mode that q never reaches; restarts can.
+  sd_best <- sqrt(rowSums(fit$chol_unc^2))
+  apart <- vapply(fits, function(f) max(abs(f$mean_unc - fit$mean_unc) / sd_best), numeric(1))
+  fit$restart_summary$distance <- apart
+  n_apart <- sum(apart > 3)
+  if (n_apart > 0 && diag_warning_on()) {
+    cli::cli_warn(c(
+      "{n_apart} of {restarts} restarts ended more than 3 q-sds away from the best one: the posterior may have several modes, and q describes one of them.",
+      i = "See {.code fit$restart_summary}; check with {.fn sample_mcmc}, or compare the restarts' ELBOs (the best is kept)."),
+      call = NULL)
+  }
   fit
 }
 
@@ -231,6 +360,14 @@ unconstrain <- function(theta, lower, upper) {
   z
 }
 
+# q's D x D Cholesky factor (scratch and result) must fit an R matrix
+check_dimension <- function(D) {
+  if (D > 46340L) {
+    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
+                     x = "This model has {D}."), call = NULL)
+  }
+}
+
 # The engine under every VI fit: validates the tuning values, runs the C
 # loop, turns its status into R errors and warnings. `precond` (lower
 # triangular, diagonal for mean-field) and `shift` define the preconditioner
@@ -249,12 +386,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
-  # q's D x D Cholesky factor (scratch and result) must fit an R matrix
-  D <- length(model$lower)
-  if (D > 46340L) {
-    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
-                     x = "This model has {D}."), call = NULL)
-  }
+  check_dimension(length(model$lower))
   check_flag(control_variates, "control_variates")
   control <- list(control_variates = as.integer(control_variates),
                   precond = if (is.null(precond)) NULL else as.double(precond),

@@ -2,7 +2,7 @@
 # Cholesky factor), the model's bounds to map it back, the optimiser's record,
 # and a fixed set of draws so that repeated summaries agree.
 new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
-                         extra = list()) {
+                         extra = list(), diagnostic_draws = 4000) {
   check_count(draws, "draws")
   nms <- model$par_names
   D <- length(nms)
@@ -33,7 +33,7 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
   fit <- structure(fit, class = c(class, "bbvi_fit"))
   smp <- q_sample(fit, draws)
   fit$draws <- smp$theta
-  fit$diagnostics <- vi_diagnostics_compute(fit, smp)
+  fit$diagnostics <- vi_diagnostics_compute(fit, smp, diagnostic_draws)
   fit
 }
 
@@ -53,18 +53,21 @@ q_sample <- function(fit, n) {
 q_draws <- function(fit, n) q_sample(fit, n)$theta
 
 # Exact marginal quantiles: the transforms are monotone, so a quantile of
-# theta is the transformed quantile of zeta.
+# theta is the transformed quantile of zeta; for a decreasing transform (an
+# upper bound only) the p quantile of theta is the transformed 1 - p
+# quantile of zeta.
 marginal_quantiles <- function(fit, probs) {
   sd_unc <- sqrt(rowSums(fit$chol_unc^2))
-  z <- outer(fit$mean_unc, rep(1, length(probs))) +
-    outer(sd_unc, stats::qnorm(probs))
+  flip <- !is.finite(fit$lower) & is.finite(fit$upper)
+  z <- vapply(seq_along(probs), function(j) {
+    p <- ifelse(flip, 1 - probs[j], probs[j])
+    fit$mean_unc + sd_unc * stats::qnorm(p)
+  }, numeric(length(sd_unc)))
+  z <- matrix(z, ncol = length(probs))
   q <- vapply(seq_along(probs), function(j) {
     .Call(C_constrain, as.double(z[, j]), as.double(fit$lower), as.double(fit$upper))[, 1]
   }, numeric(length(fit$mean_unc)))
   q <- matrix(q, ncol = length(probs))
-  # an upper-bound-only transform is decreasing
-  flip <- !is.finite(fit$lower) & is.finite(fit$upper)
-  if (any(flip)) q[flip, ] <- q[flip, rev(seq_along(probs)), drop = FALSE]
   dimnames(q) <- list(fit$par_names, percent_labels(probs))
   q
 }
@@ -228,11 +231,24 @@ print_fit_status <- function(fit) {
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
   dg <- fit$diagnostics
   if (!is.null(dg)) {
-    cat(sprintf("ELBO %s (MC se %s); Pareto k-hat %s%s; sd of log p/q %s%s\n",
+    cat(sprintf("ELBO %s (MC se %s); KL(q || p) estimate %s nats; Pareto k-hat %s%s%s\n",
                 format(dg$elbo, digits = 6), format(dg$elbo_mcse, digits = 2),
-                format(dg$khat, digits = 2), khat_label(dg$khat),
-                format(dg$log_ratio_sd, digits = 2),
+                format(signif(dg$kl_hat, 2)),
+                format(dg$khat, digits = 2), khat_label(dg$khat, dg$khat_threshold),
                 if (dg$n_draws < min(4000L, nrow(fit$draws))) sprintf(" (from %d draws)", dg$n_draws) else ""))
+    if (!is.na(dg$max_mean_shift)) {
+      cat(sprintf("PSIS check: reweighted means within %s q-sds and sds within %s%% of q's%s\n",
+                  format(signif(dg$max_mean_shift, 2)),
+                  format(signif(100 * dg$max_sd_change, 2)),
+                  if (identical(dg$verdict, "ok")) " (good)" else ""))
+    }
+    if (isTRUE(dg$n_nonfinite > 0)) {
+      cat(sprintf("%d of %d draws from q have a non-finite log-joint (outside the support)\n",
+                  dg$n_nonfinite, dg$n_draws))
+    }
+    if (!identical(dg$verdict, "ok") && !is.null(dg$verdict)) {
+      cat("WARNING: q may be inaccurate (see the warning, or vi_diagnostics(fit))\n")
+    }
   }
   print_restarts(fit)
 }
@@ -245,9 +261,11 @@ print_restarts <- function(fit) {
               format(diff(range(rs$elbo)), digits = 3)))
 }
 
-khat_label <- function(k) {
+khat_label <- function(k, threshold = 0.7) {
   if (is.na(k)) return("")
-  if (k <= 0.5) " (good)" else if (k <= 0.7) " (ok)" else " (> 0.7: heavy-tailed ratios)"
+  if (is.null(threshold) || is.na(threshold)) threshold <- 0.7
+  if (k <= threshold) " (reliable)" else
+    sprintf(" (> %s: heavy-tailed ratios)", format(signif(threshold, 2)))
 }
 
 fit_estimator_label <- function(fit) {

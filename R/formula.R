@@ -120,6 +120,7 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
                        init_log_sd = init_log_sd, progress = progress,
                        precond = precond, shift = init_mean)
     }
+    res <- glm_check_proper(model, res)
     new_bbvi_fit(model, res, call = call, draws = draws,
                  class = "bbvi_glm_fit",
                  extra = c(info, list(nodes = as.integer(nodes))))

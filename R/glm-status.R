@@ -7,12 +7,15 @@
 # separation, an all-0 or all-1 response, or a group of zero counts. The
 # ELBO then increases without bound as q's mean moves along d and its scale
 # grows, the Newton iterations chase it until the quadrature saturates, and
-# the last iterate looks stationary. glm_quad_status() looks for such a
-# direction among a few candidates (the recent drift of the iterations, the
-# whole path from the start, the coordinate axes of the flat coefficients)
-# and checks it exactly against the data: a direction that passes proves
-# that the posterior is improper. Failing to find one proves nothing, but
-# the drift of a run-away fit is such a direction to rounding.
+# the last iterate looks stationary. glm_recession() looks for such a
+# direction among a few candidates (the recent drift of the Newton
+# iterations, the whole path from the start, the coordinate axes of the flat
+# coefficients) and checks it exactly against the data: a direction that
+# passes proves that the posterior is improper. Failing to find one proves
+# nothing, but the drift of a run-away fit is such a direction to rounding.
+# glm_quad_status() runs it on the quadrature path (with the C side's stop
+# code); glm_check_proper() on every fit, where a cheaper test along rays
+# (does the log density keep rising?) backs it up.
 
 # The C side's stop codes (src/glm_quad.c).
 quad_status_names <- c("converged", "max_iter", "line_search", "stalled")
@@ -33,14 +36,10 @@ glm_quad_status <- function(res, model, quiet = FALSE) {
   res$stop_cause <- NULL
   if (!is.null(rec)) {
     res$converged <- FALSE
-    res$stop_reason <- sprintf("no proper posterior (%s, flat priors): the ELBO increases without bound as coefficients grow",
-                               rec$label)
+    res$stop <- NA_integer_
+    res$stop_reason <- improper_reason(rec)
     res$stop_cause <- rec$kind
-    if (!quiet) {
-      cli::cli_warn(c(
-        "The posterior is improper: with flat priors the likelihood keeps increasing as {.field {rec$names}} {?runs/run} off to infinity, so no fit is meaningful.",
-        x = "{rec$cause}", i = "{rec$advice}"), class = "bbvi_improper_posterior")
-    }
+    if (!quiet) warn_improper(rec)
     return(res)
   }
   if (status == "line_search") {
@@ -66,6 +65,74 @@ glm_quad_status <- function(res, model, quiet = FALSE) {
   }
   res$converged <- TRUE
   res$stop_reason <- "converged"
+  res
+}
+
+
+improper_reason <- function(rec) {
+  sprintf("no proper posterior (%s, flat priors): the ELBO increases without bound as coefficients grow",
+          rec$label)
+}
+
+warn_improper <- function(rec) {
+  cli::cli_warn(c(
+    "The posterior is improper: with flat priors the likelihood keeps increasing as {.field {rec$names}} {?runs/run} off to infinity, so no fit is meaningful.",
+    x = "{rec$cause}", i = "{rec$advice}"), class = "bbvi_improper_posterior", call = NULL)
+}
+
+# Every GLM fit (both paths): is the posterior proper? A direction proven
+# by glm_recession() first; otherwise the test of the log density along
+# rays: from the origin through q's mean, and along each flat-prior
+# coordinate, a proper posterior falls once it is past its mass; an
+# improper one keeps rising.
+glm_check_proper <- function(model, res) {
+  tg <- model$target
+  flat <- tg$prior_type == 0L
+  if (!any(flat) || tg$family == 0L) return(res)   # gaussian: not checked here
+  # the quadrature path has checked already (glm_quad_status)
+  if (startsWith(as.character(res$stop_reason %||% ""), "no proper posterior")) return(res)
+  rec <- glm_recession(tg, res)
+  if (!is.null(rec)) {
+    res$converged <- FALSE
+    res$stop <- NA_integer_
+    res$stop_reason <- improper_reason(rec)
+    warn_improper(rec)
+    return(res)
+  }
+  # no direction proven: the rays from the origin through q's mean and along
+  # each flat coordinate far from 0; an improper posterior keeps rising
+  P <- length(tg$prior_type)
+  mu <- as.double(res$mean)
+  sd <- sqrt(rowSums(matrix(res$chol, length(mu))^2))
+  # rays: the whole mean, and each flat coordinate that sits more than one
+  # sd from 0 (doubling a coordinate near 0 moves it nowhere)
+  dirs <- list(mu)
+  for (j in which(flat[seq_len(P)] & abs(mu[seq_len(P)]) > sd[seq_len(P)])) {
+    dirs[[length(dirs) + 1]] <- replace(numeric(length(mu)), j, mu[j])
+  }
+  pts <- do.call(cbind, lapply(dirs, function(d) cbind(mu + d, mu + 3 * d)))
+  lp <- as.double(.Call(C_logdens, tg, as.double(model$lower), as.double(model$upper),
+                        cbind(mu, pts), FALSE))
+  lp0 <- lp[1]
+  rising <- vapply(seq_along(dirs), function(k) {
+    a <- lp[2 * k]; b <- lp[2 * k + 1]
+    is.finite(a) && is.finite(b) && a >= lp0 - 1e-6 && b >= a - 1e-6
+  }, logical(1))
+  if (!any(rising)) return(res)
+  res$converged <- FALSE
+  res$stop <- NA_integer_
+  res$stop_reason <- "no proper posterior: the log density keeps rising along a direction of the coefficients"
+  y <- tg$y / pmax(tg$trials, 1)
+  cause <- if (all(y == 0) || (tg$family == 1L && all(y == 1)))
+    sprintf("the response is all %d, so the intercept runs off to %sInf",
+            if (all(y == 0)) 0L else 1L, if (all(y == 0)) "-" else "+")
+  else if (tg$family == 1L) "the predictors separate the 0s from the 1s (perfect or quasi-complete separation)"
+  else "some coefficient can grow without bound (for instance a factor level with all-zero counts)"
+  cli::cli_warn(c(
+    "The posterior is improper: {cause}, and {cli::qty(sum(flat))}the prior{?s} on {.val {model$par_names[which(flat)]}} {?is/are} flat.",
+    x = "The fit stopped at an arbitrary point (coefficients around {format(max(abs(mu)), digits = 3)}); it is not an answer.",
+    i = "Use a proper prior (the defaults are weakly informative), or drop the separating predictor."),
+    class = "bbvi_improper_posterior", call = NULL)
   res
 }
 
@@ -132,7 +199,7 @@ recession_report <- function(fam, d, s, tol, y, n, nms) {
     cause <- sprintf("The response is all 1 (no failures in %d observations): with %s the success probability is pushed to 1.", length(y), flatp)
   } else if (fam == "poisson" && all(y <= 0)) {
     kind <- "all_zero"
-    cause <- sprintf("The counts are all 0 (%d observations): with %s the rate is pushed to 0.", length(y), flatp)
+    cause <- sprintf("The response is all 0 (every count of %d observations): with %s the rate is pushed to 0.", length(y), flatp)
   } else if (fam == "poisson") {
     kind <- "zero_counts"
     cause <- sprintf("The %d observations whose linear predictor moves with %s all have count 0 (e.g. a factor level with only zeros): with %s their rate is pushed to 0.",

@@ -56,11 +56,10 @@
 #'   iterations x chains x parameters array (`$draws`), per-iteration sampler
 #'   values (`$sampler`: chain, iteration, `lp__`, `accept_stat__`,
 #'   `treedepth__`, `n_leapfrog__`, `divergent__`, `energy__`), final step
-#'   sizes (`$stepsize`) and inverse metrics (`$inv_metric`) per chain (for
-#'   NUTS the diagonal of the inverse mass matrix, a vector; for RWM the
-#'   adapted covariance matrix M, the proposal covariance being
-#'   `stepsize^2 * M`; both estimate the posterior covariance on the
-#'   unconstrained scale), the number of divergent transitions
+#'   sizes (`$stepsize`) and inverse metrics per chain (`$inv_metric`: for
+#'   NUTS the diagonal inverse metric, a vector; for RWM the adapted
+#'   proposal covariance, a matrix, the proposal being
+#'   N(current, stepsize^2 inv_metric) on the unconstrained scale), the number of divergent transitions
 #'   (`$divergences`, after warmup), R-hat and ESS (`$diagnostics`, see
 #'   [mcmc_diagnostics()]), and run times (`$time`, seconds). See
 #'   [bbvi_mcmc-methods] for what to do with it.
@@ -112,6 +111,7 @@ sample_mcmc.bbvi_model <- function(x, ..., method = c("nuts", "rwm"),
   call <- match.call()
   call[[1]] <- quote(sample_mcmc)
   check_dots_empty(...)
+  assert_model_ok(x, err_call = call("sample_mcmc"))
   mcmc_engine(x, r_target_spec(x, err_call = call("sample_mcmc")),
               method = method, chains = chains, iter = iter, warmup = warmup,
               seed = seed, max_treedepth = max_treedepth,

@@ -156,6 +156,15 @@ check_parameters <- function(parameters) {
     cli::cli_abort(c("Every element of {.arg parameters} must be made by {.fn param}.",
                      x = "{.field {bad}} is not."), call = NULL)
   }
+  # a scalar named like an element of a vector parameter (`beta[1]` next to
+  # a `beta` of length 2) would make two columns of the results alike
+  sn <- scalar_names(parameters)
+  if (anyDuplicated(sn)) {
+    dup <- unique(sn[duplicated(sn)])
+    cli::cli_abort(c("The scalar parameters must have distinct names.",
+                     x = "{.field {dup}} names both a parameter and an element of a vector parameter.",
+                     i = "Rename the parameter {.field {dup}}."), call = NULL)
+  }
 }
 
 # One name per scalar: "mu", "beta[1]", "beta[2]", ...
@@ -291,6 +300,7 @@ r_target_spec <- function(model, err_call = NULL) {
   D <- length(model$par_names)
   sizes <- model$sizes
   nms <- names(model$parameters)
+  par_names <- model$par_names
   fn <- function(theta) {
     val <- tryCatch(logjoint(theta, data),
                     error = function(e) abort_callback("logjoint", e, err_call))
@@ -309,7 +319,7 @@ r_target_spec <- function(model, err_call = NULL) {
       g <- tryCatch(gradient(theta, data),
                     error = function(e) abort_callback("gradient", e, err_call))
       n <- if (vectorized) nrow_draws(theta) else 1L
-      flatten_gradient(g, n, sizes, nms, err_call)
+      flatten_gradient(g, n, sizes, nms, err_call, par_names)
     }
   }
   list(type = "r", fn_call = as.call(list(fn, NULL)),
@@ -331,14 +341,25 @@ abort_callback <- function(what, e, call) {
 check_callback_value <- function(val, n, what, vectorized, call) {
   if (!(is.numeric(val) || (is.logical(val) && all(is.na(val)))) ||
       length(val) != n) {
-    want <- if (vectorized) sprintf("%d numbers (one per draw)", n) else "a single number"
-    cli::cli_abort(c("{.arg {what}} must return {want}.",
+    if (vectorized) {
+      cli::cli_abort(c(
+        "With {.code vectorized = TRUE}, {.arg {what}} gets {n} draws at once and must return {n} numbers, one per draw.",
+        x = "It returned {describe(val)}.",
+        i = "{.arg theta} holds each scalar parameter as a vector of length {n} (a parameter of length k as a {n} x k matrix). Sum over the data for each draw (e.g. with {.fn colSums} or {.fn vapply}), or use {.code vectorized = FALSE}."),
+        call = call)
+    }
+    cli::cli_abort(c("{.arg {what}} must return a single number.",
                      x = "It returned {describe(val)}."), call = call)
   }
 }
 
 # A gradient in theta's shape (or a flat vector) -> n x D matrix (n draws).
-flatten_gradient <- function(g, n, sizes, nms, call) {
+# Names, when given, must be the parameters' names exactly: a named list
+# with exactly `nms` (any order) is put in their order; a named vector (one
+# draw) or a matrix with column names must carry the scalar names
+# `par_names` (any order). Other names are an error naming them; no names
+# means the order of `parameters`.
+flatten_gradient <- function(g, n, sizes, nms, call, par_names = NULL) {
   D <- sum(sizes)
   bad <- function() {
     cli::cli_abort(c("{.arg gradient} must return a list shaped like {.arg theta}, or {D * n} numbers.",
@@ -346,7 +367,7 @@ flatten_gradient <- function(g, n, sizes, nms, call) {
   }
   if (is.list(g)) {
     if (length(g) != length(sizes)) bad()
-    if (!is.null(names(g)) && all(nms %in% names(g))) g <- g[nms]
+    if (!is.null(names(g))) g <- g[match_gradient_names(names(g), nms, "parameter", call)]
     parts <- Map(function(x, sz) {
       if (!is.numeric(x) || length(x) != n * sz) bad()
       matrix(as.double(x), nrow = n)
@@ -354,6 +375,34 @@ flatten_gradient <- function(g, n, sizes, nms, call) {
     do.call(cbind, unname(parts))
   } else {
     if (!is.numeric(g) || length(g) != n * D) bad()
-    if (n == 1) matrix(as.double(g), nrow = 1) else matrix(as.double(g), nrow = n)
+    if (is.null(par_names)) par_names <- seq_len(D)
+    if (is.matrix(g) && nrow(g) == n && ncol(g) == D) {
+      if (!is.null(colnames(g))) {
+        g <- g[, match_gradient_names(colnames(g), par_names, "scalar parameter", call), drop = FALSE]
+      }
+      return(matrix(as.double(g), nrow = n))
+    }
+    if (n == 1 && !is.null(names(g))) {
+      g <- g[match_gradient_names(names(g), par_names, "scalar parameter", call)]
+    }
+    matrix(as.double(g), nrow = n)
   }
+}
+
+# The positions of `expected` in `given`, or an error naming what is wrong.
+match_gradient_names <- function(given, expected, what, call) {
+  if (!anyDuplicated(given) && setequal(given, expected) &&
+      length(given) == length(expected)) {
+    return(match(expected, given))
+  }
+  missing <- setdiff(expected, given)
+  extra <- setdiff(given, expected)
+  dup <- unique(given[duplicated(given)])
+  cli::cli_abort(c(
+    "The names of what {.arg gradient} returned must be the {what} names.",
+    x = if (length(missing)) "Missing: {.val {missing}}.",
+    x = if (length(extra)) "Not {what}s: {.val {extra}}.",
+    x = if (length(dup)) "Repeated: {.val {dup}}.",
+    i = "Expected {.val {expected}} (in any order), or no names for the order of {.arg parameters}."
+  ), call = call)
 }

@@ -1,30 +1,54 @@
 #' How far can a variational fit be trusted?
 #'
 #' Every fit carries these diagnostics, computed from its stored draws from
-#' q (up to 4000; fewer for an expensive log-joint, see `n_draws`):
+#' q (the first `n_draws` of them: `diagnostic_draws`, 4000 by default, fewer
+#' for a GLM with many rows; never chosen by the clock, so a seed gives the
+#' same diagnostics on any machine). With log r = log p(x, z) - log q(z) the
+#' log importance ratio of a draw z:
 #'
-#' * `khat`: the Pareto k-hat of the importance ratios p(x, z) / q(z)
-#'   (Yao, Vehtari, Simpson and Gelman 2018), from Pareto-smoothed
-#'   importance sampling in the `loo` package. Below 0.5 q is close to the
-#'   posterior; 0.5-0.7 is usable; above 0.7 q misses posterior mass (too
-#'   narrow, a missed mode or a heavy tail) and its summaries are unreliable:
-#'   the fit warns. k-hat looks at the far tail: a Gaussian q on the log or
-#'   logit scale has lighter tails than most posteriors of bounded
-#'   parameters (a Gamma posterior is exponential-tailed on the log scale),
-#'   so such fits can show a large k-hat while their means and central
-#'   intervals are accurate; `log_ratio_sd`, the sd of log p - log q over
-#'   the draws, says how far q is from p where q has its mass (0 when q is
-#'   exact). A mode that q never reaches cannot be seen by any importance
-#'   sampling diagnostic. `options(bbvi.warn_khat = FALSE)` turns the
-#'   warning off (the diagnostic is still computed and printed).
-#' * `elbo`, `elbo_mcse`: the ELBO at the final q, estimated from the same
-#'   draws, and its Monte Carlo standard error.
-#' * `n_draws`: how many of the stored draws these use: all of them (up to
-#'   4000) unless the log-joint is expensive (the diagnostics take at most a
-#'   quarter of the fit's time, or half a second, but at least 100 draws).
-#' * `weights`: the Pareto-smoothed normalised importance weights, used by
-#'   `as.matrix(fit, psis = TRUE)`.
+#' * `elbo`, `elbo_mcse`: the ELBO at the final q (the mean of log r) and
+#'   its Monte Carlo standard error. A draw at which the log-joint is not
+#'   finite (`NA`, `NaN`, `-Inf`) has p = 0 there: it counts as log r = -Inf,
+#'   so the ELBO is then -Inf (`n_nonfinite` says how many) and the fit warns.
+#' * `kl_hat`: an estimate of KL(q || p(z | x)) = log p(x) - ELBO, as log Z-hat
+#'   (the log of the mean Pareto-smoothed importance ratio, an estimate of
+#'   log p(x)) minus the ELBO. 0 when q is exact. It sees only the part of
+#'   the posterior that q's draws reach, so it understates a missed mode.
+#' * `khat`: the Pareto k-hat of the importance ratios (Yao, Vehtari,
+#'   Simpson and Gelman 2018), from Pareto-smoothed importance sampling
+#'   (PSIS) in the `loo` package, and `khat_threshold`, loo's sample-size
+#'   threshold min(1 - 1 / log10(S), 0.7): above it the ratios are so
+#'   heavy-tailed that importance-sampling estimates are unreliable. k-hat
+#'   looks at the far tail only: a Gaussian q on the log or logit scale has
+#'   lighter tails than most posteriors of bounded parameters, so accurate
+#'   fits often have a large k-hat. It is reported, not warned about.
+#' * `psis_moments`: for every parameter (user scale) q's mean and sd from
+#'   the draws and the PSIS-reweighted ones (moved towards the posterior),
+#'   the difference of the means in q-sds (`mean_shift`, the larger of the
+#'   unconstrained and the user scale) and the ratio of the sds;
+#'   `max_mean_shift` and `max_sd_change` (|ratio - 1|) are their maxima.
+#' * `log_ratio_sd`: the sd of log r over the draws (0 when q is exact).
+#' * `n_draws`, `n_finite`, `n_nonfinite`: draws used, and how many had a
+#'   finite log-joint.
+#' * `weights`: the normalised Pareto-smoothed importance weights of the
+#'   first `n_draws` stored draws, used by `as.matrix(fit, psis = TRUE)`.
+#' * `verdict`: `"ok"`, or why the fit warned.
 #' * `stop_reason`: why the optimiser stopped.
+#'
+#' **When a fit warns.** What matters is whether q's summaries are those of
+#' the posterior. The fit warns when reweighting towards the posterior moves
+#' a mean by more than 0.1 q-sd or changes an sd by more than 10% (errors of
+#' that size change what one would report), when the estimated KL exceeds
+#' 0.5 nats (what a Gaussian q one posterior sd off, or a q on one of two
+#' modes, costs; accurate fits measure about 0.001-0.01, so the margin
+#' against false alarms is wide), or when q has draws outside the
+#' posterior's support. The advice fits the case: full-rank for a mean-field
+#' fit with more than one parameter, restarts or MCMC otherwise. A mode that
+#' q's draws never reach cannot be seen by any importance-sampling
+#' diagnostic: use `restarts` or [sample_mcmc()] when several modes are
+#' possible. `options(bbvi.warn_diagnostics = FALSE)` (or the older
+#' `bbvi.warn_khat = FALSE`) turns the warning off; the diagnostics are
+#' still computed and printed.
 #'
 #' @param fit A `bbvi_fit`.
 #' @return `vi_diagnostics()` returns a list with the elements above (for a
@@ -35,7 +59,7 @@
 #' m <- bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
 #'                 list(mu = param()))
 #' fit <- bbvi(m, seed = 1)
-#' str(vi_diagnostics(fit)[c("khat", "elbo", "elbo_mcse", "stop_reason")])
+#' str(vi_diagnostics(fit)[c("elbo", "kl_hat", "khat", "max_mean_shift", "verdict")])
 #' @export
 vi_diagnostics <- function(fit, ...) UseMethod("vi_diagnostics")
 
@@ -47,72 +71,215 @@ vi_diagnostics.bbvi_fit <- function(fit, ...) fit$diagnostics
 #' @export
 vi_diagnostics.default <- function(fit, ...) abort_arg("fit", "a bbvi_fit", fit)
 
-# Computed once when the fit is made, from the draws it keeps.
-vi_diagnostics_compute <- function(fit, smp) {
-  lp <- diagnostic_logdens(fit, smp$zeta)
-  log_ratio <- as.double(lp) - smp$log_q[seq_along(lp)]
-  ok <- is.finite(log_ratio)
+# ---- computed once when the fit is made, from the draws it keeps ----------
+
+# Thresholds of the accuracy check (see vi_diagnostics()).
+diag_thresholds <- list(mean_shift = 0.1, sd_ratio = 0.1, kl = 0.5)
+
+# `smp` is q_sample()'s output; the first `n` of its draws are used, n from
+# diagnostic_draw_count(): known before the fit starts, never the clock.
+vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
+  n <- diagnostic_draw_count(fit, ncol(smp$zeta), diagnostic_draws)
+  idx <- seq_len(n)
+  lp <- as.double(diagnostic_logdens(fit, smp$zeta[, idx, drop = FALSE]))
+  # a draw where the log-joint is NA, NaN or -Inf has p = 0 there: its log
+  # ratio is -Inf, so the ELBO (an average over q) is -Inf, not the average
+  # of the other draws
+  ok <- is.finite(lp)
   n_ok <- sum(ok)
-  weights <- numeric(length(log_ratio))
+  log_ratio <- ifelse(ok, lp - smp$log_q[idx], -Inf)
+  lr <- log_ratio[ok]
+  weights <- numeric(n)
   khat <- NA_real_
-  lr_sd <- if (n_ok > 1) stats::sd(log_ratio[ok]) else NA_real_
-  if (n_ok >= 10 && lr_sd <= 1e-8 * max(1, abs(mean(log_ratio[ok])))) {
+  lw <- lr   # log importance weights of the finite draws (smoothed below)
+  lr_sd <- if (n_ok > 1) stats::sd(lr) else NA_real_
+  if (n_ok >= 10 && lr_sd <= 1e-8 * max(1, abs(mean(lr)))) {
     # q equals p up to rounding: uniform weights (loo's tail fit degenerates)
     khat <- 0
-    weights[ok] <- 1 / n_ok
   } else if (n_ok >= 100) {
     # loo warns about large k itself; the fit gives its own warning below
-    ps <- suppressWarnings(loo::psis(log_ratio[ok], r_eff = 1))
+    ps <- suppressWarnings(loo::psis(lr, r_eff = 1))
     khat <- as.double(loo::pareto_k_values(ps))
-    weights[ok] <- as.double(stats::weights(ps, log = FALSE, normalize = TRUE))
-  } else {
-    # too few draws for a Pareto tail fit: no k-hat (NA), uniform weights
-    weights[ok] <- 1 / max(n_ok, 1)
+    lw <- as.double(stats::weights(ps, log = TRUE, normalize = FALSE))
+    # back on the scale of the log ratios whatever loo's shift: the smallest
+    # ratio is never in the smoothed tail
+    i0 <- which.min(lr)
+    lw <- lw + (lr[i0] - lw[i0])
   }
+  if (n_ok > 0) weights[ok] <- exp(lw - max(lw)) / sum(exp(lw - max(lw)))
+  elbo <- if (n_ok == n) mean(lr) else -Inf
+  # log Z-hat: the importance-sampling estimate of log p(x) over all n draws
+  log_z <- if (n_ok > 0) log_mean_exp(lw) + log(n_ok / n) else -Inf
+  kl <- if (n_ok == n) max(log_z - elbo, 0) else Inf
+  if (!is.na(khat) && khat == 0 && n_ok == n) kl <- 0
+  moments <- if (n_ok >= 100) {
+    psis_moments(fit, smp, idx, weights)
+  } else NULL
   out <- list(
     khat = khat,
-    elbo = if (n_ok > 0) mean(log_ratio[ok]) else NA_real_,
-    elbo_mcse = if (n_ok > 1) stats::sd(log_ratio[ok]) / sqrt(n_ok) else NA_real_,
+    khat_threshold = khat_threshold(n_ok),
+    kl_hat = kl,
+    log_z = log_z,
+    elbo = elbo,
+    elbo_mcse = if (n_ok == n && n > 1) stats::sd(lr) / sqrt(n) else NA_real_,
     log_ratio_sd = lr_sd,
-    n_draws = length(log_ratio), n_finite = n_ok,
+    psis_moments = moments$table,
+    max_mean_shift = if (is.null(moments)) NA_real_ else moments$max_shift,
+    max_sd_change = if (is.null(moments)) NA_real_ else moments$max_sd_change,
+    n_draws = n, n_finite = n_ok, n_nonfinite = n - n_ok,
     weights = weights, stop_reason = fit$stop_reason)
-  if (!is.na(khat) && khat > 0.7 && isTRUE(getOption("bbvi.warn_khat", TRUE))) {
+  out$verdict <- diag_verdict(out)
+  if (!identical(out$verdict, "ok") && diag_warning_on()) {
     # plain warning(): cli's formatting costs more than a small GLM fit
-    warning(sprintf(paste0(
-      "Pareto k-hat is %s (> 0.7): the importance ratios p/q are heavy-tailed.\n",
-      "i q's tails are lighter than the posterior's or it misses a mode (log p - log q has sd %s over q's draws); sds and tail quantiles may be off.\n",
-      "i Try `method = \"fullrank\"`, or check with `sample_mcmc()`."),
-      format(khat, digits = 2), format(out$log_ratio_sd, digits = 2)),
-      call. = FALSE)
+    warning(diag_message(fit, out), call. = FALSE)
   }
   out
 }
 
+# options(bbvi.warn_diagnostics = FALSE) silences the accuracy warning; the
+# older name bbvi.warn_khat still works.
+diag_warning_on <- function() {
+  isTRUE(getOption("bbvi.warn_diagnostics", getOption("bbvi.warn_khat", TRUE)))
+}
+
+# loo's sample-size-dependent threshold for a reliable PSIS estimate
+# (Vehtari et al. 2024, Pareto smoothed importance sampling, JMLR).
+khat_threshold <- function(S) if (S < 10) NA_real_ else min(1 - 1 / log10(S), 0.7)
+
+log_mean_exp <- function(x) {
+  m <- max(x)
+  if (!is.finite(m)) return(m)
+  m + log(mean(exp(x - m)))
+}
+
+# PSIS-reweighted means and sds of every coordinate against q's (the same
+# draws, unweighted, so the Monte Carlo error of the draws cancels), on the
+# unconstrained scale (where q is Gaussian) and on the user's scale. The
+# table is for the user's scale; the maxima are over both scales.
+psis_moments <- function(fit, smp, idx, w) {
+  one <- function(X) {
+    m0 <- colMeans(X)
+    s0 <- sqrt(colMeans(sweep(X, 2, m0)^2))
+    m1 <- colSums(w * X)
+    s1 <- sqrt(colSums(w * sweep(X, 2, m1)^2))
+    pos <- s0 > 0 & is.finite(s0)
+    shift <- ifelse(pos, abs(m1 - m0) / s0, 0)
+    ratio <- ifelse(pos, s1 / s0, 1)
+    list(m0 = m0, s0 = s0, m1 = m1, s1 = s1, shift = shift, ratio = ratio)
+  }
+  unc <- one(t(smp$zeta[, idx, drop = FALSE]))
+  con <- one(smp$theta[idx, , drop = FALSE])
+  bad_num <- function(x) ifelse(is.finite(x), x, Inf)
+  shift <- pmax(bad_num(unc$shift), bad_num(con$shift))
+  change <- pmax(abs(bad_num(unc$ratio) - 1), abs(bad_num(con$ratio) - 1))
+  list(
+    table = data.frame(parameter = fit$par_names, q_mean = con$m0, q_sd = con$s0,
+                       psis_mean = con$m1, psis_sd = con$s1,
+                       mean_shift = shift, sd_ratio = con$ratio,
+                       row.names = NULL),
+    max_shift = max(shift), max_sd_change = max(change))
+}
+
+# "ok", or the reasons the fit is not to be trusted.
+diag_verdict <- function(dg) {
+  th <- diag_thresholds
+  why <- character()
+  if (dg$n_nonfinite > 0) why <- c(why, "nonfinite")
+  if (isTRUE(dg$max_mean_shift > th$mean_shift) ||
+      isTRUE(dg$max_sd_change > th$sd_ratio)) why <- c(why, "moments")
+  if (dg$n_nonfinite == 0 && isTRUE(dg$kl_hat > th$kl)) why <- c(why, "kl")
+  if (length(why) == 0) "ok" else why
+}
+
+diag_message <- function(fit, dg) {
+  fmt <- function(x, d = 2) format(signif(x, d))
+  v <- dg$verdict
+  lines <- "The variational approximation q may be inaccurate:"
+  if ("nonfinite" %in% v) {
+    lines <- c(lines, sprintf(
+      "x %d of %d draws from q fall where the log-joint is not finite (NA, NaN or -Inf): q puts mass outside the posterior's support, so the ELBO is -Inf.",
+      dg$n_nonfinite, dg$n_draws))
+  }
+  mt <- dg$psis_moments
+  if ("moments" %in% v) {
+    j <- which.max(pmax(mt$mean_shift / diag_thresholds$mean_shift,
+                        abs(mt$sd_ratio - 1) / diag_thresholds$sd_ratio))
+    lines <- c(lines, sprintf(
+      "x Reweighted towards the posterior (PSIS), `%s` has mean %s and sd %s against q's %s and %s (means up to %s q-sds apart, sds up to %s%% off).",
+      mt$parameter[j], fmt(mt$psis_mean[j], 3), fmt(mt$psis_sd[j], 3),
+      fmt(mt$q_mean[j], 3), fmt(mt$q_sd[j], 3), fmt(dg$max_mean_shift),
+      fmt(100 * dg$max_sd_change)))
+  }
+  if ("kl" %in% v || "moments" %in% v) {
+    lines <- c(lines, sprintf(
+      "%s Estimated KL(q || p) = log Z-hat - ELBO = %s nats%s.",
+      if ("kl" %in% v) "x" else "i", fmt(dg$kl_hat),
+      if ("kl" %in% v) sprintf(" (> %s)", diag_thresholds$kl) else ""))
+  }
+  if (!is.na(dg$khat)) {
+    lines <- c(lines, sprintf(
+      "i Pareto k-hat %s from %d draws%s.", fmt(dg$khat), dg$n_draws,
+      if (isTRUE(dg$khat > dg$khat_threshold))
+        sprintf(" (> %s: the reweighted estimates are rough themselves; q misses posterior mass in its tails)",
+                fmt(dg$khat_threshold))
+      else ""))
+  }
+  paste(c(lines, diag_advice(fit, dg)), collapse = "\n")
+}
+
+# Advice that fits the case.
+diag_advice <- function(fit, dg) {
+  v <- dg$verdict
+  D <- length(fit$par_names)
+  out <- character()
+  if ("nonfinite" %in% v) {
+    out <- c(out, "i Declare the support with `param(lower = , upper = )` so that q cannot leave it, or check where `logjoint` returns NA or -Inf.")
+  }
+  mt <- dg$psis_moments
+  too_wide <- !is.null(mt) && any(mt$sd_ratio < 0.5)
+  if (too_wide) {
+    out <- c(out, "i q is far wider than the posterior: the optimisation may not have settled. Check `plot(fit)`; try a smaller `eta`, `estimator = \"reparam\"` (with a gradient), or `sample_mcmc()`.")
+  } else if (any(c("moments", "kl") %in% v)) {
+    if (identical(fit$method, "meanfield") && D > 1) {
+      out <- c(out, "i Mean-field q cannot represent posterior correlations (it understates sds): try `method = \"fullrank\"`, or check with `sample_mcmc()` (or, if the posterior may have several modes, use `restarts = 4`).")
+    } else {
+      out <- c(out, "i The posterior is not close to a Gaussian on the unconstrained scale (several modes, skew or heavy tails): look for other modes with `restarts = 4`, or check with `sample_mcmc()`.")
+    }
+    if (isTRUE(dg$khat <= dg$khat_threshold)) {
+      out <- c(out, "i k-hat is small enough that `as.matrix(fit, psis = TRUE)` (draws reweighted towards the posterior) is a usable correction.")
+    }
+  }
+  out
+}
+
+# How many of the stored draws the diagnostics use: `diagnostic_draws`
+# (4000 by default), fewer for a GLM with many rows, where one log density
+# costs about N x ncol(X) operations: at most 1e8 of them (about a second),
+# but at least 100 draws (k-hat needs them). Known in advance: the same fit
+# gets the same diagnostics on a busy machine and an idle one.
+diagnostic_draw_count <- function(fit, available, diagnostic_draws = 4000) {
+  check_count(diagnostic_draws, "diagnostic_draws")
+  n <- min(available, diagnostic_draws)
+  tg <- fit$model$target
+  if (is.list(tg) && identical(tg$type, "glm") && is.matrix(tg$X)) {
+    cost <- as.double(nrow(tg$X)) * max(1, ncol(tg$X))
+    n <- min(n, max(100, floor(1e8 / cost)))
+  }
+  as.integer(n)
+}
+
 fit_target_spec <- function(fit) r_target_spec(fit$model, err_call = call("bbvi"))
 
-# log p at the first draws of zeta (at most 4000: k-hat sees heavy tails
-# better with more draws), in chunks, as many as the time budget allows:
-# the diagnostics may take max(0.5 s, a quarter of the fit's time), but use
-# at least 100 draws (or all, if fewer). For a cheap log-joint that is all
-# of them; for an expensive one (a GLM with N = 100,000) a few hundred, and
-# k-hat is then a rougher estimate (`n_draws` says how many).
-diagnostic_logdens <- function(fit, zeta, chunk = 50L, min_draws = 100L,
-                               max_draws = 4000L) {
+# log p (with the log-Jacobian, on the unconstrained scale) at the columns of
+# zeta, in chunks so that a vectorized log-joint sees at most `chunk` draws.
+diagnostic_logdens <- function(fit, zeta, chunk = 1000L) {
   spec <- fit_target_spec(fit)
-  n <- min(ncol(zeta), max_draws)
-  budget <- max(0.5, 0.25 * fit$time)
-  out <- numeric(0)
-  start <- proc.time()[["elapsed"]]
-  while (length(out) < n) {
-    idx <- seq(length(out) + 1L, min(n, length(out) + chunk))
-    lp <- .Call(C_logdens, spec, as.double(fit$lower), as.double(fit$upper),
-                zeta[, idx, drop = FALSE], FALSE)
-    out <- c(out, as.double(lp))
-    used <- proc.time()[["elapsed"]] - start
-    per_draw <- used / length(out)
-    if (length(out) >= min_draws && used + chunk * per_draw > budget) break
-    # what the budget still allows, in one call (calls have a fixed cost)
-    chunk <- max(50L, min(n - length(out), floor((budget - used) / max(per_draw, 1e-9))))
+  n <- ncol(zeta)
+  out <- numeric(n)
+  for (s in seq(1L, n, by = chunk)) {
+    idx <- seq(s, min(n, s + chunk - 1L))
+    out[idx] <- .Call(C_logdens, spec, as.double(fit$lower), as.double(fit$upper),
+                      zeta[, idx, drop = FALSE], FALSE)
   }
   out
 }

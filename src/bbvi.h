@@ -160,8 +160,9 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
 /* ------------------------------------------------------------------------ */
 
 SEXP bbvi_list_get(SEXP list, const char *name);   /* R_NilValue if absent */
-int bbvi_list_int(SEXP list, const char *name, int dflt);
-double bbvi_list_double(SEXP list, const char *name, double dflt);
+/* required entries (R holds every default): an internal error if absent */
+int bbvi_need_int(SEXP list, const char *name);
+double bbvi_need_double(SEXP list, const char *name);
 double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
 
 /* R's RNG. C code that draws holds R's generator state (GetRNGstate) for a
@@ -173,12 +174,15 @@ double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
      whether it did; bbvi_rng_reclaim(lent) after: GetRNGstate if lent.
    Outside a hold, lend does nothing: a caller that draws nothing (logdens)
    must not write its stale copy over a .Random.seed R code may have
-   assigned. bbvi_target_from_sexp() clears the flag, so an R error or an
-   interrupt (longjmp) inside a hold cannot leave it set for the next call:
-   every entry point builds its target before it holds the RNG. */
+   assigned. bbvi_rng_not_held() clears the flag; bbvi_target_from_sexp()
+   calls it, so an R error or an interrupt (longjmp) inside a hold cannot
+   leave it set for the next call: every entry point builds its target
+   before it holds the RNG. While lent the flag is clear, so an entry point
+   called from inside a callback (nested) sees the RNG as not held. */
 void bbvi_rng_hold(void);
 void bbvi_rng_release(void);
-void bbvi_rng_clear(void);
+void bbvi_rng_not_held(void);
+int bbvi_rng_is_held(void);
 int bbvi_rng_lend(void);
 void bbvi_rng_reclaim(int lent);
 

@@ -38,7 +38,7 @@ void bbvi_glm_data(SEXP spec, glm_data *g)
     g->N = INTEGER(dim)[0];
     g->P = INTEGER(dim)[1];
     g->X = REAL(X);
-    g->family = bbvi_list_int(spec, "family", -1);
+    g->family = bbvi_need_int(spec, "family");
     if (g->family < GLM_GAUSSIAN || g->family > GLM_POISSON)
         Rf_error("internal error: unknown GLM family code %d", g->family);
     g->D = g->P + (g->family == GLM_GAUSSIAN);
@@ -51,7 +51,7 @@ void bbvi_glm_data(SEXP spec, glm_data *g)
         Rf_error("internal error: GLM spec field `prior_type` must be %d integers", g->P);
     g->ptype = INTEGER(pt);
     g->ppar = real_field(spec, "prior_par", 3 * (R_xlen_t) g->P, 0);
-    g->atype = bbvi_list_int(spec, "aux_type", PRIOR_FLAT);
+    g->atype = bbvi_need_int(spec, "aux_type");
     g->apar = real_field(spec, "aux_par", 3, 0);
     double c = 0.0;
     for (int i = 0; i < g->N; i++) {

@@ -277,8 +277,8 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     } else {
         w.K2 = w.K; w.gz2 = w.gz; w.gw2 = w.gw;
     }
-    int max_iter = bbvi_list_int(control, "max_iter", 200);
-    double tol = bbvi_list_double(control, "tol", 1e-6);
+    int max_iter = bbvi_need_int(control, "max_iter");
+    double tol = bbvi_need_double(control, "tol");
     SEXP init = bbvi_list_get(control, "init_mean");
     if (!Rf_isReal(init) || XLENGTH(init) != D)
         Rf_error("internal error: control$init_mean must be %d doubles", D);

@@ -11,9 +11,8 @@
      (Haario et al. 2001, on Stan's window schedule) and whose scale is
      tuned by dual averaging to a target acceptance rate; both fixed after
      warmup.
-   Draws come back on the constrained scale. R's RNG throughout (the caller
-   brackets nothing: the hold is here, and R callbacks get the stream lent,
-   see bbvi.h). */
+   Draws come back on the constrained scale. R's RNG throughout, held here
+   (bbvi_rng_hold) and released around every call back into R. */
 #include "bbvi.h"
 #include <math.h>
 #include <string.h>
@@ -449,12 +448,12 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SEXP meth = bbvi_list_get(control, "method");
     if (!Rf_isString(meth)) Rf_error("internal error: control needs `method`");
     int use_nuts = strcmp(CHAR(STRING_ELT(meth, 0)), "nuts") == 0;
-    int iter = bbvi_list_int(control, "iter", 2000);
-    int warmup = bbvi_list_int(control, "warmup", iter / 2);
-    int max_depth = bbvi_list_int(control, "max_depth", 10);
-    double delta = bbvi_list_double(control, "delta", 0.8);
-    double radius = bbvi_list_double(control, "init_radius", 2.0);
-    double eps0 = bbvi_list_double(control, "stepsize", 1.0);
+    int iter = bbvi_need_int(control, "iter");
+    int warmup = bbvi_need_int(control, "warmup");
+    int max_depth = bbvi_need_int(control, "max_depth");
+    double delta = bbvi_need_double(control, "delta");
+    double radius = bbvi_need_double(control, "init_radius");
+    double eps0 = bbvi_need_double(control, "stepsize");
     SEXP init = bbvi_list_get(control, "init");
     if (iter < 1 || warmup < 0 || warmup >= iter || max_depth < 1 || max_depth > 30 ||
         !(delta > 0 && delta < 1) || !(eps0 > 0))
@@ -561,11 +560,10 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         eps = s.eps;
     } else {
         /* RWM: proposal q + scale * L z, L the Cholesky factor of the
-           adapted covariance estimate M (identity until the first window
-           ends); the proposal covariance is scale^2 M. M is returned as the
-           inverse metric, scale as the step size, as for NUTS. */
+           proposal covariance (identity until the first window ends) */
         double target_acc = D == 1 ? 0.44 : (D >= 5 ? 0.234 : 0.44 - (D - 1) * 0.0515);
-        double *L = dzero((size_t) D * D);
+        double *L = REAL(metric_s);
+        memset(L, 0, sizeof(double) * D * D);
         for (int d = 0; d < D; d++) L[d + (size_t) d * D] = 1.0;
         double *cov = dzero((size_t) D * D), *prop = dzero(D), *z = dzero(D);
         double scale = 2.38 / sqrt((double) D);
@@ -617,14 +615,16 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             REAL(en_s)[k] = NA_REAL;
         }
         eps = scale;
-        double *M = REAL(metric_s);   /* M = L L' */
+        /* report the adapted covariance L L' (the inverse metric; the
+           proposal is N(q, eps^2 L L')), not its Cholesky factor */
+        double *M = dzero((size_t) D * D);
         for (int j = 0; j < D; j++)
             for (int i = j; i < D; i++) {
                 double v = 0.0;
-                for (int k = 0; k <= j; k++)
-                    v += L[i + (size_t) k * D] * L[j + (size_t) k * D];
+                for (int k = 0; k <= j; k++) v += L[i + (size_t) k * D] * L[j + (size_t) k * D];
                 M[i + (size_t) j * D] = M[j + (size_t) i * D] = v;
             }
+        memcpy(L, M, sizeof(double) * D * D);
     }
     bbvi_rng_release();
 

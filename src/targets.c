@@ -52,6 +52,7 @@ static SEXP r_eval_checked(SEXP call, SEXP theta, SEXP rho, R_xlen_t n,
                            const char *what)
 {
     SETCADR(call, theta);
+    /* R's RNG is lent for the whole batch by r_eval() */
     SEXP val = PROTECT(Rf_eval(call, rho));
     if (!Rf_isReal(val)) val = Rf_coerceVector(val, REALSXP);
     UNPROTECT(1);
@@ -112,7 +113,7 @@ static void r_target_init(SEXP spec, int dim, bbvi_target *out)
         Rf_error("internal error: target `sizes` must be integer");
     rt->rho = bbvi_list_get(spec, "rho");
     if (!Rf_isEnvironment(rt->rho)) rt->rho = R_GlobalEnv;
-    rt->vectorized = bbvi_list_int(spec, "vectorized", 0);
+    rt->vectorized = bbvi_need_int(spec, "vectorized");
     rt->n_par = Rf_length(sizes);
     rt->sizes = INTEGER(sizes);
     rt->names = bbvi_list_get(spec, "names");
@@ -154,7 +155,7 @@ static void native_target_init(SEXP spec, int dim, bbvi_target *out)
     /* the data object is passed as a SEXP in the void pointer (see ?native_logjoint) */
     nt->data = (void *) bbvi_list_get(spec, "data");
     out->dim = dim;
-    out->has_grad = bbvi_list_int(spec, "has_grad", 0);
+    out->has_grad = bbvi_need_int(spec, "has_grad");
     out->eval = native_eval;
     out->ctx = nt;
 }
@@ -163,7 +164,7 @@ void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out)
 {
     /* every entry point that evaluates a target comes here before it holds
        R's RNG: a hold that an error or interrupt unwound is forgotten */
-    bbvi_rng_clear();
+    bbvi_rng_not_held();
     SEXP type = bbvi_list_get(spec, "type");
     if (!Rf_isString(type) || XLENGTH(type) != 1)
         Rf_error("internal error: target spec has no `type`");

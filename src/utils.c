@@ -14,18 +14,28 @@ SEXP bbvi_list_get(SEXP list, const char *name)
     return R_NilValue;
 }
 
-int bbvi_list_int(SEXP list, const char *name, int dflt)
+/* Required entries: every default lives on the R side, so a missing one is
+   an internal error, not a silent C-side default. */
+static SEXP need(SEXP list, const char *name)
 {
     SEXP x = bbvi_list_get(list, name);
-    if (Rf_isNull(x) || XLENGTH(x) < 1) return dflt;
-    return Rf_asInteger(x);
+    if (Rf_isNull(x) || XLENGTH(x) != 1 || !(Rf_isReal(x) || Rf_isInteger(x) || Rf_isLogical(x)))
+        Rf_error("internal error: control needs `%s` (one number)", name);
+    return x;
 }
 
-double bbvi_list_double(SEXP list, const char *name, double dflt)
+int bbvi_need_int(SEXP list, const char *name)
 {
-    SEXP x = bbvi_list_get(list, name);
-    if (Rf_isNull(x) || XLENGTH(x) < 1) return dflt;
-    return Rf_asReal(x);
+    int v = Rf_asInteger(need(list, name));
+    if (v == NA_INTEGER) Rf_error("internal error: control `%s` is NA", name);
+    return v;
+}
+
+double bbvi_need_double(SEXP list, const char *name)
+{
+    double v = Rf_asReal(need(list, name));
+    if (ISNAN(v)) Rf_error("internal error: control `%s` is NA", name);
+    return v;
 }
 
 double bbvi_log1pexp(double x)
@@ -52,9 +62,14 @@ void bbvi_rng_release(void)
     rng_held = 0;
 }
 
-void bbvi_rng_clear(void)
+void bbvi_rng_not_held(void)
 {
     rng_held = 0;
+}
+
+int bbvi_rng_is_held(void)
+{
+    return rng_held;
 }
 
 int bbvi_rng_lend(void)

@@ -16,6 +16,11 @@ enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2 };
 #define MIN_AVG_WINDOWS 3
 #define STEP_CUT 0.3    /* step-size factor when averaging is too noisy */
 #define MAX_STEP_CUTS 8
+#define ELBO_DROP 0.5     /* nats below the best window (beyond its Monte
+                             Carlo error) that no converged q may lose: the
+                             loss of moving 1 sd off in one coordinate */
+#define NOISE_GROWTH 100.0   /* ELBO variance this many times the best
+                                window's: q has grown wider than p */
 
 /* The convergence rule looks at q's marginal means and log sds (in
    posterior-sd units), at the ELBO with its Monte Carlo noise, and at the
@@ -54,10 +59,15 @@ typedef struct {
     double *hm, *hl;              /* the last LAG windows', LAG x D */
     double he[LAG], hev[LAG];     /* and their ELBO means and variances */
     int n_windows, passes, phase;
+    double best_em, best_ev;      /* the window with the highest mean ELBO */
+    int has_best;
+    int stalls;                   /* failed windows in a row with a flat ELBO */
     double z_grad;                /* Bonferroni threshold for K tests */
     /* phase 2 */
     double *asum;                 /* lambda sum over the averaged windows */
     double *am, *am2, *al, *al2;  /* sums of window moments and squares, D */
+    double *amx, *alx;            /* sums of lag-1 products of window moments */
+    double *am1, *al1;            /* the first averaged window's moments */
     int n_avg;
 } conv_state;
 
@@ -78,9 +88,12 @@ static void conv_init(conv_state *c, const bbvi_family *fam, int D, int K,
     c->wm = dalloc(D); c->wl = dalloc(D);
     c->hm = dalloc((size_t) LAG * D); c->hl = dalloc((size_t) LAG * D);
     c->am = dalloc(D); c->am2 = dalloc(D); c->al = dalloc(D); c->al2 = dalloc(D);
+    c->amx = dalloc(D); c->alx = dalloc(D); c->am1 = dalloc(D); c->al1 = dalloc(D);
     c->z_grad = Rf_qnorm5(1.0 - 0.05 / (2.0 * K), 0.0, 1.0, 1, 0);
     c->n = 0; c->n_windows = 0; c->passes = 0; c->phase = 1; c->n_avg = 0;
     c->elbo_sum = c->elbo_sumsq = 0.0;
+    c->has_best = 0;
+    c->stalls = 0;
 }
 
 static void conv_clear_window(conv_state *c)
@@ -97,6 +110,7 @@ static void conv_clear_average(conv_state *c)
     int D = c->D;
     memset(c->am, 0, sizeof(double) * D); memset(c->am2, 0, sizeof(double) * D);
     memset(c->al, 0, sizeof(double) * D); memset(c->al2, 0, sizeof(double) * D);
+    memset(c->amx, 0, sizeof(double) * D); memset(c->alx, 0, sizeof(double) * D);
     c->n_avg = 0; c->passes = 0; c->phase = 1;
 }
 
@@ -106,6 +120,29 @@ static void conv_restart(conv_state *c)
     conv_clear_window(c);
     conv_clear_average(c);
     c->n_windows = 0;
+    c->has_best = 0;
+    c->stalls = 0;
+}
+
+/* A window whose ELBO is clearly below the best window's, or whose ELBO
+   noise has grown far beyond it, cannot be part of a converged fit: both
+   are what a q that drifts away or blows up looks like, and both escape
+   tests measured in q's own sds and in the window's own Monte Carlo error
+   (an exploding q makes that error huge). Iterates that jitter around the
+   optimum lower the ELBO a little and for real, so only a loss beyond
+   ELBO_DROP counts. */
+static int worse_than_best(conv_state *c, double em, double ev)
+{
+    int worse = 0;
+    if (c->has_best) {
+        double se = sqrt((ev + c->best_ev) / c->W);
+        worse = em < c->best_em - Z_DRIFT * se - ELBO_DROP ||
+                ev > NOISE_GROWTH * c->best_ev + 1e-2;
+    }
+    if (!c->has_best || em > c->best_em) {
+        c->best_em = em; c->best_ev = ev; c->has_best = 1;
+    }
+    return worse;
 }
 
 /* Marginal means and log sds of q at lambda. */
@@ -133,19 +170,40 @@ static int no_drift(const conv_state *c, double we, double wev,
     return we - pe <= Z_DRIFT * se + 1e-8 * fabs(we);
 }
 
-/* Largest standard error of the phase-2 average, in units of tol. */
+/* Variance of the mean of n autocorrelated window moments x_1..x_n, from
+   their sum s1, sum of squares s2, sum of lag-1 products sx, first and last
+   values: the plain s^2 / n inflated by (1 + r) / (1 - r), r the lag-1
+   autocorrelation clamped to [0, 0.9]. Window averages are correlated when
+   the iterates wander slowly (along a ridge, under mean-field), and a plain
+   standard error then calls a drifting average precise. */
+static double var_of_mean(int n, double s1, double s2, double sx, double x1,
+                          double xn)
+{
+    double mu = s1 / n;
+    double ss = fmax(s2 - n * mu * mu, 0.0);
+    double v = ss / (n - 1) / n;
+    if (ss <= 0) return v;
+    double cx = sx - mu * (s1 - x1) - mu * (s1 - xn) + (n - 1) * mu * mu;
+    double r = fmin(fmax(cx / ss, 0.0), 0.9);
+    return v * (1 + r) / (1 - r);
+}
+
+/* Largest standard error of the phase-2 average, in units of tol. The
+   error is itself estimated from n window averages: scaled by the Student-t
+   to normal ratio of 95% quantiles, so that a lucky small spread among few
+   windows does not pass for precision. */
 static double average_error(const conv_state *c)
 {
     int n = c->n_avg;
     double worst = 0.0;
+    double tfac = Rf_qt(0.95, n - 1.0, 1, 0) / Rf_qnorm5(0.95, 0.0, 1.0, 1, 0);
     for (int d = 0; d < c->D; d++) {
-        double mm = c->am[d] / n, ml = c->al[d] / n;
-        double vm = fmax((c->am2[d] - n * mm * mm) / (n - 1), 0.0);
-        double vl = fmax((c->al2[d] - n * ml * ml) / (n - 1), 0.0);
-        worst = fmax(worst, sqrt(vm / n) / (c->tol * exp(ml)));
-        worst = fmax(worst, sqrt(vl / n) / c->tol);
+        double vm = var_of_mean(n, c->am[d], c->am2[d], c->amx[d], c->am1[d], c->wm[d]);
+        double vl = var_of_mean(n, c->al[d], c->al2[d], c->alx[d], c->al1[d], c->wl[d]);
+        worst = fmax(worst, sqrt(vm) / (c->tol * exp(c->al[d] / n)));
+        worst = fmax(worst, sqrt(vl) / c->tol);
     }
-    return worst;
+    return worst * tfac;
 }
 
 /* Close a window: 1 when the fit has converged, 2 when the step size should
@@ -158,6 +216,11 @@ static int conv_window(conv_state *c)
     double em = c->elbo_sum / W;
     double ev = fmax((c->elbo_sumsq - W * em * em) / (W - 1), 0.0);
     int verdict = 0;
+    int worse = worse_than_best(c, em, ev);
+    if (c->phase == 2 && worse) {
+        /* back to optimising: the average so far is not of a stationary q */
+        conv_clear_average(c);
+    }
     if (c->phase == 1) {
         int pass = c->n_windows >= 1;
         if (pass) {
@@ -175,16 +238,37 @@ static int conv_window(conv_state *c)
             double se = sqrt(fmax((c->gsumsq[k] - W * gm * gm) / (W - 1), 0.0) / W);
             if (fabs(gm) > c->z_grad * se + 1e-12) pass = 0;
         }
+        if (worse) pass = 0;
         c->passes = pass ? c->passes + 1 : 0;
+        /* Moving without gaining: the ELBO has not risen over the last LAG
+           windows, yet the window fails. The moves are the optimiser's own
+           noise, wandering along a flat direction of the ELBO (a ridge of a
+           correlated posterior under mean-field), where it would drift for
+           ever: cut the step, as when averaging is too noisy. */
+        if (!pass && c->n_windows >= LAG) {
+            int j = (c->n_windows - LAG) % LAG;
+            double se = sqrt((ev + c->hev[j]) / W);
+            c->stalls = em - c->he[j] <= Z_DRIFT * se ? c->stalls + 1 : 0;
+            if (c->stalls >= LAG) { c->stalls = 0; verdict = 2; }
+        } else {
+            c->stalls = 0;
+        }
         /* the average restarts with every phase-1 window: once stationary,
            it begins with the window that made it so */
         memcpy(c->asum, c->wsum, sizeof(double) * K);
         if (c->passes >= 2) c->phase = 2;
     } else {
         for (int k = 0; k < K; k++) c->asum[k] += c->wsum[k];
+        int prev = (c->n_windows - 1) % LAG;   /* the window before this one */
         for (int d = 0; d < D; d++) {
             c->am[d] += c->wm[d]; c->am2[d] += c->wm[d] * c->wm[d];
             c->al[d] += c->wl[d]; c->al2[d] += c->wl[d] * c->wl[d];
+            if (c->n_avg == 0) {
+                c->am1[d] = c->wm[d]; c->al1[d] = c->wl[d];
+            } else {
+                c->amx[d] += c->wm[d] * c->hm[d + (size_t) prev * D];
+                c->alx[d] += c->wl[d] * c->hl[d + (size_t) prev * D];
+            }
         }
         c->n_avg++;
         if (c->n_avg >= MIN_AVG_WINDOWS) {
@@ -269,7 +353,7 @@ static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
         Rf_error("internal error: reparameterization needs a gradient");
     bbvi_model_init(&v->model, &v->target, REAL(lower), REAL(upper), D, S);
     bbvi_estimator_ws_init(&v->ews, v->fam, &v->model, S);
-    v->ews.use_cv = bbvi_list_int(control, "control_variates", 1);
+    v->ews.use_cv = bbvi_need_int(control, "control_variates");
     v->estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
 }
 
@@ -279,11 +363,11 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SEXP opt_name = bbvi_list_get(control, "optimizer");
     if (!Rf_isString(opt_name)) Rf_error("internal error: control needs optimizer");
     int opt_type = strcmp(CHAR(STRING_ELT(opt_name, 0)), "adam") == 0 ? BBVI_ADAM : BBVI_ADAGRAD;
-    int S = bbvi_list_int(control, "samples", 10);
-    int max_iter = bbvi_list_int(control, "max_iter", 10000);
-    int max_restarts = bbvi_list_int(control, "max_restarts", 5);
-    double eta = bbvi_list_double(control, "eta", 0.1);
-    int W = bbvi_list_int(control, "window", 100);
+    int S = bbvi_need_int(control, "samples");
+    int max_iter = bbvi_need_int(control, "max_iter");
+    int max_restarts = bbvi_need_int(control, "max_restarts");
+    double eta = bbvi_need_double(control, "eta");
+    int W = bbvi_need_int(control, "window");
     if (max_iter < 1 || W < 2 || !(eta > 0))
         Rf_error("internal error: bad control values");
     vi_setup v;
@@ -356,8 +440,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     bbvi_optim_init(&opt, opt_type, K, eta);
 
     conv_state conv;
-    conv_init(&conv, fam, D, K, bbvi_list_int(control, "window", 100),
-              bbvi_list_double(control, "tol", 0.02));
+    conv_init(&conv, fam, D, K, W, bbvi_need_double(control, "tol"));
 
     /* the ELBO trace grows by doubling: max_iter may be far above what a
        fit uses (R_alloc'd memory is released when the call returns) */
@@ -366,10 +449,11 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int t = 0, good_t = 0, restarts = 0, converged = 0, status = VI_OK;
     int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0;
     long n_dropped = 0;
+    double n_logp = 0, n_grad = 0;   /* evaluations of log p and its gradient */
 
     /* cli's C progress bar: ticking costs a flag test per iteration */
     SEXP bar = R_NilValue;
-    if (bbvi_list_int(control, "progress", 0))
+    if (bbvi_need_int(control, "progress"))
         bar = cli_progress_bar(max_iter, bbvi_list_get(control, "progress_config"));
     PROTECT(bar);
 
@@ -381,6 +465,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             cli_progress_set(bar, t);
         }
         double elbo = estimate(ews, lambda, grad);
+        n_logp += S;
+        if (estimate == bbvi_grad_reparam) n_grad += S;
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
         if (ews->n_finite == 0 && ++nofinite_streak < 10) continue;
@@ -440,7 +526,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     const char *names[] = { "lambda", "lambda_last", "mean", "chol", "elbo",
                             "converged", "iterations", "status", "restarts",
-                            "eta", "dropped_draws", "stop", "" };
+                            "eta", "dropped_draws", "stop", "n_logp",
+                            "n_grad", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
     memcpy(REAL(lam), answer, sizeof(double) * K);
@@ -463,6 +550,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SET_VECTOR_ELT(out, 9, Rf_ScalarReal(opt.eta));
     SET_VECTOR_ELT(out, 10, Rf_ScalarReal((double) n_dropped));
     SET_VECTOR_ELT(out, 11, Rf_ScalarInteger(stop));
+    SET_VECTOR_ELT(out, 12, Rf_ScalarReal(n_logp));
+    SET_VECTOR_ELT(out, 13, Rf_ScalarReal(n_grad));
     UNPROTECT(6);
     return out;
 }
@@ -492,6 +581,7 @@ SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
         Rf_error("internal error: bad arguments to logdens");
     int S = (int) (XLENGTH(zeta) / D);
     int wg = Rf_asLogical(want_grad) == TRUE;
+    bbvi_rng_not_held();
     bbvi_target target;
     bbvi_target_from_sexp(spec, D, S, &target);
     if (wg && !target.has_grad) Rf_error("internal error: target has no gradient");
@@ -512,7 +602,7 @@ SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
     SEXP lam = bbvi_list_get(control, "lambda");
-    int S = bbvi_list_int(control, "samples", 10), n = bbvi_list_int(control, "n", 100);
+    int S = bbvi_need_int(control, "samples"), n = bbvi_need_int(control, "n");
     if (!Rf_isReal(lam) || n < 1) Rf_error("internal error: bad lambda or n");
     vi_setup v;
     vi_setup_init(&v, spec, lower, upper, control, S);

@@ -166,3 +166,107 @@ test_that("the first argument may be named formula = or model =", {
   expect_equal(coef(g1), coef(g2))
   expect_snapshot(error = TRUE, bbvi(data = d))
 })
+
+# ---- the start at the mode, and a convergence rule that cannot be fooled ----
+
+# A linear regression with predictors on raw scales (means up to 100): the
+# posterior sds range over two orders of magnitude and the coefficients are
+# strongly correlated. Flat-prior reference: beta ~ t_{N-p}(OLS, vcov) and
+# sigma from its scaled inverse-chi-square marginal (the priors used are
+# negligible at this N).
+raw_scale_regression <- function() {
+  set.seed(42)
+  N <- 400
+  X <- cbind(1, rnorm(N, 10, 3), rnorm(N, 50, 10), rnorm(N, 100, 20), rnorm(N))
+  y <- drop(X %*% c(2, 0.3, -0.5, 0.1, 1) + rnorm(N, 0, 1.5))
+  m <- bbvi_model(function(theta, data) {
+    mu <- data$X %*% t(theta$beta)
+    colSums(matrix(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE),
+                   nrow = length(data$y))) -
+      0.5 * rowSums(theta$beta^2) / 1e4 + dexp(theta$sigma, 0.01, log = TRUE)
+  }, list(beta = param(dim = 5), sigma = param(lower = 0)),
+  data = list(X = X, y = y), vectorized = TRUE)
+  ols <- lm(y ~ X - 1)
+  s <- summary(ols)$sigma
+  nu <- N - 5
+  list(model = m,
+       mean = c(coef(ols), s * sqrt(nu / 2) * exp(lgamma((nu - 1) / 2) - lgamma(nu / 2))),
+       sd = c(sqrt(diag(vcov(ols)) * nu / (nu - 2)), s / sqrt(2 * nu)))
+}
+
+test_that("full-rank with the score estimator lands on a badly scaled regression", {
+  # it used to blow up from the unit-scale start (sigma 7200 against 1.5)
+  case <- raw_scale_regression()
+  for (s in 1:3) {
+    fit <- bbvi(case$model, method = "fullrank", estimator = "score", seed = s)
+    expect_true(fit$converged)
+    expect_identical(fit$start, "mode")
+    # within 0.1 posterior sd and 10% (the reference's own approximation
+    # error is far below that)
+    expect_lt(max(abs(coef(fit) - case$mean) / case$sd), 0.1)
+    expect_lt(max(abs(sqrt(diag(vcov(fit))) / case$sd - 1)), 0.1)
+  }
+})
+
+test_that("from a bad start, full-rank + score never claims a wrong answer", {
+  case <- raw_scale_regression()
+  fit <- suppressWarnings(bbvi(case$model, method = "fullrank", estimator = "score",
+                               start = "init", seed = 2, max_iter = 3000))
+  accurate <- max(abs(coef(fit) - case$mean) / case$sd) < 0.1
+  expect_true(accurate || !fit$converged)
+})
+
+test_that("mean-field does not stop while drifting along a ridge", {
+  # 2-D Gaussian, correlation 0.9: the mean-field optimum is N(0, diag(0.19))
+  # and the score estimator's noise moves q slowly along the ridge; seed 12
+  # used to stop 0.17 q-sds away
+  P <- solve(matrix(c(1, 0.9, 0.9, 1), 2))
+  m <- bbvi_model(function(theta, data) -0.5 * rowSums((theta$z %*% P) * theta$z),
+                  list(z = param(dim = 2)), vectorized = TRUE)
+  for (st in c("mode", "init")) for (s in c(12, 1, 2)) {
+    fit <- bbvi(m, estimator = "score", seed = s, start = st)
+    expect_true(fit$converged)
+    sdq <- sqrt(diag(vcov(fit)))
+    expect_lt(max(abs(coef(fit)) / sdq), 0.1)
+    expect_lt(max(abs(sdq / sqrt(1 / diag(P)) - 1)), 0.05)
+  }
+})
+
+test_that("parameters of scales 1e-6 to 1e6 converge from the defaults", {
+  mu <- c(1e6, 1, -3e-6); sdv <- c(1e6, 1, 1e-6)
+  m <- bbvi_model(function(theta, data) {
+    z <- theta$z
+    rowSums(dnorm(z, rep(mu, each = nrow(z)), rep(sdv, each = nrow(z)), log = TRUE))
+  }, list(z = param(dim = 3)), vectorized = TRUE)
+  for (est in c("score")) {
+    fit <- bbvi(m, estimator = est, seed = 1)
+    expect_true(fit$converged)
+    expect_lt(max(abs(coef(fit) - mu) / sdv), 0.1)
+    expect_lt(max(abs(sqrt(diag(vcov(fit))) / sdv - 1)), 0.1)
+  }
+})
+
+test_that("no mode (a funnel) falls back to the initial q and says so", {
+  # eight schools, centred: the density grows without bound as tau -> 0 with
+  # every theta at mu, so there is no mode to start from
+  y <- c(28, 8, -3, 7, -1, 1, 18, 12); sigma <- c(15, 10, 16, 11, 9, 11, 10, 18)
+  m <- bbvi_model(function(theta, data) {
+    sum(dnorm(y, theta$theta, sigma, log = TRUE)) +
+      sum(dnorm(theta$theta, theta$mu, theta$tau, log = TRUE)) +
+      dnorm(theta$mu, 0, 5, log = TRUE) + dcauchy(theta$tau, 0, 5, log = TRUE)
+  }, list(mu = param(), tau = param(lower = 0), theta = param(dim = 8)))
+  expect_message(fit <- suppressWarnings(bbvi(m, method = "fullrank", seed = 1, max_iter = 300)),
+                 "No usable posterior mode")
+  expect_identical(fit$start, "init")
+  expect_identical(fit$evals$phase, c("mode", "optimisation", "diagnostics"))
+  expect_gt(fit$evals$logp[1], 0)
+  expect_equal(fit$evals$logp[2], 300 * fit$samples)
+})
+
+test_that("the C loop takes no defaults of its own", {
+  case <- normal_mean_case()
+  spec <- bbvi:::r_target_spec(case$model)
+  ctl <- list(family = "meanfield", estimator = "score", optimizer = "adam",
+              init_mean = 0, init_log_sd = 0)
+  expect_error(.Call(bbvi:::C_vi_fit, spec, -Inf, Inf, ctl), "control needs")
+})

@@ -74,7 +74,7 @@ test_that("quasi-complete separation, all-0 and all-1 responses, zero-count grou
   expect_improper(r, "all 1")
   r <- fit_collect(bbvi(y ~ x, data = d0, family = poisson(), prior = NULL,
                         prior_intercept = NULL, seed = 1))
-  expect_improper(r, "counts are all 0")
+  expect_improper(r, "response is all 0 \\(every count")
   dg <- data.frame(g = factor(rep(c("a", "b", "c"), each = 6)),
                    y = c(2, 4, 3, 1, 5, 2, 3, 3, 6, 2, 1, 4, 0, 0, 0, 0, 0, 0))
   r <- fit_collect(bbvi(y ~ g, data = dg, family = poisson(), prior = NULL,
@@ -126,13 +126,10 @@ test_that("a failed line search away from a stationary point is not converged", 
 
 test_that("the stochastic path does not call separated data converged", {
   for (est in c("score", "reparam")) {
-    f <- suppressWarnings(bbvi(y ~ x, data = sep_data(), family = binomial(),
-                               prior = NULL, prior_intercept = NULL,
-                               estimator = est, seed = 1))
-    expect_false(f$converged)
-    expect_warning(bbvi(y ~ x, data = sep_data(), family = binomial(),
-                        prior = NULL, prior_intercept = NULL, estimator = est,
-                        seed = 1), "did not converge")
+    r <- fit_collect(bbvi(y ~ x, data = sep_data(), family = binomial(),
+                          prior = NULL, prior_intercept = NULL,
+                          estimator = est, seed = 1))
+    expect_improper(r, "separation")
   }
 })
 
@@ -152,4 +149,57 @@ test_that("a rare-event logistic regression converges on the quadrature path", {
     expect_lt(r$fit$iterations, 60)
     expect_false(any(vapply(r$warnings, inherits, NA, "bbvi_not_converged")))
   }
+})
+
+# ---- from main ----
+
+# Improper posteriors (flat priors with separation or an all-0 response)
+# must not be reported as converged.
+
+# the fit and the messages of every warning it gave
+fit_warnings <- function(expr) {
+  msgs <- character(0)
+  fit <- withCallingHandlers(expr, warning = function(w) {
+    msgs <<- c(msgs, conditionMessage(w))
+    invokeRestart("muffleWarning")
+  })
+  list(fit = fit, warnings = msgs)
+}
+
+separated <- data.frame(x = c(-2, -1.5, -1, -0.5, 0.5, 1, 1.5, 2),
+                        y = c(0, 0, 0, 0, 1, 1, 1, 1), z = 0)
+
+test_that("perfect separation with flat priors is an improper posterior, on both paths", {
+  for (est in c("auto", "reparam")) {
+    r <- fit_warnings(bbvi(y ~ x, data = separated, family = binomial(),
+                           prior = NULL, prior_intercept = NULL,
+                           estimator = est, seed = 1, max_iter = 2000))
+    expect_true(any(grepl("separates? the 0s from the 1s", r$warnings)))
+    fit <- r$fit
+    expect_false(fit$converged)
+    expect_match(fit$stop_reason, "no proper posterior")
+  }
+})
+
+test_that("an all-zero response with flat priors is improper (binomial and poisson)", {
+  for (fam in list(binomial(), poisson())) {
+    r <- fit_warnings(bbvi(z ~ x, data = separated, family = fam,
+                           prior = NULL, prior_intercept = NULL, seed = 1))
+    expect_true(any(grepl("the response is all 0", r$warnings, ignore.case = TRUE)))
+    expect_false(r$fit$converged)
+  }
+})
+
+test_that("a proper posterior with flat priors is not flagged", {
+  set.seed(1)
+  d <- data.frame(x = rnorm(50))
+  d$y <- rbinom(50, 1, plogis(d$x))
+  d$n <- rpois(50, exp(0.3 * d$x))
+  fit <- bbvi(y ~ x, data = d, family = binomial(), prior = NULL, prior_intercept = NULL)
+  expect_true(fit$converged)
+  fit <- bbvi(n ~ x, data = d, family = poisson(), prior = NULL, prior_intercept = NULL)
+  expect_true(fit$converged)
+  # separation with a proper prior is a proper posterior
+  fit <- bbvi(y ~ x, data = separated, family = binomial(), prior = normal(0, 2.5))
+  expect_true(fit$converged)
 })

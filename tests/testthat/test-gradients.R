@@ -20,3 +20,83 @@ test_that("gradient estimators are unbiased and control variates cut the varianc
   expect_true(all(v_rp[1:2] < v_sc[1:2]))
   expect_snapshot(error = TRUE, elbo_gradients(fit, lambda = 1:2))
 })
+
+normal_sd_model <- function(gradient) {
+  bbvi_model(function(theta, data) sum(dnorm(data, theta$mu, theta$s, log = TRUE)) +
+               dnorm(theta$mu, 0, 10, log = TRUE),
+             list(mu = param(), s = param(lower = 0)), data = c(1.2, 0.4, 2.1, 1.7),
+             gradient = gradient)
+}
+grad_mu <- function(theta, data) sum(data - theta$mu) / theta$s^2 - theta$mu / 100
+grad_s <- function(theta, data) sum((data - theta$mu)^2) / theta$s^3 - length(data) / theta$s
+
+test_that("check_gradient() agrees with a correct gradient and finds a sign error", {
+  good <- normal_sd_model(function(theta, data) list(mu = grad_mu(theta, data), s = grad_s(theta, data)))
+  chk <- check_gradient(good)
+  expect_s3_class(chk, "bbvi_gradient_check")
+  expect_true(attr(chk, "ok"))
+  expect_equal(nrow(chk), 6L)
+  expect_equal(chk$parameter, rep(c("mu", "s"), 3))
+  # central differences with h = 1e-5: error about 1e-10 relative
+  expect_true(all(chk$rel_error < 1e-7))
+  expect_output(print(chk), "all 6 entries at 3 point\\(s\\) agree")
+  # the first point is where fits start: mu = 0, s = exp(0) = 1
+  expect_equal(unname(attr(chk, "points")[1, ]), c(0, 1))
+  # given points: a named list, or a matrix
+  chk2 <- check_gradient(good, points = list(mu = 1, s = 0.5))
+  expect_equal(chk2$analytic, c(grad_mu(list(mu = 1, s = 0.5), c(1.2, 0.4, 2.1, 1.7)),
+                                grad_s(list(mu = 1, s = 0.5), c(1.2, 0.4, 2.1, 1.7))))
+  chk3 <- check_gradient(good, points = rbind(c(mu = 1, s = 0.5), c(mu = -1, s = 3)))
+  expect_equal(nrow(chk3), 4L)
+  # a sign error in s
+  bad <- normal_sd_model(function(theta, data) list(mu = grad_mu(theta, data), s = -grad_s(theta, data)))
+  chk <- check_gradient(bad)
+  expect_false(attr(chk, "ok"))
+  expect_equal(unique(chk$parameter[!chk$ok]), "s")
+  expect_true(all(chk$ok[chk$parameter == "mu"]))
+  expect_output(print(chk), "DISAGREE")
+  expect_snapshot(error = TRUE, check_gradient(bad, points = list(mu = 3)))
+  expect_snapshot(error = TRUE, check_gradient(bad, points = list(mu = 1, s = -1)))
+  nog <- bbvi_model(function(theta, data) 0, list(a = param()))
+  expect_snapshot(error = TRUE, check_gradient(nog))
+})
+
+test_that("a wrong gradient stops bbvi() and sample_mcmc() before they start, naming the parameter", {
+  # a sign error: used to give a wrong answer without a word
+  bad <- normal_sd_model(function(theta, data) list(mu = grad_mu(theta, data), s = -grad_s(theta, data)))
+  expect_snapshot(error = TRUE, bbvi(bad, seed = 1))
+  expect_error(sample_mcmc(bad, seed = 1, chains = 1, iter = 100),
+               "disagrees with finite differences.*for s")
+  # the right values in the wrong order, unnamed: position decides, and the
+  # check catches it
+  swapped <- normal_sd_model(function(theta, data) c(grad_s(theta, data), grad_mu(theta, data)))
+  expect_error(bbvi(swapped, seed = 1), "disagrees with finite differences")
+  # named, in the other order: matched by name, and fitted
+  named <- normal_sd_model(function(theta, data) c(s = grad_s(theta, data), mu = grad_mu(theta, data)))
+  expect_s3_class(bbvi(named, seed = 1), "bbvi_fit")
+})
+
+test_that("check_gradient() checks a vectorized gradient with one call at all points", {
+  P <- solve(matrix(c(1, 0.5, 0.5, 2), 2))
+  n_calls <- 0
+  m <- bbvi_model(function(theta, data) {
+    n_calls <<- n_calls + 1
+    -0.5 * rowSums((theta$z %*% P) * theta$z)
+  }, list(z = param(dim = 2)), vectorized = TRUE,
+  gradient = function(theta, data) list(z = -theta$z %*% P))
+  chk <- check_gradient(m, n = 4)
+  expect_true(attr(chk, "ok"))
+  expect_equal(nrow(chk), 8L)
+  expect_equal(n_calls, 3)   # the points, and the points shifted up and down
+  m$gradient <- function(theta, data) list(z = theta$z %*% P)
+  expect_false(attr(check_gradient(m), "ok"))
+})
+
+test_that("points where the log-joint is not finite are skipped", {
+  m <- bbvi_model(function(theta, data) if (theta$x > 0.5) -Inf else -theta$x^2 / 2,
+                  list(x = param()), gradient = function(theta, data) -theta$x)
+  chk <- check_gradient(m, points = rbind(0, 1, -1))
+  expect_equal(chk$ok, c(TRUE, NA, TRUE))
+  expect_true(attr(chk, "ok"))
+  expect_output(print(chk), "1 entries skipped")
+})

@@ -310,3 +310,21 @@ test_that("NUTS on posteriordb eight schools (non-centred, tau > 0) matches the 
   expect_true(all(d[, "tau"] > 0))
   expect_equal(mc$divergences, 0)
 })
+
+test_that("RWM reports its adapted proposal covariance as inv_metric", {
+  # 2-D Gaussian, sds 1 and 3, correlation 0.8: the adapted covariance
+  # estimates the target's (up to Monte Carlo error of the warmup windows)
+  S <- matrix(c(1, 0.8 * 3, 0.8 * 3, 9), 2)
+  Pm <- solve(S)
+  m <- bbvi_model(function(theta, data) -0.5 * sum(theta$z * (Pm %*% theta$z)),
+                  list(z = param(dim = 2)))
+  mc <- sample_mcmc(m, method = "rwm", chains = 2, iter = 4000, seed = 1)
+  for (M in mc$inv_metric) {
+    expect_true(isSymmetric(unname(M)))
+    expect_true(all(eigen(M, symmetric = TRUE)$values > 0))
+    # a Cholesky factor would have a zero above the diagonal and 3, not 9
+    expect_gt(M[1, 2], 0.5 * S[1, 2])
+    expect_lt(abs(M[2, 2] / S[2, 2] - 1), 0.5)
+    expect_lt(abs(cov2cor(M)[1, 2] - 0.8), 0.15)
+  }
+})

@@ -129,3 +129,72 @@ test_that("a user's own compiled log-joint is found by name and used", {
   expect_equal(fit_s$estimator, "score")
   expect_equal(unname(coef(fit_s)), c(1, -2), tolerance = 0.05)
 })
+
+test_that("a named gradient is matched by name; wrong names are an error naming them", {
+  y <- c(1, 2, 4)
+  lj <- function(theta, data) sum(dnorm(data, theta$mu, theta$s, log = TRUE))
+  gmu <- function(theta, data) sum(data - theta$mu) / theta$s^2
+  gs <- function(theta, data) sum((data - theta$mu)^2) / theta$s^3 - length(data) / theta$s
+  pars <- list(mu = param(), s = param(lower = 0))
+  spec_grad <- function(gradient, at = list(mu = 0.5, s = 2)) {
+    m <- bbvi_model(lj, pars, data = y, gradient = gradient)
+    spec <- bbvi:::r_target_spec(m, err_call = call("bbvi"))
+    spec$gr_call[[1]](at)
+  }
+  want <- cbind(gmu(list(mu = 0.5, s = 2), y), gs(list(mu = 0.5, s = 2), y))
+  # named list and named vector in another order: reordered
+  expect_equal(spec_grad(function(theta, data) list(s = gs(theta, data), mu = gmu(theta, data))), want)
+  expect_equal(spec_grad(function(theta, data) c(s = gs(theta, data), mu = gmu(theta, data))), want)
+  # unnamed: the order of `parameters`
+  expect_equal(spec_grad(function(theta, data) c(gmu(theta, data), gs(theta, data))), want)
+  expect_equal(spec_grad(function(theta, data) list(gmu(theta, data), gs(theta, data))), want)
+  # names that do not match: errors that name them
+  expect_snapshot(error = TRUE, spec_grad(function(theta, data) list(mu = 1, sigma = 1)))
+  expect_snapshot(error = TRUE, spec_grad(function(theta, data) c(mu = 1, sigma = 1)))
+  expect_snapshot(error = TRUE, spec_grad(function(theta, data) list(mu = 1, mu = 1)))
+  # vector parameters: a named vector carries the scalar names
+  m <- bbvi_model(function(theta, data) -0.5 * sum(theta$b^2) - 0.5 * theta$a^2,
+                  list(a = param(), b = param(dim = 2)),
+                  gradient = function(theta, data) c(`b[2]` = -theta$b[2], a = -theta$a, `b[1]` = -theta$b[1]))
+  spec <- bbvi:::r_target_spec(m, err_call = call("bbvi"))
+  expect_equal(spec$gr_call[[1]](list(a = 1, b = c(2, 3))), cbind(-1, -2, -3))
+  m$gradient <- function(theta, data) c(a = -theta$a, b = -theta$b)   # names a, b1, b2
+  spec <- bbvi:::r_target_spec(m, err_call = call("bbvi"))
+  expect_snapshot(error = TRUE, spec$gr_call[[1]](list(a = 1, b = c(2, 3))))
+})
+
+test_that("a vectorized log-joint must give one value per draw", {
+  y <- c(0.3, -1.2, 0.8, 2.1, 0.4)
+  # one number for S draws
+  one <- bbvi_model(function(theta, data) sum(dnorm(data, theta$mu, 1, log = TRUE)),
+                    list(mu = param()), data = y, vectorized = TRUE)
+  expect_snapshot(error = TRUE, bbvi(one, seed = 1))
+  # S numbers, but a sum over the data recycled across the draws: used to
+  # fit silently (the likelihood term was the same for every draw)
+  mixed <- bbvi_model(function(theta, data) sum(dnorm(data, theta$mu, 1, log = TRUE)) +
+                        dnorm(theta$mu, 0, 10, log = TRUE),
+                      list(mu = param()), data = y, vectorized = TRUE)
+  expect_error(bbvi(mixed, seed = 1), "depends on that draw only")
+  expect_error(sample_mcmc(mixed, method = "rwm", seed = 1, chains = 1, iter = 100),
+               "depends on that draw only")
+  # the correct version is accepted
+  good <- bbvi_model(function(theta, data) {
+    vapply(theta$mu, function(mu) sum(dnorm(data, mu, 1, log = TRUE)), numeric(1)) +
+      dnorm(theta$mu, 0, 10, log = TRUE)
+  }, list(mu = param()), data = y, vectorized = TRUE)
+  fit <- bbvi(good, seed = 1)
+  prec <- 1 / 100 + length(y)
+  expect_lt(abs(coef(fit)[["mu"]] - sum(y) / prec) * sqrt(prec), 0.1)
+})
+
+test_that("a scalar parameter named like an element of a vector parameter is an error", {
+  expect_snapshot(error = TRUE,
+                  bbvi_model(function(theta, data) 0,
+                             list(beta = param(dim = 2), `beta[1]` = param())))
+  expect_snapshot(error = TRUE,
+                  bbvi_model(function(theta, data) 0,
+                             list(`b[2]` = param(), b = param(dim = 3))))
+  # `beta[3]` next to a beta of length 2 is distinct
+  m <- bbvi_model(function(theta, data) 0, list(beta = param(dim = 2), `beta[3]` = param()))
+  expect_equal(m$par_names, c("beta[1]", "beta[2]", "beta[3]"))
+})

@@ -1,0 +1,204 @@
+# Does a fit ever lie? Deliberately hard cases, each over several seeds:
+# for each fit, was it accurate (every marginal mean within 0.1 posterior sd
+# of the truth and every sd within 10%), did it warn (a warning, or
+# converged = FALSE), or did it stop with an error? A wrong answer with no
+# warning is the one outcome that must never happen.
+#
+# Usage (from the package root, with bbvi installed):
+#   Rscript bench/bench_trust.R [seeds = 4]
+suppressPackageStartupMessages(library(bbvi))
+args <- commandArgs(trailingOnly = TRUE)
+n_seeds <- if (length(args)) as.integer(args[1]) else 4L
+
+# ---- the cases ---------------------------------------------------------------
+# Each case: fit(seed) returns a bbvi_fit (or throws); truth: list(mean, sd)
+# on the constrained scale, named as the fit's parameters; expect: what a
+# truthful outcome is ("accurate", "warn" or "error").
+
+linreg <- local({
+  set.seed(42)
+  N <- 1330; P <- 8
+  X <- cbind(1, matrix(rnorm(N * P, rep(c(10, 0, 50, 1, 0, 5, 100, 0), each = N),
+                             rep(c(3, 1, 10, 0.5, 2, 1, 20, 1), each = N)), N, P))
+  beta <- c(2, 0.3, -0.5, 0.02, 1, 0.1, -0.4, 0.01, 0.7)
+  y <- drop(X %*% beta + rnorm(N, 0, 1.5))
+  lj <- function(theta, data) {
+    mu <- data$X %*% t(theta$beta)
+    colSums(matrix(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE),
+                   nrow = length(data$y))) -
+      0.5 * rowSums(theta$beta^2) / 100 + dexp(theta$sigma, 1, log = TRUE)
+  }
+  m <- bbvi_model(lj, list(beta = param(dim = 9), sigma = param(lower = 0)),
+                  data = list(X = X, y = y), vectorized = TRUE)
+  ols <- lm(y ~ X - 1)
+  s <- summary(ols)$sigma
+  # flat-prior posterior (the priors here are negligible): beta ~ t(N - p),
+  # sigma from its scaled inverse-chi-square marginal
+  nu <- N - 9
+  list(model = m, truth = list(
+    mean = c(setNames(coef(ols), sprintf("beta[%d]", 1:9)), sigma = s * sqrt(nu / 2) * exp(lgamma((nu - 1) / 2) - lgamma(nu / 2))),
+    sd = c(setNames(sqrt(diag(vcov(ols)) * nu / (nu - 2)), sprintf("beta[%d]", 1:9)), sigma = s / sqrt(2 * nu))))
+})
+
+poisson_gamma <- local({
+  y <- c(3, 5, 2, 6, 4, 4, 7, 1, 3, 5, 4, 2, 6, 3, 5)
+  m <- bbvi_model(
+    function(theta, data) sum(dpois(data, theta$lambda, log = TRUE)) +
+      dgamma(theta$lambda, 3, 1, log = TRUE),
+    parameters = list(lambda = param(lower = 0)), data = y,
+    gradient = function(theta, data) (sum(data) + 2) / theta$lambda - length(data) - 1)
+  a <- 3 + sum(y); b <- 1 + length(y)
+  list(model = m, truth = list(mean = c(lambda = a / b), sd = c(lambda = sqrt(a) / b)))
+})
+
+bimodal <- list(
+  model = bbvi_model(function(theta, data) {
+    log(0.5 * dnorm(theta$z, -3, 0.7) + 0.5 * dnorm(theta$z, 3, 0.7))
+  }, list(z = param()), vectorized = TRUE),
+  truth = list(mean = c(z = 0), sd = c(z = sqrt(0.49 + 9))))
+
+corr2 <- local({
+  P <- solve(matrix(c(1, 0.95, 0.95, 1), 2))
+  list(model = bbvi_model(function(theta, data) {
+    z <- theta$z
+    -0.5 * rowSums((z %*% P) * z)
+  }, list(z = param(dim = 2)), vectorized = TRUE),
+  truth = list(mean = c("z[1]" = 0, "z[2]" = 0), sd = c("z[1]" = 1, "z[2]" = 1)))
+})
+
+funnel <- list(   # Neal's funnel: v ~ N(0, 3), x | v ~ N(0, exp(v / 2))
+  model = bbvi_model(function(theta, data) {
+    dnorm(theta$v, 0, 3, log = TRUE) + dnorm(theta$x, 0, exp(theta$v / 2), log = TRUE)
+  }, list(v = param(), x = param()), vectorized = TRUE),
+  truth = list(mean = c(v = 0, x = 0), sd = c(v = 3, x = exp(9 / 4))))
+
+student <- list(  # t with 3 df: heavier tails than any Gaussian q
+  model = bbvi_model(function(theta, data) dt(theta$z - 2, 3, log = TRUE),
+                     list(z = param()), vectorized = TRUE),
+  truth = list(mean = c(z = 2), sd = c(z = sqrt(3))))
+
+scales <- local({
+  mu <- c(1e6, 1, -3e-6); sdv <- c(1e6, 1, 1e-6)
+  list(model = bbvi_model(function(theta, data) {
+    z <- theta$z
+    rowSums(dnorm(z, rep(mu, each = nrow(z)), rep(sdv, each = nrow(z)), log = TRUE))
+  }, list(z = param(dim = 3)), vectorized = TRUE),
+  truth = list(mean = setNames(mu, sprintf("z[%d]", 1:3)), sd = setNames(sdv, sprintf("z[%d]", 1:3))))
+})
+
+# Eight schools, centred: a real funnel (no mode: the density grows without
+# bound as tau -> 0). Reference: posteriordb's NUTS run of the same
+# posterior (non-centred parameterisation), read from ../shared when there.
+eight_schools <- local({
+  y <- c(28, 8, -3, 7, -1, 1, 18, 12); sigma <- c(15, 10, 16, 11, 9, 11, 10, 18)
+  m <- bbvi_model(function(theta, data) {
+    sum(dnorm(y, theta$theta, sigma, log = TRUE)) +
+      sum(dnorm(theta$theta, theta$mu, theta$tau, log = TRUE)) +
+      dnorm(theta$mu, 0, 5, log = TRUE) + dcauchy(theta$tau, 0, 5, log = TRUE)
+  }, list(theta = param(dim = 8), mu = param(), tau = param(lower = 0)))
+  ref_file <- "../shared/posteriordb/eight_schools-eight_schools_centered/reference.csv"
+  ref <- if (file.exists(ref_file)) utils::read.csv(ref_file) else NULL
+  list(model = m, truth = if (!is.null(ref))
+    list(mean = setNames(ref$mean, ref$parameter), sd = setNames(ref$sd, ref$parameter)))
+})
+
+two_modes <- list(   # well-separated modes; a single fit sees one of them
+  model = bbvi_model(function(theta, data) {
+    log(0.5 * dnorm(theta$x, -2.5, 0.7) + 0.5 * dnorm(theta$x, 2.5, 0.7))
+  }, list(x = param())),
+  truth = list(mean = c(x = 0), sd = c(x = sqrt(0.49 + 6.25))))
+
+wrong_gradient <- list(
+  model = bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
+                     list(mu = param()),
+                     gradient = function(theta, data) (theta$mu - 1) / 4),   # sign error
+  truth = list(mean = c(mu = 1), sd = c(mu = 2)))
+
+cases <- list(
+  list(name = "linreg D=10 full-rank, score", case = linreg, expect = "accurate",
+       fit = function(s) bbvi(linreg$model, method = "fullrank", estimator = "score", seed = s)),
+  list(name = "linreg D=10 full-rank, score, start = init", case = linreg, expect = "warn",
+       fit = function(s) bbvi(linreg$model, method = "fullrank", estimator = "score",
+                              start = "init", seed = s)),
+  list(name = "linreg D=10 mean-field, score", case = linreg, expect = "warn",
+       fit = function(s) bbvi(linreg$model, method = "meanfield", estimator = "score", seed = s)),
+  list(name = "Poisson-Gamma, reparam", case = poisson_gamma, expect = "accurate",
+       fit = function(s) bbvi(poisson_gamma$model, seed = s)),
+  list(name = "Poisson-Gamma full-rank, score", case = poisson_gamma, expect = "accurate",
+       fit = function(s) bbvi(poisson_gamma$model, method = "fullrank", estimator = "score", seed = s)),
+  list(name = "bimodal mixture", case = bimodal, expect = "warn",
+       fit = function(s) bbvi(bimodal$model, seed = s)),
+  list(name = "correlated 2-D (rho 0.95) mean-field", case = corr2, expect = "warn",
+       fit = function(s) bbvi(corr2$model, seed = s)),
+  list(name = "correlated 2-D (rho 0.95) full-rank", case = corr2, expect = "accurate",
+       fit = function(s) bbvi(corr2$model, method = "fullrank", seed = s)),
+  list(name = "Neal's funnel, full-rank", case = funnel, expect = "warn",
+       fit = function(s) bbvi(funnel$model, method = "fullrank", seed = s)),
+  list(name = "Student t(3)", case = student, expect = "warn",
+       fit = function(s) bbvi(student$model, seed = s)),
+  list(name = "scales 1e-6 .. 1e6", case = scales, expect = "accurate",
+       fit = function(s) bbvi(scales$model, seed = s)),
+  list(name = "eight schools centred (funnel), full-rank", case = eight_schools, expect = "warn",
+       fit = function(s) bbvi(eight_schools$model, method = "fullrank", seed = s)),
+  list(name = "two separated modes, restarts = 4", case = two_modes, expect = "warn",
+       fit = function(s) bbvi(two_modes$model, restarts = 4, seed = s)),
+  list(name = "wrong gradient (sign)", case = wrong_gradient, expect = "error",
+       fit = function(s) bbvi(wrong_gradient$model, seed = s))
+)
+
+# ---- run ---------------------------------------------------------------------
+judge <- function(fit, truth) {
+  cf <- coef(fit)[names(truth$mean)]
+  sds <- sqrt(diag(vcov(fit)))[names(truth$sd)]
+  err <- max(abs(cf - truth$mean) / truth$sd)
+  ratio <- sds / truth$sd
+  list(err = err, sd_ratio = ratio[which.max(abs(log(ratio)))],
+       accurate = isTRUE(err <= 0.1 && all(abs(ratio - 1) <= 0.1)))
+}
+
+rows <- list()
+if (is.null(eight_schools$truth)) cases <- Filter(function(cs) !identical(cs$case, eight_schools), cases)
+for (cs in cases) {
+  for (s in seq_len(n_seeds)) {
+    warned <- character(0)
+    t0 <- proc.time()[["elapsed"]]
+    fit <- tryCatch(
+      withCallingHandlers(suppressMessages(cs$fit(s)),
+                          warning = function(w) {
+                            warned <<- c(warned, conditionMessage(w))
+                            invokeRestart("muffleWarning")
+                          }),
+      error = function(e) e)
+    secs <- proc.time()[["elapsed"]] - t0
+    if (inherits(fit, "error")) {
+      rows[[length(rows) + 1]] <- data.frame(
+        case = cs$name, seed = s, expect = cs$expect, outcome = "error",
+        max_mean_err = NA, worst_sd_ratio = NA, converged = NA, seconds = secs,
+        wrong_silent = FALSE)
+      next
+    }
+    j <- judge(fit, cs$case$truth)
+    warn <- length(warned) > 0 || !fit$converged
+    outcome <- if (j$accurate && !warn) "accurate" else if (j$accurate) "accurate, warned" else
+      if (warn) "wrong, warned" else "WRONG AND SILENT"
+    rows[[length(rows) + 1]] <- data.frame(
+      case = cs$name, seed = s, expect = cs$expect, outcome = outcome,
+      max_mean_err = round(j$err, 3), worst_sd_ratio = round(unname(j$sd_ratio), 3),
+      converged = fit$converged, seconds = round(secs, 2),
+      wrong_silent = !j$accurate && !warn)
+  }
+}
+tab <- do.call(rbind, rows)
+options(width = 200)
+print(tab, row.names = FALSE)
+cat("\nPer case:\n")
+agg <- do.call(rbind, lapply(split(tab, factor(tab$case, levels = unique(tab$case))), function(d) {
+  data.frame(case = d$case[1], expect = d$expect[1], fits = nrow(d),
+             accurate_silent = sum(d$outcome == "accurate"),
+             accurate_warned = sum(d$outcome == "accurate, warned"),
+             wrong_warned = sum(d$outcome == "wrong, warned"),
+             errors = sum(d$outcome == "error"),
+             wrong_silent = sum(d$wrong_silent))
+}))
+print(agg, row.names = FALSE)
+cat(sprintf("\nwrong and silent: %d of %d fits\n", sum(tab$wrong_silent), nrow(tab)))

@@ -1,0 +1,187 @@
+# The accuracy diagnostics of a VI fit (R/psis.R): a KL estimate on every
+# fit, a warning when q's summaries are not the posterior's (not when only
+# k-hat is large), advice that fits the case, and no dependence on the clock.
+
+# Catches the accuracy warning (and lets others through); returns the fit
+# and the warning messages.
+fit_and_warnings <- function(expr) {
+  msgs <- character()
+  fit <- with_khat_warning(withCallingHandlers(expr, warning = function(w) {
+    if (grepl("may be inaccurate", conditionMessage(w))) {
+      msgs <<- c(msgs, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    }
+  }))
+  list(fit = fit, warnings = msgs)
+}
+
+with_seed_test <- function(seed, expr) {
+  set.seed(seed)
+  expr
+}
+
+bimodal_model <- function() {
+  bbvi_model(function(theta, data) {
+    log(0.5 * dnorm(theta$x, -3, 0.7) + 0.5 * dnorm(theta$x, 3, 0.7))
+  }, list(x = param()))
+}
+
+correlated_model <- function(rho) {
+  S <- matrix(c(1, rho, rho, 1), 2)
+  P <- solve(S)
+  bbvi_model(function(theta, data) -0.5 * sum(theta$z * (P %*% theta$z)),
+             list(z = param(dim = 2)),
+             gradient = function(theta, data) -drop(P %*% theta$z))
+}
+
+test_that("an accurate fit with a large k-hat does not warn (README's Poisson-Gamma model, 10 seeds)", {
+  case <- gamma_poisson_case()
+  n_warn <- 0
+  khat <- kl <- numeric(10)
+  for (s in 1:10) {
+    r <- fit_and_warnings(bbvi(case$model, seed = s))
+    n_warn <- n_warn + length(r$warnings)
+    khat[s] <- r$fit$diagnostics$khat
+    kl[s] <- r$fit$diagnostics$kl_hat
+    expect_matches_exact(r$fit, case, 0.1, 0.05)
+  }
+  # k-hat is above 0.7 on several seeds (q's Gaussian tail on the log scale
+  # is lighter than the log-Gamma posterior's), yet q is accurate: the
+  # reweighted moments agree with q's, and the fit does not warn
+  expect_gt(sum(khat > 0.7), 2)
+  expect_lte(n_warn, 1)
+  # KL(q || p) of a log-normal q to a Gamma(63, 16) posterior is about 0.001
+  expect_true(all(kl < 0.05))
+})
+
+test_that("an accurate full-rank fit: KL estimate near 0, no warning, printed", {
+  case <- gaussian2_case()
+  r <- fit_and_warnings(bbvi(case$model, method = "fullrank", seed = 4))
+  expect_length(r$warnings, 0)
+  dg <- r$fit$diagnostics
+  expect_identical(dg$verdict, "ok")
+  expect_lt(dg$kl_hat, 0.01)
+  expect_equal(dg$khat_threshold, 0.7)
+  expect_equal(nrow(dg$psis_moments), 2L)
+  expect_lt(dg$max_mean_shift, 0.1)
+  expect_output(print(r$fit), "KL\\(q \\|\\| p\\) estimate")
+  expect_output(print(r$fit), "PSIS check: .*\\(good\\)")
+  # the log Z-hat estimates log p(x) (the target is unnormalised)
+  logZ <- log(2 * pi) + 0.5 * log(det(case$Sigma)) - 500
+  expect_lt(abs(dg$log_z - logZ), 0.01)
+})
+
+test_that("a bimodal posterior fitted by one wide q warns, with a KL estimate near the true KL", {
+  r <- fit_and_warnings(bbvi(bimodal_model(), seed = 1))
+  fit <- r$fit
+  # q is the wide one between the modes
+  expect_lt(abs(coef(fit)[["x"]]), 0.5)
+  expect_gt(sqrt(vcov(fit)[1, 1]), 2)
+  expect_length(r$warnings, 1)
+  # KL(q || p) by quadrature, for the fitted q
+  m <- fit$mean_unc[[1]]; s <- fit$chol_unc[1, 1]
+  kl <- integrate(function(x) {
+    dnorm(x, m, s) * (dnorm(x, m, s, log = TRUE) -
+                        log(0.5 * dnorm(x, -3, 0.7) + 0.5 * dnorm(x, 3, 0.7)))
+  }, m - 8 * s, m + 8 * s)$value
+  expect_gt(kl, 2)
+  # 4000 draws, sd of log p/q 3.3 but k-hat < 0: the estimate's MC error is
+  # a few hundredths
+  expect_lt(abs(fit$diagnostics$kl_hat - kl), 0.15)
+  expect_match(r$warnings, "KL\\(q \\|\\| p\\)")
+  expect_match(r$warnings, "restarts")
+  expect_false(any(grepl("fullrank", r$warnings)))
+})
+
+test_that("mean-field on a correlation-0.9 Gaussian warns and advises full-rank; full-rank does not warn", {
+  m <- correlated_model(0.9)
+  for (s in 1:3) {
+    r <- fit_and_warnings(bbvi(m, seed = s))
+    expect_length(r$warnings, 1)
+    expect_match(r$warnings, "method = \"fullrank\"", fixed = TRUE)
+    # q's sds are sqrt(1 - 0.9^2) = 0.44 of the posterior's: reweighting
+    # widens them
+    expect_gt(min(r$fit$diagnostics$psis_moments$sd_ratio), 1.1)
+    expect_output(print(r$fit), "WARNING: q may be inaccurate")
+  }
+  r <- fit_and_warnings(bbvi(m, method = "fullrank", seed = 1))
+  expect_length(r$warnings, 0)
+})
+
+test_that("an exploded q (far wider than the posterior) warns without advising full-rank", {
+  case <- gaussian2_case()
+  good <- bbvi(case$model, method = "fullrank", seed = 4)
+  res <- list(mean = unname(good$mean_unc), chol = unname(good$chol_unc) * 50,
+              method = "fullrank", estimator = "score", optimizer = "adam",
+              converged = TRUE, iterations = 100L, time = 0, restarts = 1L,
+              control = list(samples = 50L))
+  r <- fit_and_warnings(with_seed_test(1, bbvi:::new_bbvi_fit(case$model, res, call = NULL)))
+  expect_length(r$warnings, 1)
+  expect_gt(r$fit$diagnostics$kl_hat, 3)
+  expect_match(r$warnings, "far wider than the posterior")
+  expect_false(any(grepl("fullrank", r$warnings)))
+  # one parameter, mean-field: the advice cannot be full-rank either
+  r <- fit_and_warnings(bbvi(bimodal_model(), seed = 2))
+  expect_false(any(grepl("fullrank", r$warnings)))
+})
+
+test_that("draws where the log-joint is not finite make the ELBO -Inf and warn", {
+  m <- bbvi_model(function(theta, data) {
+    if (theta$x < -2) -Inf else dnorm(theta$x, log = TRUE)
+  }, list(x = param()))
+  # q = N(0, 1): 2.3% of its draws fall below -2
+  res <- list(mean = 0, chol = 1, method = "meanfield", estimator = "score",
+              optimizer = "adam", converged = TRUE, iterations = 100L, time = 0,
+              restarts = 1L, control = list(samples = 50L))
+  r <- fit_and_warnings(with_seed_test(1, bbvi:::new_bbvi_fit(m, res, call = NULL)))
+  dg <- r$fit$diagnostics
+  expect_equal(dg$elbo, -Inf)
+  expect_equal(dg$n_nonfinite, sum(r$fit$draws[, 1] < -2))
+  expect_gt(dg$n_nonfinite, 50)
+  expect_equal(dg$n_finite + dg$n_nonfinite, dg$n_draws)
+  expect_length(r$warnings, 1)
+  expect_match(r$warnings, "not finite")
+  expect_match(r$warnings, "param(lower = , upper = )", fixed = TRUE)
+  expect_output(print(r$fit), "non-finite log-joint")
+  # the draws outside the support get no importance weight
+  expect_true(all(dg$weights[r$fit$draws[, 1] < -2] == 0))
+})
+
+test_that("the number of diagnostic draws is fixed in advance, not by the clock", {
+  # a slow log-joint used to get fewer draws (a time budget)
+  slow <- bbvi_model(function(theta, data) {
+    Sys.sleep(0.01)
+    dnorm(theta$mu, 1, 2, log = TRUE)
+  }, list(mu = param()), vectorized = TRUE)
+  res <- list(mean = 1, chol = 2, method = "meanfield", estimator = "score",
+              optimizer = "adam", converged = TRUE, iterations = 1L, time = 0.01,
+              restarts = 1L, control = list(samples = 50L))
+  f1 <- with_seed_test(3, bbvi:::new_bbvi_fit(slow, res, call = NULL))
+  expect_equal(f1$diagnostics$n_draws, 4000L)
+  f2 <- with_seed_test(3, bbvi:::new_bbvi_fit(slow, res, call = NULL))
+  expect_identical(f1$diagnostics, f2$diagnostics)
+  f3 <- with_seed_test(3, bbvi:::new_bbvi_fit(slow, res, call = NULL,
+                                                diagnostic_draws = 500))
+  expect_equal(f3$diagnostics$n_draws, 500L)
+  expect_length(f3$diagnostics$weights, 500L)
+  # fewer stored draws: all of them
+  f4 <- with_seed_test(3, bbvi:::new_bbvi_fit(slow, res, call = NULL, draws = 300))
+  expect_equal(f4$diagnostics$n_draws, 300L)
+  # a GLM's count follows its size: 1e8 / (rows x columns), at least 100
+  glm_like <- function(n, p) list(model = list(target = list(type = "glm", X = matrix(0, n, p))))
+  expect_equal(bbvi:::diagnostic_draw_count(glm_like(1e5, 5), 4000), 200L)
+  expect_equal(bbvi:::diagnostic_draw_count(glm_like(1330, 10), 4000), 4000L)
+  expect_equal(bbvi:::diagnostic_draw_count(glm_like(1e6, 5), 4000), 100L)
+  expect_equal(bbvi:::diagnostic_draw_count(glm_like(100, 2), 4000, 1000), 1000L)
+})
+
+test_that("the accuracy warning can be turned off, under its new and its old name", {
+  m <- correlated_model(0.95)
+  expect_warning(with_khat_warning(bbvi(m, seed = 1)), "may be inaccurate")
+  op <- options(bbvi.warn_khat = TRUE, bbvi.warn_diagnostics = FALSE)
+  on.exit(options(op), add = TRUE)
+  expect_warning(fit <- bbvi(m, seed = 1), NA)
+  expect_false(identical(fit$diagnostics$verdict, "ok"))
+  options(bbvi.warn_diagnostics = NULL, bbvi.warn_khat = FALSE)
+  expect_warning(bbvi(m, seed = 1), NA)
+})
