@@ -473,14 +473,5 @@ glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
   res$estimator <- "reparam"
   res$optimizer <- "newton"
   res$path <- "quadrature"
-  if (!all(is.finite(res$mean)) || !all(is.finite(res$chol))) {
-    cli::cli_abort(c("The quadrature fit diverged (non-finite variational parameters).",
-                     i = "With flat priors this happens when the data separate the classes or the posterior is improper; try proper priors."),
-                   call = NULL)
-  }
-  if (!quiet && !res$converged) {
-    cli::cli_warn(c("The quadrature fit did not converge in {res$iterations} Newton iterations.",
-                    i = "Increase {.arg max_iter}; an improper posterior (flat priors, separation) also does this."))
-  }
-  res
+  glm_quad_status(res, model, quiet)   # R/glm-status.R: stop reason, warnings
 }

@@ -160,19 +160,30 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
 /* ------------------------------------------------------------------------ */
 
 SEXP bbvi_list_get(SEXP list, const char *name);   /* R_NilValue if absent */
-/* R's RNG around sampling. A loop that draws holds it (GetRNGstate); every
-   call back into R releases it for the call (PutRNGstate before, GetRNGstate
-   after: see targets.c), so that R code drawing random numbers inside a
-   log-joint advances the one stream instead of rewinding the loop's. Entry
-   points that do not draw mark it as not held, which also undoes a hold
-   left behind by an error that unwound an earlier call. */
-void bbvi_rng_hold(void);
-void bbvi_rng_release(void);
-void bbvi_rng_not_held(void);
-int bbvi_rng_is_held(void);
 /* required entries (R holds every default): an internal error if absent */
 int bbvi_need_int(SEXP list, const char *name);
 double bbvi_need_double(SEXP list, const char *name);
 double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
+
+/* R's RNG. C code that draws holds R's generator state (GetRNGstate) for a
+   whole loop; every call back into R must lend it back, or a log-joint that
+   draws (runif, sample.int) would start from the stale .Random.seed and the
+   C loop would then reuse the same uniforms. Use these, not Get/PutRNGstate:
+   - bbvi_rng_hold() / bbvi_rng_release(): around a sampling loop;
+   - bbvi_rng_lend() before evaluating R code: PutRNGstate if held, returns
+     whether it did; bbvi_rng_reclaim(lent) after: GetRNGstate if lent.
+   Outside a hold, lend does nothing: a caller that draws nothing (logdens)
+   must not write its stale copy over a .Random.seed R code may have
+   assigned. bbvi_rng_not_held() clears the flag; bbvi_target_from_sexp()
+   calls it, so an R error or an interrupt (longjmp) inside a hold cannot
+   leave it set for the next call: every entry point builds its target
+   before it holds the RNG. While lent the flag is clear, so an entry point
+   called from inside a callback (nested) sees the RNG as not held. */
+void bbvi_rng_hold(void);
+void bbvi_rng_release(void);
+void bbvi_rng_not_held(void);
+int bbvi_rng_is_held(void);
+int bbvi_rng_lend(void);
+void bbvi_rng_reclaim(int lent);
 
 #endif

@@ -27,6 +27,10 @@
 
 #define LOG_2PI 1.837877066409345483560659472811
 
+/* why the Newton iterations stopped (R/glm-status.R names them) */
+enum { QUAD_CONVERGED = 0, QUAD_MAXITER = 1, QUAD_LINESEARCH = 2,
+       QUAD_STALLED = 3 };
+
 typedef struct {
     glm_data g;
     int fr;                     /* full-rank q? */
@@ -325,16 +329,20 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     double *g = (double *) R_alloc(D, sizeof(double));
     double *H = (double *) R_alloc(DD, sizeof(double));
     double *step = (double *) R_alloc(D, sizeof(double));
+    double *prev = (double *) R_alloc(D, sizeof(double));   /* last mean step */
     double *trace = (double *) R_alloc(max_iter + 1, sizeof(double));
+    double *mu_mid = (double *) R_alloc(D, sizeof(double));
 
     memcpy(mu, REAL(init), sizeof(double) * D);
+    memcpy(mu_mid, mu, sizeof(double) * D);
     memset(Sig, 0, sizeof(double) * DD);
     memset(Lam, 0, sizeof(double) * DD);
     /* at a point mass, E grad and E hess are the gradient and Hessian at mu:
        the first step is a Newton step with the Laplace covariance */
     double elbo = R_NegInf;
     q_elbo(&w, mu, Sig, 0.0, 1, 0, g, H);
-    int it = 0, converged = 0, first = 1;
+    int it = 0, converged = 0, first = 1, ls_failed = 0, reversed = 0;
+    memset(prev, 0, sizeof(double) * D);
     double rho = 1.0;
     while (it < max_iter) {
         if (it % 4 == 0) R_CheckUserInterrupt();
@@ -344,7 +352,12 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
             memcpy(step, g, sizeof(double) * D);
             chol_solve(D, Pc, step);
         }
-        rho = first ? 1.0 : fmin(1.0, 2.0 * rho);
+        /* a full step again after a success, unless the last two steps of
+           the mean reversed: the fixed-point map then overshoots (a 2-cycle
+           that closes only slowly, as with rare events whose expected
+           likelihood depends strongly on q's variance), and damping it
+           converges at once */
+        rho = first ? 1.0 : (reversed ? 0.5 * rho : fmin(1.0, 2.0 * rho));
         double elbo_new = R_NegInf, logdet = 0.0;
         int accepted = 0;
         for (int tries = 0; tries < 40; tries++) {
@@ -379,7 +392,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
             }
             rho *= 0.5;
         }
-        if (!accepted) break;   /* no ascent direction left: at the optimum */
+        if (!accepted) { ls_failed = 1; break; }
         double dmu = 0.0, dls = 0.0;
         for (int d = 0; d < D; d++) {
             double sn = Sig_new[d + (size_t) d * D], so = Sig[d + (size_t) d * D];
@@ -387,11 +400,25 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
             dls = fmax(dls, first ? R_PosInf : 0.5 * fabs(log(sn / so)));
         }
         double delbo = elbo_new - elbo;
+        {   /* cosine of this mean step with the last, in posterior sds */
+            double ab = 0.0, aa = 0.0, bb = 0.0;
+            for (int d = 0; d < D; d++) {
+                double sd = sqrt(Sig_new[d + (size_t) d * D]);
+                double a = (mu_new[d] - mu[d]) / sd, b = prev[d] / sd;
+                ab += a * b; aa += a * a; bb += b * b;
+                prev[d] = mu_new[d] - mu[d];
+            }
+            reversed = aa > 0 && bb > 0 && ab < -0.5 * sqrt(aa * bb);
+        }
         memcpy(mu, mu_new, sizeof(double) * D);
         memcpy(Sig, Sig_new, sizeof(double) * DD);
         memcpy(Lam, Lam_new, sizeof(double) * DD);
         elbo = elbo_new;
         trace[it++] = elbo;
+        /* the mean at the last power-of-two iteration, at least halfway:
+           mu - mu_mid is the recent drift (R tests whether it is a
+           direction of unbounded likelihood) */
+        if ((it & (it - 1)) == 0) memcpy(mu_mid, mu, sizeof(double) * D);
         /* derivatives at the accepted point (the last evaluation) */
         q_elbo(&w, mu, Sig, logdet, 1, 1, g, H);
         if (!first && dmu < tol && dls < tol && fabs(delbo) < 1e-6 * (1.0 + fabs(elbo))) {
@@ -400,14 +427,36 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         }
         first = 0;
     }
-    /* a line search that can make no more progress after the first steps:
-       at the optimum up to rounding, or on an improper posterior that rises
-       for ever (the R side tells them apart, see glm_check_proper()) */
-    if (!converged && it > 1 && it < max_iter) converged = 1;
+    /* No step along the Newton direction raises the ELBO. At the optimum
+       that is rounding: the full Newton step for the mean, -E hess^{-1}
+       E grad, is then below tol in posterior sds. Otherwise the line search
+       failed away from a stationary point (an ELBO that is not concave
+       there, or one that keeps rising towards infinity along a direction
+       the quadrature can no longer resolve): not converged. */
+    int status = converged ? QUAD_CONVERGED : QUAD_MAXITER;
+    double newton_step = NA_REAL;
+    if (ls_failed) {
+        for (size_t k = 0; k < DD; k++) Pm[k] = -H[k];
+        chol_ridge(D, Pm, Pc, tmp);
+        memcpy(step, g, sizeof(double) * D);
+        chol_solve(D, Pc, step);
+        newton_step = 0.0;
+        for (int d = 0; d < D; d++) {
+            double sd = sqrt(Sig[d + (size_t) d * D]);
+            double r = fabs(step[d]) / sd;
+            newton_step = fmax(newton_step, R_FINITE(r) ? r : R_PosInf);
+        }
+        if (!first && newton_step < tol) {
+            converged = 1;
+            status = QUAD_STALLED;
+        } else {
+            status = QUAD_LINESEARCH;
+        }
+    }
 
     /* results in the layout of the variational families (see families.c) */
     const char *names[] = { "mean", "chol", "lambda", "elbo", "converged",
-                            "iterations", "" };
+                            "iterations", "status", "newton_step", "drift", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP rmean = PROTECT(Rf_allocVector(REALSXP, D));
     memcpy(REAL(rmean), mu, sizeof(double) * D);
@@ -438,6 +487,11 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     SET_VECTOR_ELT(out, 3, rtr);
     SET_VECTOR_ELT(out, 4, Rf_ScalarLogical(converged));
     SET_VECTOR_ELT(out, 5, Rf_ScalarInteger(it));
-    UNPROTECT(5);
+    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(status));
+    SET_VECTOR_ELT(out, 7, Rf_ScalarReal(newton_step));
+    SEXP rdrift = PROTECT(Rf_allocVector(REALSXP, D));
+    for (int d = 0; d < D; d++) REAL(rdrift)[d] = mu[d] - mu_mid[d];
+    SET_VECTOR_ELT(out, 8, rdrift);
+    UNPROTECT(6);
     return out;
 }

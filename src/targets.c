@@ -52,11 +52,8 @@ static SEXP r_eval_checked(SEXP call, SEXP theta, SEXP rho, R_xlen_t n,
                            const char *what)
 {
     SETCADR(call, theta);
-    /* the user's R code may draw random numbers: hand it the stream */
-    int held = bbvi_rng_is_held();
-    if (held) PutRNGstate();
+    /* R's RNG is lent for the whole batch by r_eval() */
     SEXP val = PROTECT(Rf_eval(call, rho));
-    if (held) GetRNGstate();
     if (!Rf_isReal(val)) val = Rf_coerceVector(val, REALSXP);
     UNPROTECT(1);
     PROTECT(val);
@@ -73,6 +70,10 @@ static void r_eval(bbvi_target *t, int S, const double *theta, double *lp,
     r_target *rt = (r_target *) t->ctx;
     int D = t->dim;
     int nb = rt->vectorized ? S : 1;   /* draws per R call */
+    /* the user's functions may draw from R's RNG: they get the stream as
+       the sampler left it, and the sampler continues from where they left
+       it (see bbvi.h). Lent for the whole batch: no C draw happens inside. */
+    int lent = bbvi_rng_lend();
     for (int s0 = 0; s0 < S; s0 += nb) {
         const double *th = theta + (size_t) s0 * D;
         SEXP lst = PROTECT(r_theta_list(rt, D, nb, th));
@@ -94,6 +95,7 @@ static void r_eval(bbvi_target *t, int S, const double *theta, double *lp,
     /* the calls keep a reference to the last theta: drop it */
     SETCADR(rt->fn_call, R_NilValue);
     if (grad) SETCADR(rt->gr_call, R_NilValue);
+    bbvi_rng_reclaim(lent);
 }
 
 static void r_target_init(SEXP spec, int dim, bbvi_target *out)
@@ -160,6 +162,9 @@ static void native_target_init(SEXP spec, int dim, bbvi_target *out)
 
 void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out)
 {
+    /* every entry point that evaluates a target comes here before it holds
+       R's RNG: a hold that an error or interrupt unwound is forgotten */
+    bbvi_rng_not_held();
     SEXP type = bbvi_list_get(spec, "type");
     if (!Rf_isString(type) || XLENGTH(type) != 1)
         Rf_error("internal error: target spec has no `type`");

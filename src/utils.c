@@ -14,13 +14,6 @@ SEXP bbvi_list_get(SEXP list, const char *name)
     return R_NilValue;
 }
 
-static int rng_held = 0;
-
-void bbvi_rng_hold(void) { GetRNGstate(); rng_held = 1; }
-void bbvi_rng_release(void) { PutRNGstate(); rng_held = 0; }
-void bbvi_rng_not_held(void) { rng_held = 0; }
-int bbvi_rng_is_held(void) { return rng_held; }
-
 /* Required entries: every default lives on the R side, so a missing one is
    an internal error, not a silent C-side default. */
 static SEXP need(SEXP list, const char *name)
@@ -51,6 +44,47 @@ double bbvi_log1pexp(double x)
     if (x > 35.0) return x;
     if (x > -35.0) return log1p(exp(x));
     return exp(x);
+}
+
+/* ---- R's RNG, held or lent (see bbvi.h) --------------------------------- */
+
+static int rng_held = 0;   /* a GetRNGstate() is outstanding */
+
+void bbvi_rng_hold(void)
+{
+    GetRNGstate();
+    rng_held = 1;
+}
+
+void bbvi_rng_release(void)
+{
+    PutRNGstate();
+    rng_held = 0;
+}
+
+void bbvi_rng_not_held(void)
+{
+    rng_held = 0;
+}
+
+int bbvi_rng_is_held(void)
+{
+    return rng_held;
+}
+
+int bbvi_rng_lend(void)
+{
+    if (!rng_held) return 0;
+    PutRNGstate();
+    rng_held = 0;
+    return 1;
+}
+
+void bbvi_rng_reclaim(int lent)
+{
+    if (!lent) return;
+    GetRNGstate();
+    rng_held = 1;
 }
 
 #ifdef BBVI_CHECK_ALLOC

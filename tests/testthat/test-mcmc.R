@@ -89,6 +89,31 @@ test_that("random-walk Metropolis recovers the exact posteriors", {
   expect_lt(abs(stats::cov2cor(M)[1, 2] - 0.8), 0.1)
 })
 
+test_that("RWM's inv_metric is the adapted covariance, not its Cholesky factor", {
+  # a 2-D Gaussian, sds 0.5 and 3, correlation -0.6: the covariance estimate
+  # of the last warmup window (several hundred correlated draws) is within
+  # MC error of Sigma; before, the lower Cholesky factor was returned
+  Sigma <- matrix(c(0.25, -0.9, -0.9, 9), 2)
+  lj <- native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
+                        data = list(c(1, -2), solve(Sigma)))
+  m <- bbvi_model(lj, list(z = param(dim = 2)))
+  mc <- sample_mcmc(m, method = "rwm", chains = 4, iter = 4000, seed = 21)
+  for (k in seq_len(mc$chains)) {
+    M <- mc$inv_metric[[k]]
+    expect_equal(dim(M), c(2L, 2L))
+    expect_equal(dimnames(M), list(c("z[1]", "z[2]"), c("z[1]", "z[2]")))
+    expect_true(isSymmetric(unname(M)))
+    expect_true(all(eigen(M, symmetric = TRUE, only.values = TRUE)$values > 0))
+    expect_true(all(abs(log(diag(M) / diag(Sigma))) < log(1.5)))
+    expect_lt(abs(stats::cov2cor(M)[1, 2] + 0.6), 0.2)
+    expect_true(M[1, 2] < 0)   # a Cholesky factor's upper triangle is 0
+  }
+  # proposal sd = stepsize * sqrt(diag(M)): near 2.38 / sqrt(2) posterior sds
+  ratio <- mc$stepsize * sqrt(diag(mc$inv_metric[[1]])[2]) / 3
+  expect_gt(min(ratio), 0.5)
+  expect_lt(max(ratio), 4)
+})
+
 test_that("same seed, same draws; set.seed() reproduces; seed leaves the stream alone", {
   case <- gaussian2_case()
   a <- sample_mcmc(case$model, chains = 2, iter = 300, seed = 42)
