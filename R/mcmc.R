@@ -120,10 +120,10 @@ sample_mcmc.bbvi_model <- function(x, ..., method = c("nuts", "rwm"),
 }
 
 #' @rdname sample_mcmc
-#' @param data,family,prior,prior_intercept,prior_aux,weights,offset,subset,na.action
-#'   The GLM, as for [bbvi()] with a formula: same defaults, same priors
-#'   (exactly as written, on the scale of the model matrix), so that a VI fit
-#'   and MCMC target the same posterior.
+#' @param data,family,prior,prior_intercept,prior_aux,weights,offset,subset,na.action,center
+#'   The GLM, as for [bbvi()] with a formula: same defaults (rstanarm's
+#'   autoscaled priors, the intercept prior on centred predictors), so that
+#'   a VI fit and MCMC target the same posterior.
 #' @examples
 #' # A GLM through a formula
 #' d <- data.frame(x = c(-1, -0.5, 0, 0.5, 1, 1.5), y = c(0, 0, 1, 0, 1, 1))
@@ -132,11 +132,11 @@ sample_mcmc.bbvi_model <- function(x, ..., method = c("nuts", "rwm"),
 #' mc3
 #' @export
 sample_mcmc.formula <- function(x, data = NULL, family = stats::gaussian(),
-                                prior = normal(0, 2.5),
-                                prior_intercept = normal(0, 10),
-                                prior_aux = exponential(1), weights = NULL,
-                                offset = NULL, subset = NULL,
-                                na.action = stats::na.omit, ...,
+                                prior = normal(0, 2.5, autoscale = TRUE),
+                                prior_intercept = normal(0, 2.5, autoscale = TRUE),
+                                prior_aux = exponential(1, autoscale = TRUE),
+                                weights = NULL, offset = NULL, subset = NULL,
+                                na.action = stats::na.omit, center = TRUE, ...,
                                 method = c("nuts", "rwm"), chains = 4,
                                 iter = 2000, warmup = floor(iter / 2),
                                 seed = NULL, max_treedepth = 10,
@@ -145,14 +145,37 @@ sample_mcmc.formula <- function(x, data = NULL, family = stats::gaussian(),
   call <- match.call()
   call[[1]] <- quote(sample_mcmc)
   check_dots_empty(...)
+  check_flag(center, "center")
+  # as bbvi(): rstanarm centres the default intercept prior at mean(y)
+  if (missing(prior_intercept) && is.list(prior_intercept)) prior_intercept$default <- TRUE
   setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
                      weights = weights, offset = offset, subset = subset,
-                     na.action = na.action, call = call)
-  mcmc_engine(setup$model, setup$model$target, method = method,
-              chains = chains, iter = iter, warmup = warmup, seed = seed,
-              max_treedepth = max_treedepth, adapt_delta = adapt_delta,
-              init = init, init_radius = init_radius, progress = progress,
-              call = call, class = "bbvi_glm_mcmc", extra = setup$info)
+                     na.action = na.action, call = call, center = center)
+  if (!is.null(init) && !is.null(setup$info$xbar)) {
+    # the chains run on the centred scale: move the user's start there
+    nms <- names(setup$model$parameters)
+    init <- as.list(stats::setNames(center_init(unlist(init[nms]), setup$info), nms))
+  }
+  mc <- mcmc_engine(setup$model, setup$model$target, method = method,
+                    chains = chains, iter = iter, warmup = warmup, seed = seed,
+                    max_treedepth = max_treedepth, adapt_delta = adapt_delta,
+                    init = init, init_radius = init_radius, progress = progress,
+                    call = call, class = "bbvi_glm_mcmc", extra = setup$info)
+  uncenter_mcmc(mc)
+}
+
+# Draws of the centred-scale intercept back to the original scale, as
+# uncenter_fit() does for VI fits.
+uncenter_mcmc <- function(mc) {
+  if (is.null(mc$xbar)) return(mc)
+  b <- names(mc$xbar)
+  for (k in seq_len(dim(mc$draws)[2])) {
+    mc$draws[, k, "(Intercept)"] <- mc$draws[, k, "(Intercept)"] -
+      drop(matrix(mc$draws[, k, b], ncol = length(b)) %*% mc$xbar)
+  }
+  mc$diagnostics <- mcmc_diagnostics(mc$draws)
+  rownames(mc$diagnostics) <- mc$par_names
+  mc
 }
 
 # family(), formula() and nobs() are stats generics: import them so that

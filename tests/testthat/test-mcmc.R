@@ -233,7 +233,7 @@ test_that("NUTS on a posteriordb GLM (kidiq interaction) matches the reference",
   ref <- utils::read.csv(test_path("fixtures", "kidiq-kidscore_interaction", "reference.csv"))
   mc <- sample_mcmc(kid_score ~ mom_hs * mom_iq, data = kid, prior = NULL,
                     prior_intercept = NULL, prior_aux = cauchy(0, 2.5),
-                    iter = 1000, seed = 1)
+                    center = FALSE, iter = 1000, seed = 1)
   expect_s3_class(mc, "bbvi_glm_mcmc")
   expect_equal(mc$par_names, c("(Intercept)", "mom_hs", "mom_iq", "mom_hs:mom_iq", "sigma"))
   s <- summary(mc)$table
@@ -251,7 +251,7 @@ test_that("NUTS on a posteriordb GLM (kidiq interaction) matches the reference",
   # is 4 MCSE.
   rw <- sample_mcmc(kid_score ~ mom_hs * mom_iq, data = kid, prior = NULL,
                     prior_intercept = NULL, prior_aux = cauchy(0, 2.5),
-                    method = "rwm", iter = 20000, seed = 2)
+                    center = FALSE, method = "rwm", iter = 20000, seed = 2)
   s2 <- summary(rw)$table
   expect_true(all(s2[, "ess_bulk"] > 200))
   expect_true(all(abs(s2[, "mean"] - ref$mean) / ref$sd < 0.25))
@@ -327,4 +327,15 @@ test_that("RWM reports its adapted proposal covariance as inv_metric", {
     expect_lt(abs(M[2, 2] / S[2, 2] - 1), 0.5)
     expect_lt(abs(cov2cor(M)[1, 2] - 0.8), 0.15)
   }
+})
+
+test_that("sample_mcmc() on a formula targets the same posterior as bbvi() (default priors)", {
+  # rstanarm's autoscaled priors and the centred intercept in both
+  f <- bbvi(mpg ~ wt + factor(cyl), data = mtcars, seed = 1)
+  mc <- sample_mcmc(mpg ~ wt + factor(cyl), data = mtcars, seed = 1, iter = 3000)
+  cmp <- compare_fits(f, mc)
+  # full-rank VI on this near-Gaussian posterior: within 0.1 NUTS sd (the
+  # NUTS means' own Monte Carlo error is about 0.02 sd at this ESS)
+  expect_lt(max(abs(cmp$z)), 0.1)
+  expect_equal(mc$prior, f$prior)
 })
