@@ -14,6 +14,9 @@
 #   BENCH_STAN_CACHE    folder for the compiled Stan models (rstan auto_write);
 #                       default a folder in tempdir()
 #   BENCH_OUT           also write the table as CSV to this file
+#   BENCH_REPS          timing repetitions of each bbvi and vb call (default 3;
+#                       same seed, so the same fit; wall_s is the median; the
+#                       machine is shared, single runs are noisy). NUTS: once.
 #
 # Model definitions (Stan code, R log-joints, gradients, the map from a fit's
 # parameters to the reference's) are in bench/custom_models.R. Two models are
@@ -26,6 +29,7 @@
 #   wall_s     elapsed seconds of the fitting call (bbvi(): everything it
 #              does, diagnostics included; vb()/sampling() on the compiled
 #              model; Stan's compile time excluded)
+#   loop_s     bbvi only: fit$time, the stochastic loop alone (first rep)
 #   logp, grad log-density and gradient evaluations. bbvi: fit$evals (mode
 #              search + optimisation). vb: gradients = iterations x
 #              grad_samples (1), adaptation included (50 per eta tried);
@@ -71,6 +75,7 @@ if (use_stan) {
   dir.create(stan_dir, showWarnings = FALSE, recursive = TRUE)
 }
 
+reps <- as.integer(Sys.getenv("BENCH_REPS", "3"))
 which_models <- Sys.getenv("BENCH_MODELS")
 model_names <- if (nzchar(which_models)) strsplit(which_models, ",")[[1]] else names(custom_models)
 
@@ -104,8 +109,19 @@ one_line <- function(x) {
   if (nchar(x) > 160) paste0(substr(x, 1, 157), "...") else x
 }
 
-row <- function(model, D, fit, wall, logp, grad, acc, khat, converged, warned, note) {
-  data.frame(model = model, D = D, fit = fit, wall_s = wall, logp = logp, grad = grad,
+# median wall time over `reps` runs of f (the first run's record given)
+rep_time <- function(first, f) {
+  if (reps <= 1 || is.null(first$value)) return(first$time)
+  more <- vapply(seq_len(reps - 1), function(i) {
+    utils::capture.output(t <- run_captured(f)$time)
+    t
+  }, numeric(1))
+  stats::median(c(first$time, more))
+}
+
+row <- function(model, D, fit, wall, logp, grad, acc, khat, converged, warned, note,
+                loop = NA) {
+  data.frame(model = model, D = D, fit = fit, wall_s = wall, loop_s = loop, logp = logp, grad = grad,
              max_err = acc[["max_err"]], sd_lo = acc[["sd_lo"]], sd_hi = acc[["sd_hi"]],
              khat = khat, converged = converged, warned = warned, note = note,
              stringsAsFactors = FALSE)
@@ -143,9 +159,11 @@ for (nm in model_names) {
                    c("meanfield", "score"), c("fullrank", "score"))) {
     est <- if (cfg[2] == "grad") "reparam" else "score"
     label <- sprintf("bbvi %s %s", if (cfg[1] == "meanfield") "mf" else "fr", cfg[2])
-    r <- run_captured(function() bbvi(models[[cfg[2]]], method = cfg[1], estimator = est,
-                                      seed = 1, progress = FALSE), time_limit = 600)
+    f_fit <- function() bbvi(models[[cfg[2]]], method = cfg[1], estimator = est,
+                             seed = 1, progress = FALSE)
+    r <- run_captured(f_fit, time_limit = 600)
     fit <- r$value
+    r$time <- rep_time(r, f_fit)
     if (is.null(fit)) {
       rows[[length(rows) + 1]] <- row(nm, D, label, r$time, NA, NA, na_acc, NA, NA,
                                       length(r$warnings) > 0,
@@ -158,9 +176,10 @@ for (nm in model_names) {
                                  fit$samples, fit$stop_reason), r$warnings, r$messages))
       rows[[length(rows) + 1]] <- row(nm, D, label, r$time, ev[["logp"]], ev[["gradient"]],
                                       accuracy(dr, ref), fit$diagnostics$khat,
-                                      isTRUE(fit$converged), length(r$warnings) > 0, note)
+                                      isTRUE(fit$converged), length(r$warnings) > 0, note,
+                                      loop = fit$time)
     }
-    print(rows[[length(rows)]][, 1:12], row.names = FALSE)
+    print(rows[[length(rows)]][, 1:13], row.names = FALSE)
   }
 
   if (use_stan) {
@@ -178,10 +197,10 @@ for (nm in model_names) {
       for (alg in c("meanfield", "fullrank")) {
         label <- sprintf("ADVI %s", if (alg == "meanfield") "mf" else "fr")
         out <- character()
-        out <- utils::capture.output(
-          r <- run_captured(function() vb(sm, data = sd_, algorithm = alg, seed = 1),
-                            time_limit = 900))
+        f_vb <- function() vb(sm, data = sd_, algorithm = alg, seed = 1)
+        out <- utils::capture.output(r <- run_captured(f_vb, time_limit = 900))
         fit <- r$value
+        r$time <- rep_time(r, f_vb)
         ev <- vb_evals(out)
         conv <- any(grepl("ELBO CONVERGED", out))
         if (is.null(fit) || !inherits(fit, "stanfit") || fit@mode != 0L) {
@@ -195,7 +214,7 @@ for (nm in model_names) {
                                           accuracy(dr, ref), if (is.null(k)) NA else k, conv,
                                           length(r$warnings) > 0, one_line(r$warnings))
         }
-        print(rows[[length(rows)]][, 1:12], row.names = FALSE)
+        print(rows[[length(rows)]][, 1:13], row.names = FALSE)
       }
       out <- utils::capture.output(
         r <- run_captured(function() sampling(sm, data = sd_, chains = 4, iter = 1000,
@@ -218,7 +237,7 @@ for (nm in model_names) {
                                         one_line(c(sprintf("max Rhat %.3f, %d divergent", rhat, div),
                                                    r$warnings)))
       }
-      print(rows[[length(rows)]][, 1:12], row.names = FALSE)
+      print(rows[[length(rows)]][, 1:13], row.names = FALSE)
     }
   }
 }
@@ -230,12 +249,12 @@ tab$silent_bad <- !tab$accurate & tab$converged %in% TRUE & !tab$warned
 if (nzchar(Sys.getenv("BENCH_OUT"))) utils::write.csv(tab, Sys.getenv("BENCH_OUT"), row.names = FALSE)
 
 fmt <- function(x, d) ifelse(is.na(x), "-", formatC(x, format = "fg", digits = d, flag = "#"))
-cat("\n| model | D | fit | wall s | logp evals | grad evals | max err (ref sd) | sd ratio (min-max) | k-hat | converged | warned | accurate | note |\n")
-cat("|---|---|---|---:|---:|---:|---:|---|---:|---|---|---|---|\n")
+cat("\n| model | D | fit | wall s | loop s | logp evals | grad evals | max err (ref sd) | sd ratio (min-max) | k-hat | converged | warned | accurate | note |\n")
+cat("|---|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---|---|\n")
 for (i in seq_len(nrow(tab))) {
   t <- tab[i, ]
-  cat(sprintf("| %s | %d | %s | %.3g | %s | %s | %s | %s | %s | %s | %s | %s%s | %s |\n",
-              t$model, t$D, t$fit, t$wall_s,
+  cat(sprintf("| %s | %d | %s | %.3g | %s | %s | %s | %s | %s | %s | %s | %s | %s%s | %s |\n",
+              t$model, t$D, t$fit, t$wall_s, fmt(t$loop_s, 2),
               ifelse(is.na(t$logp), "-", format(t$logp, big.mark = ",")),
               ifelse(is.na(t$grad), "-", format(t$grad, big.mark = ",")),
               fmt(t$max_err, 2),
