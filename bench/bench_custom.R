@@ -42,7 +42,9 @@
 #              with its log density).
 #   max_err    max over reference parameters of |mean - ref mean| / ref sd
 #   sd_lo, sd_hi  smallest and largest sd / ref sd
-#   khat       bbvi: fit$diagnostics$khat; vb: its PSIS pareto k; NUTS: -
+#   khat       bbvi: fit$diagnostics$khat (from fit$diagnostics$n_draws draws,
+#              which depend on a time budget, so on the machine's load: see
+#              the note column); vb: its PSIS pareto k; NUTS: -
 #   converged  bbvi: fit$converged; vb: "ELBO CONVERGED" printed; NUTS:
 #              max R-hat < 1.01 and no divergent transitions
 #   warned     any R warning during the call
@@ -172,8 +174,9 @@ for (nm in model_names) {
       set.seed(2)
       dr <- to_ref(as.matrix(fit, draws = 20000))
       ev <- colSums(fit$evals[fit$evals$phase %in% c("mode", "optimisation"), c("logp", "gradient")])
-      note <- one_line(c(sprintf("start %s, %d iter, S %d, %s", fit$start, fit$iterations,
-                                 fit$samples, fit$stop_reason), r$warnings, r$messages))
+      note <- one_line(c(sprintf("start %s, %d iter, S %d, k-hat from %d draws, %s", fit$start,
+                                 fit$iterations, fit$samples, fit$diagnostics$n_draws,
+                                 fit$stop_reason), r$warnings, r$messages))
       rows[[length(rows) + 1]] <- row(nm, D, label, r$time, ev[["logp"]], ev[["gradient"]],
                                       accuracy(dr, ref), fit$diagnostics$khat,
                                       isTRUE(fit$converged), length(r$warnings) > 0, note,
