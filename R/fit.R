@@ -301,9 +301,14 @@ elbo <- function(fit) {
 }
 
 #' @rdname bbvi_fit-methods
+#' @param plotfun `NULL` for the ELBO trace and marginal densities, or
+#'   `"areas"`, `"intervals"`, `"dens"`, `"hist"` (bayesplot's `mcmc_`
+#'   plots of the draws, all parameters unless `pars` says otherwise; base
+#'   graphics without bayesplot) or `"elbo"` (the ELBO trace alone).
 #' @param pars Parameters to show (names); by default up to the first 8.
 #' @export
-plot.bbvi_fit <- function(x, pars = NULL, ...) {
+plot.bbvi_fit <- function(x, plotfun = NULL, pars = NULL, ...) {
+  if (!is.null(plotfun)) return(plot_dispatch(x, plotfun, pars, ...))
   nms <- if (is.null(pars)) utils::head(x$par_names, 8) else pars
   if (!is.character(nms) || !all(nms %in% x$par_names)) {
     abort_arg("pars", "names of the fit's parameters", pars)

@@ -436,9 +436,13 @@ print.bbvi_mcmc <- function(x, digits = max(3L, getOption("digits") - 3L), ...) 
 }
 
 #' @rdname bbvi_mcmc-methods
+#' @param plotfun `NULL` for traces and densities, or `"areas"`,
+#'   `"intervals"`, `"dens"`, `"hist"`, `"trace"` (bayesplot's `mcmc_` plots,
+#'   all parameters unless `pars` says otherwise).
 #' @param pars Parameters to show (names); by default up to the first 4.
 #' @export
-plot.bbvi_mcmc <- function(x, pars = NULL, ...) {
+plot.bbvi_mcmc <- function(x, plotfun = NULL, pars = NULL, ...) {
+  if (!is.null(plotfun)) return(plot_dispatch(x, plotfun, pars, ...))
   nms <- if (is.null(pars)) utils::head(x$par_names, 4) else pars
   if (!is.character(nms) || length(nms) == 0 || !all(nms %in% x$par_names)) {
     abort_arg("pars", "names of the parameters", pars)
