@@ -408,7 +408,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (res$status == 2L) {
     cli::cli_abort(c(
       "The log-joint was not finite (NA, NaN or -Inf) at any draw.",
-      i = "Check that {.arg logjoint} returns a finite number inside the parameters' support, and the declared bounds."),
+      i = "Check that {.arg logjoint} returns a finite number inside the parameters' support, and the declared bounds.",
+      i = "A bound that depends on another parameter (say b < 1 - a) cannot be declared with {.fn param}; returning -Inf outside it lets q drift out: reparameterise (b = (1 - a) * u with u in (0, 1), adding log(1 - a) to the log-joint)."),
       call = NULL)
   }
   if (res$status == 1L) {
@@ -419,7 +420,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   }
   res$control <- control[setdiff(names(control), "progress_config")]
   res$stop_reason <- c("converged", "max_iter reached while still moving",
-                       "max_iter reached while averaging (Monte Carlo error above tol)")[res$stop + 1L]
+                       "max_iter reached while averaging (Monte Carlo error above tol)",
+                       "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)")[res$stop + 1L]
   res$method <- method
   res$estimator <- estimator
   res$optimizer <- optimizer

@@ -8,7 +8,8 @@
 #include <string.h>
 
 enum { VI_OK = 0, VI_DIVERGED = 1, VI_NO_FINITE = 2 };
-enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2 };
+enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2,
+       STOP_OUTSIDE = 3 };
 
 #define Z_DRIFT 3.0     /* an ELBO rise beyond 3 standard errors is progress */
 #define DRIFT_SD 0.25   /* largest move of a marginal (in sds) that is no drift */
@@ -19,6 +20,9 @@ enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2 };
 #define ELBO_DROP 0.5     /* nats below the best window (beyond its Monte
                              Carlo error) that no converged q may lose: the
                              loss of moving 1 sd off in one coordinate */
+#define MAX_OUTSIDE 0.02  /* share of a window's draws with a non-finite
+                             log density (outside the support) that a
+                             converged q may have */
 #define NOISE_GROWTH 100.0   /* ELBO variance this many times the best
                                 window's: q has grown wider than p */
 
@@ -62,6 +66,8 @@ typedef struct {
     double best_em, best_ev;      /* the window with the highest mean ELBO */
     int has_best;
     int stalls;                   /* failed windows in a row with a flat ELBO */
+    double outside, drawn;        /* the window's non-finite and total draws */
+    int outside_windows;          /* windows in a row with too many of them */
     double z_grad;                /* Bonferroni threshold for K tests */
     /* phase 2 */
     double *asum;                 /* lambda sum over the averaged windows */
@@ -94,6 +100,7 @@ static void conv_init(conv_state *c, const bbvi_family *fam, int D, int K,
     c->elbo_sum = c->elbo_sumsq = 0.0;
     c->has_best = 0;
     c->stalls = 0;
+    c->outside_windows = 0;
 }
 
 static void conv_clear_window(conv_state *c)
@@ -102,6 +109,7 @@ static void conv_clear_window(conv_state *c)
     memset(c->gsum, 0, sizeof(double) * c->K);
     memset(c->gsumsq, 0, sizeof(double) * c->K);
     c->elbo_sum = c->elbo_sumsq = 0.0;
+    c->outside = c->drawn = 0.0;
     c->n = 0;
 }
 
@@ -122,6 +130,7 @@ static void conv_restart(conv_state *c)
     c->n_windows = 0;
     c->has_best = 0;
     c->stalls = 0;
+    c->outside_windows = 0;
 }
 
 /* A window whose ELBO is clearly below the best window's, or whose ELBO
@@ -216,7 +225,13 @@ static int conv_window(conv_state *c)
     double em = c->elbo_sum / W;
     double ev = fmax((c->elbo_sumsq - W * em * em) / (W - 1), 0.0);
     int verdict = 0;
-    int worse = worse_than_best(c, em, ev);
+    /* Draws outside the support (a dependent bound written as -Inf in the
+       log-joint) are dropped by the estimators, which then see only the
+       part of q inside: nothing holds q back, and it can settle with most
+       of its mass outside. Such a q is not an answer. */
+    int outside = c->outside > MAX_OUTSIDE * c->drawn;
+    c->outside_windows = outside ? c->outside_windows + 1 : 0;
+    int worse = worse_than_best(c, em, ev) || outside;
     if (c->phase == 2 && worse) {
         /* back to optimising: the average so far is not of a stationary q */
         conv_clear_average(c);
@@ -288,8 +303,10 @@ static int conv_window(conv_state *c)
 /* Record one iteration; conv_window()'s verdict at the end of a window,
    else 0. */
 static int conv_add(conv_state *c, const double *lambda, const double *grad,
-                    double elbo)
+                    double elbo, int n_finite, int S)
 {
+    c->outside += S - n_finite;
+    c->drawn += S;
     for (int k = 0; k < c->K; k++) {
         c->wsum[k] += lambda[k];
         c->gsum[k] += grad[k]; c->gsumsq[k] += grad[k] * grad[k];
@@ -502,7 +519,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         trace[t++] = elbo;
         if (t % W == 0) { memcpy(good, lambda, sizeof(double) * K); good_t = t; }
-        int verdict = conv_add(&conv, lambda, grad, elbo);
+        int verdict = conv_add(&conv, lambda, grad, elbo, ews->n_finite, S);
         if (verdict == 2 && step_cuts < MAX_STEP_CUTS) {
             opt.eta *= STEP_CUT;
             step_cuts++;
@@ -523,6 +540,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         fam->affine(D, lambda, P, shift);
     }
     int stop = converged ? STOP_CONVERGED :
+        conv.outside_windows > 0 ? STOP_OUTSIDE :
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     const char *names[] = { "lambda", "lambda_last", "mean", "chol", "elbo",
                             "converged", "iterations", "status", "restarts",

@@ -270,3 +270,20 @@ test_that("the C loop takes no defaults of its own", {
               init_mean = 0, init_log_sd = 0)
   expect_error(.Call(bbvi:::C_vi_fit, spec, -Inf, Inf, ctl), "control needs")
 })
+
+test_that("a q with much of its mass outside the support is not converged", {
+  # a dependent bound (b < 1 - a) written as -Inf: the estimators drop the
+  # draws outside, nothing holds q in, and it drifts out
+  m <- bbvi_model(function(theta, data) {
+    ok <- theta$b < 1 - theta$a
+    ifelse(ok, dbeta(theta$a, 2, 5, log = TRUE) + dbeta(theta$b, 2, 2, log = TRUE), -Inf)
+  }, list(a = param(lower = 0, upper = 1), b = param(lower = 0, upper = 1)),
+  vectorized = TRUE)
+  for (s in 1:2) {
+    fit <- suppressWarnings(suppressMessages(bbvi(m, seed = s, max_iter = 3000)))
+    outside <- mean(as.matrix(fit)[, "b"] >= 1 - as.matrix(fit)[, "a"])
+    # either q stayed inside, or the fit says it did not converge
+    expect_true(outside < 0.05 || !fit$converged)
+    if (!fit$converged && outside >= 0.05) expect_match(fit$stop_reason, "outside the support")
+  }
+})
