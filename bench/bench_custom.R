@@ -1,0 +1,318 @@
+# Benchmark (issue 9): bbvi on custom models written as R log-joints against
+# Stan's ADVI (rstan::vb, mean-field and full-rank, defaults) and NUTS
+# (rstan::sampling), in the same run, on the posteriordb posteriors that are
+# not plain GLMs: eight schools (centred, non-centred), arK, arma11, garch11,
+# gp_pois_regr, low_dim_gauss_mix. Model definitions: bench/custom_models.R.
+#
+#   Rscript bench/bench_custom.R [path/to/posteriordb]
+#   BBVI_LIB=/tmp/libmain Rscript bench/bench_custom.R ../shared/posteriordb
+#
+# Environment:
+#   BBVI_LIB           library folder put first on .libPaths() (a dev build)
+#   BENCH_MODELS       comma-separated subset of the model names (default all)
+#   BENCH_SEEDS        comma-separated seeds for the bbvi fits (default "1")
+#   BENCH_NO_STAN=1    bbvi rows only
+#   BENCH_STAN_CACHE   folder for the compiled Stan models (default
+#                      <tempdir's parent>/bbvi_bench_stan; reused across runs)
+#   BENCH_COMPILE_ONLY=1  compile the Stan models and stop
+#   BENCH_OUT          also write the table to this CSV file
+#   BENCH_TIMEOUT      seconds allowed per fit (default 600)
+#
+# Rows: one per model x method x tool.
+#   bbvi rows: method meanfield / fullrank, estimator reparam (R log-joint with
+#     its gradient) and score (the same log-joint, no gradient); seed as given;
+#     otherwise bbvi's defaults (mode start, Adam, tol 0.02, 4000 draws kept).
+#   advi rows: rstan::vb(algorithm = "meanfield" / "fullrank") at its defaults
+#     (iter 10000, grad_samples 1, elbo_samples 100, eval_elbo 100,
+#     tol_rel_obj 0.01, adaptive eta, output_samples 1000), seed 1.
+#   nuts rows: rstan::sampling, 4 chains x 1000 iterations (500 warmup), run
+#     one after another on one core, seed 1.
+# Columns:
+#   time     wall seconds of the fitting call: bbvi() as a whole (mode search,
+#            optimisation, draws, PSIS diagnostics); vb() / sampling() on the
+#            compiled model (compile time excluded, shown once per model).
+#   logp     log-density evaluations (one per draw) without a gradient;
+#   grad     gradient evaluations (each also gives the log density).
+#            bbvi: fit$evals, phases mode + optimisation; its PSIS diagnostics
+#            (logp only, diagnostic_draws = 4000) are in logp_diag.
+#            ADVI: counted from vb()'s printed log: grad = adaptation
+#            iterations (50 per eta tried) + optimisation iterations, times
+#            grad_samples (1); logp = elbo_samples (100) x (1 + etas tried +
+#            optimisation iterations / eval_elbo (100)); logp_diag = the
+#            output_samples (1000) draws vb evaluates for its Pareto k.
+#            NUTS: grad = sum of n_leapfrog__ over all chains, warmup included.
+#   max_err  max over the reference parameters of |mean - ref mean| / ref sd
+#            (from the fit's draws: bbvi 4000, ADVI 1000, NUTS 2000).
+#   sd_med, sd_min, sd_max  median, min and max over parameters of sd / ref sd.
+#   khat     Pareto k-hat: bbvi fit$diagnostics$khat; ADVI the value in its
+#            warning (rstan prints it only when > 0.7... or as a message).
+#   conv     bbvi fit$converged; ADVI: FALSE when vb says the maximum number of
+#            iterations was reached; NUTS: max R-hat < 1.01 and no divergences.
+#   warned   the call raised a warning (bbvi's diagnostics warning, ADVI's
+#            Pareto-k warning, NUTS's divergence/R-hat warnings).
+#   ok       max_err <= 0.1 and every sd ratio within [0.9, 1.1].
+#   silent   a bbvi fit that is not ok but converged without a warning (the
+#            case the issue says must not happen).
+
+lib <- Sys.getenv("BBVI_LIB")
+if (nzchar(lib)) .libPaths(c(lib, .libPaths()))
+suppressPackageStartupMessages({
+  library(bbvi)
+  library(jsonlite)
+})
+
+args <- commandArgs(trailingOnly = TRUE)
+pdb <- if (length(args)) args[1] else "../shared/posteriordb"
+file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
+here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
+source(file.path(here, "custom_models.R"))
+
+env_list <- function(name, default) {
+  v <- Sys.getenv(name)
+  if (nzchar(v)) strsplit(v, ",")[[1]] else default
+}
+model_names <- env_list("BENCH_MODELS", names(custom_models))
+seeds <- as.integer(env_list("BENCH_SEEDS", "1"))
+timeout <- as.numeric(Sys.getenv("BENCH_TIMEOUT", "600"))
+use_stan <- !nzchar(Sys.getenv("BENCH_NO_STAN")) && requireNamespace("rstan", quietly = TRUE)
+stopifnot(all(model_names %in% names(custom_models)))
+
+## helpers ----------------------------------------------------------------------
+accuracy <- function(D, ref) {
+  D <- D[, ref$parameter, drop = FALSE]
+  m <- colMeans(D); s <- apply(D, 2, sd)
+  r <- s / ref$sd
+  c(max_err = max(abs(m - ref$mean) / ref$sd),
+    sd_med = median(r), sd_min = min(r), sd_max = max(r))
+}
+na_acc <- c(max_err = NA, sd_med = NA, sd_min = NA, sd_max = NA)
+
+# Run expr with a time limit, collecting warnings; returns value (or the
+# error), warnings and elapsed seconds.
+timed <- function(expr) {
+  warns <- character()
+  setTimeLimit(elapsed = timeout, transient = TRUE)
+  on.exit(setTimeLimit(elapsed = Inf))
+  t0 <- proc.time()[["elapsed"]]
+  val <- withCallingHandlers(
+    tryCatch(expr, error = function(e) e),
+    warning = function(w) {
+      warns <<- c(warns, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    })
+  t <- proc.time()[["elapsed"]] - t0
+  setTimeLimit(elapsed = Inf)
+  list(value = val, warnings = warns, time = t)
+}
+
+row <- function(model, tool, method, estimator, seed, time, logp, grad, logp_diag,
+                acc, khat, conv, warned, note = "") {
+  data.frame(model = model, tool = tool, method = method, estimator = estimator,
+             seed = seed, time = time, logp = logp, grad = grad, logp_diag = logp_diag,
+             max_err = acc[["max_err"]], sd_med = acc[["sd_med"]],
+             sd_min = acc[["sd_min"]], sd_max = acc[["sd_max"]],
+             khat = khat, conv = conv, warned = warned, note = note,
+             stringsAsFactors = FALSE)
+}
+
+run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
+  m <- bbvi_model(spec$logjoint, spec$params, data = d,
+                  gradient = if (estimator == "reparam") spec$gradient,
+                  vectorized = TRUE)
+  r <- timed(bbvi(m, method = method, estimator = estimator, seed = seed,
+                  progress = FALSE))
+  fit <- r$value
+  if (inherits(fit, "error")) {
+    return(row(name, "bbvi", method, estimator, seed, r$time, NA, NA, NA, na_acc,
+               NA, NA, length(r$warnings) > 0,
+               note = paste("error:", substr(conditionMessage(fit), 1, 120))))
+  }
+  ev <- fit$evals
+  fitph <- ev$phase %in% c("mode", "optimisation")
+  D <- spec$bbvi_draws(as.matrix(fit))
+  note <- if (length(r$warnings))
+    substr(gsub("\\s+", " ", r$warnings[1]), 1, 100) else ""
+  if (!is.null(fit$stop_reason) && !isTRUE(fit$converged))
+    note <- paste0("stop: ", fit$stop_reason, if (nzchar(note)) "; ", note)
+  row(name, "bbvi", method, estimator, seed, r$time,
+      sum(ev$logp[fitph]) - sum(ev$gradient[fitph]), sum(ev$gradient[fitph]),
+      sum(ev$logp[!fitph]), accuracy(D, ref), fit$diagnostics$khat,
+      isTRUE(fit$converged), length(r$warnings) > 0, note)
+}
+
+# Stan: compile once into a cache folder (rstan writes the .rds next to the
+# .stan file and reuses it while the file is unchanged).
+stan_cache <- Sys.getenv("BENCH_STAN_CACHE",
+                         file.path(dirname(tempdir()), "bbvi_bench_stan"))
+compile_stan <- function(name, code) {
+  dir.create(stan_cache, showWarnings = FALSE, recursive = TRUE)
+  f <- file.path(stan_cache, paste0(name, ".stan"))
+  if (!file.exists(f) || !identical(paste(readLines(f), collapse = "\n"), code))
+    writeLines(code, f)
+  # Debian's r-cran-bh has no include/ folder: point rstan at the system Boost
+  boost <- if (nzchar(system.file("include", package = "BH"))) NULL else "/usr/include"
+  t <- system.time(sm <- tryCatch(
+    suppressMessages(rstan::stan_model(file = f, model_name = name, auto_write = TRUE,
+                                       boost_lib = boost)),
+    error = function(e) e))[["elapsed"]]
+  list(model = sm, time = t)
+}
+
+# ADVI's printed log -> evaluation counts and convergence.
+advi_counts <- function(out) {
+  ad <- regmatches(out, regexpr("Iteration:\\s*[0-9]+\\s*/\\s*[0-9]+.*\\(Adaptation\\)", out))
+  adapt <- if (length(ad)) max(as.integer(sub("Iteration:\\s*([0-9]+).*", "\\1", ad))) else 0L
+  etas <- ceiling(adapt / 50)
+  it <- grep("^\\s*[0-9]+\\s+-?[0-9.e+-]+\\s+", out, value = TRUE)
+  iters <- if (length(it)) max(as.integer(sub("^\\s*([0-9]+).*", "\\1", it))) else NA
+  list(grad = adapt + iters, logp = 100 * (1 + etas + floor(iters / 100)),
+       conv = !any(grepl("may not have converged|maximum number of iterations", out)),
+       iters = iters)
+}
+
+run_advi <- function(name, sm, sdat, ref, spec, method) {
+  out <- NULL
+  out <- capture.output(
+    r <- timed(rstan::vb(sm, data = sdat, algorithm = method, seed = 1)))
+  fit <- r$value
+  allmsg <- c(out, r$warnings)
+  if (inherits(fit, "error") || !inherits(fit, "stanfit")) {
+    msg <- if (inherits(fit, "error")) conditionMessage(fit) else "no fit"
+    return(row(name, "advi", method, "", 1, r$time, NA, NA, NA, na_acc, NA, NA,
+               length(r$warnings) > 0,
+               note = paste("error:", substr(gsub("\\s+", " ", msg), 1, 120))))
+  }
+  k <- regmatches(allmsg, regexpr("Pareto k diagnostic value is -?[0-9.]+(e-?[0-9]+)?", allmsg))
+  khat <- if (length(k)) as.numeric(sub(".* is ", "", k[1])) else NA
+  cnt <- advi_counts(out)
+  note <- if (length(r$warnings)) substr(gsub("\\s+", " ", r$warnings[1]), 1, 100) else ""
+  row(name, "advi", method, "", 1, r$time, cnt$logp, cnt$grad, 1000,
+      accuracy(spec$stan_draws(fit), ref), khat, cnt$conv,
+      length(r$warnings) > 0, note)
+}
+
+run_nuts <- function(name, sm, sdat, ref, spec) {
+  r <- timed(rstan::sampling(sm, data = sdat, chains = 4, iter = 1000, cores = 1,
+                             seed = 1, refresh = 0))
+  fit <- r$value
+  if (inherits(fit, "error")) {
+    return(row(name, "nuts", "nuts", "", 1, r$time, NA, NA, NA, na_acc, NA, NA,
+               length(r$warnings) > 0,
+               note = paste("error:", substr(conditionMessage(fit), 1, 120))))
+  }
+  sp <- rstan::get_sampler_params(fit, inc_warmup = TRUE)
+  leap <- sum(vapply(sp, function(x) sum(x[, "n_leapfrog__"]), 0))
+  sp_post <- rstan::get_sampler_params(fit, inc_warmup = FALSE)
+  div <- sum(vapply(sp_post, function(x) sum(x[, "divergent__"]), 0))
+  rhat <- max(rstan::summary(fit)$summary[, "Rhat"], na.rm = TRUE)
+  note <- sprintf("max Rhat %.3f, %d divergences", rhat, div)
+  row(name, "nuts", "nuts", "", 1, r$time, 0, leap, 0,
+      accuracy(spec$stan_draws(fit), ref), NA, rhat < 1.01 && div == 0,
+      length(r$warnings) > 0, note)
+}
+
+## run ----------------------------------------------------------------------------
+if (use_stan) {
+  suppressPackageStartupMessages(library(rstan))
+  rstan_options(auto_write = TRUE)
+  options(mc.cores = 1)
+}
+compile_s <- setNames(rep(NA_real_, length(model_names)), model_names)
+stan_models <- list()
+if (use_stan) {
+  for (name in model_names) {
+    cs <- compile_stan(name, custom_models[[name]]$stan)
+    compile_s[name] <- cs$time
+    if (inherits(cs$model, "error")) {
+      message(name, ": Stan compile failed: ", conditionMessage(cs$model))
+    } else stan_models[[name]] <- cs$model
+    message(sprintf("%s: Stan model ready (%.1f s)", name, cs$time))
+  }
+}
+if (nzchar(Sys.getenv("BENCH_COMPILE_ONLY"))) quit(save = "no")
+
+rows <- list()
+for (name in model_names) {
+  spec <- custom_models[[name]]
+  raw <- jsonlite::fromJSON(file.path(pdb, spec$posterior, "data.json"))
+  ref <- utils::read.csv(file.path(pdb, spec$posterior, "reference.csv"))
+  d <- spec$prep(raw)
+  for (method in c("meanfield", "fullrank")) {
+    for (est in c("reparam", "score")) {
+      for (seed in seeds) {
+        message(sprintf("%s: bbvi %s %s seed %d", name, method, est, seed))
+        rows[[length(rows) + 1]] <- run_bbvi(name, spec, d, ref, method, est, seed)
+      }
+    }
+    if (!is.null(stan_models[[name]])) {
+      message(sprintf("%s: advi %s", name, method))
+      rows[[length(rows) + 1]] <- run_advi(name, stan_models[[name]], spec$stan_data(raw),
+                                           ref, spec, method)
+    }
+  }
+  if (!is.null(stan_models[[name]])) {
+    message(sprintf("%s: nuts", name))
+    rows[[length(rows) + 1]] <- run_nuts(name, stan_models[[name]], spec$stan_data(raw),
+                                         ref, spec)
+  }
+}
+tab <- do.call(rbind, rows)
+tab$ok <- !is.na(tab$max_err) & tab$max_err <= 0.1 & tab$sd_min >= 0.9 & tab$sd_max <= 1.1
+tab$silent <- tab$tool == "bbvi" & !tab$ok & tab$conv %in% TRUE & !tab$warned
+if (nzchar(Sys.getenv("BENCH_OUT"))) utils::write.csv(tab, Sys.getenv("BENCH_OUT"), row.names = FALSE)
+
+## print ----------------------------------------------------------------------------
+cat(sprintf("\nMachine: %s, %d cores; R %s; bbvi %s (%s); rstan %s; %s\n",
+            Sys.info()[["nodename"]], parallel::detectCores(), getRversion(),
+            packageVersion("bbvi"), dirname(system.file(package = "bbvi")),
+            if (use_stan) as.character(packageVersion("rstan")) else "not used",
+            format(Sys.time(), "%Y-%m-%d %H:%M %Z")))
+if (use_stan) cat("Stan compile seconds (excluded):",
+                  paste(sprintf("%s %.0f", names(compile_s), compile_s), collapse = ", "), "\n")
+show <- tab
+num <- c("time", "max_err", "sd_med", "sd_min", "sd_max", "khat")
+show[num] <- lapply(show[num], function(x) signif(x, 3))
+print(show[, setdiff(names(show), "note")], row.names = FALSE)
+cat("\nNotes:\n")
+for (i in which(nzchar(tab$note)))
+  cat(sprintf("  %s %s %s %s: %s\n", tab$model[i], tab$tool[i], tab$method[i],
+              tab$estimator[i], tab$note[i]))
+
+# Goals of issue 9.
+cat("\nGoals:\n")
+b <- tab[tab$tool == "bbvi", ]
+def <- b[b$method == "meanfield" & b$estimator == "reparam", ]
+med <- function(x) median(x, na.rm = TRUE)
+advi_time <- function(model, method)
+  tab$time[tab$tool == "advi" & tab$model == model & tab$method == method &
+             !grepl("^error", tab$note)][1]
+ratio <- function(sub) vapply(seq_len(nrow(sub)), function(i) {
+  a <- advi_time(sub$model[i], sub$method[i]); if (length(a) && !is.na(a)) sub$time[i] / a else NA
+}, 0)
+def_ratio <- ratio(def)
+cat(sprintf("  default fit (meanfield, reparam): median time %.3f s; median time / ADVI meanfield time %.2f (max %.2f); %d of %d no slower than ADVI\n",
+            med(def$time), med(def_ratio), suppressWarnings(max(def_ratio, na.rm = TRUE)),
+            sum(def_ratio <= 1, na.rm = TRUE), sum(!is.na(def_ratio))))
+cat(sprintf("  default fit: median log-density evaluations %s (fit phases; max %s); with the PSIS diagnostics %s\n",
+            format(med(def$logp + def$grad)), format(max(def$logp + def$grad, na.rm = TRUE)),
+            format(med(def$logp + def$grad + def$logp_diag))))
+fr <- b[b$method == "fullrank" & b$estimator == "reparam", ]
+cat(sprintf("  fullrank reparam: median max_err %.3f; %d of %d within 0.1 sd and 10%% on every sd\n",
+            med(fr$max_err), sum(fr$ok), nrow(fr)))
+cat(sprintf("  bbvi fits not ok: %d; of those converged without a warning: %d (%s)\n",
+            sum(!b$ok), sum(b$silent),
+            paste(unique(paste(b$model[b$silent], b$method[b$silent], b$estimator[b$silent])),
+                  collapse = "; ")))
+sc <- b[b$estimator == "score", ]
+dims <- vapply(sc$model, function(n) sum(vapply(custom_models[[n]]$params, function(p) {
+  x <- unclass(p); if (!is.null(x$dim)) x$dim else 1 }, 0)), 0)
+sc_ratio <- ratio(sc)
+small <- dims <= 10
+cat(sprintf("  score estimator, models up to 10 parameters: median time / ADVI time (same method) %.2f (max %.2f); %d of %d within 3x\n",
+            med(sc_ratio[small]), suppressWarnings(max(sc_ratio[small], na.rm = TRUE)),
+            sum(sc_ratio[small] <= 3, na.rm = TRUE), sum(!is.na(sc_ratio[small]))))
+all_r <- ratio(b)
+cat(sprintf("Summary (medians over bbvi rows): time %.3f s, logp+grad evals %s, max_err %.3f, sd_med %.3f, time/ADVI %.2f; ADVI rows: time %.3f s, max_err %.3f; NUTS rows: time %.2f s, max_err %.3f\n",
+            med(b$time), format(med(b$logp + b$grad)), med(b$max_err), med(b$sd_med), med(all_r),
+            med(tab$time[tab$tool == "advi"]), med(tab$max_err[tab$tool == "advi"]),
+            med(tab$time[tab$tool == "nuts"]), med(tab$max_err[tab$tool == "nuts"])))
