@@ -392,3 +392,41 @@ model {
                                  theta = M[, "theta"]),
   stan_draws = function(fit) stan_cols(fit, c("mu[1]", "mu[2]", "sigma[1]", "sigma[2]", "theta"))
 )
+
+## garch11 with the dependent bound as "outside the support" --------------------
+# The other route the package documents: declare beta1 in (0, 1) and return
+# -Inf where alpha1 + beta1 >= 1 (the gradient is NA there). Same posterior
+# as garch11; Stan rows are not repeated for it (stan_same_as).
+garch_inf_lp <- function(p, d, grad = FALSE) {
+  S <- length(p$mu); ok <- p$alpha1 + p$beta1 < 1
+  frac <- p$beta1 / (1 - p$alpha1)
+  sub <- function(x) x[ok]
+  q <- list(mu = sub(p$mu), alpha0 = sub(p$alpha0), alpha1 = sub(p$alpha1),
+            beta1_frac = sub(frac))
+  if (!grad) {
+    out <- rep(-Inf, S)
+    if (any(ok)) out[ok] <- garch_lp(q, d) - log1p(-q$alpha1)
+    return(out)
+  }
+  g <- list(mu = rep(NA_real_, S), alpha0 = rep(NA_real_, S),
+            alpha1 = rep(NA_real_, S), beta1 = rep(NA_real_, S))
+  if (any(ok)) {
+    a1 <- q$alpha1; fr <- q$beta1_frac
+    h <- garch_lp(q, d, grad = TRUE)         # gradient in (alpha1, beta1_frac), with log(1 - alpha1)
+    gb <- h$beta1_frac / (1 - a1)            # d lp / d beta1
+    g$mu[ok] <- h$mu; g$alpha0[ok] <- h$alpha0
+    g$alpha1[ok] <- h$alpha1 + gb * fr + 1 / (1 - a1)
+    g$beta1[ok] <- gb
+  }
+  g
+}
+custom_models$garch11_inf <- list(
+  posterior = "garch-garch11",
+  prep = custom_models$garch11$prep,
+  params = list(mu = param(), alpha0 = param(lower = 0),
+                alpha1 = param(lower = 0, upper = 1), beta1 = param(lower = 0, upper = 1)),
+  logjoint = function(p, d) garch_inf_lp(p, d),
+  gradient = function(p, d) garch_inf_lp(p, d, grad = TRUE),
+  stan_same_as = "garch11",
+  bbvi_draws = function(M) M[, c("mu", "alpha0", "alpha1", "beta1")]
+)
