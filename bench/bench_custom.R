@@ -1,302 +1,372 @@
-# Custom models (issue 9): the posteriordb posteriors that are not plain GLMs,
-# fitted by bbvi from vectorized R log-joints (with and without a gradient)
-# and by Stan (rstan::vb mean-field and full-rank at their defaults,
-# rstan::sampling 4 chains x 1000 iterations run one after another), in the
-# same run, against posteriordb's reference means and sds.
+# Benchmark (issue 9): bbvi on custom models written as R log-joints against
+# Stan's ADVI (rstan::vb, mean-field and full-rank, defaults) and NUTS
+# (rstan::sampling), in the same run, on the posteriordb posteriors that are
+# not plain GLMs: eight schools (centred, non-centred), arK, arma11, garch11,
+# gp_pois_regr, low_dim_gauss_mix. Model definitions: bench/custom_models.R.
 #
-# Usage (from the package root):
-#   mkdir -p /tmp/lib9b && R CMD INSTALL -l /tmp/lib9b .
-#   BBVI_LIB=/tmp/lib9b Rscript bench/bench_custom.R [path/to/posteriordb]
+#   Rscript bench/bench_custom.R [path/to/posteriordb]
+#   BBVI_LIB=/tmp/libmain Rscript bench/bench_custom.R ../shared/posteriordb
+#
 # Environment:
-#   BBVI_LIB            library holding the bbvi under test (put first)
-#   BENCH_MODELS        comma-separated subset of the model names below
-#   BENCH_STAN=0        bbvi rows only (no rstan)
-#   BENCH_STAN_CACHE    folder for the compiled Stan models (rstan auto_write);
-#                       default a folder in tempdir()
-#   BENCH_OUT           also write the table as CSV to this file
-#   BENCH_REPS          timing repetitions of each bbvi and vb call (default 3;
-#                       same seed, so the same fit; wall_s is the median; the
-#                       machine is shared, single runs are noisy). NUTS: once.
+#   BBVI_LIB           library folder put first on .libPaths() (a dev build)
+#   BENCH_MODELS       comma-separated subset of the model names (default all)
+#   BENCH_SEEDS        comma-separated seeds for the bbvi fits (default "1")
+#   BENCH_NO_STAN=1    bbvi rows only
+#   BENCH_STAN_CACHE   folder for the compiled Stan models (default
+#                      <tempdir's parent>/bbvi_bench_stan; reused across runs)
+#   BENCH_COMPILE_ONLY=1  compile the Stan models and stop
+#   BENCH_OUT          also write the table to this CSV file
+#   BENCH_TIMEOUT      seconds allowed per fit (default 600)
+#   BENCH_REPS         timing repetitions of each bbvi and ADVI call (default
+#                      2; same seed, so the same fit; the smallest time is
+#                      reported). NUTS runs once.
 #
-# Model definitions (Stan code, R log-joints, gradients, the map from a fit's
-# parameters to the reference's) are in bench/custom_models.R. Two models are
-# reparameterised for bbvi, which has no dependent bounds or ordered vectors:
-# garch11 (gamma = beta1 / (1 - alpha1) in (0, 1), Jacobian log(1 - alpha1)
-# in the log-joint) and low_dim_gauss_mix (delta = mu[2] - mu[1] > 0,
-# Jacobian 1). Both give exactly the Stan model's posterior.
-#
+# Rows: one per model x method x tool.
+#   bbvi rows: method meanfield / fullrank, estimator reparam (R log-joint with
+#     its gradient) and score (the same log-joint, no gradient); seed as given;
+#     otherwise bbvi's defaults (mode start, Adam, tol 0.02, 4000 draws kept).
+#   advi rows: rstan::vb(algorithm = "meanfield" / "fullrank") at its defaults
+#     (iter 10000, grad_samples 1, elbo_samples 100, eval_elbo 100,
+#     tol_rel_obj 0.01, adaptive eta, output_samples 1000), seed 1.
+#   nuts rows: rstan::sampling, 4 chains x 1000 iterations (500 warmup), run
+#     one after another on one core, seed 1.
 # Columns:
-#   wall_s     elapsed seconds of the fitting call (bbvi(): everything it
-#              does, diagnostics included; vb()/sampling() on the compiled
-#              model; Stan's compile time excluded)
-#   loop_s     bbvi only: fit$time, the stochastic loop alone (first rep)
-#   logp, grad log-density and gradient evaluations. bbvi: fit$evals (mode
-#              search + optimisation). vb: gradients = iterations x
-#              grad_samples (1), adaptation included (50 per eta tried);
-#              log densities = elbo_samples (100) x ELBO evaluations (one
-#              per eval_elbo = 100 iterations, one per eta tried and the
-#              initial one of the adaptation); both read from vb's console
-#              output; vb's 1000 PSIS draws are not counted. sampling: grad
-#              = sum of n_leapfrog__ over all iterations (warmup included) of
-#              the 4 chains; logp = "" (each leapfrog step is one gradient
-#              with its log density).
-#   max_err    max over reference parameters of |mean - ref mean| / ref sd
-#   sd_lo, sd_hi  smallest and largest sd / ref sd
-#   khat       bbvi: fit$diagnostics$khat (from fit$diagnostics$n_draws draws,
-#              which depend on a time budget, so on the machine's load: see
-#              the note column); vb: its PSIS pareto k; NUTS: -
-#   converged  bbvi: fit$converged; vb: "ELBO CONVERGED" printed; NUTS:
-#              max R-hat < 1.01 and no divergent transitions
-#   warned     any R warning during the call
-#   accurate   max_err <= 0.1 and all sds within 10% of the reference
-#   silent_bad inaccurate, converged = TRUE and no warning (a fit that lies)
+#   time     wall seconds of the fitting call (smallest of BENCH_REPS): bbvi() as a whole (mode search,
+#            optimisation, draws, PSIS diagnostics); vb() / sampling() on the
+#            compiled model (compile time excluded, shown once per model).
+#   iters    optimisation iterations (bbvi fit$iterations; ADVI after its eta
+#            adaptation).
+#   logp     log-density evaluations (one per draw) without a gradient;
+#   grad     gradient evaluations (each also gives the log density).
+#            bbvi: fit$evals, phases mode + optimisation; its PSIS diagnostics
+#            (logp only, diagnostic_draws = 4000) are in logp_diag.
+#            ADVI: counted from vb()'s printed log: grad = adaptation
+#            iterations (50 per eta tried) + optimisation iterations, times
+#            grad_samples (1); logp = elbo_samples (100) x (1 + etas tried +
+#            optimisation iterations / eval_elbo (100)); logp_diag = the
+#            output_samples (1000) draws vb evaluates for its Pareto k.
+#            NUTS: grad = sum of n_leapfrog__ over all chains, warmup included.
+#   max_err  max over the reference parameters of |mean - ref mean| / ref sd
+#            (from the fit's draws: bbvi 4000, ADVI 1000, NUTS 2000).
+#   sd_med, sd_min, sd_max  median, min and max over parameters of sd / ref sd.
+#   khat     Pareto k-hat: bbvi fit$diagnostics$khat; ADVI vb()'s own PSIS
+#            k-hat over its 1000 draws (fit@sim$diagnostics$psis$pareto_k).
+#   conv     bbvi fit$converged; ADVI: FALSE when vb says the maximum number of
+#            iterations was reached; NUTS: max R-hat < 1.01 and no divergences.
+#   warned   the call raised a warning (bbvi's diagnostics warning, ADVI's
+#            Pareto-k warning (k-hat > 0.5), NUTS's divergence/R-hat warnings).
+#   ok       max_err <= 0.1 and every sd ratio within [0.9, 1.1].
+#   silent   a bbvi fit that is not ok but converged without a warning (the
+#            case the issue says must not happen).
+
 lib <- Sys.getenv("BBVI_LIB")
 if (nzchar(lib)) .libPaths(c(lib, .libPaths()))
-suppressPackageStartupMessages(library(bbvi))
+suppressPackageStartupMessages({
+  library(bbvi)
+  library(jsonlite)
+})
 
 args <- commandArgs(trailingOnly = TRUE)
-pdb <- if (length(args) >= 1) args[1] else "../shared/posteriordb"
-script_dir <- local({
-  f <- sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))
-  if (length(f)) dirname(normalizePath(f[1])) else "bench"
-})
-source(file.path(script_dir, "custom_models.R"))
+pdb <- if (length(args)) args[1] else "../shared/posteriordb"
+file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
+here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
+source(file.path(here, "custom_models.R"))
 
-use_stan <- Sys.getenv("BENCH_STAN", "1") != "0"
-if (use_stan) {
-  use_stan <- requireNamespace("rstan", quietly = TRUE)
-  if (!use_stan) message("rstan not available: bbvi rows only")
+env_list <- function(name, default) {
+  v <- Sys.getenv(name)
+  if (nzchar(v)) strsplit(v, ",")[[1]] else default
 }
+model_names <- env_list("BENCH_MODELS", names(custom_models))
+seeds <- as.integer(env_list("BENCH_SEEDS", "1"))
+timeout <- as.numeric(Sys.getenv("BENCH_TIMEOUT", "600"))
+reps <- as.integer(Sys.getenv("BENCH_REPS", "2"))
+use_stan <- !nzchar(Sys.getenv("BENCH_NO_STAN")) && requireNamespace("rstan", quietly = TRUE)
+stopifnot(all(model_names %in% names(custom_models)))
+
+## helpers ----------------------------------------------------------------------
+accuracy <- function(D, ref) {
+  D <- D[, ref$parameter, drop = FALSE]
+  m <- colMeans(D); s <- apply(D, 2, sd)
+  r <- s / ref$sd
+  c(max_err = max(abs(m - ref$mean) / ref$sd),
+    sd_med = median(r), sd_min = min(r), sd_max = max(r))
+}
+na_acc <- c(max_err = NA, sd_med = NA, sd_min = NA, sd_max = NA)
+
+# Run expr with a time limit, collecting warnings; returns value (or the
+# error), warnings and elapsed seconds.
+timed <- function(expr) {
+  warns <- character()
+  setTimeLimit(elapsed = timeout, transient = TRUE)
+  on.exit(setTimeLimit(elapsed = Inf))
+  t0 <- proc.time()[["elapsed"]]
+  val <- withCallingHandlers(
+    tryCatch(expr, error = function(e) e),
+    warning = function(w) {
+      warns <<- c(warns, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    })
+  t <- proc.time()[["elapsed"]] - t0
+  setTimeLimit(elapsed = Inf)
+  list(value = val, warnings = warns, time = t)
+}
+
+# The same call `reps` times (same seed: the same result); the time is the
+# smallest, to damp the noise of other jobs on a shared machine.
+timed_reps <- function(expr) {
+  ex <- substitute(expr); env <- parent.frame()
+  best <- NULL
+  for (i in seq_len(reps)) {
+    r <- timed(eval(ex, env))
+    if (is.null(best) || r$time < best$time) { t <- r$time; best <- r; best$time <- t }
+    if (inherits(r$value, "error")) break
+  }
+  best
+}
+
+row <- function(model, tool, method, estimator, seed, time, logp, grad, logp_diag,
+                acc, khat, conv, warned, note = "", iters = NA) {
+  data.frame(model = model, tool = tool, method = method, estimator = estimator,
+             seed = seed, time = time, iters = iters, logp = logp, grad = grad,
+             logp_diag = logp_diag,
+             max_err = acc[["max_err"]], sd_med = acc[["sd_med"]],
+             sd_min = acc[["sd_min"]], sd_max = acc[["sd_max"]],
+             khat = khat, conv = conv, warned = warned, note = note,
+             stringsAsFactors = FALSE)
+}
+
+run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
+  m <- bbvi_model(spec$logjoint, spec$params, data = d,
+                  gradient = if (estimator == "reparam") spec$gradient,
+                  vectorized = TRUE)
+  r <- timed_reps(bbvi(m, method = method, estimator = estimator, seed = seed,
+                       progress = FALSE))
+  fit <- r$value
+  if (inherits(fit, "error")) {
+    return(row(name, "bbvi", method, estimator, seed, r$time, NA, NA, NA, na_acc,
+               NA, NA, length(r$warnings) > 0,
+               note = paste("error:", substr(gsub("\\s+", " ", conditionMessage(fit)), 1, 120))))
+  }
+  ev <- fit$evals
+  fitph <- ev$phase %in% c("mode", "optimisation")
+  D <- spec$bbvi_draws(as.matrix(fit))
+  note <- if (length(r$warnings))
+    substr(gsub("\\s+", " ", r$warnings[1]), 1, 100) else ""
+  if (!is.null(fit$stop_reason) && !isTRUE(fit$converged))
+    note <- paste0("stop: ", fit$stop_reason, if (nzchar(note)) "; ", note)
+  row(name, "bbvi", method, estimator, seed, r$time,
+      sum(ev$logp[fitph]) - sum(ev$gradient[fitph]), sum(ev$gradient[fitph]),
+      sum(ev$logp[!fitph]), accuracy(D, ref), fit$diagnostics$khat,
+      isTRUE(fit$converged), length(r$warnings) > 0, note, iters = fit$iterations)
+}
+
+# Stan: compile once into a cache folder (rstan writes the .rds next to the
+# .stan file and reuses it while the file is unchanged).
+stan_cache <- Sys.getenv("BENCH_STAN_CACHE",
+                         file.path(dirname(tempdir()), "bbvi_bench_stan"))
+compile_stan <- function(name, code) {
+  dir.create(stan_cache, showWarnings = FALSE, recursive = TRUE)
+  f <- file.path(stan_cache, paste0(name, ".stan"))
+  if (!file.exists(f) || !identical(paste(readLines(f), collapse = "\n"), code))
+    writeLines(code, f)
+  # Debian's r-cran-bh has no include/ folder: point rstan at the system Boost
+  boost <- if (nzchar(system.file("include", package = "BH"))) NULL else "/usr/include"
+  t <- system.time(sm <- tryCatch(
+    suppressMessages(rstan::stan_model(file = f, model_name = name, auto_write = TRUE,
+                                       boost_lib = boost)),
+    error = function(e) e))[["elapsed"]]
+  list(model = sm, time = t)
+}
+
+# ADVI's printed log -> evaluation counts and convergence.
+advi_counts <- function(out) {
+  out <- sub("^Chain [0-9]+: ?", "", out)
+  ad <- regmatches(out, regexpr("Iteration:\\s*[0-9]+\\s*/\\s*[0-9]+.*\\(Adaptation\\)", out))
+  adapt <- if (length(ad)) max(as.integer(sub("Iteration:\\s*([0-9]+).*", "\\1", ad))) else 0L
+  etas <- ceiling(adapt / 50)
+  it <- grep("^\\s*[0-9]+\\s+-?[0-9.e+-]+\\s+", out, value = TRUE)
+  iters <- if (length(it)) max(as.integer(sub("^\\s*([0-9]+).*", "\\1", it))) else NA
+  list(grad = adapt + iters, logp = 100 * (1 + etas + floor(iters / 100)),
+       conv = !any(grepl("may not have converged|maximum number of iterations", out)),
+       iters = iters)
+}
+
+run_advi <- function(name, sm, sdat, ref, spec, method) {
+  out <- NULL
+  out <- capture.output(
+    r <- timed_reps(rstan::vb(sm, data = sdat, algorithm = method, seed = 1)))
+  fit <- r$value
+  allmsg <- c(out, r$warnings)
+  if (inherits(fit, "error") || !inherits(fit, "stanfit")) {
+    msg <- if (inherits(fit, "error")) conditionMessage(fit) else "no fit"
+    return(row(name, "advi", method, "", 1, r$time, NA, NA, NA, na_acc, NA, NA,
+               length(r$warnings) > 0,
+               note = paste("error:", substr(gsub("\\s+", " ", msg), 1, 120))))
+  }
+  khat <- fit@sim$diagnostics$psis$pareto_k
+  if (is.null(khat)) {
+    k <- regmatches(allmsg, regexpr("Pareto k diagnostic value is -?[0-9.]+(e-?[0-9]+)?", allmsg))
+    khat <- if (length(k)) as.numeric(sub(".* is ", "", k[1])) else NA
+  }
+  cnt <- advi_counts(out)
+  note <- if (length(r$warnings)) substr(gsub("\\s+", " ", r$warnings[1]), 1, 100) else ""
+  row(name, "advi", method, "", 1, r$time, cnt$logp, cnt$grad, 1000,
+      accuracy(spec$stan_draws(fit), ref), khat, cnt$conv,
+      length(r$warnings) > 0, note, iters = cnt$iters)
+}
+
+run_nuts <- function(name, sm, sdat, ref, spec) {
+  r <- timed(rstan::sampling(sm, data = sdat, chains = 4, iter = 1000, cores = 1,
+                             seed = 1, refresh = 0))
+  fit <- r$value
+  if (inherits(fit, "error")) {
+    return(row(name, "nuts", "nuts", "", 1, r$time, NA, NA, NA, na_acc, NA, NA,
+               length(r$warnings) > 0,
+               note = paste("error:", substr(conditionMessage(fit), 1, 120))))
+  }
+  sp <- rstan::get_sampler_params(fit, inc_warmup = TRUE)
+  leap <- sum(vapply(sp, function(x) sum(x[, "n_leapfrog__"]), 0))
+  sp_post <- rstan::get_sampler_params(fit, inc_warmup = FALSE)
+  div <- sum(vapply(sp_post, function(x) sum(x[, "divergent__"]), 0))
+  rhat <- max(rstan::summary(fit)$summary[, "Rhat"], na.rm = TRUE)
+  note <- sprintf("max Rhat %.3f, %d divergences", rhat, div)
+  if (length(r$warnings))
+    note <- paste0(note, "; ", substr(gsub("\\s+", " ", paste(r$warnings, collapse = " | ")), 1, 160))
+  row(name, "nuts", "nuts", "", 1, r$time, 0, leap, 0,
+      accuracy(spec$stan_draws(fit), ref), NA, rhat < 1.01 && div == 0,
+      length(r$warnings) > 0, note)
+}
+
+## run ----------------------------------------------------------------------------
 if (use_stan) {
   suppressPackageStartupMessages(library(rstan))
   rstan_options(auto_write = TRUE)
   options(mc.cores = 1)
-  # Debian's r-cran-bh ships no include/ folder: point rstan at the system Boost
-  boost <- if (nzchar(system.file("include", package = "BH"))) NULL else "/usr/include"
-  stan_dir <- Sys.getenv("BENCH_STAN_CACHE", file.path(tempdir(), "stan"))
-  dir.create(stan_dir, showWarnings = FALSE, recursive = TRUE)
 }
-
-reps <- as.integer(Sys.getenv("BENCH_REPS", "3"))
-which_models <- Sys.getenv("BENCH_MODELS")
-model_names <- if (nzchar(which_models)) strsplit(which_models, ",")[[1]] else names(custom_models)
-
-# ---- helpers -----------------------------------------------------------------
-
-# Run f(), timing it, recording warnings and messages (muffled) and errors.
-run_captured <- function(f, time_limit = Inf) {
-  warns <- character(); msgs <- character(); err <- NA_character_
-  out <- NULL
-  setTimeLimit(elapsed = time_limit, transient = TRUE)
-  on.exit(setTimeLimit(elapsed = Inf))
-  t <- system.time(out <- tryCatch(
-    withCallingHandlers(f(),
-      warning = function(w) { warns <<- c(warns, conditionMessage(w)); invokeRestart("muffleWarning") },
-      message = function(m) { msgs <<- c(msgs, conditionMessage(m)); invokeRestart("muffleMessage") }),
-    error = function(e) { err <<- conditionMessage(e); NULL }))[["elapsed"]]
-  setTimeLimit(elapsed = Inf)
-  list(value = out, time = t, warnings = warns, messages = msgs, error = err)
+compile_s <- setNames(rep(NA_real_, length(model_names)), model_names)
+stan_models <- list()
+if (use_stan) {
+  for (name in model_names) {
+    if (!is.null(custom_models[[name]]$stan_same_as)) next
+    cs <- compile_stan(name, custom_models[[name]]$stan)
+    compile_s[name] <- cs$time
+    if (inherits(cs$model, "error")) {
+      message(name, ": Stan compile failed: ", conditionMessage(cs$model))
+    } else stan_models[[name]] <- cs$model
+    message(sprintf("%s: Stan model ready (%.1f s)", name, cs$time))
+  }
 }
+if (nzchar(Sys.getenv("BENCH_COMPILE_ONLY"))) quit(save = "no")
 
-accuracy <- function(dr, ref) {
-  dr <- dr[, ref$parameter, drop = FALSE]
-  m <- colMeans(dr); s <- apply(dr, 2, stats::sd)
-  ratio <- s / ref$sd
-  c(max_err = max(abs(m - ref$mean) / ref$sd), sd_lo = min(ratio), sd_hi = max(ratio))
-}
-
-one_line <- function(x) {
-  x <- gsub("[\r\n|]+", " ", paste(unique(x), collapse = "; "))
-  x <- gsub("\\s+", " ", x)
-  if (nchar(x) > 160) paste0(substr(x, 1, 157), "...") else x
-}
-
-# median wall time over `reps` runs of f (the first run's record given)
-rep_time <- function(first, f) {
-  if (reps <= 1 || is.null(first$value)) return(first$time)
-  more <- vapply(seq_len(reps - 1), function(i) {
-    utils::capture.output(t <- run_captured(f)$time)
-    t
-  }, numeric(1))
-  stats::median(c(first$time, more))
-}
-
-row <- function(model, D, fit, wall, logp, grad, acc, khat, converged, warned, note,
-                loop = NA) {
-  data.frame(model = model, D = D, fit = fit, wall_s = wall, loop_s = loop, logp = logp, grad = grad,
-             max_err = acc[["max_err"]], sd_lo = acc[["sd_lo"]], sd_hi = acc[["sd_hi"]],
-             khat = khat, converged = converged, warned = warned, note = note,
-             stringsAsFactors = FALSE)
-}
-na_acc <- c(max_err = NA, sd_lo = NA, sd_hi = NA)
-
-# vb's evaluations, read from its console output (see the header)
-vb_evals <- function(out) {
-  ad <- regmatches(out, regexpr("Iteration:\\s*[0-9]+ / [0-9]+ .*\\(Adaptation\\)", out))
-  ad_iter <- if (length(ad)) max(as.numeric(sub("Iteration:\\s*([0-9]+) /.*", "\\1", ad))) else 0
-  n_trials <- ad_iter / 50
-  tab <- grep("^Chain 1:\\s+[0-9]+\\s+-?[0-9.eE+-]+\\s+[0-9.]+", out, value = TRUE)
-  iters <- if (length(tab)) as.numeric(sub("^Chain 1:\\s+([0-9]+).*", "\\1", tab)) else 0
-  c(logp = 100 * (length(tab) + (if (ad_iter > 0) n_trials + 1 else 0)),
-    grad = max(c(0, iters)) + ad_iter)
-}
-
-# ---- the runs ----------------------------------------------------------------
 rows <- list()
-for (nm in model_names) {
-  cm <- custom_models[[nm]]
-  if (is.null(cm)) stop("unknown model ", nm)
-  d <- jsonlite::fromJSON(file.path(pdb, cm$posterior, "data.json"))
-  ref <- utils::read.csv(file.path(pdb, cm$posterior, "reference.csv"))
-  dat <- cm$data(d)
-  to_ref <- if (nm == "gp_pois_regr") gp_to_ref(dat$D2) else cm$to_ref
-  D <- sum(vapply(cm$parameters, function(p) p$dim, integer(1)))
-  cat(sprintf("== %s (%d parameters)\n", nm, D))
-
-  models <- list(
-    grad = bbvi_model(cm$logjoint, cm$parameters, data = dat, gradient = cm$gradient,
-                      vectorized = TRUE),
-    score = bbvi_model(cm$logjoint, cm$parameters, data = dat, vectorized = TRUE))
-  for (cfg in list(c("meanfield", "grad"), c("fullrank", "grad"),
-                   c("meanfield", "score"), c("fullrank", "score"))) {
-    est <- if (cfg[2] == "grad") "reparam" else "score"
-    label <- sprintf("bbvi %s %s", if (cfg[1] == "meanfield") "mf" else "fr", cfg[2])
-    f_fit <- function() bbvi(models[[cfg[2]]], method = cfg[1], estimator = est,
-                             seed = 1, progress = FALSE)
-    r <- run_captured(f_fit, time_limit = 600)
-    fit <- r$value
-    r$time <- rep_time(r, f_fit)
-    if (is.null(fit)) {
-      rows[[length(rows) + 1]] <- row(nm, D, label, r$time, NA, NA, na_acc, NA, NA,
-                                      length(r$warnings) > 0,
-                                      one_line(c(paste("ERROR:", r$error), r$warnings)))
-    } else {
-      set.seed(2)
-      dr <- to_ref(as.matrix(fit, draws = 20000))
-      ev <- colSums(fit$evals[fit$evals$phase %in% c("mode", "optimisation"), c("logp", "gradient")])
-      note <- one_line(c(sprintf("start %s, %d iter, S %d, k-hat from %d draws, %s", fit$start,
-                                 fit$iterations, fit$samples, fit$diagnostics$n_draws,
-                                 fit$stop_reason), r$warnings, r$messages))
-      rows[[length(rows) + 1]] <- row(nm, D, label, r$time, ev[["logp"]], ev[["gradient"]],
-                                      accuracy(dr, ref), fit$diagnostics$khat,
-                                      isTRUE(fit$converged), length(r$warnings) > 0, note,
-                                      loop = fit$time)
+for (name in model_names) {
+  spec <- custom_models[[name]]
+  raw <- jsonlite::fromJSON(file.path(pdb, spec$posterior, "data.json"))
+  ref <- utils::read.csv(file.path(pdb, spec$posterior, "reference.csv"))
+  d <- spec$prep(raw)
+  for (method in c("meanfield", "fullrank")) {
+    for (est in c("reparam", "score")) {
+      for (seed in seeds) {
+        message(sprintf("%s: bbvi %s %s seed %d", name, method, est, seed))
+        rows[[length(rows) + 1]] <- run_bbvi(name, spec, d, ref, method, est, seed)
+      }
     }
-    print(rows[[length(rows)]][, 1:13], row.names = FALSE)
+    if (!is.null(stan_models[[name]]) && is.null(spec$stan_same_as)) {
+      message(sprintf("%s: advi %s", name, method))
+      rows[[length(rows) + 1]] <- run_advi(name, stan_models[[name]], spec$stan_data(raw),
+                                           ref, spec, method)
+    }
   }
-
-  if (use_stan) {
-    f <- file.path(stan_dir, paste0(nm, ".stan"))
-    if (!file.exists(f) || !identical(readLines(f), strsplit(cm$stan, "\n")[[1]])) {
-      writeLines(cm$stan, f)
-    }
-    ct <- system.time(sm <- tryCatch(stan_model(file = f, model_name = nm, boost_lib = boost),
-                                     error = function(e) e))[["elapsed"]]
-    cat(sprintf("   Stan model ready in %.1f s (compile or cache; excluded)\n", ct))
-    if (inherits(sm, "error")) {
-      cat("   Stan compile failed:", conditionMessage(sm), "\n")
-    } else {
-      sd_ <- cm$stan_data(d)
-      for (alg in c("meanfield", "fullrank")) {
-        label <- sprintf("ADVI %s", if (alg == "meanfield") "mf" else "fr")
-        out <- character()
-        f_vb <- function() vb(sm, data = sd_, algorithm = alg, seed = 1)
-        out <- utils::capture.output(r <- run_captured(f_vb, time_limit = 900))
-        fit <- r$value
-        r$time <- rep_time(r, f_vb)
-        ev <- vb_evals(out)
-        conv <- any(grepl("ELBO CONVERGED", out))
-        if (is.null(fit) || !inherits(fit, "stanfit") || fit@mode != 0L) {
-          rows[[length(rows) + 1]] <- row(nm, D, label, r$time, ev[["logp"]], ev[["grad"]],
-                                          na_acc, NA, FALSE, length(r$warnings) > 0,
-                                          one_line(c(paste("ERROR:", r$error), r$warnings)))
-        } else {
-          dr <- as.matrix(fit)
-          k <- fit@sim$diagnostics$psis$pareto_k
-          rows[[length(rows) + 1]] <- row(nm, D, label, r$time, ev[["logp"]], ev[["grad"]],
-                                          accuracy(dr, ref), if (is.null(k)) NA else k, conv,
-                                          length(r$warnings) > 0, one_line(r$warnings))
-        }
-        print(rows[[length(rows)]][, 1:13], row.names = FALSE)
-      }
-      out <- utils::capture.output(
-        r <- run_captured(function() sampling(sm, data = sd_, chains = 4, iter = 1000,
-                                              seed = 1, cores = 1, refresh = 0),
-                          time_limit = 1800))
-      fit <- r$value
-      if (is.null(fit) || !inherits(fit, "stanfit") || fit@mode != 0L) {
-        rows[[length(rows) + 1]] <- row(nm, D, "NUTS", r$time, NA, NA, na_acc, NA, FALSE,
-                                        length(r$warnings) > 0,
-                                        one_line(c(paste("ERROR:", r$error), r$warnings)))
-      } else {
-        sp <- get_sampler_params(fit, inc_warmup = TRUE)
-        leap <- sum(vapply(sp, function(x) sum(x[, "n_leapfrog__"]), numeric(1)))
-        div <- sum(vapply(get_sampler_params(fit, inc_warmup = FALSE),
-                          function(x) sum(x[, "divergent__"]), numeric(1)))
-        rhat <- max(summary(fit)$summary[, "Rhat"], na.rm = TRUE)
-        rows[[length(rows) + 1]] <- row(nm, D, "NUTS", r$time, NA, leap,
-                                        accuracy(as.matrix(fit), ref), NA,
-                                        rhat < 1.01 && div == 0, length(r$warnings) > 0,
-                                        one_line(c(sprintf("max Rhat %.3f, %d divergent", rhat, div),
-                                                   r$warnings)))
-      }
-      print(rows[[length(rows)]][, 1:13], row.names = FALSE)
-    }
+  if (!is.null(stan_models[[name]]) && is.null(spec$stan_same_as)) {
+    message(sprintf("%s: nuts", name))
+    rows[[length(rows) + 1]] <- run_nuts(name, stan_models[[name]], spec$stan_data(raw),
+                                         ref, spec)
   }
 }
-
-# ---- the table and the goals ---------------------------------------------------
 tab <- do.call(rbind, rows)
-tab$accurate <- !is.na(tab$max_err) & tab$max_err <= 0.1 & tab$sd_lo >= 0.9 & tab$sd_hi <= 1.1
-tab$silent_bad <- !tab$accurate & tab$converged %in% TRUE & !tab$warned
+tab$ok <- !is.na(tab$max_err) & tab$max_err <= 0.1 & tab$sd_min >= 0.9 & tab$sd_max <= 1.1
+tab$silent <- tab$tool == "bbvi" & !tab$ok & tab$conv %in% TRUE & !tab$warned
+# variants (a second parameterisation of a posterior already in the table)
+# are shown but left out of the goal medians
+tab$primary <- vapply(tab$model, function(n) is.null(custom_models[[n]]$stan_same_as), TRUE)
 if (nzchar(Sys.getenv("BENCH_OUT"))) utils::write.csv(tab, Sys.getenv("BENCH_OUT"), row.names = FALSE)
 
-fmt <- function(x, d) ifelse(is.na(x), "-", formatC(x, format = "fg", digits = d, flag = "#"))
-cat("\n| model | D | fit | wall s | loop s | logp evals | grad evals | max err (ref sd) | sd ratio (min-max) | k-hat | converged | warned | accurate | note |\n")
-cat("|---|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---|---|\n")
-for (i in seq_len(nrow(tab))) {
-  t <- tab[i, ]
-  cat(sprintf("| %s | %d | %s | %.3g | %s | %s | %s | %s | %s | %s | %s | %s | %s%s | %s |\n",
-              t$model, t$D, t$fit, t$wall_s, fmt(t$loop_s, 2),
-              ifelse(is.na(t$logp), "-", format(t$logp, big.mark = ",")),
-              ifelse(is.na(t$grad), "-", format(t$grad, big.mark = ",")),
-              fmt(t$max_err, 2),
-              ifelse(is.na(t$sd_lo), "-", sprintf("%.2f-%.2f", t$sd_lo, t$sd_hi)),
-              fmt(t$khat, 2), t$converged, t$warned, t$accurate,
-              if (t$silent_bad) " **SILENT**" else "", t$note))
-}
+## print ----------------------------------------------------------------------------
+cat(sprintf("\nMachine: %s, %d cores; R %s; bbvi %s (%s); rstan %s; %s\n",
+            Sys.info()[["nodename"]], parallel::detectCores(), getRversion(),
+            packageVersion("bbvi"), dirname(system.file(package = "bbvi")),
+            if (use_stan) as.character(packageVersion("rstan")) else "not used",
+            format(Sys.time(), "%Y-%m-%d %H:%M %Z")))
+if (use_stan) cat("Stan compile seconds (excluded):",
+                  paste(sprintf("%s %.0f", names(compile_s), compile_s), collapse = ", "), "\n")
+options(width = 250)
+show <- tab
+num <- c("time", "max_err", "sd_med", "sd_min", "sd_max", "khat")
+show[num] <- lapply(show[num], function(x) signif(x, 3))
+print(show[, setdiff(names(show), c("note", "primary"))], row.names = FALSE)
+cat("\nNotes:\n")
+for (i in which(nzchar(tab$note)))
+  cat(sprintf("  %s %s %s %s: %s\n", tab$model[i], tab$tool[i], tab$method[i],
+              tab$estimator[i], tab$note[i]))
 
-# Goals (issue 9)
-med <- function(x) stats::median(x, na.rm = TRUE)
-get <- function(fit_label, col) {
-  v <- tab[tab$fit == fit_label, c("model", col)]
-  stats::setNames(v[[col]], v$model)
-}
+# Goals of issue 9.
 cat("\nGoals:\n")
-b_mf <- get("bbvi mf grad", "wall_s")
-if (use_stan) {
-  a_mf <- get("ADVI mf", "wall_s")
-  common <- intersect(names(b_mf), names(a_mf))
-  ratio <- b_mf[common] / a_mf[common]
-  cat(sprintf("  time, bbvi default (mf, gradient) / ADVI mf default: median %.3f (per model: %s); goal <= 1\n",
-              med(ratio), paste(sprintf("%s %.2f", common, ratio), collapse = ", ")))
-  s_mf <- get("bbvi mf score", "wall_s")
-  small <- intersect(common, unique(tab$model[tab$D <= 10]))
-  rs <- s_mf[small] / a_mf[small]
-  cat(sprintf("  time, bbvi mf score / ADVI mf, models with D <= 10: median %.3f, max %.3f (%s); goal <= 3\n",
-              med(rs), max(rs, na.rm = TRUE), paste(sprintf("%s %.2f", small, rs), collapse = ", ")))
+b <- tab[tab$tool == "bbvi" & tab$primary, ]
+def <- b[b$method == "meanfield" & b$estimator == "reparam", ]
+med <- function(x) median(x, na.rm = TRUE)
+advi_time <- function(model, method) {
+  same <- custom_models[[model]]$stan_same_as
+  if (!is.null(same)) model <- same
+  tab$time[tab$tool == "advi" & tab$model == model & tab$method == method &
+             !grepl("^error", tab$note)][1]
 }
-ev_def <- get("bbvi mf grad", "logp") + get("bbvi mf grad", "grad")
-cat(sprintf("  evaluations, bbvi default (log p + gradient): median %s (log p only: median %s); goal median <= 2,000\n",
-            format(med(ev_def), big.mark = ","), format(med(get("bbvi mf grad", "logp")), big.mark = ",")))
-fr <- tab[tab$fit == "bbvi fr grad", ]
-cat(sprintf("  full-rank with gradient: accurate on %d of %d models (median max_err %.3f); inaccurate without a warning or converged = FALSE: %s\n",
-            sum(fr$accurate), nrow(fr), med(fr$max_err),
-            if (any(fr$silent_bad)) paste(fr$model[fr$silent_bad], collapse = ", ") else "none"))
-bb <- tab[grepl("^bbvi", tab$fit), ]
-cat(sprintf("  all bbvi fits: %d of %d accurate; silent inaccurate fits: %s\n",
-            sum(bb$accurate), nrow(bb),
-            if (any(bb$silent_bad)) paste(bb$model[bb$silent_bad], bb$fit[bb$silent_bad], collapse = "; ") else "none"))
-cat(sprintf("  R %s, bbvi %s%s, %s, nproc %s\n", getRversion(), utils::packageVersion("bbvi"),
-            if (use_stan) paste0(", rstan ", utils::packageVersion("rstan")) else "",
-            format(Sys.time(), "%Y-%m-%d %H:%M %Z"), parallel::detectCores()))
+ratio <- function(sub) vapply(seq_len(nrow(sub)), function(i) {
+  a <- advi_time(sub$model[i], sub$method[i]); if (length(a) && !is.na(a)) sub$time[i] / a else NA
+}, 0)
+def_ratio <- ratio(def)
+cat(sprintf("  default fit (meanfield, reparam): median time %.3f s; median time / ADVI meanfield time %.2f (max %.2f); %d of %d no slower than ADVI\n",
+            med(def$time), med(def_ratio), suppressWarnings(max(def_ratio, na.rm = TRUE)),
+            sum(def_ratio <= 1, na.rm = TRUE), sum(!is.na(def_ratio))))
+cat(sprintf("  default fit: median log-density evaluations %s (fit phases; max %s); with the PSIS diagnostics %s\n",
+            format(med(def$logp + def$grad)), format(max(def$logp + def$grad, na.rm = TRUE)),
+            format(med(def$logp + def$grad + def$logp_diag))))
+fr <- b[b$method == "fullrank" & b$estimator == "reparam", ]
+cat(sprintf("  fullrank reparam: median max_err %.3f; %d of %d within 0.1 sd and 10%% on every sd\n",
+            med(fr$max_err), sum(fr$ok), nrow(fr)))
+ball <- tab[tab$tool == "bbvi", ]
+cat(sprintf("  bbvi fits (variants included) not ok: %d of %d; errors: %d; converged without a warning although not ok: %d (%s)\n",
+            sum(!ball$ok), nrow(ball), sum(grepl("^error", ball$note)), sum(ball$silent),
+            paste(unique(paste(ball$model[ball$silent], ball$method[ball$silent],
+                               ball$estimator[ball$silent])), collapse = "; ")))
+sc <- b[b$estimator == "score", ]
+dims <- vapply(sc$model, function(n) sum(vapply(custom_models[[n]]$params, function(p) {
+  x <- unclass(p); if (!is.null(x$dim)) x$dim else 1 }, 0)), 0)
+sc_ratio <- ratio(sc)
+small <- dims <= 10
+cat(sprintf("  score estimator, models up to 10 parameters: median time / ADVI time (same method) %.2f (max %.2f); %d of %d within 3x\n",
+            med(sc_ratio[small]), suppressWarnings(max(sc_ratio[small], na.rm = TRUE)),
+            sum(sc_ratio[small] <= 3, na.rm = TRUE), sum(!is.na(sc_ratio[small]))))
+all_r <- ratio(b)
+cat(sprintf("Summary (medians over bbvi rows): time %.3f s, logp+grad evals %s, max_err %.3f, sd_med %.3f, time/ADVI %.2f; ADVI rows: time %.3f s, max_err %.3f; NUTS rows: time %.2f s, max_err %.3f\n",
+            med(b$time), format(med(b$logp + b$grad)), med(b$max_err), med(b$sd_med), med(all_r),
+            med(tab$time[tab$tool == "advi"]), med(tab$max_err[tab$tool == "advi"]),
+            med(tab$time[tab$tool == "nuts"]), med(tab$max_err[tab$tool == "nuts"])))
+
+# Markdown table (for bench/custom_results.md) with BENCH_MD=1.
+if (nzchar(Sys.getenv("BENCH_MD"))) {
+  f <- function(x, d = 3) ifelse(is.na(x), "", ifelse(abs(x) >= 10^d, format(round(x), big.mark = ",", trim = TRUE),
+                                                      as.character(signif(x, d))))
+  fi <- function(x) ifelse(is.na(x), "", format(x, big.mark = ",", trim = TRUE))
+  cat("\n| model | tool | method | est. | seed | time s | iters | logp | grad | logp diag | max_err | sd ratio med (min-max) | k-hat | conv | warned | ok |\n")
+  cat("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|\n")
+  for (i in seq_len(nrow(tab))) {
+    x <- tab[i, ]
+    err <- grepl("^error", x$note)
+    cat(sprintf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                x$model, x$tool, x$method, x$estimator, if (x$tool == "bbvi") x$seed else "",
+                f(x$time), fi(x$iters), fi(x$logp), fi(x$grad), fi(x$logp_diag),
+                if (err) "**error**" else if (!x$ok) paste0("**", f(x$max_err), "**") else f(x$max_err),
+                if (err) "" else sprintf("%s (%s-%s)", f(x$sd_med, 2), f(x$sd_min, 2), f(x$sd_max, 2)),
+                f(x$khat, 2), x$conv, x$warned, if (x$silent) "**no, silent**" else x$ok))
+  }
+}
