@@ -317,15 +317,7 @@ plot.bbvi_fit <- function(x, plotfun = NULL, pars = NULL, ...) {
   nc <- min(3, k)
   old <- graphics::par(mfrow = c(ceiling(k / nc), nc), mar = c(4, 4, 2, 1))
   on.exit(graphics::par(old))
-  tr <- elbo(x)
-  keep <- is.finite(tr$elbo)
-  graphics::plot(tr$iteration[keep], tr$elbo[keep], type = "l", col = "grey40",
-                 xlab = "iteration", ylab = "ELBO", main = "ELBO trace")
-  w <- min(100L, max(1L, sum(keep) %/% 10L))
-  if (sum(keep) > w) {
-    sm <- stats::filter(tr$elbo[keep], rep(1 / w, w), sides = 1)
-    graphics::lines(tr$iteration[keep], sm, col = "red", lwd = 2)
-  }
+  plot_elbo_trace(x)
   for (nm in nms) {
     d <- stats::density(x$draws[, nm])
     graphics::plot(d, main = nm, xlab = nm, ylab = "density")

@@ -108,6 +108,22 @@ two_modes <- list(   # well-separated modes; a single fit sees one of them
   }, list(x = param())),
   truth = list(mean = c(x = 0), sd = c(x = sqrt(0.49 + 6.25))))
 
+# A dependent bound written as -Inf (b < 1 - a): the truth by quadrature
+# on a grid of the triangle.
+dependent_bound <- local({
+  g <- seq(0.0005, 0.9995, by = 0.001)
+  a <- rep(g, each = length(g)); b <- rep(g, length(g))
+  w <- ifelse(b < 1 - a, dbeta(a, 2, 5) * dbeta(b, 2, 2), 0)
+  w <- w / sum(w)
+  mom <- function(x) c(sum(w * x), sqrt(sum(w * x^2) - sum(w * x)^2))
+  list(model = bbvi_model(function(theta, data) {
+    ifelse(theta$b < 1 - theta$a,
+           dbeta(theta$a, 2, 5, log = TRUE) + dbeta(theta$b, 2, 2, log = TRUE), -Inf)
+  }, list(a = param(lower = 0, upper = 1), b = param(lower = 0, upper = 1)),
+  vectorized = TRUE),
+  truth = list(mean = c(a = mom(a)[1], b = mom(b)[1]), sd = c(a = mom(a)[2], b = mom(b)[2])))
+})
+
 wrong_gradient <- list(
   model = bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
                      list(mu = param()),
@@ -142,6 +158,8 @@ cases <- list(
        fit = function(s) bbvi(eight_schools$model, method = "fullrank", seed = s)),
   list(name = "two separated modes, restarts = 4", case = two_modes, expect = "warn",
        fit = function(s) bbvi(two_modes$model, restarts = 4, seed = s)),
+  list(name = "dependent bound written as -Inf", case = dependent_bound, expect = "warn",
+       fit = function(s) bbvi(dependent_bound$model, seed = s)),
   list(name = "wrong gradient (sign)", case = wrong_gradient, expect = "error",
        fit = function(s) bbvi(wrong_gradient$model, seed = s))
 )
