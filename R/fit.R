@@ -229,6 +229,15 @@ print_fit_status <- function(fit) {
               if (fit$converged) "Converged" else "NOT converged",
               fit$iterations, fit$time,
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
+  ev <- fit$evals
+  if (is.data.frame(ev) && nrow(ev) > 0) {
+    cat("Evaluations of log p (gradient):",
+        paste(sprintf("%s %s (%s), %.2f s", ev$phase,
+                      prettyNum(ev$logp, big.mark = ",", preserve.width = "none"),
+                      prettyNum(ev$gradient, big.mark = ",", preserve.width = "none"),
+                      ev$seconds), collapse = "; "),
+        "\n")
+  }
   dg <- fit$diagnostics
   if (!is.null(dg)) {
     cat(sprintf("ELBO %s (MC se %s); KL(q || p) estimate %s nats; Pareto k-hat %s%s%s\n",
