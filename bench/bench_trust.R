@@ -130,38 +130,30 @@ wrong_gradient <- list(
                      gradient = function(theta, data) (theta$mu - 1) / 4),   # sign error
   truth = list(mean = c(mu = 1), sd = c(mu = 2)))
 
+# One case: its name, its truth, what a truthful outcome is, and the
+# arguments of bbvi() besides the model and the seed.
+fit_case <- function(name, case, expect, ...) {
+  args <- list(...)
+  list(name = name, case = case, expect = expect,
+       fit = function(s) do.call(bbvi, c(list(case$model), args, list(seed = s))))
+}
+
 cases <- list(
-  list(name = "linreg D=10 full-rank, score", case = linreg, expect = "accurate",
-       fit = function(s) bbvi(linreg$model, method = "fullrank", estimator = "score", seed = s)),
-  list(name = "linreg D=10 full-rank, score, start = init", case = linreg, expect = "warn",
-       fit = function(s) bbvi(linreg$model, method = "fullrank", estimator = "score",
-                              start = "init", seed = s)),
-  list(name = "linreg D=10 mean-field, score", case = linreg, expect = "warn",
-       fit = function(s) bbvi(linreg$model, method = "meanfield", estimator = "score", seed = s)),
-  list(name = "Poisson-Gamma, reparam", case = poisson_gamma, expect = "accurate",
-       fit = function(s) bbvi(poisson_gamma$model, seed = s)),
-  list(name = "Poisson-Gamma full-rank, score", case = poisson_gamma, expect = "accurate",
-       fit = function(s) bbvi(poisson_gamma$model, method = "fullrank", estimator = "score", seed = s)),
-  list(name = "bimodal mixture", case = bimodal, expect = "warn",
-       fit = function(s) bbvi(bimodal$model, seed = s)),
-  list(name = "correlated 2-D (rho 0.95) mean-field", case = corr2, expect = "warn",
-       fit = function(s) bbvi(corr2$model, seed = s)),
-  list(name = "correlated 2-D (rho 0.95) full-rank", case = corr2, expect = "accurate",
-       fit = function(s) bbvi(corr2$model, method = "fullrank", seed = s)),
-  list(name = "Neal's funnel, full-rank", case = funnel, expect = "warn",
-       fit = function(s) bbvi(funnel$model, method = "fullrank", seed = s)),
-  list(name = "Student t(3)", case = student, expect = "warn",
-       fit = function(s) bbvi(student$model, seed = s)),
-  list(name = "scales 1e-6 .. 1e6", case = scales, expect = "accurate",
-       fit = function(s) bbvi(scales$model, seed = s)),
-  list(name = "eight schools centred (funnel), full-rank", case = eight_schools, expect = "warn",
-       fit = function(s) bbvi(eight_schools$model, method = "fullrank", seed = s)),
-  list(name = "two separated modes, restarts = 4", case = two_modes, expect = "warn",
-       fit = function(s) bbvi(two_modes$model, restarts = 4, seed = s)),
-  list(name = "dependent bound written as -Inf", case = dependent_bound, expect = "warn",
-       fit = function(s) bbvi(dependent_bound$model, seed = s)),
-  list(name = "wrong gradient (sign)", case = wrong_gradient, expect = "error",
-       fit = function(s) bbvi(wrong_gradient$model, seed = s))
+  fit_case("linreg D=10 full-rank, score", linreg, "accurate", method = "fullrank", estimator = "score"),
+  fit_case("linreg D=10 full-rank, score, start = init", linreg, "warn", method = "fullrank", estimator = "score", start = "init"),
+  fit_case("linreg D=10 mean-field, score", linreg, "warn", method = "meanfield", estimator = "score"),
+  fit_case("Poisson-Gamma, reparam", poisson_gamma, "accurate"),
+  fit_case("Poisson-Gamma full-rank, score", poisson_gamma, "accurate", method = "fullrank", estimator = "score"),
+  fit_case("bimodal mixture", bimodal, "warn"),
+  fit_case("correlated 2-D (rho 0.95) mean-field", corr2, "warn"),
+  fit_case("correlated 2-D (rho 0.95) full-rank", corr2, "accurate", method = "fullrank"),
+  fit_case("Neal's funnel, full-rank", funnel, "warn", method = "fullrank"),
+  fit_case("Student t(3)", student, "warn"),
+  fit_case("scales 1e-6 .. 1e6", scales, "accurate"),
+  fit_case("eight schools centred (funnel), full-rank", eight_schools, "warn", method = "fullrank"),
+  fit_case("two separated modes, restarts = 4", two_modes, "warn", restarts = 4),
+  fit_case("dependent bound written as -Inf", dependent_bound, "warn"),
+  fit_case("wrong gradient (sign)", wrong_gradient, "error")
 )
 
 # ---- run ---------------------------------------------------------------------

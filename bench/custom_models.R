@@ -25,6 +25,9 @@ stan_cols <- function(fit, cols) {
   M[, cols, drop = FALSE]
 }
 
+# S copies of a data vector as the rows of an S x length matrix
+rows_of <- function(x, S) matrix(x, S, length(x), byrow = TRUE)
+
 custom_models <- list()
 
 ## eight schools, centred ----------------------------------------------------
@@ -34,14 +37,14 @@ custom_models$eight_schools_centered <- list(
   params = list(mu = param(), tau = param(lower = 0), theta = param(dim = 8)),
   logjoint = function(p, d) {
     th <- as_mat(p$theta, d$J); S <- nrow(th)
-    Y <- matrix(d$y, S, d$J, byrow = TRUE); Sg <- matrix(d$sigma, S, d$J, byrow = TRUE)
+    Y <- rows_of(d$y, S); Sg <- rows_of(d$sigma, S)
     dev <- th - p$mu
     -p$mu^2 / 50 - log1p((p$tau / 5)^2) - d$J * log(p$tau) -
       rowSums(dev^2) / (2 * p$tau^2) - rowSums((Y - th)^2 / (2 * Sg^2))
   },
   gradient = function(p, d) {
     th <- as_mat(p$theta, d$J); S <- nrow(th)
-    Y <- matrix(d$y, S, d$J, byrow = TRUE); Sg <- matrix(d$sigma, S, d$J, byrow = TRUE)
+    Y <- rows_of(d$y, S); Sg <- rows_of(d$sigma, S)
     dev <- th - p$mu
     list(mu = -p$mu / 25 + rowSums(dev) / p$tau^2,
          tau = -2 * p$tau / (25 + p$tau^2) - d$J / p$tau + rowSums(dev^2) / p$tau^3,
@@ -68,13 +71,13 @@ custom_models$eight_schools_noncentered <- list(
   params = list(mu = param(), tau = param(lower = 0), theta_trans = param(dim = 8)),
   logjoint = function(p, d) {
     tt <- as_mat(p$theta_trans, d$J); S <- nrow(tt)
-    Y <- matrix(d$y, S, d$J, byrow = TRUE); Sg <- matrix(d$sigma, S, d$J, byrow = TRUE)
+    Y <- rows_of(d$y, S); Sg <- rows_of(d$sigma, S)
     r <- Y - p$mu - p$tau * tt
     -rowSums(tt^2) / 2 - p$mu^2 / 50 - log1p((p$tau / 5)^2) - rowSums(r^2 / (2 * Sg^2))
   },
   gradient = function(p, d) {
     tt <- as_mat(p$theta_trans, d$J); S <- nrow(tt)
-    Y <- matrix(d$y, S, d$J, byrow = TRUE); Sg <- matrix(d$sigma, S, d$J, byrow = TRUE)
+    Y <- rows_of(d$y, S); Sg <- rows_of(d$sigma, S)
     r <- (Y - p$mu - p$tau * tt) / Sg^2
     list(mu = -p$mu / 25 + rowSums(r),
          tau = -2 * p$tau / (25 + p$tau^2) + rowSums(r * tt),
