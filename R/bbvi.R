@@ -84,7 +84,10 @@ bbvi.default <- function(x, ...) {
 #' @param method `"meanfield"` or `"fullrank"`.
 #' @param estimator `"auto"`, `"score"` or `"reparam"`.
 #' @param samples Monte Carlo draws per iteration; `NULL` picks 10 for
-#'   `"reparam"` and 50 for `"score"`.
+#'   `"reparam"` and 50 for `"score"` on the stochastic path, and for a custom model's
+#'   fixed-draw path (`optimizer = "lbfgs"`) the number of fixed draws:
+#'   30 for mean-field, and at least twice the number of parameters, plus 2,
+#'   for full-rank (fewer would leave directions that no draw sees).
 #' @param max_iter Most iterations.
 #' @param tol Convergence tolerance in posterior-sd units (see Details);
 #'   `NULL` means 0.02.
@@ -93,7 +96,20 @@ bbvi.default <- function(x, ...) {
 #'   and R's stream is left as it was.
 #' @param progress Show a progress bar (cli); on by default in interactive
 #'   sessions. An interrupt (Ctrl-C / Esc) stops the fit cleanly.
-#' @param optimizer `"adam"` or `"adagrad"`.
+#' @param optimizer `"auto"` (default), `"lbfgs"`, `"adam"` or `"adagrad"`.
+#'   `"lbfgs"` is the fixed-draw path: the ELBO averaged over one fixed set
+#'   of `samples` draws (antithetic, and balanced so that the average is
+#'   exact for a Gaussian posterior) is a deterministic function of q's
+#'   parameters, maximised by L-BFGS with the reparameterization gradient
+#'   (a sample-average approximation, as in DADVI, Giordano, Ingram and
+#'   Broderick 2024). It needs the model's gradient. Started at the mode it
+#'   converges in tens of iterations where the stochastic path needs
+#'   thousands; the error of fixing the draws is what the diagnostics
+#'   measure, with fresh draws (see [vi_diagnostics()]). `"adam"` and
+#'   `"adagrad"` are the stochastic path (Monte Carlo gradients, a step-size
+#'   rule and the windowed convergence rule). `"auto"` takes `"lbfgs"` when
+#'   the estimator is `"reparam"` and the mode was found, and `"adam"`
+#'   otherwise.
 #' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad.
 #' @param window Iterations per convergence window; `NULL` means 50 when
 #'   the fit starts at the mode (q is then close to the answer from the
@@ -148,8 +164,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
                             estimator = c("auto", "score", "reparam"),
                             samples = NULL, max_iter = 10000, tol = NULL,
                             seed = NULL, progress = interactive(),
-                            optimizer = c("adam", "adagrad"), eta = NULL,
-                            window = NULL, init = NULL, init_sd = 1,
+                            optimizer = c("auto", "lbfgs", "adam", "adagrad"),
+                            eta = NULL, window = NULL, init = NULL, init_sd = 1,
                             draws = 4000, restarts = 1,
                             control_variates = TRUE, start = c("mode", "init"),
                             diagnostic_draws = 4000, ...) {
@@ -163,8 +179,13 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   check_flag(progress, "progress")
   method <- match_arg(method, c("meanfield", "fullrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
-  optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
+  optimizer <- match_arg(optimizer, c("auto", "lbfgs", "adam", "adagrad"), "optimizer")
   estimator <- resolve_estimator(estimator, x$has_gradient)
+  if (optimizer == "lbfgs" && estimator != "reparam") {
+    cli::cli_abort(c("{.code optimizer = \"lbfgs\"} needs the reparameterization estimator, and so the model's gradient.",
+                     i = "Give {.arg gradient} to {.fn bbvi_model}, or use {.code optimizer = \"adam\"}."),
+                   call = call("bbvi"))
+  }
   init_mean <- init_unconstrained(init, x)
   if (!is.numeric(init_sd) || !(length(init_sd) %in% c(1L, length(init_mean))) ||
       anyNA(init_sd) || any(!is.finite(init_sd)) || any(init_sd <= 0)) {
@@ -191,15 +212,38 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
         st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(begin)),
                    evals = st$evals, laplace = FALSE, time = st$time)
       }
-      res <- vi_engine(x, spec,
-                       method = method, estimator = estimator, samples = samples,
-                       max_iter = max_iter, tol = tol, optimizer = optimizer,
-                       eta = eta, init_mean = st$mean,
-                       window = if (!is.null(window)) window else if (st$laplace) 50L else 100L,
-                       init_log_sd = log(init_sd),
-                       precond = st$precond, shift = st$mean,
-                       progress = progress && !dispersed,
-                       control_variates = control_variates)
+      fixed_draws <- optimizer == "lbfgs" ||
+        (optimizer == "auto" && estimator == "reparam" && st$laplace)
+      res <- NULL
+      if (fixed_draws) {
+        precond <- if (is.null(st$precond)) diag(init_sd, length(begin)) else st$precond
+        res <- saa_engine(x, spec, method = method, samples = samples,
+                          max_iter = max_iter, tol = tol, precond = precond,
+                          shift = st$mean)
+        # a fixed draw outside the support (log p = -Inf) breaks the
+        # deterministic objective; the stochastic path copes with it
+        if (res$status == 3L) {
+          if (optimizer == "lbfgs") {
+            cli::cli_inform(c("The fixed-draw path left: the log-joint is not finite at some of q's starting draws.",
+                              i = "Continuing on the stochastic path (Adam)."))
+          }
+          spent <- c(logp = res$n_logp, gradient = res$n_grad)
+          st$evals <- if (is.null(st$evals)) spent else st$evals + spent
+          res <- NULL
+        }
+      }
+      if (is.null(res)) {
+        res <- vi_engine(x, spec,
+                         method = method, estimator = estimator, samples = samples,
+                         max_iter = max_iter, tol = tol,
+                         optimizer = if (optimizer %in% c("auto", "lbfgs")) "adam" else optimizer,
+                         eta = eta, init_mean = st$mean,
+                         window = if (!is.null(window)) window else if (st$laplace) 50L else 100L,
+                         init_log_sd = log(init_sd),
+                         precond = st$precond, shift = st$mean,
+                         progress = progress && !dispersed,
+                         control_variates = control_variates)
+      }
       t0 <- proc.time()[["elapsed"]]
       fit <- new_bbvi_fit(x, res, call = call, draws = draws,
                           diagnostic_draws = diagnostic_draws,
@@ -429,6 +473,48 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
     cli::cli_warn(c(
       "The variational fit did not converge in {res$iterations} iterations: {res$stop_reason}.",
       i = "Increase {.arg max_iter} (or {.arg tol}), or check {.code plot(fit)}."))
+  }
+  res
+}
+
+# The fixed-draw path (src/saa.c): L-BFGS on the ELBO averaged over one
+# balanced set of draws, started at q = N(shift, precond precond'). Returns
+# what vi_engine() returns; status 3 means some starting draw had a
+# non-finite log density (the caller falls back to the stochastic path).
+saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
+                       shift) {
+  D <- length(shift)
+  if (is.null(samples)) samples <- if (method == "fullrank") max(30L, 2L * D + 2L) else 30L
+  check_count(samples, "samples", min = 2)
+  check_count(max_iter, "max_iter")
+  if (is.null(tol)) tol <- 0.02
+  check_positive(tol, "tol")
+  samples <- as.integer(samples + samples %% 2L)   # antithetic pairs
+  if (method == "fullrank" && samples <= D) {
+    cli::cli_abort(c("{.arg samples} must exceed the number of parameters ({D}) for a full-rank fit with {.code optimizer = \"lbfgs\"}.",
+                     i = "With fewer fixed draws some directions of q are seen by no draw, and their variance grows without bound."),
+                   call = call("bbvi"))
+  }
+  control <- list(family = method, samples = samples,
+                  whiten = as.integer(samples >= 2L * D),
+                  precond = as.double(precond), shift = as.double(shift),
+                  maxit = as.integer(min(max_iter, 1e6)), factr = 1e7,
+                  grad_tol = as.double(tol))
+  start <- proc.time()[["elapsed"]]
+  res <- .Call(C_vi_saa, spec, as.double(model$lower), as.double(model$upper), control)
+  res$time <- proc.time()[["elapsed"]] - start
+  res$control <- control
+  res$method <- method
+  res$estimator <- "reparam"
+  res$optimizer <- "lbfgs"
+  res$path <- sprintf("fixed draws (%d), L-BFGS", samples)
+  res$stop_reason <- if (res$converged) "converged" else
+    sprintf("L-BFGS stopped with the ELBO's gradient at %s (tol %s)",
+            format(signif(res$grad_max, 2)), format(tol))
+  if (res$status == 0L && !res$converged) {
+    cli::cli_warn(c(
+      "The variational fit did not converge in {res$iterations} L-BFGS evaluations: {res$stop_reason}.",
+      i = "Increase {.arg max_iter} or {.arg samples}, or try {.code optimizer = \"adam\"}."))
   }
   res
 }

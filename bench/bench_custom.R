@@ -17,6 +17,9 @@
 #   BENCH_COMPILE_ONLY=1  compile the Stan models and stop
 #   BENCH_OUT          also write the table to this CSV file
 #   BENCH_TIMEOUT      seconds allowed per fit (default 600)
+#   BENCH_BBVI_ARGS    extra arguments for every bbvi() call, as R code for a
+#                      list, e.g. "list(samples = 60)" or
+#                      "list(optimizer = 'adam')" (the stochastic path)
 #   BENCH_REPS         timing repetitions of each bbvi and ADVI call (default
 #                      2; same seed, so the same fit; the smallest time is
 #                      reported). NUTS runs once.
@@ -82,6 +85,7 @@ timeout <- as.numeric(Sys.getenv("BENCH_TIMEOUT", "600"))
 reps <- as.integer(Sys.getenv("BENCH_REPS", "2"))
 use_stan <- !nzchar(Sys.getenv("BENCH_NO_STAN")) && requireNamespace("rstan", quietly = TRUE)
 stopifnot(all(model_names %in% names(custom_models)))
+extra_args <- eval(parse(text = Sys.getenv("BENCH_BBVI_ARGS", "list()")))
 
 ## helpers ----------------------------------------------------------------------
 accuracy <- function(D, ref) {
@@ -139,8 +143,8 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
   m <- bbvi_model(spec$logjoint, spec$params, data = d,
                   gradient = if (estimator == "reparam") spec$gradient,
                   vectorized = TRUE)
-  r <- timed_reps(bbvi(m, method = method, estimator = estimator, seed = seed,
-                       progress = FALSE))
+  r <- timed_reps(do.call(bbvi, c(list(m, method = method, estimator = estimator,
+                                       seed = seed, progress = FALSE), extra_args)))
   fit <- r$value
   if (inherits(fit, "error")) {
     return(row(name, "bbvi", method, estimator, seed, r$time, NA, NA, NA, na_acc,

@@ -120,6 +120,7 @@ typedef struct {
     double *work;        /* K */
     int n_finite;        /* draws with a finite log density, last call */
     int use_cv;          /* score estimator: apply control variates */
+    int fixed_base;      /* keep eps as it is (common random numbers) */
     /* optional fixed affine preconditioner: q lives on z with
        zeta = shift + P z, so that the optimiser works on a problem of unit
        scale (and, with a full P, unit correlation) */

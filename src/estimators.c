@@ -22,6 +22,7 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->work = (double *) R_alloc((size_t) K, sizeof(double));
     w->n_finite = 0;
     w->use_cv = 1;
+    w->fixed_base = 0;
     w->P = w->shift = NULL;
     w->zs = NULL;
     w->log_det_P = 0.0;
@@ -72,7 +73,7 @@ static void eval_draws(bbvi_estimator_ws *w, double *gz)
 
 static void draw(bbvi_estimator_ws *w, const double *lambda)
 {
-    w->fam->draw_base(w->D, w->S, w->eps);
+    if (!w->fixed_base) w->fam->draw_base(w->D, w->S, w->eps);
     w->fam->reparam(w->D, lambda, w->S, w->eps, w->z);
 }
 
