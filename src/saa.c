@@ -119,7 +119,9 @@ static void saa_gr(int n, double *lambda, double *g, void *ex)
    for mean-field) and shift (D): q starts as zeta = shift + precond z with
    z ~ N(0, I), i.e. at the Laplace approximation; maxit, factr (L-BFGS's
    relative-reduction tolerance), grad_tol (largest |gradient| accepted as
-   converged). Returns what vi_fit returns, plus grad_max and lbfgs_code. */
+   converged; L-BFGS runs on to a quarter of it, since a gradient of grad_tol
+   can still leave the answer that far from the optimum in sd units along
+   flat directions). Returns what vi_fit returns, plus grad_max and lbfgs_code. */
 SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
     int D = Rf_length(lower);
@@ -180,7 +182,7 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         double fmin = 0.0;
         char msg[60];
         lbfgsb(K, 10, lambda, lo, up, nbd, &fmin, saa_fn, saa_gr, &fail, &w,
-               factr, 0.0, &fncount, &grcount, maxit, msg, 0, 1);
+               factr, 0.25 * grad_tol, &fncount, &grcount, maxit, msg, 0, 1);
         eval_lambda(&w, lambda);
         grad_max = 0.0;
         for (int k = 0; k < K; k++) grad_max = fmax(grad_max, fabs(w.g_cache[k]));
