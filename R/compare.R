@@ -16,7 +16,8 @@
 #' @param vi A `bbvi_fit` or `bbvi_mcmc`: the approximation to check.
 #' @param mc A `bbvi_fit` or `bbvi_mcmc`: the reference (usually MCMC).
 #' @param pars Parameter names: for `compare_fits()` those to compare (all
-#'   by default), for `plot()` those to draw (by default up to the first 9).
+#'   by default), for `plot()` those to draw (by default all; with more than
+#'   9, the first 9 and a message saying so).
 #' @return A data frame of class `bbvi_comparison`, one row per parameter,
 #'   with columns `parameter`, `vi_mean`, `mcmc_mean`, `vi_sd`, `mcmc_sd`,
 #'   `vi_q2.5`, `mcmc_q2.5`, `vi_q50`, `mcmc_q50`, `vi_q97.5`, `mcmc_q97.5`,
@@ -113,7 +114,8 @@ print.bbvi_comparison <- function(x, digits = 3, ...) {
 #' @rdname compare_fits
 #' @export
 plot.bbvi_comparison <- function(x, pars = NULL, ...) {
-  nms <- if (is.null(pars)) utils::head(x$parameter, 9) else pars
+  check_dots_empty(...)
+  nms <- default_pars(x$parameter, 9L, pars)
   if (!is.character(nms) || !all(nms %in% x$parameter)) {
     abort_arg("pars", "names of the compared parameters", pars)
   }

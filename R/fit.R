@@ -427,11 +427,14 @@ elbo <- function(fit) {
 #'   `"areas"`, `"intervals"`, `"dens"`, `"hist"` (bayesplot's `mcmc_`
 #'   plots of the draws, all parameters unless `pars` says otherwise; base
 #'   graphics without bayesplot) or `"elbo"` (the ELBO trace alone).
-#' @param pars Parameters to show (names); by default up to the first 8.
+#' @param pars Parameters to show (names). By default all of them; the
+#'   default plot (ELBO trace and densities) fits 8 on a page and, with
+#'   more, shows the first 8 and says so in a message.
 #' @export
 plot.bbvi_fit <- function(x, plotfun = NULL, pars = NULL, ...) {
   if (!is.null(plotfun)) return(plot_dispatch(x, plotfun, pars, ...))
-  nms <- if (is.null(pars)) utils::head(x$par_names, 8) else pars
+  check_dots_empty(...)
+  nms <- default_pars(x$par_names, 8L, pars)
   if (!is.character(nms) || !all(nms %in% x$par_names)) {
     abort_arg("pars", "names of the fit's parameters", pars)
   }
@@ -441,7 +444,7 @@ plot.bbvi_fit <- function(x, plotfun = NULL, pars = NULL, ...) {
   on.exit(graphics::par(old))
   plot_elbo_trace(x)
   for (nm in nms) {
-    d <- stats::density(x$draws[, nm])
+    d <- stats::density(as.matrix(x)[, nm])
     graphics::plot(d, main = nm, xlab = nm, ylab = "density")
   }
   invisible(x)

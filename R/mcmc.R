@@ -465,11 +465,14 @@ print_mcmc_convergence <- function(x) {
 #' @param plotfun `NULL` for traces and densities, or `"areas"`,
 #'   `"intervals"`, `"dens"`, `"hist"`, `"trace"` (bayesplot's `mcmc_` plots,
 #'   all parameters unless `pars` says otherwise).
-#' @param pars Parameters to show (names); by default up to the first 4.
+#' @param pars Parameters to show (names). By default all of them; the
+#'   default plot (a trace and densities by chain per parameter) fits 4 on a
+#'   page and, with more, shows the first 4 and says so in a message.
 #' @export
 plot.bbvi_mcmc <- function(x, plotfun = NULL, pars = NULL, ...) {
   if (!is.null(plotfun)) return(plot_dispatch(x, plotfun, pars, ...))
-  nms <- if (is.null(pars)) utils::head(x$par_names, 4) else pars
+  check_dots_empty(...)
+  nms <- default_pars(x$par_names, 4L, pars)
   if (!is.character(nms) || length(nms) == 0 || !all(nms %in% x$par_names)) {
     abort_arg("pars", "names of the parameters", pars)
   }
