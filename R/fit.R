@@ -323,6 +323,12 @@ say_call <- function(call, label = "Call: ") {
   writeLines(paste0(c(label, rep(strrep(" ", nchar(label)), length(lines) - 1L)), lines))
 }
 
+# Wall-clock seconds to the timer's 0.01 s: "< 0.01 s" rather than a
+# misleading "0.00 s".
+format_seconds <- function(x) {
+  ifelse(is.finite(x) & x < 0.005, "< 0.01 s", sprintf("%.2f s", x))
+}
+
 print_fit_header <- function(fit) {
   cat("Variational fit (bbvi)\n")
   say_call(fit$call)
@@ -334,17 +340,17 @@ print_fit_header <- function(fit) {
 # How the optimisation ended and what the diagnostics say; shared by every
 # kind of fit's print and summary.
 print_fit_status <- function(fit) {
-  say(sprintf("%s after %d iterations (%.2f s)%s",
+  say(sprintf("%s after %d iterations (%s)%s",
               if (fit$converged) "Converged" else "NOT converged",
-              fit$iterations, fit$time,
+              fit$iterations, format_seconds(fit$time),
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
   ev <- fit$evals
   if (is.data.frame(ev) && nrow(ev) > 0) {
     say("Evaluations of log p (gradient): ",
-        paste(sprintf("%s %s (%s), %.2f s", ev$phase,
+        paste(sprintf("%s %s (%s), %s", ev$phase,
                       prettyNum(ev$logp, big.mark = ",", preserve.width = "none"),
                       prettyNum(ev$gradient, big.mark = ",", preserve.width = "none"),
-                      ev$seconds), collapse = "; "))
+                      format_seconds(ev$seconds)), collapse = "; "))
   }
   dg <- fit$diagnostics
   if (!is.null(dg)) {

@@ -415,9 +415,9 @@ print_mcmc_header <- function(x) {
   say(sprintf("MCMC (bbvi): %s", if (x$method == "nuts")
     "No-U-Turn sampler, diagonal metric" else "adaptive random-walk Metropolis"))
   say_call(x$call)
-  say(sprintf("%d chain%s x %d iterations (%d warmup); %d draws kept; %.2f s",
+  say(sprintf("%d chain%s x %d iterations (%d warmup); %d draws kept; %s",
               x$chains, if (x$chains == 1) "" else "s", x$iter, x$warmup,
-              x$chains * (x$iter - x$warmup), x$time))
+              x$chains * (x$iter - x$warmup), format_seconds(x$time)))
   acc <- mean(x$sampler$accept_stat__)
   if (x$method == "nuts") {
     say(sprintf("Step size %s; mean tree depth %.1f (max %d reached %d times); mean accept %.2f",

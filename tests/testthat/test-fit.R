@@ -84,6 +84,8 @@ test_that("printed numbers carry no zeros that were not computed", {
                                    integer = "ess", fixed = c(rhat = 3))),
                c("3761", "1.002"), ignore_attr = TRUE)
   expect_equal(trimws(format_column(c(1e-9, NA, 123456.7), 3)), c("1e-09", "NA", "123457"))
+  expect_equal(format_seconds(c(0, 0.004, 0.006, 12.345)),
+               c("< 0.01 s", "< 0.01 s", "0.01 s", "12.35 s"))
 })
 
 test_that("plot() draws the trace and marginals", {
