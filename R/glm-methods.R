@@ -194,36 +194,42 @@ summary.bbvi_glm_fit <- function(object, ...) {
 
 #' @export
 print.summary.bbvi_glm_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   glm_header(x$fit)
   tab <- x$table
   coefs <- x$fit$coef_names
   cat("\nCoefficients:\n")
-  print(signif(tab[coefs, , drop = FALSE], digits))
+  print_table(tab[coefs, , drop = FALSE], digits)
   aux <- setdiff(rownames(tab), coefs)
   if (length(aux)) {
     cat("\nAuxiliary parameter:\n")
-    print(signif(tab[aux, , drop = FALSE], digits))
+    print_table(tab[aux, , drop = FALSE], digits)
   }
-  cat("\n(mean, sd and quantiles of the variational posterior q)\n")
+  cat(vi_summary_note())
   invisible(x)
 }
 
 #' @export
 print.bbvi_glm_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   glm_header(x)
-  mom <- marginal_moments(x)
-  tab <- cbind(mean = mom$mean, sd = mom$sd)
+  tab <- vi_median_mad(x)
+  coefs <- x$coef_names
   cat("\n")
-  print(signif(utils::head(tab, 20), digits))
-  if (nrow(tab) > 20) cat(sprintf("... and %d more parameters\n", nrow(tab) - 20))
+  print_compact(tab[intersect(coefs, rownames(tab)), , drop = FALSE], digits)
+  aux <- setdiff(rownames(tab), coefs)
+  if (length(aux)) {
+    cat("\nAuxiliary parameter:\n")
+    print_table(tab[aux, , drop = FALSE], digits)
+  }
   invisible(x)
 }
 
 glm_header <- function(fit) {
   fam <- fit$family
-  cat(sprintf("Variational fit (bbvi): %s regression, %s link\n", fam$family, fam$link))
-  cat("Formula:     ", paste(deparse(fit$formula, width.cutoff = 70), collapse = " "), "\n")
-  cat(sprintf("Observations: %d; coefficients: %d\n", fit$nobs, length(fit$coef_names)))
+  say(sprintf("Variational fit (bbvi): %s regression, %s link", fam$family, fam$link))
+  say_call(fit$formula, "Formula:      ")
+  say(sprintf("Observations: %d; coefficients: %d", fit$nobs, length(fit$coef_names)))
   cat("Priors:\n")
   pr <- fit$prior
   if ("(Intercept)" %in% fit$coef_names)
@@ -236,7 +242,7 @@ glm_header <- function(fit) {
     sprintf("exact expectations (closed form / %d-node Gauss-Hermite quadrature), variational Newton steps",
             fit$nodes %||% 32L)
   } else fit_estimator_label(fit)
-  cat(sprintf("Method: %s Gaussian q; path: %s; gradient: %s\n", fit$method, fit$path, how))
+  say(sprintf("Method: %s Gaussian q; path: %s; gradient: %s", fit$method, fit$path, how))
   print_fit_status(fit)
 }
 

@@ -182,8 +182,12 @@ test_that("bbvi_mcmc methods: draws, summaries, intervals, plot", {
   expect_equal(unname(ci["z[1]", ]), unname(stats::quantile(m[, 1], c(0.05, 0.95))))
   expect_equal(rownames(confint(mc, "z[2]")), "z[2]")
   s <- summary(mc)$table
-  expect_equal(colnames(s)[c(1:2, 6:8)], c("mean", "sd", "rhat", "ess_bulk", "ess_tail"))
-  expect_equal(ncol(s), 8)
+  expect_equal(colnames(s), c("mean", "sd", "2.5%", "50%", "97.5%", "mcse_mean",
+                              "rhat", "ess_bulk", "ess_tail"))
+  # the Monte Carlo error of the mean: sd / sqrt(ESS of the mean)
+  ess_mean <- diag_ess_mean(mc$draws[, , "z[1]"])
+  expect_equal(s["z[1]", "mcse_mean"], s["z[1]", "sd"] / sqrt(ess_mean))
+  expect_lt(s["z[1]", "mcse_mean"], s["z[1]", "sd"] / sqrt(50))
   expect_equal(nrow(mc$sampler), 750)
   expect_named(mc$sampler, c("chain", "iteration", "lp__", "accept_stat__",
                              "treedepth__", "n_leapfrog__", "divergent__", "energy__"))
@@ -191,6 +195,13 @@ test_that("bbvi_mcmc methods: draws, summaries, intervals, plot", {
   expect_gt(mc$time, 0)
   expect_output(print(mc), "No-U-Turn")
   expect_output(print(summary(mc)), "ess_bulk")
+  expect_snapshot(print(mc), transform = scrub_times)
+  expect_snapshot(summary(mc), transform = scrub_times)
+  expect_snapshot(print(mc, digits = 2), transform = scrub_times)
+  expect_false(identical(capture.output(summary(mc)),
+                         capture.output(print(summary(mc), digits = 2))))
+  expect_lte(widest_line(print(summary(mc))), 80)
+  expect_snapshot(error = TRUE, print(mc, digits = "a"))
   pdf(NULL); on.exit(grDevices::dev.off())
   expect_invisible(plot(mc))
   expect_invisible(plot(mc, pars = "z[2]"))
