@@ -340,9 +340,12 @@ print_fit_header <- function(fit) {
 # How the optimisation ended and what the diagnostics say; shared by every
 # kind of fit's print and summary.
 print_fit_status <- function(fit) {
-  say(sprintf("%s after %d iterations (%s)%s",
+  # the fixed-draw path counts evaluations of its averaged ELBO
+  unit <- if (identical(fit$optimizer, "lbfgs")) "L-BFGS evaluation" else "iteration"
+  say(sprintf("%s after %d %s%s (%s)%s",
               if (fit$converged) "Converged" else "NOT converged",
-              fit$iterations, format_seconds(fit$time),
+              fit$iterations, unit, if (identical(fit$iterations, 1L)) "" else "s",
+              format_seconds(fit$time),
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
   ev <- fit$evals
   if (is.data.frame(ev) && nrow(ev) > 0) {

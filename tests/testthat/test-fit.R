@@ -48,7 +48,8 @@ test_that("bounded parameters: quantiles are exact transforms, summaries agree w
 })
 
 test_that("print() is compact (median, MAD_SD), summary() full; digits honoured", {
-  fit <- bbvi(gaussian2_case()$model, method = "fullrank", seed = 4)
+  # the stochastic path: its answer is not round, so digits shows
+  fit <- bbvi(gaussian2_case()$model, method = "fullrank", seed = 4, optimizer = "adam")
   expect_snapshot(print(fit), transform = scrub_times)
   expect_snapshot(summary(fit), transform = scrub_times)
   expect_snapshot(print(fit, digits = 2), transform = scrub_times)
@@ -193,4 +194,12 @@ test_that("quantiles of an upper-bounded parameter are right for asymmetric prob
   }
   # summary() uses them
   expect_equal(unname(summary(fit)$table["u", "97.5%"]), 2 - exp(qnorm(0.025, 0.3, 0.5)))
+})
+
+test_that("a fixed-draw fit prints its path and counts L-BFGS evaluations", {
+  fit <- suppressWarnings(bbvi(gamma_poisson_case()$model, seed = 3))
+  expect_snapshot(print(fit), transform = scrub_times)
+  out <- capture.output(print(fit))
+  expect_match(out, "path: fixed draws", all = FALSE)
+  expect_match(out, sprintf("after %d L-BFGS evaluations", fit$iterations), all = FALSE)
 })
