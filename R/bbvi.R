@@ -104,8 +104,13 @@ bbvi.default <- function(x, ...) {
 #'   (a sample-average approximation, as in DADVI, Giordano, Ingram and
 #'   Broderick 2024). It needs the model's gradient. Started at the mode it
 #'   converges in tens of iterations where the stochastic path needs
-#'   thousands; the error of fixing the draws is what the diagnostics
-#'   measure, with fresh draws (see [vi_diagnostics()]). `"adam"` and
+#'   thousands. Fixing the draws makes the answer depend on them, so the
+#'   path solves again from its answer with a fresh set of draws, doubling
+#'   their number (at most twice) while two answers differ by more than
+#'   2.5 sqrt(2) `tol` (q-sds for means, log sds); answers that still differ
+#'   are reported as not converged. The runs are in `fit$fixed_draws`. How
+#'   far q is from the posterior is measured with fresh draws by the
+#'   diagnostics (see [vi_diagnostics()]). `"adam"` and
 #'   `"adagrad"` are the stochastic path (Monte Carlo gradients, a step-size
 #'   rule and the windowed convergence rule). `"auto"` takes `"lbfgs"` when
 #'   the estimator is `"reparam"` and `"adam"` otherwise (measured in
@@ -250,7 +255,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
       t0 <- proc.time()[["elapsed"]]
       fit <- new_bbvi_fit(x, res, call = call, draws = draws,
                           diagnostic_draws = diagnostic_draws,
-                          extra = list(start = if (st$laplace) "mode" else "init"))
+                          extra = list(start = if (st$laplace) "mode" else "init",
+                                       fixed_draws = res$saa))
       fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
                              proc.time()[["elapsed"]] - t0)
       fit
@@ -481,11 +487,15 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
 }
 
 # The fixed-draw path (src/saa.c): L-BFGS on the ELBO averaged over one
-# balanced set of draws, started at q = N(shift, precond precond'). Returns
-# what vi_engine() returns; status 3 means some starting draw had a
-# non-finite log density (the caller falls back to the stochastic path).
+# balanced set of draws, started at q = N(shift, precond precond'). Fixing
+# the draws makes the answer depend on them: the path re-solves from its
+# answer with a fresh set, and with twice as many draws while the two
+# answers differ by more than `agree` (q-sds for means, log sds), up to
+# `max_doublings` times (see saa_check). Returns what vi_engine() returns;
+# status 3 means some starting draw had a non-finite log density (the caller
+# falls back to the stochastic path).
 saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
-                       shift) {
+                       shift, max_doublings = 2L) {
   D <- length(shift)
   if (is.null(samples)) samples <- if (method == "fullrank") max(30L, 2L * D + 2L) else 30L
   check_count(samples, "samples", min = 2)
@@ -498,26 +508,74 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
                      i = "With fewer fixed draws some directions of q are seen by no draw, and their variance grows without bound."),
                    call = call("bbvi"))
   }
-  control <- list(family = method, samples = samples,
-                  whiten = as.integer(samples >= 2L * D),
-                  precond = as.double(precond), shift = as.double(shift),
-                  maxit = as.integer(min(max_iter, 1e6)), factr = 1e7,
-                  grad_tol = as.double(tol))
+  agree <- saa_agreement(tol)
   start <- proc.time()[["elapsed"]]
-  res <- .Call(C_vi_saa, spec, as.double(model$lower), as.double(model$upper), control)
+  solve <- function(M, P, s) {
+    control <- list(family = method, samples = as.integer(M),
+                    whiten = as.integer(M >= 2L * D),
+                    precond = as.double(P), shift = as.double(s),
+                    maxit = as.integer(min(max_iter, 1e6)), factr = 1e7,
+                    grad_tol = as.double(tol))
+    r <- .Call(C_vi_saa, spec, as.double(model$lower), as.double(model$upper), control)
+    r$control <- control
+    r
+  }
+  res <- solve(samples, precond, shift)
+  runs <- list(res)
+  M <- samples
+  moved <- NA_real_
+  if (res$status == 0L && isTRUE(res$converged)) {
+    repeat {
+      # the same problem from the answer, with fresh draws (twice as many
+      # after a disagreement): the first run's answer is q = N(mean, L L')
+      nxt <- solve(M, res$chol, res$mean)
+      if (nxt$status != 0L) break
+      runs[[length(runs) + 1L]] <- nxt
+      moved <- saa_distance(res, nxt)
+      res <- nxt
+      if (!isTRUE(nxt$converged) || moved <= agree || M >= samples * 2^max_doublings) break
+      M <- 2L * M
+    }
+  }
+  res$n_logp <- sum(vapply(runs, function(r) r$n_logp, 0))
+  res$n_grad <- sum(vapply(runs, function(r) r$n_grad, 0))
+  res$iterations <- sum(vapply(runs, function(r) r$iterations, 0L))
+  res$elbo <- unlist(lapply(runs, function(r) r$elbo))
+  res$saa <- data.frame(draws = vapply(runs, function(r) r$control$samples, 0L),
+                        evaluations = vapply(runs, function(r) r$iterations, 0L),
+                        moved = c(NA, vapply(seq_along(runs)[-1], function(k)
+                          saa_distance(runs[[k - 1]], runs[[k]]), 0)))
+  stable <- !is.na(moved) && moved <= agree
+  res$converged <- isTRUE(res$converged) && stable
   res$time <- proc.time()[["elapsed"]] - start
-  res$control <- control
   res$method <- method
   res$estimator <- "reparam"
   res$optimizer <- "lbfgs"
-  res$path <- sprintf("fixed draws (%d), L-BFGS", samples)
-  res$stop_reason <- if (res$converged) "converged" else
+  res$path <- sprintf("fixed draws (%s), L-BFGS",
+                      paste(unique(res$saa$draws), collapse = ", "))
+  res$stop_reason <- if (res$converged) "converged" else if (!isTRUE(runs[[length(runs)]]$converged))
     sprintf("L-BFGS stopped with the ELBO's gradient at %s (tol %s)",
-            format(signif(res$grad_max, 2)), format(tol))
+            format(signif(res$grad_max, 2)), format(tol)) else
+    if (is.na(moved)) "a fresh set of fixed draws, drawn to check the answer, reached points where the log-joint is not finite" else
+    sprintf("answers from independent sets of %d fixed draws still differ by %s q-sds (more than %s)",
+            M, format(signif(moved, 2)), format(signif(agree, 2)))
   if (res$status == 0L && !res$converged) {
     cli::cli_warn(c(
-      "The variational fit did not converge in {res$iterations} L-BFGS evaluations: {res$stop_reason}.",
+      "The variational fit did not converge ({res$iterations} L-BFGS evaluations): {res$stop_reason}.",
       i = "Increase {.arg max_iter} or {.arg samples}, or try {.code optimizer = \"adam\"}."))
   }
   res
+}
+
+# How far two fixed-draw answers may be apart: the stochastic path's Monte
+# Carlo tolerance for one answer is tol; two independent answers differ by
+# sqrt(2) times each one's error, and 2.5 such standard errors is the bar.
+saa_agreement <- function(tol) 2.5 * sqrt(2) * tol
+
+# Largest change between two Gaussian answers, over coordinates: of the
+# mean in units of the second's sd, and of the log sd.
+saa_distance <- function(a, b) {
+  sd_a <- sqrt(rowSums(matrix(a$chol, length(a$mean))^2))
+  sd_b <- sqrt(rowSums(matrix(b$chol, length(b$mean))^2))
+  max(abs(a$mean - b$mean) / sd_b, abs(log(sd_a / sd_b)))
 }

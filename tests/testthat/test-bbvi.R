@@ -312,6 +312,26 @@ test_that("with a gradient and a mode, the default is the fixed-draw path", {
   opt <- ev[ev$phase == "optimisation", ]
   expect_equal(opt$gradient, fit$iterations * fit$samples)
   expect_lt(sum(ev$gradient[ev$phase != "diagnostics"]), 2000)
+  # the answer was checked with a fresh set of draws: for a Gaussian both
+  # sets give it exactly
+  expect_equal(nrow(fit$fixed_draws), 2L)
+  expect_lt(fit$fixed_draws$moved[2], 1e-4)
+})
+
+test_that("fixed-draw answers that depend on the draws get more draws, or say so", {
+  # Student t(3) in one dimension: far from Gaussian, so 30 fixed draws give
+  # an answer that moves with the draws
+  m <- bbvi_model(function(theta, data) dt(theta$x, df = 3, log = TRUE),
+                  list(x = param()),
+                  gradient = function(theta, data) -4 * theta$x / (3 + theta$x^2))
+  fit <- suppressWarnings(bbvi(m, seed = 1, tol = 0.005))
+  fd <- fit$fixed_draws
+  expect_gt(nrow(fd), 2L)
+  expect_equal(fd$draws, 30L * 2^c(0, 0, seq_len(nrow(fd) - 2L)))
+  agreed <- fd$moved[nrow(fd)] <= 2.5 * sqrt(2) * 0.005
+  expect_identical(fit$converged, agreed)
+  if (!agreed) expect_match(fit$stop_reason, "still differ")
+  expect_match(fit$path, "fixed draws \\(30, 60")
 })
 
 test_that("fixed-draw mean-field lands on the exact reverse-KL optimum", {
