@@ -466,7 +466,7 @@ glm_build <- function(X, intercept, nms, has_int, resp, w, off, family,
                  prior_type = as.integer(ptype), prior_par = as.double(ppar),
                  aux_type = as.integer(aux$type), aux_par = as.double(aux$par),
                  llconst = glm_llconst(fam_code, y, trials, w),
-                 init = start(ptype, ppar))
+                 threads = glm_threads(), init = start(ptype, ppar))
   model <- new_bbvi_model(logjoint = NULL, gradient = NULL, parameters = parameters,
                           data = NULL, vectorized = FALSE, target = target,
                           kind = "compiled GLM", has_gradient = TRUE,
@@ -477,6 +477,18 @@ glm_build <- function(X, intercept, nms, has_int, resp, w, off, family,
                nobs = N, coef_names = nms, y = resp$y, trials = resp$trials,
                weights = w, offset = off)
   list(model = model, info = info)
+}
+
+# Threads for the compiled GLM's passes over the rows (OpenMP, when the
+# package was built with it): option `bbvi.threads`, default 2 (what CRAN
+# allows). The row chunks are fixed by N, so the results are the same
+# whatever the number of threads.
+glm_threads <- function() {
+  n <- getOption("bbvi.threads", 2L)
+  if (!is.numeric(n) || length(n) != 1 || is.na(n) || n < 1) {
+    cli::cli_abort("Option {.code bbvi.threads} must be a positive whole number.", call = NULL)
+  }
+  as.integer(n)
 }
 
 # The log-likelihood's constant (fixed by the data): computed once per fit

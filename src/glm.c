@@ -8,6 +8,9 @@
 #include <Rmath.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #ifndef FCONE
 # define FCONE
@@ -44,6 +47,13 @@ void bbvi_glm_data(SEXP spec, glm_data *g)
     g->P = INTEGER(dim)[1] + g->icpt;
     if (g->P < 1) Rf_error("internal error: GLM without coefficients");
     g->X = REAL(X);
+    /* threads for the row chunks (R/formula.R: getOption("bbvi.threads")) */
+    SEXP th = bbvi_list_get(spec, "threads");
+    g->threads = Rf_isNull(th) ? 1 : Rf_asInteger(th);
+    if (g->threads < 1 || g->threads == NA_INTEGER) g->threads = 1;
+#ifndef _OPENMP
+    g->threads = 1;
+#endif
     g->family = bbvi_need_int(spec, "family");
     if (g->family < GLM_GAUSSIAN || g->family > GLM_POISSON)
         Rf_error("internal error: unknown GLM family code %d", g->family);
@@ -149,27 +159,38 @@ void bbvi_glm_prior(int type, const double *par, int half, double x,
 
 /* Draws are evaluated in blocks of at most GLM_DRAW_BLOCK, rows in blocks of
    glm_block_rows(): the scratch is a rows x draws block of linear
-   predictors whatever N and the number of draws. */
+   predictors whatever N and the number of draws. The rows are split into
+   a fixed number of chunks (glm_chunks()), each summed on its own and the
+   chunk sums added in order: with OpenMP the chunks run on several
+   threads, and the result is the same bit for bit whatever their number. */
 #define GLM_DRAW_BLOCK 32
 
 typedef struct {
     glm_data g;
     int nr;          /* rows per block */
-    double *xb;      /* nr x P design block */
-    double *eta;     /* nr x GLM_DRAW_BLOCK */
-    double *acc;     /* per draw of the block: sum w r^2, sum w (gaussian) */
+    int nch;         /* row chunks */
+    int nt;          /* threads */
+    double *xb;      /* nt x (nr x P) design blocks */
+    double *eta;     /* nt x (nr x GLM_DRAW_BLOCK) */
+    double *pll;     /* nch x GLM_DRAW_BLOCK: chunk sums of the log-likelihood */
+    double *pacc;    /* nch x GLM_DRAW_BLOCK: chunk sums of w r^2 (gaussian) */
+    double *pgr;     /* nch x D x GLM_DRAW_BLOCK: chunk sums of the gradient */
 } glm_target;
 
-/* log-likelihood of draws [s0, s0 + S) over rows [r0, r0 + nr), added to
-   ll[]; with grad, X' (w dl/deta) added to grad[0:P, ] */
-static void glm_eval_block(glm_target *gt, const double *xb, int ld, int r0,
-                           int nr, int S, const double *theta, double *ll,
-                           double *grad, const int *bad)
+int glm_chunks(int N, int nr)
 {
-    const glm_data *g = &gt->g;
+    int nb = (N + nr - 1) / nr;
+    return nb < GLM_MAX_CHUNKS ? nb : GLM_MAX_CHUNKS;
+}
+
+/* log-likelihood of S draws over rows [r0, r0 + nr), added to ll[]; with
+   grad, X' (w dl/deta) added to grad (D x S) */
+static void glm_eval_block(const glm_data *g, const double *xb, int ld, int r0,
+                           int nr, int S, const double *theta, double *eta,
+                           double *ll, double *acc, double *grad, const int *bad)
+{
     int P = g->P, D = g->D;
     double one = 1.0, zero = 0.0;
-    double *eta = gt->eta;
     F77_CALL(dgemm)("N", "N", &nr, &S, &P, &one, xb, &ld, theta, &D, &zero,
                     eta, &nr FCONE FCONE);
     for (int s = 0; s < S; s++) {
@@ -189,7 +210,7 @@ static void glm_eval_block(glm_target *gt, const double *xb, int ld, int r0,
                 ssq += wi * r * r;
                 e[i] = wi * r * is2;
             }
-            gt->acc[s] += ssq;
+            acc[s] += ssq;
         } else if (g->family == GLM_BINOMIAL) {
             for (int i = 0; i < nr; i++) {
                 int k = r0 + i;
@@ -197,9 +218,11 @@ static void glm_eval_block(glm_target *gt, const double *xb, int ld, int r0,
                 /* one exp: log1p(e^x) and the logistic function */
                 double ex = exp(-fabs(x));
                 double l1pe = (x > 0 ? x : 0.0) + log1p(ex);
-                double p = x >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
                 l += wi * (g->y[k] * x - n * l1pe);
-                e[i] = wi * (g->y[k] - n * p);
+                if (grad) {
+                    double p = x >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
+                    e[i] = wi * (g->y[k] - n * p);
+                }
             }
         } else {
             for (int i = 0; i < nr; i++) {
@@ -222,8 +245,9 @@ static void glm_eval(bbvi_target *t, int S, const double *theta, double *lp,
 {
     glm_target *gt = (glm_target *) t->ctx;
     const glm_data *g = &gt->g;
-    int N = g->N, P = g->P, D = g->D;
+    int N = g->N, P = g->P, D = g->D, nr0 = gt->nr, nch = gt->nch;
     int bad[GLM_DRAW_BLOCK];
+    double acc[GLM_DRAW_BLOCK];
     double sw = 0.0;
     if (g->family == GLM_GAUSSIAN)
         for (int i = 0; i < N; i++) sw += glm_w(g, i);
@@ -232,27 +256,56 @@ static void glm_eval(bbvi_target *t, int S, const double *theta, double *lp,
         const double *th = theta + (size_t) s0 * D;
         double *gr = grad ? grad + (size_t) s0 * D : NULL;
         double *ll = lp + s0;
-        for (int s = 0; s < sb; s++) {
-            ll[s] = 0.0;
-            gt->acc[s] = 0.0;
+        for (int s = 0; s < sb; s++)
             bad[s] = g->family == GLM_GAUSSIAN && !(th[P + (size_t) s * D] > 0);
+        memset(gt->pll, 0, sizeof(double) * nch * GLM_DRAW_BLOCK);
+        memset(gt->pacc, 0, sizeof(double) * nch * GLM_DRAW_BLOCK);
+        if (gr) memset(gt->pgr, 0, sizeof(double) * nch * D * GLM_DRAW_BLOCK);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(gt->nt) schedule(dynamic)
+#endif
+        for (int c = 0; c < nch; c++) {
+            int tid = 0;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+#endif
+            double *xbuf = gt->xb ? gt->xb + (size_t) tid * nr0 * P : NULL;
+            double *eta = gt->eta + (size_t) tid * nr0 * GLM_DRAW_BLOCK;
+            double *gc = gr ? gt->pgr + (size_t) c * D * GLM_DRAW_BLOCK : NULL;
+            int a = (int) ((long long) N * c / nch), b = (int) ((long long) N * (c + 1) / nch);
+            for (int r0 = a; r0 < b; r0 += nr0) {
+                int nr = b - r0 < nr0 ? b - r0 : nr0, ld;
+                const double *xb = glm_xblock(g, r0, nr, xbuf, &ld);
+                glm_eval_block(g, xb, ld, r0, nr, sb, th, eta,
+                               gt->pll + (size_t) c * GLM_DRAW_BLOCK,
+                               gt->pacc + (size_t) c * GLM_DRAW_BLOCK, gc, bad);
+            }
+        }
+        for (int s = 0; s < sb; s++) {
+            ll[s] = 0.0; acc[s] = 0.0;
             if (gr) for (int d = 0; d < D; d++) gr[d + (size_t) s * D] = 0.0;
         }
-        for (int r0 = 0; r0 < N; r0 += gt->nr) {
-            int nr = N - r0 < gt->nr ? N - r0 : gt->nr, ld;
-            const double *xb = glm_xblock(g, r0, nr, gt->xb, &ld);
-            glm_eval_block(gt, xb, ld, r0, nr, sb, th, ll, gr, bad);
+        for (int c = 0; c < nch; c++) {   /* in order: deterministic */
+            for (int s = 0; s < sb; s++) {
+                ll[s] += gt->pll[(size_t) c * GLM_DRAW_BLOCK + s];
+                acc[s] += gt->pacc[(size_t) c * GLM_DRAW_BLOCK + s];
+            }
+            if (gr) {
+                const double *gc = gt->pgr + (size_t) c * D * GLM_DRAW_BLOCK;
+                for (size_t k = 0; k < (size_t) D * sb; k++) gr[k] += gc[k];
+            }
         }
         for (int s = 0; s < sb; s++) {
             const double *ths = th + (size_t) s * D;
             double *grs = gr ? gr + (size_t) s * D : NULL;
             if (bad[s]) {
                 ll[s] = R_NegInf;
+                if (grs) for (int d = 0; d < D; d++) grs[d] = 0.0;
                 continue;
             }
             double l = g->llconst + ll[s], f, f1, f2, gsig = 0.0;
             if (g->family == GLM_GAUSSIAN) {
-                double sigma = ths[P], ssq = gt->acc[s];
+                double sigma = ths[P], ssq = acc[s];
                 l += -sw * log(sigma) - 0.5 * ssq / (sigma * sigma);
                 gsig = -sw / sigma + ssq / (sigma * sigma * sigma);
             }
@@ -276,13 +329,18 @@ void bbvi_glm_target_init(SEXP spec, int dim, int max_batch, bbvi_target *out)
     (void) max_batch;   /* scratch is fixed-size: see GLM_DRAW_BLOCK */
     glm_target *gt = (glm_target *) R_alloc(1, sizeof(glm_target));
     bbvi_glm_data(spec, &gt->g);
-    if (gt->g.D != dim)
-        Rf_error("internal error: GLM has %d parameters, the model %d", gt->g.D, dim);
-    gt->nr = glm_block_rows(gt->g.N, gt->g.P);
-    gt->xb = (gt->g.icpt || gt->g.xbar)
-        ? (double *) R_alloc((size_t) gt->nr * gt->g.P, sizeof(double)) : NULL;
-    gt->eta = (double *) R_alloc((size_t) gt->nr * GLM_DRAW_BLOCK, sizeof(double));
-    gt->acc = (double *) R_alloc(GLM_DRAW_BLOCK, sizeof(double));
+    const glm_data *g = &gt->g;
+    if (g->D != dim)
+        Rf_error("internal error: GLM has %d parameters, the model %d", g->D, dim);
+    gt->nr = glm_block_rows(g->N, g->P);
+    gt->nch = glm_chunks(g->N, gt->nr);
+    gt->nt = g->threads < gt->nch ? g->threads : gt->nch;
+    gt->xb = (g->icpt || g->xbar)
+        ? (double *) R_alloc((size_t) gt->nt * gt->nr * g->P, sizeof(double)) : NULL;
+    gt->eta = (double *) R_alloc((size_t) gt->nt * gt->nr * GLM_DRAW_BLOCK, sizeof(double));
+    gt->pll = (double *) R_alloc((size_t) gt->nch * GLM_DRAW_BLOCK, sizeof(double));
+    gt->pacc = (double *) R_alloc((size_t) gt->nch * GLM_DRAW_BLOCK, sizeof(double));
+    gt->pgr = (double *) R_alloc((size_t) gt->nch * g->D * GLM_DRAW_BLOCK, sizeof(double));
     out->dim = dim;
     out->has_grad = 1;
     out->eval = glm_eval;

@@ -27,6 +27,7 @@ typedef struct {
     int atype;                /* prior type of sigma (gaussian only) */
     const double *apar;       /* 3: location, scale, df (rate for exp) */
     double llconst;           /* sum of the likelihood's constant terms */
+    int threads;              /* OpenMP threads for row chunks */
 } glm_data;
 
 /* Read and check the spec list (see R/formula.R, glm_setup()). */
@@ -39,6 +40,12 @@ void bbvi_glm_data(SEXP spec, glm_data *g);
    *ld: a pointer into X itself when nothing needs applying, else buf
    (nr x P). */
 int glm_block_rows(int N, int P);
+
+/* Rows are also split into at most GLM_MAX_CHUNKS chunks of whole blocks
+   (fixed by N, not by the number of threads): chunk sums added in order
+   make threaded results identical to single-threaded ones. */
+#define GLM_MAX_CHUNKS 64
+int glm_chunks(int N, int nr);
 const double *glm_xblock(const glm_data *g, int r0, int nr, double *buf,
                          int *ld);
 

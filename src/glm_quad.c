@@ -20,6 +20,9 @@
 #include <R_ext/Lapack.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #ifndef FCONE
 # define FCONE
@@ -45,7 +48,10 @@ typedef struct {
     double *G, *b, yy, sw;      /* gaussian sufficient statistics */
     double *e1, *e2;            /* N: weighted E f', -E f'' per row */
     int nr;                     /* rows per block */
-    double *xb, *tb;            /* nr x P: design block, its product with L */
+    int nch, nt;                /* row chunks, threads (see glm.c) */
+    double *xb, *tb;            /* per thread: nr x P design block; nr x (P + 2)
+                                   for m, v and the product with L */
+    double *pell, *pg, *pH;     /* chunk sums: ELL, gradient, Hessian */
     double *work;               /* 2 P + 2 */
     double ell;                 /* expected log-likelihood, last evaluation */
 } quad_ws;
@@ -135,12 +141,26 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                 F77_CALL(dpotrf)("L", &P, w->Ls, &P, &info FCONE);
                 if (info) return R_NegInf;
             }
-            for (int r0 = 0; r0 < N; r0 += w->nr) {
-                int nr = N - r0 < w->nr ? N - r0 : w->nr, ld;
-                const double *x = glm_xblock(gd, r0, nr, w->xb, &ld);
+            int nch = w->nch, nr0 = w->nr;
+            memset(w->pell, 0, sizeof(double) * nch);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->nt) schedule(dynamic)
+#endif
+            for (int c = 0; c < nch; c++) {
+                int tid = 0;
+#ifdef _OPENMP
+                tid = omp_get_thread_num();
+#endif
+                double *xbuf = w->xb + (size_t) tid * nr0 * P;
+                double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
+                int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
+                double ellc = 0.0;
+            for (int r0 = ra; r0 < rb; r0 += nr0) {
+                int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
+                const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
                 /* predictor moments: m = x'mu + offset, v = x' Sigma x */
-                double *m = w->tb, *v = w->tb + nr;   /* tb is free until derivs */
-                double *T = w->tb + 2 * (size_t) nr;
+                double *m = tbuf, *v = tbuf + nr;
+                double *T = tbuf + 2 * (size_t) nr;
                 for (int i = 0; i < nr; i++) { m[i] = glm_off(gd, r0 + i); v[i] = 0.0; }
                 F77_CALL(dgemv)("N", &nr, &P, &one, x, &ld, mu, &inc, &one, m, &inc FCONE);
                 if (w->fr && nonzero) {
@@ -180,33 +200,58 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                             ep += wk * p;
                             epq += wk * ex / ((1.0 + ex) * (1.0 + ex));
                         }
-                        ell += wi * (y * mi - n * el);
+                        ellc += wi * (y * mi - n * el);
                         w->e1[r] = wi * (y - n * ep);
                         w->e2[r] = wi * n * epq;          /* -E f'' >= 0 */
                     } else {
                         double em = exp(mi + 0.5 * sd * sd);
-                        ell += wi * (y * mi - em);
+                        ellc += wi * (y * mi - em);
                         w->e1[r] = wi * (y - em);
                         w->e2[r] = wi * em;
                     }
                 }
             }
+                w->pell[c] = ellc;
+            }
+            for (int c = 0; c < nch; c++) ell += w->pell[c];
             w->ell = ell;
         }
         ell = w->ell;
         if (derivs) {
-            for (int r0 = 0; r0 < N; r0 += w->nr) {
-                int nr = N - r0 < w->nr ? N - r0 : w->nr, ld;
-                const double *x = glm_xblock(gd, r0, nr, w->xb, &ld);
-                F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, w->e1 + r0, &inc, &one, g,
-                                &inc FCONE);
-                for (int j = 0; j < P; j++) {
-                    const double *xj = x + (size_t) j * ld;
-                    double *tj = w->tb + (size_t) j * nr;
-                    for (int i = 0; i < nr; i++) tj[i] = xj[i] * sqrt(w->e2[r0 + i]);
+            int nch = w->nch, nr0 = w->nr;
+            memset(w->pg, 0, sizeof(double) * nch * P);
+            memset(w->pH, 0, sizeof(double) * nch * P * P);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->nt) schedule(dynamic)
+#endif
+            for (int c = 0; c < nch; c++) {
+                int tid = 0;
+#ifdef _OPENMP
+                tid = omp_get_thread_num();
+#endif
+                double *xbuf = w->xb + (size_t) tid * nr0 * P;
+                double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
+                double *gc = w->pg + (size_t) c * P, *Hc = w->pH + (size_t) c * P * P;
+                int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
+                for (int r0 = ra; r0 < rb; r0 += nr0) {
+                    int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
+                    const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
+                    F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, w->e1 + r0, &inc, &one, gc,
+                                    &inc FCONE);
+                    for (int j = 0; j < P; j++) {
+                        const double *xj = x + (size_t) j * ld;
+                        double *tj = tbuf + (size_t) j * nr;
+                        for (int i = 0; i < nr; i++) tj[i] = xj[i] * sqrt(w->e2[r0 + i]);
+                    }
+                    F77_CALL(dsyrk)("L", "T", &P, &nr, &mone, tbuf, &nr, &one, Hc, &P
+                                    FCONE FCONE);
                 }
-                F77_CALL(dsyrk)("L", "T", &P, &nr, &mone, w->tb, &nr, &one, H, &D
-                                FCONE FCONE);
+            }
+            for (int c = 0; c < nch; c++) {   /* in order: deterministic */
+                const double *gc = w->pg + (size_t) c * P, *Hc = w->pH + (size_t) c * P * P;
+                for (int j = 0; j < P; j++) g[j] += gc[j];
+                for (int k = 0; k < P; k++)
+                    for (int j = k; j < P; j++) H[j + (size_t) k * D] += Hc[j + (size_t) k * P];
             }
             for (int k = 0; k < P; k++)
                 for (int j = k + 1; j < P; j++)
@@ -312,9 +357,14 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     w.Ls = (double *) R_alloc((size_t) P * P, sizeof(double));
     w.work = (double *) R_alloc(2 * (size_t) P + 2, sizeof(double));
     w.nr = glm_block_rows(N, P);
-    w.xb = (double *) R_alloc((size_t) w.nr * P, sizeof(double));
+    w.nch = glm_chunks(N, w.nr);
+    w.nt = w.g.threads < w.nch ? w.g.threads : w.nch;
+    w.xb = (double *) R_alloc((size_t) w.nt * w.nr * P, sizeof(double));
     /* derivs: nr x P; moments: m, v and an nr x P strip */
-    w.tb = (double *) R_alloc((size_t) w.nr * (P + 2), sizeof(double));
+    w.tb = (double *) R_alloc((size_t) w.nt * w.nr * (P + 2), sizeof(double));
+    w.pell = (double *) R_alloc(w.nch, sizeof(double));
+    w.pg = (double *) R_alloc((size_t) w.nch * P, sizeof(double));
+    w.pH = (double *) R_alloc((size_t) w.nch * P * P, sizeof(double));
     if (w.g.family == GLM_GAUSSIAN) {
         /* sufficient statistics of the design as fitted, with y - offset */
         int inc = 1;

@@ -354,6 +354,15 @@ test_that("the compiled GLM walks rows and draws in blocks, centring on the fly"
   expect_lt(gc()[2, 6] - before, 10)      # MB of vector heap at the peak
   expect_equal(lp4[1:70], as.numeric(.Call(bbvi:::C_logdens, tg, s$model$lower,
                                             s$model$upper, z4[, 1:70], FALSE)))
+  # row chunks are fixed by N: one thread or several, the same bits
+  tg1 <- replace(tg, "threads", list(1L))
+  tg3 <- replace(tg, "threads", list(3L))
+  expect_identical(.Call(bbvi:::C_logdens, tg1, s$model$lower, s$model$upper, z, TRUE),
+                   .Call(bbvi:::C_logdens, tg3, s$model$lower, s$model$upper, z, TRUE))
+  q1 <- bbvi:::glm_quad(utils::modifyList(s$model, list(target = tg1)), "fullrank", quiet = TRUE)
+  q3 <- bbvi:::glm_quad(utils::modifyList(s$model, list(target = tg3)), "fullrank", quiet = TRUE)
+  expect_identical(q1$mean, q3$mean)
+  expect_identical(q1$chol, q3$chol)
 })
 
 test_that("a numeric matrix fits the same GLM as the formula", {
