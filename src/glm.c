@@ -261,8 +261,12 @@ static void glm_eval(bbvi_target *t, int S, const double *theta, double *lp,
         memset(gt->pll, 0, sizeof(double) * nch * GLM_DRAW_BLOCK);
         memset(gt->pacc, 0, sizeof(double) * nch * GLM_DRAW_BLOCK);
         if (gr) memset(gt->pgr, 0, sizeof(double) * nch * D * GLM_DRAW_BLOCK);
+        /* threads only for passes large enough to repay them (an MCMC
+           step on a small GLM is not: idle threads spinning between such
+           passes cost more than they save) */
+        int nt = (double) N * (P + 1) * sb >= GLM_THREAD_WORK ? gt->nt : 1;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(gt->nt) schedule(dynamic)
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
 #endif
         for (int c = 0; c < nch; c++) {
             int tid = 0;

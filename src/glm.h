@@ -45,6 +45,8 @@ int glm_block_rows(int N, int P);
    (fixed by N, not by the number of threads): chunk sums added in order
    make threaded results identical to single-threaded ones. */
 #define GLM_MAX_CHUNKS 64
+/* multiply-adds per pass below which a pass runs on one thread */
+#define GLM_THREAD_WORK 4e6
 int glm_chunks(int N, int nr);
 const double *glm_xblock(const glm_data *g, int r0, int nr, double *buf,
                          int *ld);

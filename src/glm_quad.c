@@ -143,8 +143,9 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
             }
             int nch = w->nch, nr0 = w->nr;
             memset(w->pell, 0, sizeof(double) * nch);
+            int nt = (double) N * (P + 1) * (P + 1) >= GLM_THREAD_WORK ? w->nt : 1;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(w->nt) schedule(dynamic)
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
 #endif
             for (int c = 0; c < nch; c++) {
                 int tid = 0;
@@ -221,8 +222,9 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
             int nch = w->nch, nr0 = w->nr;
             memset(w->pg, 0, sizeof(double) * nch * P);
             memset(w->pH, 0, sizeof(double) * nch * P * P);
+            int nt = (double) N * (P + 1) * (P + 1) >= GLM_THREAD_WORK ? w->nt : 1;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(w->nt) schedule(dynamic)
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
 #endif
             for (int c = 0; c < nch; c++) {
                 int tid = 0;

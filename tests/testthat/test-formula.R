@@ -354,9 +354,21 @@ test_that("the compiled GLM walks rows and draws in blocks, centring on the fly"
   expect_lt(gc()[2, 6] - before, 10)      # MB of vector heap at the peak
   expect_equal(lp4[1:70], as.numeric(.Call(bbvi:::C_logdens, tg, s$model$lower,
                                             s$model$upper, z4[, 1:70], FALSE)))
-  # row chunks are fixed by N: one thread or several, the same bits
+})
+
+test_that("threaded passes over the rows give the same bits as one thread", {
+  # row chunks are fixed by N, not by the threads; 60 columns make the
+  # passes large enough to be threaded (GLM_THREAD_WORK)
+  set.seed(14)
+  n <- 20000; k <- 60
+  X <- matrix(stats::rnorm(n * k), n, k, dimnames = list(NULL, paste0("v", 1:k)))
+  y <- stats::rbinom(n, 1, stats::plogis(X[, 1] - X[, 2]))
+  s <- bbvi:::glm_setup(y ~ ., data.frame(y = y, X), binomial(), normal(0, 2.5),
+                        normal(0, 2.5), NULL, center = TRUE)
+  tg <- s$model$target
   tg1 <- replace(tg, "threads", list(1L))
   tg3 <- replace(tg, "threads", list(3L))
+  z <- matrix(stats::rnorm((k + 1) * 40, sd = 0.05), k + 1, 40)
   expect_identical(.Call(bbvi:::C_logdens, tg1, s$model$lower, s$model$upper, z, TRUE),
                    .Call(bbvi:::C_logdens, tg3, s$model$lower, s$model$upper, z, TRUE))
   q1 <- bbvi:::glm_quad(utils::modifyList(s$model, list(target = tg1)), "fullrank", quiet = TRUE)
