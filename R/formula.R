@@ -27,6 +27,18 @@
 #' gaussian) and to `"meanfield"` above that (with a message); the
 #' stochastic path's `optimizer` defaults to Adam, as for [bbvi()].
 #'
+#' **Large data.** The model matrix is kept once (in the fit; not at all
+#' with `keep_x = FALSE`) and never copied: centring is applied on the fly
+#' and every pass over the rows (quadrature, log-density draws,
+#' cross-products) works in blocks of rows and of at most 32 draws, so the
+#' memory beyond X is a few vectors of length N and O(P^2), whatever the
+#' number of draws. The log-likelihood's constant is computed once per fit.
+#' Passes run on `getOption("bbvi.threads", 2)` OpenMP threads (when the
+#' package was built with OpenMP); the rows are summed in chunks fixed by
+#' N, so results are identical for any number of threads. For data that
+#' only just fit in memory, give a numeric matrix ([bbvi.matrix()]): no
+#' model frame or model matrix is built.
+#'
 #' The response follows [glm()]: for binomial a 0/1 vector, a logical, a
 #' factor (first level = failure) or `cbind(successes, failures)`; for
 #' poisson non-negative whole numbers.

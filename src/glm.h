@@ -41,9 +41,9 @@ void bbvi_glm_data(SEXP spec, glm_data *g);
    (nr x P). */
 int glm_block_rows(int N, int P);
 
-/* Rows are also split into at most GLM_MAX_CHUNKS chunks of whole blocks
-   (fixed by N, not by the number of threads): chunk sums added in order
-   make threaded results identical to single-threaded ones. */
+/* Rows are also split into at most GLM_MAX_CHUNKS chunks (fixed by N, not
+   by the number of threads), each walked in blocks: chunk sums added in
+   order make threaded results identical to single-threaded ones. */
 #define GLM_MAX_CHUNKS 64
 /* multiply-adds per pass below which a pass runs on one thread */
 #define GLM_THREAD_WORK 4e6
