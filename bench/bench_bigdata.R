@@ -13,7 +13,9 @@
 # bbvi(X, y, family = binomial()) (the matrix interface; at the smaller N
 # also the formula interface on a data frame). Reported: seconds of the fit
 # (the bbvi() call: setup, quadrature path, draws and diagnostics; quad_s
-# is the quadrature path alone and diag_draws the number of full-data
+# is the quadrature path alone, child_cpu_s the CPU seconds (user + system,
+# all threads) of the whole child run, data generation included, and
+# diag_draws the number of full-data
 # log-density evaluations of the diagnostics), rows per second, peak RSS of the child above the RSS of a child that only loads
 # bbvi, that excess as a multiple of the size of X (the data set itself
 # included: the goal is below 2), the fit object's size, and the largest
@@ -92,11 +94,13 @@ run_child <- function(child_args) {
                  stdout = TRUE, stderr = TRUE)
   res <- grep("^RESULT ", out, value = TRUE)
   rss <- as.numeric(sub(".*: ", "", grep("Maximum resident set size", out, value = TRUE)))
+  cpu <- sum(as.numeric(sub(".*: ", "", grep("(User|System) time \\(seconds\\)", out, value = TRUE))))
   if (!length(res)) {
     cat(out, sep = "\n")
     stop("the child run failed")
   }
-  list(values = strsplit(sub("^RESULT ", "", res), ",")[[1]], rss_mb = rss / 1024)
+  list(values = strsplit(sub("^RESULT ", "", res), ",")[[1]], rss_mb = rss / 1024,
+       cpu = cpu)
 }
 
 Ns <- as.numeric(strsplit(Sys.getenv("BENCH_N", "1e5,1e6,1e7"), ",")[[1]])
@@ -115,6 +119,7 @@ for (N in Ns) {
     rows[[length(rows) + 1]] <- data.frame(
       N = format(N, big.mark = ",", scientific = FALSE), interface = mode,
       seconds = round(secs, 1), quad_s = round(as.numeric(v[6]), 1),
+      child_cpu_s = round(r$cpu, 1),
       diag_draws = as.integer(v[7]), rows_per_s = format(round(N / secs), big.mark = ","),
       X_MB = round(x_mb), peak_above_base_MB = round(r$rss_mb - base),
       peak_over_X = round((r$rss_mb - base) / x_mb, 2),

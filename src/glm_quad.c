@@ -56,6 +56,31 @@ typedef struct {
     double ell;                 /* expected log-likelihood, last evaluation */
 } quad_ws;
 
+/* C[lower] += alpha A'A for A (nr x P, leading dimension lda): the
+   reference BLAS's dsyrk runs one dependent chain of additions per dot
+   product; four partial sums let the additions overlap (the hot loop of the
+   quadrature path's Hessian, O(N P^2) per Newton iteration). */
+static void crossprod_lower(int nr, int P, const double *A, int lda, double alpha,
+                            double *C, int ldc)
+{
+    for (int j = 0; j < P; j++) {
+        const double *aj = A + (size_t) j * lda;
+        for (int k = j; k < P; k++) {
+            const double *ak = A + (size_t) k * lda;
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+            int i = 0;
+            for (; i + 3 < nr; i += 4) {
+                s0 += aj[i] * ak[i];
+                s1 += aj[i + 1] * ak[i + 1];
+                s2 += aj[i + 2] * ak[i + 2];
+                s3 += aj[i + 3] * ak[i + 3];
+            }
+            for (; i < nr; i++) s0 += aj[i] * ak[i];
+            C[k + (size_t) j * ldc] += alpha * ((s0 + s1) + (s2 + s3));
+        }
+    }
+}
+
 /* E over x ~ N(mean, var) of a prior's log density and its derivatives */
 static void prior_expect(const quad_ws *w, int type, const double *par,
                          int log_scale, double mean, double var,
@@ -99,7 +124,7 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
 {
     const glm_data *gd = &w->g;
     int N = gd->N, P = gd->P, D = gd->D, inc = 1;
-    double one = 1.0, zero = 0.0, mone = -1.0;
+    double one = 1.0, zero = 0.0;
     double ell = gd->llconst;
     if (derivs) {
         memset(g, 0, sizeof(double) * D);
@@ -245,8 +270,7 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                         double *tj = tbuf + (size_t) j * nr;
                         for (int i = 0; i < nr; i++) tj[i] = xj[i] * sqrt(w->e2[r0 + i]);
                     }
-                    F77_CALL(dsyrk)("L", "T", &P, &nr, &mone, tbuf, &nr, &one, Hc, &P
-                                    FCONE FCONE);
+                    crossprod_lower(nr, P, tbuf, nr, -1.0, Hc, P);
                 }
             }
             for (int c = 0; c < nch; c++) {   /* in order: deterministic */
