@@ -30,7 +30,7 @@
 #' **Large data.** The model matrix is kept once (in the fit; not at all
 #' with `keep_x = FALSE`) and never copied: centring is applied on the fly
 #' and every pass over the rows (quadrature, log-density draws,
-#' cross-products) works in blocks of rows and of at most 32 draws, so the
+#' cross-products) works in blocks of rows and of at most 128 draws, so the
 #' memory beyond X is a few vectors of length N and O(P^2), whatever the
 #' number of draws. The log-likelihood's constant is computed once per fit.
 #' Passes run on `getOption("bbvi.threads", 2)` OpenMP threads (when the

@@ -157,13 +157,12 @@ void bbvi_glm_prior(int type, const double *par, int half, double x,
 
 /* ---- the target ------------------------------------------------------------- */
 
-/* Draws are evaluated in blocks of at most GLM_DRAW_BLOCK, rows in blocks of
+/* Draws are evaluated in blocks of at most GLM_DRAW_BLOCK (glm.h), rows in blocks of
    glm_block_rows(): the scratch is a rows x draws block of linear
    predictors whatever N and the number of draws. The rows are split into
    a fixed number of chunks (glm_chunks()), each summed on its own and the
    chunk sums added in order: with OpenMP the chunks run on several
    threads, and the result is the same bit for bit whatever their number. */
-#define GLM_DRAW_BLOCK 32
 
 typedef struct {
     glm_data g;
@@ -177,10 +176,17 @@ typedef struct {
     double *pgr;     /* nch x D x GLM_DRAW_BLOCK: chunk sums of the gradient */
 } glm_target;
 
-int glm_chunks(int N, int nr)
+int glm_chunks(int N, int nr, int P)
 {
     int nb = (N + nr - 1) / nr;
-    return nb < GLM_MAX_CHUNKS ? nb : GLM_MAX_CHUNKS;
+    /* the chunk sums (P x GLM_DRAW_BLOCK gradients, P x P Hessians) stay
+       within about 8 MB */
+    double per = (double) (P + 1) * GLM_DRAW_BLOCK;
+    if ((double) P * P > per) per = (double) P * P;
+    double cap = 1048576.0 / per;
+    int nch = nb < GLM_MAX_CHUNKS ? nb : GLM_MAX_CHUNKS;
+    if (nch > cap) nch = cap < 1 ? 1 : (int) cap;
+    return nch;
 }
 
 /* log-likelihood of S draws over rows [r0, r0 + nr), added to ll[]; with
@@ -337,7 +343,8 @@ void bbvi_glm_target_init(SEXP spec, int dim, int max_batch, bbvi_target *out)
     if (g->D != dim)
         Rf_error("internal error: GLM has %d parameters, the model %d", g->D, dim);
     gt->nr = glm_block_rows(g->N, g->P);
-    gt->nch = glm_chunks(g->N, gt->nr);
+    if (gt->nr > 2048) gt->nr = 2048;   /* eta: at most 2 MB per thread */
+    gt->nch = glm_chunks(g->N, gt->nr, g->P);
     gt->nt = g->threads < gt->nch ? g->threads : gt->nch;
     gt->xb = (g->icpt || g->xbar)
         ? (double *) R_alloc((size_t) gt->nt * gt->nr * g->P, sizeof(double)) : NULL;

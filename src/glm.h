@@ -45,9 +45,12 @@ int glm_block_rows(int N, int P);
    by the number of threads), each walked in blocks: chunk sums added in
    order make threaded results identical to single-threaded ones. */
 #define GLM_MAX_CHUNKS 64
+/* draws per pass over the rows (log-density draws of the diagnostics: one
+   pass for 128 of them) */
+#define GLM_DRAW_BLOCK 128
 /* multiply-adds per pass below which a pass runs on one thread */
 #define GLM_THREAD_WORK 4e6
-int glm_chunks(int N, int nr);
+int glm_chunks(int N, int nr, int P);
 const double *glm_xblock(const glm_data *g, int r0, int nr, double *buf,
                          int *ld);
 

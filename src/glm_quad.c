@@ -383,7 +383,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     w.Ls = (double *) R_alloc((size_t) P * P, sizeof(double));
     w.work = (double *) R_alloc(2 * (size_t) P + 2, sizeof(double));
     w.nr = glm_block_rows(N, P);
-    w.nch = glm_chunks(N, w.nr);
+    w.nch = glm_chunks(N, w.nr, P);
     w.nt = w.g.threads < w.nch ? w.g.threads : w.nch;
     w.xb = (double *) R_alloc((size_t) w.nt * w.nr * P, sizeof(double));
     /* derivs: nr x P; moments: m, v and an nr x P strip */
