@@ -217,6 +217,14 @@ static void glm_eval_block(const glm_data *g, const double *xb, int ld, int r0,
                 e[i] = wi * r * is2;
             }
             acc[s] += ssq;
+        } else if (g->family == GLM_BINOMIAL && !grad && !g->w && !g->off && !g->trials) {
+            /* the common case of the diagnostics' draws (0/1 response, no
+               weights or offset, no gradient): the loop without branches */
+            const double *y = g->y + r0;
+            for (int i = 0; i < nr; i++) {
+                double x = e[i];
+                l += y[i] * x - (x > 0 ? x : 0.0) - log1p(exp(-fabs(x)));
+            }
         } else if (g->family == GLM_BINOMIAL) {
             for (int i = 0; i < nr; i++) {
                 int k = r0 + i;
