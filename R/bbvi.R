@@ -158,7 +158,10 @@ bbvi.default <- function(x, ...) {
 #'   `future` framework (`future.apply`), so they run in parallel under
 #'   e.g. `future::plan("multisession")` or on any cluster backend; the fit
 #'   with the best final ELBO is returned, with a table of all of them in
-#'   `fit$restart_summary`.
+#'   `fit$restart_summary`. Each pair of restarts draws from its own
+#'   L'Ecuyer-CMRG stream derived from `seed` (or R's stream), so the
+#'   result does not depend on the plan or the number of workers; global
+#'   variables used by the model's functions are sent to the workers.
 #' @examples
 #' y <- c(1.2, 0.4, 2.1, 1.7)
 #' m <- bbvi_model(
@@ -324,20 +327,26 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
                      i = "Install it with {.code install.packages(\"future.apply\")}."),
                    call = NULL)
   }
-  # one seed per restart, drawn from `seed` (or R's stream): reproducible
-  # whatever the future backend and the order the workers finish in
-  seeds <- with_seed(seed, sample.int(.Machine$integer.max, ceiling(restarts / 2)))
-  seeds <- rep(seeds, each = 2)[seq_len(restarts)]
+  # one L'Ecuyer-CMRG stream per antithetic pair of restarts, derived from
+  # `seed` (or R's stream): the same fits whatever the future backend, the
+  # number of workers and the order they finish in (see R/parallel.R)
+  pairs <- ceiling(restarts / 2)
+  streams <- rng_streams(pairs, seed)
+  pair <- rep(seq_len(pairs), each = 2)[seq_len(restarts)]
   sides <- rep(c(1, -1), length.out = restarts)
-  fits <- future.apply::future_mapply(fit_one, seeds, side = sides,
-                                      MoreArgs = list(dispersed = TRUE),
-                                      SIMPLIFY = FALSE, future.seed = NULL,
-                                      future.packages = "bbvi")
+  if (parallel_plan()) fit_one <- carry_fit_globals(fit_one)
+  task <- function(k, fit_one, pair, sides) {
+    with_rng_state(streams[[pair[k]]], fit_one(NULL, TRUE, side = sides[k]))
+  }
+  fits <- future.apply::future_lapply(seq_len(restarts), task, fit_one = fit_one,
+                                      pair = pair, sides = sides,
+                                      future.seed = NULL, future.packages = "bbvi")
+  seeds <- pair
   elbos <- vapply(fits, function(f) f$diagnostics$elbo, numeric(1))
   best <- which.max(elbos)
   fit <- fits[[best]]
   fit$restart_summary <- data.frame(
-    restart = seq_len(restarts), seed = seeds, elbo = elbos,
+    restart = seq_len(restarts), stream = seeds, elbo = elbos,
     elbo_mcse = vapply(fits, function(f) f$diagnostics$elbo_mcse, numeric(1)),
     khat = vapply(fits, function(f) f$diagnostics$khat, numeric(1)),
     kl_hat = vapply(fits, function(f) f$diagnostics$kl_hat, numeric(1)),
@@ -358,6 +367,22 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
       call = NULL)
   }
   fit
+}
+
+# fit_one() closes over the model it fits: a copy of the function whose
+# environment puts that model, with the globals of its user functions
+# carried along (carry_model_globals()), in front of its own, for workers
+# in other processes.
+carry_fit_globals <- function(fit_one) {
+  fenv <- environment(fit_one)
+  e <- new.env(parent = fenv)
+  for (nm in ls(fenv)) {
+    if (bindingIsActive(nm, fenv)) next
+    val <- tryCatch(get(nm, envir = fenv, inherits = FALSE), error = function(err) NULL)
+    if (inherits(val, "bbvi_model")) assign(nm, carry_model_globals(val), envir = e)
+  }
+  environment(fit_one) <- e
+  fit_one
 }
 
 resolve_estimator <- function(estimator, has_gradient) {

@@ -153,9 +153,12 @@ family.bbvi_glm_fit <- function(object, ...) object$family
 # Model matrix and offset for newdata, with the fit's factor levels.
 glm_newdata <- function(object, newdata, offset) {
   if (is.null(newdata)) {
-    return(list(X = object$x, offset = object$offset,
-                rownames = rownames(object$x)))
+    X <- glm_model_matrix(object)
+    rn <- object$row_names
+    return(list(X = X, offset = object$offset,
+                rownames = if (!is.null(rn)) as.character(rn)))
   }
+  if (is.null(object$terms)) return(glm_newdata_matrix(object, newdata, offset))
   if (!is.data.frame(newdata) && !is.list(newdata)) {
     abort_arg("newdata", "a data frame", newdata)
   }
@@ -178,6 +181,31 @@ glm_newdata <- function(object, newdata, offset) {
     cli::cli_abort(c("The fit used an {.arg offset} argument: give {.arg offset} for {.arg newdata}.",
                      i = "Or write the offset in the formula, e.g. {.code offset(log(exposure))}."),
                    call = NULL)
+  }
+  list(X = X, offset = off, rownames = rownames(X))
+}
+
+# newdata for a fit from a matrix (bbvi.matrix()): a numeric matrix with the
+# columns of the fit's x (by name when it has names).
+glm_newdata_matrix <- function(object, newdata, offset) {
+  icpt <- isTRUE(as.logical(object$model$target$intercept))
+  cols <- if (icpt) object$coef_names[-1] else object$coef_names
+  if (is.data.frame(newdata)) newdata <- as.matrix(newdata)
+  if (!is.numeric(newdata) || !is.matrix(newdata) || ncol(newdata) != length(cols)) {
+    abort_arg("newdata", sprintf("a numeric matrix with the %d columns of the fit's x", length(cols)), newdata)
+  }
+  if (!is.null(colnames(newdata)) && all(cols %in% colnames(newdata))) newdata <- newdata[, cols, drop = FALSE]
+  X <- if (icpt) cbind(1, newdata) else newdata
+  storage.mode(X) <- "double"
+  colnames(X) <- object$coef_names
+  off <- rep(0, nrow(X))
+  if (!is.null(offset)) {
+    if (!is.numeric(offset) || !(length(offset) %in% c(1, nrow(X)))) {
+      abort_arg("offset", sprintf("numbers (1 or %d)", nrow(X)), offset)
+    }
+    off <- off + offset
+  } else if (isTRUE(object$has_offset_arg)) {
+    cli::cli_abort("The fit used an {.arg offset}: give {.arg offset} for {.arg newdata}.", call = NULL)
   }
   list(X = X, offset = off, rownames = rownames(X))
 }
@@ -228,7 +256,11 @@ print.bbvi_glm_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ..
 glm_header <- function(fit) {
   fam <- fit$family
   say(sprintf("Variational fit (bbvi): %s regression, %s link", fam$family, fam$link))
-  say_call(fit$formula, "Formula:      ")
+  if (is.null(fit$formula)) {
+    say("Design:       a numeric matrix (no formula)")
+  } else {
+    say_call(fit$formula, "Formula:      ")
+  }
   say(sprintf("Observations: %d; coefficients: %d", fit$nobs, length(fit$coef_names)))
   cat("Priors:\n")
   pr <- fit$prior

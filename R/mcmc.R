@@ -29,9 +29,18 @@
 #' on; both are fixed after warmup, so the kept draws form a proper Markov
 #' chain.
 #'
-#' Chains run one after another, each from its own start drawn uniformly in
+#' Each chain starts from its own point drawn uniformly in
 #' (-`init_radius`, `init_radius`) on the unconstrained scale (as Stan), or
 #' from `init`.
+#'
+#' **Parallel chains.** Chains run in parallel under a parallel `future`
+#' plan (e.g. `future::plan("multisession")`, `"multicore"`, `"cluster"`,
+#' or a scheduler through `future.batchtools`; needs `future.apply`), one
+#' after another otherwise. Every chain draws from its own L'Ecuyer-CMRG
+#' stream ([parallel::nextRNGStream()]) derived from `seed` (or from R's
+#' stream), so the draws are the same bit for bit whatever the plan and the
+#' number of workers. Global variables that the model's functions use are
+#' sent to the workers with them.
 #'
 #' @param x A [bbvi_model()] or a formula (see [bbvi()] for the GLM
 #'   arguments, passed in `...`).
@@ -194,8 +203,8 @@ formula.bbvi_glm_mcmc <- function(x, ...) x$formula
 #' @export
 family.bbvi_glm_mcmc <- function(object, ...) object$family
 
-# The engine under every MCMC run: validates, runs the chains one after
-# another through C, assembles the bbvi_mcmc object.
+# The engine under every MCMC run: validates, runs the chains through C (in
+# parallel under a parallel future plan), assembles the bbvi_mcmc object.
 mcmc_engine <- function(model, spec, method, chains, iter, warmup, seed,
                         max_treedepth, adapt_delta, init, init_radius,
                         progress, call, class = character(), extra = list()) {
@@ -225,25 +234,34 @@ mcmc_engine <- function(model, spec, method, chains, iter, warmup, seed,
                   init_radius = as.double(init_radius), stepsize = 1)
   lower <- as.double(model$lower)
   upper <- as.double(model$upper)
-  res <- vector("list", chains)
-  times <- numeric(chains)
-  with_seed(seed, {
-    for (k in seq_len(chains)) {
-      start <- proc.time()[["elapsed"]]
-      res[[k]] <- tryCatch(
-        .Call(C_mcmc_sample, spec, lower, upper, control),
-        error = function(e) {
-          if (inherits(e, "rlang_error")) stop(e)
-          cli::cli_abort(c("Chain {k} failed.", x = "{conditionMessage(e)}"),
-                         call = NULL)
-        })
-      times[k] <- proc.time()[["elapsed"]] - start
-      if (progress) cli::cli_inform("Chain {k}/{chains} finished in {round(times[k], 2)} s.")
-    }
-  })
+  # one L'Ecuyer-CMRG stream per chain: the same draws whatever the future
+  # plan and the number of workers (see R/parallel.R)
+  streams <- rng_streams(chains, seed)
+  if (parallel_plan()) model <- carry_model_globals(model)
+  res <- run_tasks(chains, streams, mcmc_chain, model = model, lower = lower,
+                   upper = upper, control = control, chains = chains,
+                   progress = progress)
+  times <- vapply(res, `[[`, numeric(1), "time")
   new_bbvi_mcmc(model, res, method = method, iter = iter, warmup = warmup,
                 max_treedepth = max_treedepth, adapt_delta = adapt_delta,
                 times = times, call = call, class = class, extra = extra)
+}
+
+# One chain, wherever it runs: the target is rebuilt there (a compiled
+# log-joint's address does not survive serialisation).
+mcmc_chain <- function(k, model, lower, upper, control, chains, progress) {
+  spec <- r_target_spec(model, err_call = call("sample_mcmc"))
+  start <- proc.time()[["elapsed"]]
+  res <- tryCatch(
+    .Call(C_mcmc_sample, spec, lower, upper, control),
+    error = function(e) {
+      if (inherits(e, "rlang_error")) stop(e)
+      cli::cli_abort(c("Chain {k} failed.", x = "{conditionMessage(e)}"),
+                     call = NULL)
+    })
+  res$time <- proc.time()[["elapsed"]] - start
+  if (progress) cli::cli_inform("Chain {k}/{chains} finished in {round(res$time, 2)} s.")
+  res
 }
 
 new_bbvi_mcmc <- function(model, res, method, iter, warmup, max_treedepth,
