@@ -7,7 +7,11 @@
 #'
 #' q lives on the unconstrained scale (bounded parameters are transformed,
 #' see [param()]). `"meanfield"` is a diagonal Gaussian, `"fullrank"` a
-#' Gaussian with a full Cholesky factor. The ELBO is
+#' Gaussian with a full Cholesky factor, `"lowrank"` a Gaussian with
+#' covariance B B' + diag(d^2), B of `rank` columns: it captures the main
+#' directions of posterior correlation at a cost linear in the number of
+#' parameters (O(D rank^2) per iteration; nothing D x D is formed), where
+#' full-rank costs O(D^2) memory and O(D^3) time. The ELBO is
 #' E_q log p(x, z) - E_q log q(z) = log p(x) - KL(q || p(z | x)): q is
 #' mode-seeking and tends to understate posterior spread, the more so for
 #' mean-field on correlated posteriors.
@@ -81,7 +85,11 @@ bbvi.default <- function(x, ...) {
 }
 
 #' @rdname bbvi
-#' @param method `"meanfield"` or `"fullrank"`.
+#' @param method `"meanfield"`, `"fullrank"` or `"lowrank"`. Mean-field and
+#'   low-rank fits scale to hundreds of thousands of parameters (the fit
+#'   object is O(D)); full-rank is limited to 46,340.
+#' @param rank For `method = "lowrank"`: the number of columns of B; `NULL`
+#'   means `min(10, D)`.
 #' @param estimator `"auto"`, `"score"` or `"reparam"`.
 #' @param samples Monte Carlo draws per iteration; `NULL` picks 10 for
 #'   `"reparam"` and 50 for `"score"`.
@@ -144,7 +152,8 @@ bbvi.default <- function(x, ...) {
 #' fit <- bbvi(m, seed = 1)
 #' summary(fit)
 #' @export
-bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
+bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
+                            rank = NULL,
                             estimator = c("auto", "score", "reparam"),
                             samples = NULL, max_iter = 10000, tol = NULL,
                             seed = NULL, progress = interactive(),
@@ -161,7 +170,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
     abort_arg("x", "a model made by {.fn bbvi_model}", x)
   }
   check_flag(progress, "progress")
-  method <- match_arg(method, c("meanfield", "fullrank"), "method")
+  method <- match_arg(method, c("meanfield", "fullrank", "lowrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
   estimator <- resolve_estimator(estimator, x$has_gradient)
@@ -172,7 +181,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   }
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
   start_at <- match_arg(start, c("mode", "init"), "start")
-  check_dimension(length(init_mean))
+  rank <- resolve_rank(rank, method, length(init_mean))
+  check_dimension(length(init_mean), method, rank)
   # a user's gradient is checked against finite differences before any fit
   assert_model_ok(x, err_call = call("bbvi"))
   # restart k starts at init + u (k odd) or init - u (k even), with u drawn
@@ -188,11 +198,11 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
       st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed)
       st$time <- proc.time()[["elapsed"]] - t0
       if (!isTRUE(st$laplace)) {
-        st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(begin)),
+        st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else init_sd,
                    evals = st$evals, laplace = FALSE, time = st$time)
       }
       res <- vi_engine(x, spec,
-                       method = method, estimator = estimator, samples = samples,
+                       method = method, rank = rank, estimator = estimator, samples = samples,
                        max_iter = max_iter, tol = tol, optimizer = optimizer,
                        eta = eta, init_mean = st$mean,
                        window = if (!is.null(window)) window else if (st$laplace) 50L else 100L,
@@ -214,7 +224,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
 
 # The deterministic start: the mode of log p on the unconstrained scale and
 # the curvature there (src/mode.c). Returns list(mean, precond, evals,
-# laplace = TRUE), or list(evals, laplace = FALSE) (with a message) when
+# laplace = TRUE), precond a lower triangular matrix for full-rank and a
+# vector of per-coordinate scales (the diagonal Hessian's) otherwise, or list(evals, laplace = FALSE) (with a message) when
 # there is no usable mode.
 laplace_start <- function(model, spec, init, method, quiet = FALSE) {
   D <- length(init)
@@ -247,7 +258,7 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE) {
   precond <- if (is.matrix(H)) {
     t(chol(chol2inv(chol(H))))
   } else {
-    diag(1 / sqrt(H), D)
+    1 / sqrt(H)
   }
   list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
 }
@@ -294,7 +305,7 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
   # fits that landed elsewhere: the posterior has several modes (or a
   # ridge), and q describes one of them. Importance sampling from q cannot
   # see a mode that q never reaches; restarts can.
-  sd_best <- sqrt(rowSums(fit$chol_unc^2))
+  sd_best <- q_marginals(fit_q(fit))$sd
   apart <- vapply(fits, function(f) max(abs(f$mean_unc - fit$mean_unc) / sd_best), numeric(1))
   fit$restart_summary$distance <- apart
   n_apart <- sum(apart > 3)
@@ -360,23 +371,46 @@ unconstrain <- function(theta, lower, upper) {
   z
 }
 
-# q's D x D Cholesky factor (scratch and result) must fit an R matrix
-check_dimension <- function(D) {
-  if (D > 46340L) {
-    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
-                     x = "This model has {D}."), call = NULL)
+# A full-rank q's D x D Cholesky factor must fit an R matrix; the other
+# families need only their lambda (D (rank + 2) numbers) to be indexable.
+check_dimension <- function(D, method = "fullrank", rank = 1L) {
+  if (method == "fullrank" && D > 46340L) {
+    cli::cli_abort(c("A full-rank variational fit can have at most 46,340 scalar parameters.",
+                     x = "This model has {D}.",
+                     i = "Use {.code method = \"meanfield\"} or {.code method = \"lowrank\"}."),
+                   call = NULL)
+  }
+  K <- as.double(D) * (if (method == "lowrank") rank + 2 else 2)
+  if (K > .Machine$integer.max) {
+    cli::cli_abort(c("Too many variational parameters: {format(K, big.mark = \",\")}.",
+                     x = "This model has {D} scalar parameters."), call = NULL)
   }
 }
 
+# The rank of a low-rank q: NULL means min(10, D).
+resolve_rank <- function(rank, method, D) {
+  if (method != "lowrank") {
+    if (!is.null(rank)) {
+      cli::cli_abort("{.arg rank} is for {.code method = \"lowrank\"}.", call = NULL)
+    }
+    return(0L)
+  }
+  if (is.null(rank)) return(as.integer(min(10L, D)))
+  check_count(rank, "rank", max = D)
+  as.integer(rank)
+}
+
 # The engine under every VI fit: validates the tuning values, runs the C
-# loop, turns its status into R errors and warnings. `precond` (lower
-# triangular, diagonal for mean-field) and `shift` define the preconditioner
-# zeta = shift + precond %*% z: the optimiser works on z. `spec` is the target as
+# loop, turns its status into R errors and warnings. `precond` and `shift`
+# define the preconditioner zeta = shift + precond z: the optimiser works on
+# z. precond is a vector of per-coordinate scales (any family), or a lower
+# triangular matrix (full-rank; for the other families only its diagonal
+# is used, and it must be diagonal). `spec` is the target as
 # C reads it (see r_target_spec() and the GLM code).
 vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
                       progress = FALSE, control_variates = TRUE,
-                      precond = NULL, shift = NULL) {
+                      precond = NULL, shift = NULL, rank = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -386,11 +420,17 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
-  check_dimension(length(model$lower))
+  D <- length(model$lower)
+  rank <- if (method == "lowrank") resolve_rank(rank, method, D) else 0L
+  check_dimension(D, method, rank)
   check_flag(control_variates, "control_variates")
+  if (is.matrix(precond) && method != "fullrank") precond <- diag(precond)
   control <- list(control_variates = as.integer(control_variates),
-                  precond = if (is.null(precond)) NULL else as.double(precond),
-                  shift = if (is.null(precond)) NULL else as.double(shift),family = method, estimator = estimator, optimizer = optimizer,
+                  precond = if (is.matrix(precond)) as.double(precond),
+                  precond_diag = if (!is.null(precond) && !is.matrix(precond)) as.double(precond),
+                  shift = if (!is.null(precond)) as.double(shift),
+                  family = method, rank = as.integer(rank),
+                  estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),
                   window = as.integer(window), passes = 2L, max_restarts = 5L,
@@ -423,6 +463,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                        "max_iter reached while averaging (Monte Carlo error above tol)",
                        "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)")[res$stop + 1L]
   res$method <- method
+  res$rank <- if (method == "lowrank") rank
   res$estimator <- estimator
   res$optimizer <- optimizer
   if (!res$converged) {

@@ -71,7 +71,7 @@ compare_fits <- function(vi, mc, pars = NULL) {
 }
 
 # the draws a fit keeps (a bbvi_fit's fixed set; all post-warmup MCMC draws)
-fit_draws <- function(x) if (inherits(x, "bbvi_fit")) x$draws else as.matrix(x)
+fit_draws <- function(x) if (inherits(x, "bbvi_fit")) fit_own_draws(x) else as.matrix(x)
 
 fit_label <- function(x) {
   if (inherits(x, "bbvi_mcmc")) toupper(x$method) else sprintf("VI (%s)", x$method)

@@ -76,18 +76,24 @@ vi_diagnostics.default <- function(fit, ...) abort_arg("fit", "a bbvi_fit", fit)
 # Thresholds of the accuracy check (see vi_diagnostics()).
 diag_thresholds <- list(mean_shift = 0.1, sd_ratio = 0.1, kl = 0.5)
 
-# `smp` is q_sample()'s output; the first `n` of its draws are used, n from
-# diagnostic_draw_count(): known before the fit starts, never the clock.
+# `smp` is q_sample()'s output, or NULL when the fit makes its draws again
+# from its seed (chunk by chunk: memory O(chunk x D)); the first `n` draws
+# are used, n from diagnostic_draw_count(): known before the fit starts,
+# never the clock.
 vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
-  n <- diagnostic_draw_count(fit, ncol(smp$zeta), diagnostic_draws)
-  idx <- seq_len(n)
-  lp <- as.double(diagnostic_logdens(fit, smp$zeta[, idx, drop = FALSE]))
+  available <- if (is.null(smp)) fit_n_draws(fit) else ncol(smp$zeta)
+  n <- diagnostic_draw_count(fit, available, diagnostic_draws)
+  lp <- log_q <- numeric(n)
+  for_each_draw_chunk(fit, smp, n, function(ch, idx) {
+    lp[idx] <<- as.double(diagnostic_logdens(fit, ch$zeta))
+    log_q[idx] <<- ch$log_q
+  })
   # a draw where the log-joint is NA, NaN or -Inf has p = 0 there: its log
   # ratio is -Inf, so the ELBO (an average over q) is -Inf, not the average
   # of the other draws
   ok <- is.finite(lp)
   n_ok <- sum(ok)
-  log_ratio <- ifelse(ok, lp - smp$log_q[idx], -Inf)
+  log_ratio <- ifelse(ok, lp - log_q, -Inf)
   lr <- log_ratio[ok]
   weights <- numeric(n)
   khat <- NA_real_
@@ -113,7 +119,7 @@ vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
   kl <- if (n_ok == n) max(log_z - elbo, 0) else Inf
   if (!is.na(khat) && khat == 0 && n_ok == n) kl <- 0
   moments <- if (n_ok >= 100) {
-    psis_moments(fit, smp, idx, weights)
+    psis_moments(fit, smp, n, weights)
   } else NULL
   out <- list(
     khat = khat,
@@ -155,20 +161,38 @@ log_mean_exp <- function(x) {
 # PSIS-reweighted means and sds of every coordinate against q's (the same
 # draws, unweighted, so the Monte Carlo error of the draws cancels), on the
 # unconstrained scale (where q is Gaussian) and on the user's scale. The
-# table is for the user's scale; the maxima are over both scales.
-psis_moments <- function(fit, smp, idx, w) {
-  one <- function(X) {
-    m0 <- colMeans(X)
-    s0 <- sqrt(colMeans(sweep(X, 2, m0)^2))
-    m1 <- colSums(w * X)
-    s1 <- sqrt(colSums(w * sweep(X, 2, m1)^2))
-    pos <- s0 > 0 & is.finite(s0)
-    shift <- ifelse(pos, abs(m1 - m0) / s0, 0)
-    ratio <- ifelse(pos, s1 / s0, 1)
-    list(m0 = m0, s0 = s0, m1 = m1, s1 = s1, shift = shift, ratio = ratio)
+# table is for the user's scale; the maxima are over both scales. Sums are
+# accumulated over the chunks of draws (shifted by a point per coordinate,
+# so that a large mean does not swallow a small sd).
+psis_moments <- function(fit, smp, n, w) {
+  D <- length(fit$par_names)
+  acc <- function() list(c = NULL, s1 = numeric(D), s2 = numeric(D),
+                         w1 = numeric(D), w2 = numeric(D))
+  add <- function(a, X, wi) {
+    if (is.null(a$c)) a$c <- ifelse(is.finite(X[1, ]), X[1, ], 0)
+    Y <- sweep(X, 2, a$c)
+    a$s1 <- a$s1 + colSums(Y); a$s2 <- a$s2 + colSums(Y^2)
+    a$w1 <- a$w1 + colSums(wi * Y); a$w2 <- a$w2 + colSums(wi * Y^2)
+    a
   }
-  unc <- one(t(smp$zeta[, idx, drop = FALSE]))
-  con <- one(smp$theta[idx, , drop = FALSE])
+  unc <- acc()
+  con <- acc()
+  for_each_draw_chunk(fit, smp, n, function(ch, idx) {
+    unc <<- add(unc, t(ch$zeta), w[idx])
+    con <<- add(con, ch$theta, w[idx])
+  })
+  one <- function(a) {
+    m0 <- a$s1 / n
+    s0 <- sqrt(pmax(a$s2 / n - m0^2, 0))
+    s1 <- sqrt(pmax(a$w2 - a$w1^2, 0))   # the weights sum to 1
+    pos <- s0 > 0 & is.finite(s0)
+    shift <- ifelse(pos, abs(a$w1 - m0) / s0, 0)
+    ratio <- ifelse(pos, s1 / s0, 1)
+    list(m0 = a$c + m0, s0 = s0, m1 = a$c + a$w1, s1 = s1, shift = shift,
+         ratio = ratio)
+  }
+  unc <- one(unc)
+  con <- one(con)
   bad_num <- function(x) ifelse(is.finite(x), x, Inf)
   shift <- pmax(bad_num(unc$shift), bad_num(con$shift))
   change <- pmax(abs(bad_num(unc$ratio) - 1), abs(bad_num(con$ratio) - 1))
@@ -252,14 +276,18 @@ diag_advice <- function(fit, dg) {
   out
 }
 
-# How many of the stored draws the diagnostics use: `diagnostic_draws`
-# (4000 by default), fewer for a GLM with many rows, where one log density
+# How many of the fit's draws the diagnostics use: `diagnostic_draws`
+# (4000 by default), fewer for more than 10,000 parameters (see below) or for
+# a GLM with many rows, where one log density
 # costs about N x ncol(X) operations: at most 1e8 of them (about a second),
 # but at least 100 draws (k-hat needs them). Known in advance: the same fit
 # gets the same diagnostics on a busy machine and an idle one.
 diagnostic_draw_count <- function(fit, available, diagnostic_draws = 4000) {
   check_count(diagnostic_draws, "diagnostic_draws")
   n <- min(available, diagnostic_draws)
+  # every draw is D numbers to make, map and evaluate: at most 4e7 of them
+  # (the 4000 default up to D = 10,000), at least 100 draws
+  n <- min(n, max(100, floor(4e7 / length(fit$par_names))))
   tg <- fit$model$target
   if (is.list(tg) && identical(tg$type, "glm") && is.matrix(tg$X)) {
     cost <- as.double(nrow(tg$X)) * max(1, ncol(tg$X))

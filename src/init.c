@@ -10,6 +10,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP glm_quad_fit(SEXP spec, SEXP control);
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control);
+SEXP family_eval(SEXP control);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -22,6 +23,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(glm_quad_fit, 2),
     CALLDEF(grad_samples, 4),
     CALLDEF(find_mode, 4),
+    CALLDEF(family_eval, 1),
     { NULL, NULL, 0 }
 };
 
