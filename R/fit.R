@@ -76,8 +76,10 @@ q_draws <- function(fit, n) q_sample(fit, n)$theta
 
 # Chunks of about 2^20 numbers; the size depends on D only, so the draws a
 # seed gives do not depend on the machine or on how many are asked for (a
-# shorter request gets a prefix of a longer one).
-draw_chunk_size <- function(D) max(1L, as.integer(2^20 %/% D))
+# shorter request gets a prefix of a longer one). The option is for tests.
+draw_chunk_size <- function(D) {
+  max(1L, as.integer(getOption("bbvi.draw_chunk_numbers", 2^20) %/% D))
+}
 
 # Calls f(smp, idx) for the fit's first n draws, chunk by chunk: smp as
 # from q_sample() for the draws idx. `smp`: the draws in memory (one chunk),
