@@ -362,6 +362,7 @@ typedef struct {
     double *lam;          /* the lambda the factors belong to, K */
     double *W, *SiB;      /* D x r; SiB = Sigma^-1 B */
     double *dSi;          /* diag of Sigma^-1, D */
+    double *d2inv;        /* 1 / d^2, D */
     double *C, *Lc, *WtB; /* r x r */
     double *x, *v, *t;    /* scratch: D, D, r */
     double logdet;
@@ -384,14 +385,13 @@ static lr_ws *lr_prepare(const bbvi_family *f, int D, const double *lambda)
     if (w->D != D) Rf_error("internal error: low-rank family built for %d coordinates, used with %d", w->D, D);
     if (w->valid && memcmp(w->lam, lambda, sizeof(double) * K) == 0) return w;
     memcpy(w->lam, lambda, sizeof(double) * K);
+    for (int i = 0; i < D; i++) w->d2inv[i] = exp(-2.0 * LR_LOGD(lambda, D, r, i));
     /* C = I + B' D^-2 B */
     for (int a = 0; a < r; a++)
         for (int b = 0; b <= a; b++) {
             double s = a == b ? 1.0 : 0.0;
-            for (int i = 0; i < D; i++) {
-                double di2 = exp(-2.0 * LR_LOGD(lambda, D, r, i));
-                s += LR_B(lambda, D, i, a) * LR_B(lambda, D, i, b) * di2;
-            }
+            for (int i = 0; i < D; i++)
+                s += LR_B(lambda, D, i, a) * LR_B(lambda, D, i, b) * w->d2inv[i];
             w->C[a + (size_t) b * r] = w->C[b + (size_t) a * r] = s;
         }
     if (!bbvi_chol(r, w->C, w->Lc)) {
@@ -404,7 +404,7 @@ static lr_ws *lr_prepare(const bbvi_family *f, int D, const double *lambda)
     w->logdet = ld;
     /* W = D^-2 B Lc^-T: row i solves Lc w_i = D^-2 b_i (forward) */
     for (int i = 0; i < D; i++) {
-        double di2 = exp(-2.0 * LR_LOGD(lambda, D, r, i));
+        double di2 = w->d2inv[i];
         for (int a = 0; a < r; a++) {
             double s = LR_B(lambda, D, i, a) * di2;
             for (int b = 0; b < a; b++) s -= w->Lc[a + (size_t) b * r] * w->W[i + (size_t) b * D];
@@ -419,7 +419,7 @@ static lr_ws *lr_prepare(const bbvi_family *f, int D, const double *lambda)
             w->WtB[a + (size_t) b * r] = s;
         }
     for (int i = 0; i < D; i++) {
-        double di2 = exp(-2.0 * LR_LOGD(lambda, D, r, i));
+        double di2 = w->d2inv[i];
         double ww = 0.0;
         for (int a = 0; a < r; a++) ww += w->W[i + (size_t) a * D] * w->W[i + (size_t) a * D];
         w->dSi[i] = di2 - ww;
@@ -452,7 +452,7 @@ static double lr_solve(const bbvi_family *f, int D, const double *lambda,
     }
     double q = 0.0;
     for (int i = 0; i < D; i++) {
-        double s = w->x[i] * exp(-2.0 * LR_LOGD(lambda, D, r, i));
+        double s = w->x[i] * w->d2inv[i];
         for (int a = 0; a < r; a++) s -= w->W[i + (size_t) a * D] * w->t[a];
         w->v[i] = s;
         q += w->x[i] * s;
@@ -638,6 +638,7 @@ const bbvi_family *bbvi_family_make(const char *name, int rank, int D)
         w->W = (double *) R_alloc((size_t) D * r, sizeof(double));
         w->SiB = (double *) R_alloc((size_t) D * r, sizeof(double));
         w->dSi = (double *) R_alloc(D, sizeof(double));
+        w->d2inv = (double *) R_alloc(D, sizeof(double));
         w->C = (double *) R_alloc((size_t) r * r, sizeof(double));
         w->Lc = (double *) R_alloc((size_t) r * r, sizeof(double));
         w->WtB = (double *) R_alloc((size_t) r * r, sizeof(double));
