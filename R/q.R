@@ -40,7 +40,8 @@ q_dim <- function(q) length(q$mean)
 # ---- generics ---------------------------------------------------------------
 
 # n draws: list(zeta = D x n, log_q = n). Standard normal draws are taken
-# from R's stream, D per draw (then rank more for low-rank), column by column.
+# from R's stream, D per draw (D + rank for low-rank), draw by draw, so that
+# the first n of N > n draws from one seed are the n draws from it.
 q_draw <- function(q, n) UseMethod("q_draw")
 # log q at the columns of zeta (D x n)
 q_log_density <- function(q, zeta) UseMethod("q_log_density")
@@ -101,9 +102,10 @@ q_chol.q_gauss_fr <- function(q) q$chol
 q_draw.q_gauss_lr <- function(q, n) {
   D <- q_dim(q)
   r <- ncol(q$B)
-  e2 <- matrix(stats::rnorm(D * n), D, n)
-  e1 <- matrix(stats::rnorm(r * n), r, n)
-  zeta <- q$mean + q$B %*% e1 + q$d * e2
+  # one column of D + r normals per draw: n draws are a prefix of more
+  eps <- matrix(stats::rnorm((D + r) * n), D + r, n)
+  zeta <- q$mean + q$B %*% eps[D + seq_len(r), , drop = FALSE] +
+    q$d * eps[seq_len(D), , drop = FALSE]
   list(zeta = zeta, log_q = q_log_density(q, zeta))
 }
 

@@ -8,6 +8,11 @@ fam_eval <- function(family, D, rank, lambda, eps, gz) {
              lambda = as.double(lambda), eps = as.double(eps), gz = as.double(gz)))
 }
 
+withr_seed <- function(seed, expr) {
+  set.seed(seed)
+  expr
+}
+
 fd_grad <- function(f, x, h = 1e-6) {
   vapply(seq_along(x), function(k) {
     xp <- x; xm <- x
@@ -90,4 +95,13 @@ test_that("q objects draw from their distribution and know their moments", {
     expect_equal(bbvi:::q_quantile(q, 0.975)[, 1], m$mean + stats::qnorm(0.975) * m$sd)
     expect_equal(tcrossprod(bbvi:::q_chol(q)), V)
   }
+})
+
+test_that("fewer draws from one seed are a prefix of more", {
+  set.seed(4)
+  q <- bbvi:::q_gauss_lr(1:3, matrix(stats::rnorm(6), 3, 2), c(0.5, 1, 2))
+  a <- withr_seed(9, bbvi:::q_draw(q, 10))
+  b <- withr_seed(9, bbvi:::q_draw(q, 4))
+  expect_equal(b$zeta, a$zeta[, 1:4])
+  expect_equal(b$log_q, a$log_q[1:4])
 })
