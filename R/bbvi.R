@@ -426,12 +426,15 @@ resolve_rank <- function(rank, method, D) {
 # define the preconditioner zeta = shift + precond z: the optimiser works on
 # z. precond is a vector of per-coordinate scales (any family), or a lower
 # triangular matrix (full-rank; for the other families only its diagonal
-# is used, and it must be diagonal). `spec` is the target as
+# is used, and it must be diagonal). `blocks`, for method = "blocks": q as
+# a product, a list of list(family, rank, dim) over consecutive coordinates
+# (see src/qblocks.c). `spec` is the target as
 # C reads it (see r_target_spec() and the GLM code).
 vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
                       progress = FALSE, control_variates = TRUE,
-                      precond = NULL, shift = NULL, rank = NULL) {
+                      precond = NULL, shift = NULL, rank = NULL,
+                      blocks = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -451,6 +454,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   precond_diag = if (!is.null(precond) && !is.matrix(precond)) as.double(precond),
                   shift = if (!is.null(precond)) as.double(shift),
                   family = method, rank = as.integer(rank),
+                  blocks = blocks,
                   estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),

@@ -7,6 +7,8 @@
 #   q_gauss_mf(mean, sd)        diagonal Gaussian
 #   q_gauss_fr(mean, chol)      Gaussian with a lower Cholesky factor
 #   q_gauss_lr(mean, B, d)      covariance B B' + diag(d^2), B of D x rank
+#   q_product(parts)            independent blocks over consecutive
+#                               coordinates, each one of the above
 
 q_gauss_mf <- function(mean, sd) {
   structure(list(family = "meanfield", mean = as.double(mean), sd = as.double(sd)),
@@ -32,6 +34,7 @@ q_from_c <- function(x) {
          meanfield = q_gauss_mf(x$mean, x$sd),
          fullrank = q_gauss_fr(x$mean, x$chol),
          lowrank = q_gauss_lr(x$mean, x$B, x$d),
+         blocks = q_product(lapply(x$blocks, function(b) q_from_c(b$q))),
          cli::cli_abort("internal error: unknown family {.val {x$family}}."))
 }
 
@@ -40,9 +43,14 @@ q_dim <- function(q) length(q$mean)
 # ---- generics ---------------------------------------------------------------
 
 # n draws: list(zeta = D x n, log_q = n). Standard normal draws are taken
-# from R's stream, D per draw (D + rank for low-rank), draw by draw, so that
-# the first n of N > n draws from one seed are the n draws from it.
-q_draw <- function(q, n) UseMethod("q_draw")
+# from R's stream, q_n_base() per draw (D, or D + rank for low-rank), draw
+# by draw, so that the first n of N > n draws from one seed are the n draws
+# from it; q_from_base() maps them (a q_n_base x n matrix) to q.
+q_draw <- function(q, n) {
+  q_from_base(q, matrix(stats::rnorm(q_n_base(q) * n), q_n_base(q), n))
+}
+q_n_base <- function(q) UseMethod("q_n_base")
+q_from_base <- function(q, eps) UseMethod("q_from_base")
 # log q at the columns of zeta (D x n)
 q_log_density <- function(q, zeta) UseMethod("q_log_density")
 # list(mean, sd) of the marginals, O(D)
@@ -63,11 +71,11 @@ half_log_2pi <- 0.5 * log(2 * pi)
 
 # ---- mean-field ---------------------------------------------------------------
 
-q_draw.q_gauss_mf <- function(q, n) {
-  D <- q_dim(q)
-  eps <- matrix(stats::rnorm(D * n), D, n)
+q_n_base.q_gauss_mf <- function(q) q_dim(q)
+
+q_from_base.q_gauss_mf <- function(q, eps) {
   list(zeta = q$mean + q$sd * eps,
-       log_q = -0.5 * colSums(eps^2) - D * half_log_2pi - sum(log(q$sd)))
+       log_q = -0.5 * colSums(eps^2) - q_dim(q) * half_log_2pi - sum(log(q$sd)))
 }
 
 q_log_density.q_gauss_mf <- function(q, zeta) {
@@ -81,11 +89,11 @@ q_chol.q_gauss_mf <- function(q) diag(q$sd, q_dim(q))
 
 # ---- full-rank --------------------------------------------------------------------
 
-q_draw.q_gauss_fr <- function(q, n) {
-  D <- q_dim(q)
-  eps <- matrix(stats::rnorm(D * n), D, n)
+q_n_base.q_gauss_fr <- function(q) q_dim(q)
+
+q_from_base.q_gauss_fr <- function(q, eps) {
   list(zeta = q$mean + q$chol %*% eps,
-       log_q = -0.5 * colSums(eps^2) - D * half_log_2pi - sum(log(diag(q$chol))))
+       log_q = -0.5 * colSums(eps^2) - q_dim(q) * half_log_2pi - sum(log(diag(q$chol))))
 }
 
 q_log_density.q_gauss_fr <- function(q, zeta) {
@@ -99,12 +107,12 @@ q_chol.q_gauss_fr <- function(q) q$chol
 
 # ---- low-rank plus diagonal -------------------------------------------------------
 
-q_draw.q_gauss_lr <- function(q, n) {
+q_n_base.q_gauss_lr <- function(q) q_dim(q) + ncol(q$B)
+
+# a draw's base normals: D for d * e2, then rank for B e1
+q_from_base.q_gauss_lr <- function(q, eps) {
   D <- q_dim(q)
-  r <- ncol(q$B)
-  # one column of D + r normals per draw: n draws are a prefix of more
-  eps <- matrix(stats::rnorm((D + r) * n), D + r, n)
-  zeta <- q$mean + q$B %*% eps[D + seq_len(r), , drop = FALSE] +
+  zeta <- q$mean + q$B %*% eps[D + seq_len(ncol(q$B)), , drop = FALSE] +
     q$d * eps[seq_len(D), , drop = FALSE]
   list(zeta = zeta, log_q = q_log_density(q, zeta))
 }
@@ -138,3 +146,52 @@ fit_q <- function(fit) {
   if (is.null(fit$q)) cli::cli_abort("internal error: the fit has no q.")
   fit$q
 }
+
+# ---- a product of blocks ----------------------------------------------------------
+
+q_product <- function(parts) {
+  dims <- vapply(parts, function(p) length(p$mean), integer(1))
+  structure(list(family = "blocks", parts = parts,
+                 mean = unlist(lapply(parts, `[[`, "mean")),
+                 start = cumsum(c(1L, dims))[seq_along(dims)], dims = dims),
+            class = c("q_product", "bbvi_q"))
+}
+
+q_rows <- function(q, j) seq(q$start[j], length.out = q$dims[j])
+
+q_n_base.q_product <- function(q) sum(vapply(q$parts, function(p) q_n_base(p), numeric(1)))
+
+# each draw's base normals are the blocks' in block order (as in C)
+q_from_base.q_product <- function(q, eps) {
+  nb <- vapply(q$parts, function(p) q_n_base(p), numeric(1))
+  e0 <- cumsum(c(0, nb))
+  zeta <- matrix(0, q_dim(q), ncol(eps))
+  log_q <- numeric(ncol(eps))
+  for (j in seq_along(q$parts)) {
+    one <- q_from_base(q$parts[[j]], eps[e0[j] + seq_len(nb[j]), , drop = FALSE])
+    zeta[q_rows(q, j), ] <- one$zeta
+    log_q <- log_q + one$log_q
+  }
+  list(zeta = zeta, log_q = log_q)
+}
+
+q_log_density.q_product <- function(q, zeta) {
+  out <- 0
+  for (j in seq_along(q$parts)) {
+    out <- out + q_log_density(q$parts[[j]], zeta[q_rows(q, j), , drop = FALSE])
+  }
+  out
+}
+
+q_marginals.q_product <- function(q) {
+  m <- lapply(q$parts, function(p) q_marginals(p))
+  list(mean = unlist(lapply(m, `[[`, "mean")), sd = unlist(lapply(m, `[[`, "sd")))
+}
+
+block_diag <- function(q, f) {
+  out <- matrix(0, q_dim(q), q_dim(q))
+  for (j in seq_along(q$parts)) out[q_rows(q, j), q_rows(q, j)] <- f(q$parts[[j]])
+  out
+}
+q_vcov.q_product <- function(q) block_diag(q, q_vcov)
+q_chol.q_product <- function(q) block_diag(q, q_chol)

@@ -127,6 +127,13 @@ extern const bbvi_family bbvi_family_fullrank;
    coordinates */
 const bbvi_family *bbvi_family_make(const char *name, int rank, int D);
 const bbvi_family *bbvi_family_by_name(const char *name);   /* not low-rank */
+/* q as a product of blocks (qblocks.c), itself a family: n blocks named
+   names[j] with ranks[j] over dims[j] consecutive coordinates */
+const bbvi_family *bbvi_family_product(int n, const char **names,
+                                       const int *ranks, const int *dims, int D);
+/* from a .Call control list: `blocks`, or one block of `family`/`rank` */
+const bbvi_family *bbvi_family_from_control(SEXP control, int D);
+int bbvi_family_is_fullrank(const bbvi_family *f);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */

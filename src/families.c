@@ -666,10 +666,10 @@ const bbvi_family *bbvi_family_by_name(const char *name)
    mean, sd, n_lambda, n_base, q). */
 SEXP family_eval(SEXP control)
 {
-    int D = bbvi_need_int(control, "D"), rank = bbvi_need_int(control, "rank");
-    SEXP fname = bbvi_list_get(control, "family");
-    if (!Rf_isString(fname) || D < 1) Rf_error("internal error: bad family_eval control");
-    const bbvi_family *f = bbvi_family_make(CHAR(STRING_ELT(fname, 0)), rank, D);
+    int D = bbvi_need_int(control, "D");
+    if (D < 1) Rf_error("internal error: bad family_eval control");
+    /* `blocks` or one `family` with `rank`, as vi_fit reads them */
+    const bbvi_family *f = bbvi_family_from_control(control, D);
     int K = f->n_lambda(f, D), nb = f->n_base(f, D);
     SEXP lam = bbvi_list_get(control, "lambda"), eps = bbvi_list_get(control, "eps"),
         gz = bbvi_list_get(control, "gz");

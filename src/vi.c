@@ -377,8 +377,7 @@ static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
         Rf_error("internal error: control needs family and estimator");
     if (S < 1) Rf_error("internal error: samples must be >= 1");
     v->D = D;
-    v->fam = bbvi_family_make(CHAR(STRING_ELT(fam_name, 0)),
-                              bbvi_need_int(control, "rank"), D);
+    v->fam = bbvi_family_from_control(control, D);
     int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
     bbvi_target_from_sexp(spec, D, S, &v->target);
     if (use_reparam && !v->target.has_grad)
@@ -416,7 +415,7 @@ static void parse_precond(SEXP control, const bbvi_family *fam, int D,
         *Pd = REAL(preD);
         return;
     }
-    if (fam != &bbvi_family_fullrank)
+    if (!bbvi_family_is_fullrank(fam))
         Rf_error("internal error: a dense `precond` is for the full-rank family only");
     if (!Rf_isReal(preP) || XLENGTH(preP) != (R_xlen_t) D * D)
         Rf_error("internal error: `precond` must be %d x %d", D, D);

@@ -105,3 +105,71 @@ test_that("fewer draws from one seed are a prefix of more", {
   expect_equal(b$zeta, a$zeta[, 1:4])
   expect_equal(b$log_q, a$log_q[1:4])
 })
+
+test_that("a product of blocks: every method agrees with finite differences and with its blocks", {
+  set.seed(12)
+  blocks <- list(list(family = "meanfield", rank = 0L, dim = 2L),
+                 list(family = "lowrank", rank = 1L, dim = 3L),
+                 list(family = "fullrank", rank = 0L, dim = 2L))
+  D <- 7L
+  K <- 2 * 2 + 3 * 3 + (2 + 3)
+  nb <- 2 + 4 + 2
+  ev <- function(l, eps, gz) {
+    .Call(bbvi:::C_family_eval, list(blocks = blocks, D = D, lambda = as.double(l),
+                                     eps = as.double(eps), gz = as.double(gz)))
+  }
+  lambda <- stats::rnorm(K, sd = 0.5)
+  eps <- matrix(stats::rnorm(nb * 2), nb, 2)
+  gz <- matrix(stats::rnorm(D * 2), D, 2)
+  r <- ev(lambda, eps, gz)
+  expect_equal(r$n_lambda, K)
+  expect_equal(r$n_base, nb)
+  q <- bbvi:::q_from_c(r$q)
+  expect_s3_class(q, "q_product")
+  expect_equal(bbvi:::q_n_base(q), nb)
+  Sig <- bbvi:::q_vcov(q)
+  expect_equal(Sig[1:2, 3:7], matrix(0, 2, 5))
+  expect_equal(r$sd, sqrt(diag(Sig)))
+  for (s in 1:2) expect_equal(r$log_q[s], dense_logdens(r$z[, s], q$mean, Sig))
+  expect_equal(r$log_q, bbvi:::q_log_density(q, r$z))
+  # the R side maps the same base draws to the same points
+  expect_equal(bbvi:::q_from_base(q, eps)$zeta, r$z)
+  expect_equal(r$entropy, 0.5 * D * (1 + log(2 * pi)) + 0.5 * as.numeric(determinant(Sig)$modulus))
+  expect_equal(r$entropy_grad, fd_grad(function(l) ev(l, eps, gz)$entropy, lambda), tolerance = 1e-6)
+  for (s in 1:2) {
+    lq <- function(l) bbvi:::q_log_density(bbvi:::q_from_c(ev(l, eps, gz)$q), matrix(r$z[, s]))
+    expect_equal(r$score[, s], fd_grad(lq, lambda), tolerance = 1e-6)
+    zg <- function(l) sum(gz[, s] * ev(l, eps, gz)$z[, s])
+    expect_equal(r$reparam_grad[, s], fd_grad(zg, lambda), tolerance = 1e-6)
+  }
+})
+
+test_that("a fit with q as a product of blocks recovers independent groups", {
+  # two independent groups: a correlated pair (full-rank) and three
+  # independent normals (mean-field)
+  Sigma <- matrix(c(1, 0.8, 0.8, 1), 2)
+  P <- solve(Sigma)
+  s3 <- c(0.5, 1, 2)
+  m <- bbvi_model(function(theta, data) {
+    a <- theta$a; b <- theta$b
+    -0.5 * rowSums((a %*% P) * a) - 0.5 * rowSums(sweep(b, 2, s3, "/")^2)
+  }, list(a = param(dim = 2), b = param(dim = 3)),
+  gradient = function(theta, data) list(a = -theta$a %*% P, b = -sweep(theta$b, 2, s3^2, "/")),
+  vectorized = TRUE)
+  spec <- bbvi:::r_target_spec(m)
+  res <- withr_seed(1, bbvi:::vi_engine(m, spec, method = "blocks", estimator = "reparam",
+    samples = 10, max_iter = 5000, tol = NULL, optimizer = "adam", eta = NULL,
+    window = 100, init_mean = numeric(5), init_log_sd = numeric(5),
+    blocks = list(list(family = "fullrank", rank = 0L, dim = 2L),
+                  list(family = "meanfield", rank = 0L, dim = 3L))))
+  fit <- withr_seed(2, bbvi:::new_bbvi_fit(m, res, call = NULL, draws = 2000))
+  expect_s3_class(fit$q, "q_product")
+  expect_true(fit$converged)
+  V <- vcov(fit)
+  # tol 0.02 sds on the averaged q: 0.1 is wide
+  expect_lt(max(abs(V[1:2, 1:2] - Sigma)), 0.1)
+  expect_lt(max(abs(sqrt(diag(V))[3:5] / s3 - 1)), 0.1)
+  expect_equal(V[1:2, 3:5], matrix(0, 2, 3), ignore_attr = TRUE)
+  expect_equal(dim(as.matrix(fit, draws = 2000)), c(2000L, 5L))
+  expect_equal(summary(fit)$table[, "sd"], sqrt(diag(V)), tolerance = 1e-8)
+})
