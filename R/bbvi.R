@@ -200,7 +200,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
       if (dispersed) begin <- begin + side * stats::runif(length(begin), -2, 2)
       spec <- r_target_spec(x, err_call = call("bbvi"))
       t0 <- proc.time()[["elapsed"]]
-      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed)
+      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed, rank = rank)
       st$time <- proc.time()[["elapsed"]] - t0
       if (!isTRUE(st$laplace)) {
         st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else init_sd,
@@ -213,7 +213,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                        init_mean = st$mean,
                        window = if (!is.null(window)) window else if (st$laplace) 50L else 100L,
                        init_log_sd = log(init_sd),
-                       precond = st$precond, shift = st$mean,
+                       precond = st$precond, shift = st$mean, init_B = st$init_B,
                        progress = progress && !dispersed,
                        control_variates = control_variates)
       t0 <- proc.time()[["elapsed"]]
@@ -233,7 +233,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
 # laplace = TRUE), precond a lower triangular matrix for full-rank and a
 # vector of per-coordinate scales (the diagonal Hessian's) otherwise, or list(evals, laplace = FALSE) (with a message) when
 # there is no usable mode.
-laplace_start <- function(model, spec, init, method, quiet = FALSE) {
+laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
   D <- length(init)
   if (!isTRUE(model$has_gradient) && D > 1000L) {
     # each finite-difference gradient costs 2D + 1 log-joint evaluations
@@ -266,7 +266,64 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE) {
   } else {
     1 / sqrt(H)
   }
-  list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
+  out <- list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
+  if (method == "lowrank") {
+    lr <- lowrank_start(spec, model, res$mode, precond, rank)
+    out$init_B <- lr$B
+    out$evals <- out$evals + c(logp = lr$n, gradient = lr$n)
+  }
+  out
+}
+
+# A low-rank q's starting B: the directions of largest posterior variance
+# at the mode, in the coordinates of the diagonal start (z = (zeta - mode) /
+# s, where the precision H_z has a unit diagonal). They are the eigenvectors
+# of H_z with the smallest eigenvalues mu, found by subspace iteration on
+# alpha I - H_z with Hessian-vector products from central differences of
+# the gradient (two batched gradient calls per iteration, O(D rank) memory);
+# B = V sqrt(1 / mu - 1) makes B B' + I match H_z^-1 along them. Started at
+# B near 0 instead (a stationary point of the ELBO), the stochastic phase
+# finds these directions only slowly. NULL when the model has no gradient.
+lowrank_start <- function(spec, model, mode, s, rank, iters = 30L, extra = 5L) {
+  if (!isTRUE(model$has_gradient)) return(list(B = NULL, n = 0))
+  D <- length(mode)
+  lo <- as.double(model$lower)
+  up <- as.double(model$upper)
+  h <- 1e-3
+  n <- 0
+  hv <- function(V) {   # H_z V by central differences, V: D x m
+    Zp <- mode + s * (h * V)
+    Zm <- mode - s * (h * V)
+    gp <- attr(.Call(C_logdens, spec, lo, up, Zp, TRUE), "gradient")
+    gm <- attr(.Call(C_logdens, spec, lo, up, Zm, TRUE), "gradient")
+    n <<- n + 2 * ncol(V)
+    -s * (gp - gm) / (2 * h)
+  }
+  m <- min(D, rank + extra)
+  # the largest eigenvalue of H_z bounds the shift alpha (power iteration)
+  v <- matrix(stats::rnorm(D), D, 1)
+  lam <- NA_real_
+  for (i in 1:15) {
+    v <- v / sqrt(sum(v^2))
+    w <- hv(v)
+    lam <- sum(v * w)
+    v <- w
+  }
+  if (!is.finite(lam) || lam <= 0 || any(!is.finite(v))) return(list(B = NULL, n = n))
+  alpha <- 1.5 * lam
+  Q <- qr.Q(qr(matrix(stats::rnorm(D * m), D, m)))
+  for (i in seq_len(iters)) {
+    AQ <- alpha * Q - hv(Q)
+    if (any(!is.finite(AQ))) return(list(B = NULL, n = n))
+    Q <- qr.Q(qr(AQ))
+  }
+  AQ <- alpha * Q - hv(Q)
+  e <- eigen(crossprod(Q, AQ), symmetric = TRUE)
+  mu <- alpha - e$values[seq_len(rank)]
+  V <- Q %*% e$vectors[, seq_len(rank), drop = FALSE]
+  # mu >= 1 means no more variance than the diagonal start has: no column
+  sc <- sqrt(pmin(pmax(1 / pmax(mu, 1e-8) - 1, 0), 1e6))
+  list(B = V * rep(sc, each = D), n = n)
 }
 
 # Evaluations of log p and of its gradient, and seconds, by phase: the mode
@@ -434,7 +491,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
                       progress = FALSE, control_variates = TRUE,
                       precond = NULL, shift = NULL, rank = NULL,
-                      blocks = NULL) {
+                      blocks = NULL, init_B = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -455,6 +512,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   shift = if (!is.null(precond)) as.double(shift),
                   family = method, rank = as.integer(rank),
                   blocks = blocks,
+                  init_B = if (!is.null(init_B) && method == "lowrank" && !is.null(precond)) as.double(init_B),
                   estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),

@@ -134,6 +134,8 @@ const bbvi_family *bbvi_family_product(int n, const char **names,
 /* from a .Call control list: `blocks`, or one block of `family`/`rank` */
 const bbvi_family *bbvi_family_from_control(SEXP control, int D);
 int bbvi_family_is_fullrank(const bbvi_family *f);
+/* a low-rank family's starting B (D x rank, in units of the starting sds) */
+void bbvi_family_set_start(const bbvi_family *f, const double *B0);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */

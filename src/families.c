@@ -366,6 +366,7 @@ typedef struct {
     double *C, *Lc, *WtB; /* r x r */
     double *x, *v, *t;    /* scratch: D, D, r */
     double logdet;
+    const double *B0;     /* a starting B (D x r, in sd units), or NULL */
 } lr_ws;
 
 #define LR_B(lambda, D, i, j) ((lambda)[(D) + (i) + (size_t) (j) * (D)])
@@ -468,6 +469,16 @@ static void lr_init(const bbvi_family *f, int D, const double *mean,
                     const double *log_sd, double *lambda)
 {
     int r = f->rank;
+    const double *B0 = ((const lr_ws *) f->ws)->B0;
+    if (B0) {   /* a given start (see bbvi_family_set_start): B = sd B0, d = sd */
+        for (int i = 0; i < D; i++) {
+            double sd = exp(log_sd[i]);
+            lambda[i] = mean[i];
+            for (int a = 0; a < r; a++) LR_B(lambda, D, i, a) = sd * B0[i + (size_t) a * D];
+            LR_LOGD(lambda, D, r, i) = log_sd[i];
+        }
+        return;
+    }
     double c = sqrt(0.1 / r);
     for (int i = 0; i < D; i++) {
         double sd = exp(log_sd[i]);
@@ -633,7 +644,7 @@ const bbvi_family *bbvi_family_make(const char *name, int rank, int D)
         f->rank = rank;
         lr_ws *w = (lr_ws *) R_alloc(1, sizeof(lr_ws));
         int r = rank;
-        w->D = D; w->r = r; w->valid = 0; w->logdet = 0.0;
+        w->D = D; w->r = r; w->valid = 0; w->logdet = 0.0; w->B0 = NULL;
         w->lam = (double *) R_alloc((size_t) D * (r + 2), sizeof(double));
         w->W = (double *) R_alloc((size_t) D * r, sizeof(double));
         w->SiB = (double *) R_alloc((size_t) D * r, sizeof(double));
@@ -650,6 +661,13 @@ const bbvi_family *bbvi_family_make(const char *name, int rank, int D)
     }
     Rf_error("unknown variational family '%s'", name);
     return NULL; /* not reached */
+}
+
+/* A low-rank family's starting B (D x rank, in units of the starting sds,
+   kept by pointer), for init(); other families ignore it. */
+void bbvi_family_set_start(const bbvi_family *f, const double *B0)
+{
+    if (strcmp(f->name, "lowrank") == 0) ((lr_ws *) f->ws)->B0 = B0;
 }
 
 const bbvi_family *bbvi_family_by_name(const char *name)

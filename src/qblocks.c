@@ -223,7 +223,15 @@ const bbvi_family *bbvi_family_from_control(SEXP control, int D)
         if (!Rf_isString(fam)) Rf_error("internal error: control needs family");
         const char *name = CHAR(STRING_ELT(fam, 0));
         int rank = bbvi_need_int(control, "rank");
-        return bbvi_family_product(1, &name, &rank, &D, D);
+        const bbvi_family *f = bbvi_family_product(1, &name, &rank, &D, D);
+        /* optional init_B (D x rank): a low-rank q's starting B */
+        SEXP B0 = bbvi_list_get(control, "init_B");
+        if (!Rf_isNull(B0)) {
+            if (!Rf_isReal(B0) || XLENGTH(B0) != (R_xlen_t) D * rank)
+                Rf_error("internal error: init_B must be %d x %d doubles", D, rank);
+            bbvi_family_set_start(Q(f)->b->fam, REAL(B0));
+        }
+        return f;
     }
     if (!Rf_isNewList(blocks) || Rf_length(blocks) < 1)
         Rf_error("internal error: `blocks` must be a list of blocks");
