@@ -16,7 +16,8 @@
 #' @param vi A `bbvi_fit` or `bbvi_mcmc`: the approximation to check.
 #' @param mc A `bbvi_fit` or `bbvi_mcmc`: the reference (usually MCMC).
 #' @param pars Parameter names: for `compare_fits()` those to compare (all
-#'   by default), for `plot()` those to draw (by default up to the first 9).
+#'   by default), for `plot()` those to draw (by default all; with more than
+#'   9, the first 9 and a message saying so).
 #' @return A data frame of class `bbvi_comparison`, one row per parameter,
 #'   with columns `parameter`, `vi_mean`, `mcmc_mean`, `vi_sd`, `mcmc_sd`,
 #'   `vi_q2.5`, `mcmc_q2.5`, `vi_q50`, `mcmc_q50`, `vi_q97.5`, `mcmc_q97.5`,
@@ -52,18 +53,22 @@ compare_fits <- function(vi, mc, pars = NULL) {
   }
   a <- summary(vi)$table[nms, , drop = FALSE]
   b <- summary(mc)$table[nms, , drop = FALSE]
-  # quantile columns are the 3rd to 5th of both summaries (2.5%, 50%, 97.5%)
   out <- data.frame(
     parameter = nms,
     vi_mean = a[, "mean"], mcmc_mean = b[, "mean"],
     vi_sd = a[, "sd"], mcmc_sd = b[, "sd"],
-    vi_q2.5 = a[, 3], mcmc_q2.5 = b[, 3],
-    vi_q50 = a[, 4], mcmc_q50 = b[, 4],
-    vi_q97.5 = a[, 5], mcmc_q97.5 = b[, 5],
+    vi_q2.5 = a[, "2.5%"], mcmc_q2.5 = b[, "2.5%"],
+    vi_q50 = a[, "50%"], mcmc_q50 = b[, "50%"],
+    vi_q97.5 = a[, "97.5%"], mcmc_q97.5 = b[, "97.5%"],
     row.names = NULL)
   out$z <- (out$vi_mean - out$mcmc_mean) / out$mcmc_sd
   out$sd_ratio <- out$vi_sd / out$mcmc_sd
   attr(out, "labels") <- c(fit_label(vi), fit_label(mc))
+  # Monte Carlo error of z from the reference's own MCMC error (0 for a VI
+  # reference, whose summaries are exact under q)
+  attr(out, "z_mcse") <- if ("mcse_mean" %in% colnames(b)) {
+    unname(b[, "mcse_mean"] / b[, "sd"])
+  } else rep(0, length(nms))
   attr(out, "draws") <- list(fit_draws(vi)[, nms, drop = FALSE],
                              fit_draws(mc)[, nms, drop = FALSE])
   class(out) <- c("bbvi_comparison", "data.frame")
@@ -79,23 +84,38 @@ fit_label <- function(x) {
 
 #' @rdname compare_fits
 #' @param x A `bbvi_comparison`.
-#' @param digits Significant digits to print.
+#' @param digits Significant digits of the numbers printed.
 #' @param ... Unused.
+#' @details `print()` shows the means, sds, `z` and `sd_ratio` (the columns
+#'   that fit in 80 characters) and the Monte Carlo error of `z` that comes
+#'   from the reference's draws; the quantiles are in the data frame
+#'   (`as.data.frame(x)`).
 #' @export
 print.bbvi_comparison <- function(x, digits = 3, ...) {
+  check_digits(digits)
   lab <- attr(x, "labels")
-  cat(sprintf("Comparison of %s with %s (z = mean difference in %s sds)\n\n",
-              lab[1], lab[2], lab[2]))
-  tab <- as.data.frame(unclass(x)[setdiff(names(x), "parameter")],
-                       row.names = x$parameter)
-  print(signif(tab, digits))
+  cat(sprintf("%s against %s (the reference)\n", lab[1], lab[2]))
+  cat(sprintf("z = (mean - reference mean) / reference sd; sd_ratio = sd / reference sd\n"))
+  zse <- attr(x, "z_mcse")
+  if (!is.null(zse) && any(zse > 0, na.rm = TRUE)) {
+    cat(sprintf("Monte Carlo error of z from the reference draws: up to %s\n",
+                format(signif(max(zse, na.rm = TRUE), 2))))
+  }
+  cat("\n")
+  tab <- as.matrix(as.data.frame(unclass(x)[c("vi_mean", "mcmc_mean", "vi_sd",
+                                              "mcmc_sd", "z", "sd_ratio")]))
+  rownames(tab) <- x$parameter
+  colnames(tab) <- c("mean", "ref_mean", "sd", "ref_sd", "z", "sd_ratio")
+  # z and sd_ratio to two decimals: their Monte Carlo error is rarely below 0.01
+  print_table(tab, digits, fixed = c(z = 2L, sd_ratio = 2L))
   invisible(x)
 }
 
 #' @rdname compare_fits
 #' @export
 plot.bbvi_comparison <- function(x, pars = NULL, ...) {
-  nms <- if (is.null(pars)) utils::head(x$parameter, 9) else pars
+  check_dots_empty(...)
+  nms <- default_pars(x$parameter, 9L, pars)
   if (!is.character(nms) || !all(nms %in% x$parameter)) {
     abort_arg("pars", "names of the compared parameters", pars)
   }

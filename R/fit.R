@@ -261,24 +261,139 @@ as.matrix.bbvi_fit <- function(x, draws = 4000, psis = FALSE, ...) {
 #' @rdname bbvi_fit-methods
 #' @export
 summary.bbvi_fit <- function(object, ...) {
+  check_dots_empty(...)
   mom <- marginal_moments(object)
   q <- marginal_quantiles(object, c(0.025, 0.5, 0.975))
   tab <- cbind(mean = mom$mean, sd = mom$sd, q)
   structure(list(table = tab, fit = object), class = "summary.bbvi_fit")
 }
 
+#' @rdname bbvi_fit-methods
 #' @export
 print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   print_fit_header(x$fit)
   cat("\n")
-  print(signif(x$table, digits))
+  print_table(x$table, digits)
+  cat(vi_summary_note())
   invisible(x)
+}
+
+# Under q the reported numbers are exact (closed form, quadrature, or
+# transformed normal quantiles), so there is no Monte Carlo error to show;
+# their error as posterior summaries is q's own, which only the diagnostics
+# speak to. R-hat and ESS do not apply to independent draws from q.
+vi_summary_note <- function() {
+  paste0("\nMean, sd and quantiles of q, computed exactly (no Monte Carlo error);\n",
+         "how far they are from the posterior's is q's error: see the diagnostics above.\n")
+}
+
+# ---- printing numbers ------------------------------------------------------
+
+# Each number to `digits` significant digits on its own, then aligned on the
+# decimal point: a common column format would pad 1.904 to 1.9040 next to
+# 0.7597, zeros that were never computed.
+format_column <- function(x, digits) {
+  s <- vapply(x, function(v) if (is.na(v)) "NA" else
+    format(v, digits = digits), character(1))
+  dot <- regexpr(".", s, fixed = TRUE)
+  has_dot <- dot > 0 & !grepl("e", s, fixed = TRUE)
+  int <- ifelse(has_dot, substr(s, 1L, dot - 1L), s)
+  frac <- ifelse(has_dot, substring(s, dot), "")
+  paste0(formatC(int, width = max(nchar(int), 1L)),
+         formatC(frac, width = max(nchar(frac), 0L), flag = "-"))
+}
+
+# A numeric matrix as a character matrix, column by column; `integer`
+# columns (counts, ESS) are rounded to whole numbers, `fixed` columns
+# (R-hat) get that many decimals.
+format_table <- function(tab, digits, integer = character(), fixed = c()) {
+  out <- matrix("", nrow(tab), ncol(tab), dimnames = dimnames(tab))
+  for (j in seq_len(ncol(tab))) {
+    nm <- colnames(tab)[j]
+    v <- tab[, j]
+    out[, j] <- if (nm %in% integer) {
+      ifelse(is.na(v), "NA", format(round(v), trim = TRUE, scientific = 12L))
+    } else if (nm %in% names(fixed)) {
+      ifelse(is.na(v), "NA", formatC(v, digits = fixed[[nm]], format = "f"))
+    } else format_column(v, digits)
+  }
+  out
+}
+
+print_table <- function(tab, digits, ...) {
+  print(noquote(format_table(tab, digits, ...)), right = TRUE)
+  invisible(tab)
+}
+
+check_digits <- function(digits) {
+  if (!is.numeric(digits) || length(digits) != 1 || is.na(digits) ||
+      digits < 1 || digits > 15 || digits != round(digits)) {
+    abort_arg("digits", "a whole number from 1 to 15", digits)
+  }
+  invisible(digits)
+}
+
+# The compact table of print(): posterior medians and MAD_SDs (1.4826 times
+# the median absolute deviation), as rstanarm prints them. Medians are exact
+# transformed quantiles; for an unbounded parameter q's marginal is normal
+# and its MAD_SD is its sd exactly; for a bounded one it comes from the
+# fit's draws.
+vi_median_mad <- function(fit) {
+  med <- marginal_quantiles(fit, 0.5)[, 1]
+  mad_sd <- marginal_moments(fit)$sd
+  bounded <- is.finite(fit$lower) | is.finite(fit$upper)
+  if (any(bounded)) {
+    dr <- as.matrix(fit)[, fit$par_names[bounded], drop = FALSE]
+    mad_sd[bounded] <- apply(dr, 2, stats::mad)
+  }
+  cbind(Median = med, MAD_SD = mad_sd)
+}
+
+print_compact <- function(tab, digits, max_rows = 20L) {
+  print_table(utils::head(tab, max_rows), digits)
+  if (nrow(tab) > max_rows) {
+    cat(sprintf("... and %d more parameters: see summary() or as.matrix()\n",
+                nrow(tab) - max_rows))
+  }
+}
+
+# Header lines wrapped to the console width (at most 80 columns), later
+# lines of one item indented.
+say <- function(...) {
+  writeLines(strwrap(paste0(...), width = min(80L, getOption("width")) + 1L,
+                     exdent = 2L))
+}
+
+# A call or formula on one line if it fits, else broken after commas
+# (deparse() alone lets lines run past its cutoff).
+say_call <- function(call, label = "Call: ") {
+  if (is.null(call)) return(invisible())
+  width <- min(80L, getOption("width")) - nchar(label)
+  txt <- paste(trimws(deparse(call, width.cutoff = 500L)), collapse = " ")
+  parts <- strsplit(txt, "(?<=, )", perl = TRUE)[[1]]
+  lines <- character()
+  cur <- ""
+  for (p in parts) {
+    if (nchar(cur) > 0 && nchar(trimws(paste0(cur, p), "right")) > width) {
+      lines <- c(lines, trimws(cur, "right"))
+      cur <- p
+    } else cur <- paste0(cur, p)
+  }
+  lines <- c(lines, trimws(cur, "right"))
+  writeLines(paste0(c(label, rep(strrep(" ", nchar(label)), length(lines) - 1L)), lines))
+}
+
+# Wall-clock seconds to the timer's 0.01 s: "< 0.01 s" rather than a
+# misleading "0.00 s".
+format_seconds <- function(x) {
+  ifelse(is.finite(x) & x < 0.005, "< 0.01 s", sprintf("%.2f s", x))
 }
 
 print_fit_header <- function(fit) {
   cat("Variational fit (bbvi)\n")
-  if (!is.null(fit$call)) cat("Call:", paste(deparse(fit$call, width.cutoff = 70), collapse = "\n      "), "\n")
-  cat(sprintf("Family: %s Gaussian; gradient: %s; path: %s\n",
+  say_call(fit$call)
+  say(sprintf("Family: %s Gaussian; gradient: %s; path: %s",
               fit$method, fit_estimator_label(fit), fit$path))
   print_fit_status(fit)
 }
@@ -286,38 +401,41 @@ print_fit_header <- function(fit) {
 # How the optimisation ended and what the diagnostics say; shared by every
 # kind of fit's print and summary.
 print_fit_status <- function(fit) {
-  cat(sprintf("%s after %d iterations (%.2f s)%s\n",
+  # the fixed-draw path counts evaluations of its averaged ELBO
+  unit <- if (identical(fit$optimizer, "lbfgs")) "L-BFGS evaluation" else "iteration"
+  say(sprintf("%s after %d %s%s (%s)%s",
               if (fit$converged) "Converged" else "NOT converged",
-              fit$iterations, fit$time,
+              fit$iterations, unit, if (identical(fit$iterations, 1L)) "" else "s",
+              format_seconds(fit$time),
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
   ev <- fit$evals
   if (is.data.frame(ev) && nrow(ev) > 0) {
-    cat("Evaluations of log p (gradient):",
-        paste(sprintf("%s %s (%s), %.2f s", ev$phase,
+    say("Evaluations of log p (gradient): ",
+        paste(sprintf("%s %s (%s), %s", ev$phase,
                       prettyNum(ev$logp, big.mark = ",", preserve.width = "none"),
                       prettyNum(ev$gradient, big.mark = ",", preserve.width = "none"),
-                      ev$seconds), collapse = "; "),
-        "\n")
+                      format_seconds(ev$seconds)), collapse = "; "))
   }
   dg <- fit$diagnostics
   if (!is.null(dg)) {
-    cat(sprintf("ELBO %s (MC se %s); KL(q || p) estimate %s nats; Pareto k-hat %s%s%s\n",
+    say(sprintf("ELBO %s (MC se %s); KL(q || p) estimate %s nats",
                 format(dg$elbo, digits = 6), format(dg$elbo_mcse, digits = 2),
-                format(signif(dg$kl_hat, 2)),
+                format(signif(dg$kl_hat, 2))))
+    say(sprintf("Pareto k-hat %s%s%s",
                 format(dg$khat, digits = 2), khat_label(dg$khat, dg$khat_threshold),
                 if (dg$n_draws < min(4000L, nrow(fit$draws))) sprintf(" (from %d draws)", dg$n_draws) else ""))
     if (!is.na(dg$max_mean_shift)) {
-      cat(sprintf("PSIS check: reweighted means within %s q-sds and sds within %s%% of q's%s\n",
+      say(sprintf("PSIS check: reweighted means within %s q-sds, sds within %s%% of q's%s",
                   format(signif(dg$max_mean_shift, 2)),
                   format(signif(100 * dg$max_sd_change, 2)),
                   if (identical(dg$verdict, "ok")) " (good)" else ""))
     }
     if (isTRUE(dg$n_nonfinite > 0)) {
-      cat(sprintf("%d of %d draws from q have a non-finite log-joint (outside the support)\n",
+      say(sprintf("%d of %d draws from q have a non-finite log-joint (outside the support)",
                   dg$n_nonfinite, dg$n_draws))
     }
     if (!identical(dg$verdict, "ok") && !is.null(dg$verdict)) {
-      cat("WARNING: q may be inaccurate (see the warning, or vi_diagnostics(fit))\n")
+      say("WARNING: q may be inaccurate (see the warning, or vi_diagnostics(fit))")
     }
   }
   print_restarts(fit)
@@ -326,7 +444,7 @@ print_fit_status <- function(fit) {
 print_restarts <- function(fit) {
   rs <- fit$restart_summary
   if (is.null(rs)) return(invisible())
-  cat(sprintf("Best of %d restarts; their final ELBOs range over %s to %s (spread %s)\n",
+  say(sprintf("Best of %d restarts; their final ELBOs range over %s to %s (spread %s)",
               nrow(rs), format(min(rs$elbo), digits = 6), format(max(rs$elbo), digits = 6),
               format(diff(range(rs$elbo)), digits = 3)))
 }
@@ -339,6 +457,7 @@ khat_label <- function(k, threshold = 0.7) {
 }
 
 fit_estimator_label <- function(fit) {
+  if (identical(fit$optimizer, "lbfgs")) return("reparameterization")
   switch(fit$estimator,
          score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),
@@ -346,16 +465,20 @@ fit_estimator_label <- function(fit) {
 }
 
 #' @rdname bbvi_fit-methods
-#' @param digits Significant digits to print.
+#' @param digits Significant digits of every number in the table.
+#' @details `print()` is compact, as rstanarm's: the posterior median and
+#'   MAD_SD (1.4826 times the median absolute deviation) of each parameter;
+#'   `summary()` gives mean, sd and quantiles. All are summaries of q, exact
+#'   under q (no Monte Carlo error); R-hat and effective sample sizes are
+#'   MCMC diagnostics and are not shown for variational fits, whose draws
+#'   are independent. How close q is to the posterior is what the printed
+#'   diagnostics (Pareto k-hat, the PSIS check) speak to.
 #' @export
 print.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   print_fit_header(x)
-  mom <- marginal_moments(x)
-  tab <- cbind(mean = mom$mean, sd = mom$sd)
-  shown <- utils::head(tab, 20)
   cat("\n")
-  print(signif(shown, digits))
-  if (nrow(tab) > 20) cat(sprintf("... and %d more parameters\n", nrow(tab) - 20))
+  print_compact(vi_median_mad(x), digits)
   invisible(x)
 }
 
@@ -375,11 +498,14 @@ elbo <- function(fit) {
 #'   `"areas"`, `"intervals"`, `"dens"`, `"hist"` (bayesplot's `mcmc_`
 #'   plots of the draws, all parameters unless `pars` says otherwise; base
 #'   graphics without bayesplot) or `"elbo"` (the ELBO trace alone).
-#' @param pars Parameters to show (names); by default up to the first 8.
+#' @param pars Parameters to show (names). By default all of them; the
+#'   default plot (ELBO trace and densities) fits 8 on a page and, with
+#'   more, shows the first 8 and says so in a message.
 #' @export
 plot.bbvi_fit <- function(x, plotfun = NULL, pars = NULL, ...) {
   if (!is.null(plotfun)) return(plot_dispatch(x, plotfun, pars, ...))
-  nms <- if (is.null(pars)) utils::head(x$par_names, 8) else pars
+  check_dots_empty(...)
+  nms <- default_pars(x$par_names, 8L, pars)
   if (!is.character(nms) || !all(nms %in% x$par_names)) {
     abort_arg("pars", "names of the fit's parameters", pars)
   }
@@ -389,7 +515,7 @@ plot.bbvi_fit <- function(x, plotfun = NULL, pars = NULL, ...) {
   on.exit(graphics::par(old))
   plot_elbo_trace(x)
   for (nm in nms) {
-    d <- stats::density(x$draws[, nm])
+    d <- stats::density(as.matrix(x)[, nm])
     graphics::plot(d, main = nm, xlab = nm, ylab = "density")
   }
   invisible(x)

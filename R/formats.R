@@ -7,8 +7,17 @@
 #' see [as.matrix.bbvi_fit()] for other numbers of draws or PSIS-resampled
 #' draws.
 #'
-#' @param x A `bbvi_fit`.
-#' @param ... Unused.
+#' Draws from q are independent, so MCMC convergence diagnostics (R-hat,
+#' effective sample sizes) say nothing about them: `summarise_draws(fit)`
+#' on the fit itself gives mean, median, sd, MAD and the 5% and 95%
+#' quantiles, without them. (On `as_draws_df(fit)` posterior computes them
+#' anyway; they only restate that the draws are independent, not that q is
+#' close to the posterior: see [vi_diagnostics()] for that.)
+#'
+#' @param x,.x A `bbvi_fit`.
+#' @param ... Unused by the conversions; for `summarise_draws()`, summary
+#'   functions as in [posterior::summarise_draws()] (by default posterior's
+#'   `default_summary_measures()`).
 #' @return A `draws_matrix`, `draws_df`, `draws_array`, or a `coda::mcmc`
 #'   object.
 #' @name bbvi-formats
@@ -16,7 +25,7 @@
 #' m <- bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
 #'                 list(mu = param()))
 #' fit <- bbvi(m, seed = 1)
-#' posterior::summarise_draws(posterior::as_draws_df(fit))
+#' posterior::summarise_draws(fit)
 NULL
 
 need_pkg <- function(pkg) {
@@ -55,4 +64,16 @@ as_draws_array.bbvi_fit <- function(x, ...) {
 as.mcmc.bbvi_fit <- function(x, ...) {
   need_pkg("coda")
   coda::mcmc(fit_own_draws(x))
+}
+
+#' @rdname bbvi-formats
+#' @exportS3Method posterior::summarise_draws
+summarise_draws.bbvi_fit <- function(.x, ...) {
+  need_pkg("posterior")
+  dr <- as_draws_df.bbvi_fit(.x)
+  if (...length() == 0) {
+    posterior::summarise_draws(dr, posterior::default_summary_measures())
+  } else {
+    posterior::summarise_draws(dr, ...)
+  }
 }

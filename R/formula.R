@@ -27,6 +27,18 @@
 #' gaussian) and to `"meanfield"` above that (with a message); the
 #' stochastic path's `optimizer` defaults to Adam, as for [bbvi()].
 #'
+#' **Large data.** The model matrix is kept once (in the fit; not at all
+#' with `keep_x = FALSE`) and never copied: centring is applied on the fly
+#' and every pass over the rows (quadrature, log-density draws,
+#' cross-products) works in blocks of rows and of at most 128 draws, so the
+#' memory beyond X is a few vectors of length N and O(P^2), whatever the
+#' number of draws. The log-likelihood's constant is computed once per fit.
+#' Passes run on `getOption("bbvi.threads", 2)` OpenMP threads (when the
+#' package was built with OpenMP); the rows are summed in chunks fixed by
+#' N, so results are identical for any number of threads. For data that
+#' only just fit in memory, give a numeric matrix ([bbvi.matrix()]): no
+#' model frame or model matrix is built.
+#'
 #' The response follows [glm()]: for binomial a 0/1 vector, a logical, a
 #' factor (first level = failure) or `cbind(successes, failures)`; for
 #' poisson non-negative whole numbers.
@@ -63,6 +75,12 @@
 #' @param init,init_sd For the stochastic path: a named list of starting
 #'   values (constrained scale) and the starting sd; by default a Newton step
 #'   from a least-squares guess and its Laplace sds.
+#' @param keep_x `TRUE` (the default) to keep the model matrix in the fit;
+#'   `FALSE` to drop it (as `x = FALSE` in [lm()]; bbvi's first argument is
+#'   already called `x`): the fit object is then small, and the methods
+#'   that need the model matrix of the fit's own data (`predict()`,
+#'   `fitted()`, `log_lik()`, `loo()`, ...) rebuild it from the formula and
+#'   the call's data, or say that they cannot.
 #' @inheritParams bbvi
 #' @details On the quadrature path `tol` (default 1e-4) bounds the last Newton step of every mean, in posterior sds, and of every log sd; `max_iter` defaults to 200 there.
 #' @return An object of class `bbvi_glm_fit` (a `bbvi_fit`), with methods
@@ -89,16 +107,34 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
                          path = c("auto", "quadrature", "stochastic"),
                          nodes = 32, optimizer = c("adam", "adagrad"),
                          eta = NULL, window = 100, init = NULL, init_sd = NULL,
-                         draws = 4000, center = TRUE, ...) {
+                         draws = 4000, center = TRUE, keep_x = TRUE, ...) {
   call <- fit_call(match.call())
   check_dots_empty(...)
-  method_missing <- missing(method)
+  check_flag(keep_x, "keep_x")
+  # rstanarm centres the default intercept prior at mean(y) (gaussian)
+  if (missing(prior_intercept) && is.list(prior_intercept)) prior_intercept$default <- TRUE
+  check_flag(center, "center")
+  setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
+                     weights = weights, offset = offset, subset = subset,
+                     na.action = na.action, call = call, center = center)
+  glm_vi(setup, call = call, method = method, method_missing = missing(method),
+         estimator = estimator, samples = samples, max_iter = max_iter,
+         max_iter_missing = missing(max_iter), tol = tol, seed = seed,
+         progress = progress, path = path, nodes = nodes,
+         optimizer = optimizer, eta = eta, window = window, init = init,
+         init_sd = init_sd, draws = draws, keep_x = keep_x)
+}
+
+# The fit from a GLM setup (glm_setup() or the matrix interface): the
+# quadrature or the stochastic path, then the fit object.
+glm_vi <- function(setup, call, method, method_missing, estimator, samples,
+                   max_iter, max_iter_missing, tol, seed, progress, path,
+                   nodes, optimizer, eta, window, init, init_sd, draws,
+                   keep_x) {
   method <- match_arg(method, c("fullrank", "meanfield"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   path <- match_arg(path, c("auto", "quadrature", "stochastic"), "path")
   optimizer <- match_arg(optimizer, c("adam", "adagrad"), "optimizer")
-  # rstanarm centres the default intercept prior at mean(y) (gaussian)
-  if (missing(prior_intercept) && is.list(prior_intercept)) prior_intercept$default <- TRUE
   if (path == "auto") path <- if (estimator == "auto") "quadrature" else "stochastic"
   if (path == "quadrature" && estimator == "score") {
     cli::cli_abort(c("{.code estimator = \"score\"} runs on the stochastic path.",
@@ -107,10 +143,6 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
   }
   check_count(draws, "draws")
   check_count(nodes, "nodes", min = 2)
-  check_flag(center, "center")
-  setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
-                     weights = weights, offset = offset, subset = subset,
-                     na.action = na.action, call = call, center = center)
   model <- setup$model
   info <- setup$info
   n_par <- length(model$par_names)
@@ -122,7 +154,7 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
   with_seed(seed, {
     if (path == "quadrature") {
       res <- glm_quad(model, method, nodes = nodes,
-                      max_iter = if (missing(max_iter)) 200L else max_iter,
+                      max_iter = if (max_iter_missing) 200L else max_iter,
                       tol = if (is.null(tol)) 1e-4 else tol)
     } else {
       estimator <- resolve_estimator(estimator, TRUE)
@@ -156,8 +188,102 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
     fit <- new_bbvi_fit(model, res, call = call, draws = draws,
                         class = "bbvi_glm_fit",
                         extra = c(info, list(nodes = as.integer(nodes))))
-    uncenter_fit(fit)
+    fit <- uncenter_fit(fit)
+    if (!keep_x) fit$model$target["X"] <- list(NULL)
+    fit
   })
+}
+
+#' Variational inference for a GLM given as a numeric matrix
+#'
+#' The GLM of [bbvi.formula()] (same families, priors, paths and fit
+#' object) from a prebuilt numeric design matrix and a response, as
+#' [glm.fit()]: no model frame is built and `x` is never copied (it is
+#' stored in the fit as it is, or not at all with `keep_x = FALSE`), so
+#' this is the route for data that only just fit in memory. Memory at its
+#' peak is `x` plus a few vectors of length `nrow(x)` and O(`ncol(x)`^2).
+#'
+#' With `intercept = TRUE` the first coefficient is `(Intercept)`, whose
+#' column of ones is implied (not added to `x`); the other coefficients are
+#' named by `colnames(x)` (or `x1`, `x2`, ...). As with formulas, the
+#' intercept prior applies to the intercept with centred predictors
+#' (`center = TRUE`), the centring being done on the fly.
+#'
+#' @param x A numeric matrix (double; an integer matrix is converted, which
+#'   copies it), one row per observation, without an intercept column.
+#' @param y The response, as for [bbvi.formula()]: numeric, 0/1, logical,
+#'   factor or a two-column matrix of successes and failures (binomial),
+#'   counts (poisson); no missing values.
+#' @param intercept `TRUE` to add an intercept (not stored as a column).
+#' @param weights,offset `NULL` or one number per row.
+#' @inheritParams bbvi.formula
+#' @return A `bbvi_glm_fit` (see [bbvi.formula()]); `formula()` is `NULL`
+#'   and `predict(newdata =)` takes a matrix with the columns of `x`.
+#' @examples
+#' set.seed(1)
+#' X <- matrix(rnorm(2000), 1000, 2, dimnames = list(NULL, c("a", "b")))
+#' y <- rbinom(1000, 1, plogis(0.3 + X %*% c(1, -0.5)))
+#' fit <- bbvi(X, y, family = binomial(), seed = 1)
+#' coef(fit)
+#' @export
+bbvi.matrix <- function(x, y, family = stats::gaussian(), intercept = TRUE,
+                        prior = normal(0, 2.5, autoscale = TRUE),
+                        prior_intercept = normal(0, 2.5, autoscale = TRUE),
+                        prior_aux = exponential(1, autoscale = TRUE),
+                        weights = NULL, offset = NULL,
+                        method = c("fullrank", "meanfield"),
+                        estimator = c("auto", "score", "reparam"),
+                        samples = NULL, max_iter = 10000, tol = NULL,
+                        seed = NULL, progress = interactive(),
+                        path = c("auto", "quadrature", "stochastic"),
+                        nodes = 32, optimizer = c("adam", "adagrad"),
+                        eta = NULL, window = 100, init = NULL, init_sd = NULL,
+                        draws = 4000, center = TRUE, keep_x = TRUE, ...) {
+  call <- match.call()
+  call[[1]] <- quote(bbvi)
+  check_dots_empty(...)
+  check_flag(keep_x, "keep_x")
+  check_flag(intercept, "intercept")
+  check_flag(center, "center")
+  if (!is.numeric(x) || !is.matrix(x) || nrow(x) == 0 || ncol(x) + intercept == 0) {
+    abort_arg("x", "a numeric matrix with at least one row", x)
+  }
+  if (!is.double(x)) storage.mode(x) <- "double"
+  if (missing(prior_intercept) && is.list(prior_intercept)) prior_intercept$default <- TRUE
+  family <- resolve_family(family)
+  prior <- check_prior_arg(prior, "prior")
+  prior_intercept <- check_prior_arg(prior_intercept, "prior_intercept")
+  prior_aux <- check_prior_arg(prior_aux, "prior_aux", aux = TRUE)
+  N <- nrow(x)
+  nms <- colnames(x)
+  if (is.null(nms)) nms <- if (ncol(x)) paste0("x", seq_len(ncol(x))) else character()
+  if (anyNA(nms) || any(!nzchar(nms)) || anyDuplicated(c(if (intercept) "(Intercept)", nms))) {
+    abort_arg("x", "a matrix whose column names are distinct, not empty and not \"(Intercept)\" when intercept = TRUE", x)
+  }
+  if (intercept) nms <- c("(Intercept)", nms)
+  ny <- if (is.matrix(y)) nrow(y) else length(y)
+  if (ny != N) {
+    cli::cli_abort(c("{.arg y} must have one value per row of {.arg x} ({N}).",
+                     x = "It has {ny}."), call = NULL)
+  }
+  if (anyNA(y)) cli::cli_abort("{.arg y} has missing values; drop those rows first.", call = NULL)
+  resp <- glm_response(y, family, N)
+  w <- if (is.null(weights)) rep(1, N) else weights
+  off <- if (is.null(offset)) rep(0, N) else offset
+  setup <- glm_build(x, intercept = intercept, nms = nms, has_int = intercept,
+                     resp = resp, w = w, off = off, family = family,
+                     prior = prior, prior_intercept = prior_intercept,
+                     prior_aux = prior_aux, center = center)
+  setup$info <- c(list(formula = NULL, terms = NULL, xlevels = NULL,
+                       contrasts = NULL), setup$info,
+                  list(na.action = NULL, row_names = rownames(x),
+                       has_offset_arg = !is.null(offset)))
+  glm_vi(setup, call = call, method = method, method_missing = missing(method),
+         estimator = estimator, samples = samples, max_iter = max_iter,
+         max_iter_missing = missing(max_iter), tol = tol, seed = seed,
+         progress = progress, path = path, nodes = nodes,
+         optimizer = optimizer, eta = eta, window = window, init = init,
+         init_sd = init_sd, draws = draws, keep_x = keep_x)
 }
 
 # Formula fits use method = "fullrank" up to this many parameters (see
@@ -224,7 +350,35 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
   prior <- check_prior_arg(prior, "prior")
   prior_intercept <- check_prior_arg(prior_intercept, "prior_intercept")
   prior_aux <- check_prior_arg(prior_aux, "prior_aux", aux = TRUE)
+  fr <- glm_frame(formula, data, weights = weights, offset = offset,
+                  subset = subset, na.action = na.action, call = call)
+  mt <- fr$terms
+  X <- fr$X
+  N <- nrow(X)
+  resp <- glm_response(stats::model.response(fr$mf, "any"), family, N)
+  nms <- colnames(X)
+  has_int <- attr(mt, "intercept") == 1 && "(Intercept)" %in% nms
+  out <- glm_build(X, intercept = FALSE, nms = nms, has_int = has_int,
+                   resp = resp, w = fr$w, off = fr$off, family = family,
+                   prior = prior, prior_intercept = prior_intercept,
+                   prior_aux = prior_aux, center = center)
+  fr$X <- NULL   # X lives in the target only
+  out$info <- c(list(formula = formula, terms = mt,
+                     xlevels = stats::.getXlevels(mt, fr$mf),
+                     contrasts = attr(X, "contrasts")),
+                out$info,
+                list(na.action = attr(fr$mf, "na.action"),
+                     row_names = fr$row_names,
+                     has_offset_arg = !is.null(call) && !is.null(call$offset) ||
+                       (is.null(call) && !is.null(offset))))
+  out
+}
 
+# The model frame and what comes out of it: the model matrix, weights and
+# offset (checked). Also rebuilds the model matrix of a fit made with
+# keep_x = FALSE (glm_model_matrix()).
+glm_frame <- function(formula, data, weights = NULL, offset = NULL,
+                      subset = NULL, na.action = stats::na.omit, call = NULL) {
   mf <- quote(stats::model.frame(formula = formula, data = data,
                                  drop.unused.levels = TRUE))
   for (a in c("subset", "weights", "offset")) {
@@ -251,39 +405,55 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
   if (N == 0) cli::cli_abort("No observations left (after {.arg subset} and {.arg na.action}).", call = NULL)
   X <- stats::model.matrix(mt, mf)
   if (ncol(X) == 0) cli::cli_abort("{.arg formula} has no coefficients.", call = NULL)
+  if (!is.double(X)) storage.mode(X) <- "double"
+  # model.matrix() turns the frame's (compact, integer) row names into N
+  # strings, as large as a few columns of X: keep the frame's instead
+  if (!is.null(rownames(X))) dimnames(X) <- list(NULL, colnames(X))
   w <- stats::model.weights(mf)
   if (is.null(w)) w <- rep(1, N)
+  off <- stats::model.offset(mf)
+  if (is.null(off)) off <- rep(0, N)
+  list(mf = mf, terms = mt, X = X, w = w, off = off,
+       row_names = attr(mf, "row.names"))
+}
+
+# The compiled model from a numeric model matrix X (N x k, double) and the
+# response: shared by the formula and the matrix interfaces. `intercept =
+# TRUE` means the first coefficient, `(Intercept)`, is an intercept whose
+# column of ones is not stored in X (the matrix interface: the user's X is
+# kept as it is, never copied). `nms` names all coefficients. With centred
+# predictors the column means are subtracted on the fly by the C kernels
+# (`xbar` in the target), so the design is never copied either.
+glm_build <- function(X, intercept, nms, has_int, resp, w, off, family,
+                      prior, prior_intercept, prior_aux, center) {
+  N <- nrow(X)
   if (!is.numeric(w) || length(w) != N || anyNA(w) || any(!is.finite(w)) || any(w < 0)) {
     abort_arg("weights", "non-negative finite numbers, one per observation", w)
   }
-  off <- stats::model.offset(mf)
-  if (is.null(off)) off <- rep(0, N)
   if (!is.numeric(off) || length(off) != N || any(!is.finite(off))) {
     abort_arg("offset", "finite numbers, one per observation", off)
   }
-  resp <- glm_response(stats::model.response(mf, "any"), family, N)
-  storage.mode(X) <- "double"
-  nms <- colnames(X)
-  has_int <- attr(mt, "intercept") == 1 && "(Intercept)" %in% nms
+  P <- length(nms)
   is_int <- nms == "(Intercept)" & has_int
   if (!is.null(prior_intercept) && has_int &&
       (length(prior_intercept$location) > 1 || length(prior_intercept$scale) > 1)) {
     cli::cli_abort("{.arg prior_intercept} must have scalar parameters.", call = NULL)
   }
+  cs <- glm_colstats(X, intercept, nms)
   specified <- list(prior = prior, prior_intercept = prior_intercept,
                     prior_aux = if (family$family == "gaussian") prior_aux)
-  adjusted <- adjust_priors(prior, prior_intercept, prior_aux, X, is_int,
-                            resp$y, family$family)
+  adjusted <- adjust_priors(prior, prior_intercept, prior_aux, NULL, is_int,
+                            resp$y, family$family, xsd = cs$sd[!is_int])
   xbar <- NULL
-  Xfit <- X
+  xbar_full <- NULL
   if (center && has_int && any(!is_int)) {
-    xbar <- colMeans(X[, !is_int, drop = FALSE])
-    Xfit[, !is_int] <- X[, !is_int, drop = FALSE] - rep(xbar, each = N)
+    xbar <- stats::setNames(cs$mean[!is_int], nms[!is_int])
+    xbar_full <- ifelse(is_int, 0, cs$mean)
   }
-  start <- glm_start(Xfit, resp, w, off, family$family)
+  start <- glm_start(X, intercept, xbar_full, nms, resp, w, off, family$family)
   pr <- expand_prior(adjusted$prior, sum(!is_int), "prior", nms[!is_int])
   pri <- expand_prior(adjusted$prior_intercept, sum(is_int), "prior_intercept", "(Intercept)")
-  ptype <- integer(ncol(X)); ppar <- matrix(0, 3, ncol(X))
+  ptype <- integer(P); ppar <- matrix(0, 3, P)
   ptype[!is_int] <- pr$type; ppar[, !is_int] <- pr$par
   ptype[is_int] <- pri$type; ppar[, is_int] <- pri$par
   gaussian_fam <- family$family == "gaussian"
@@ -293,30 +463,137 @@ glm_setup <- function(formula, data, family, prior, prior_intercept, prior_aux,
     cli::cli_abort("A gaussian model cannot have a coefficient named {.val sigma}; rename that column.",
                    call = NULL)
   }
-  parameters <- stats::setNames(rep(list(param()), ncol(X)), nms)
+  parameters <- stats::setNames(rep(list(param()), P), nms)
   if (gaussian_fam) parameters$sigma <- param(lower = 0)
-  target <- list(type = "glm",
-                 family = match(family$family, c("gaussian", "binomial", "poisson")) - 1L,
-                 X = Xfit, y = as.double(resp$y), trials = as.double(resp$trials),
-                 weights = as.double(w), offset = as.double(off),
+  fam_code <- match(family$family, c("gaussian", "binomial", "poisson")) - 1L
+  y <- as.double(resp$y); trials <- as.double(resp$trials)
+  w <- as.double(w); off <- as.double(off)
+  # all-1 weights and trials and an all-0 offset are left out of the
+  # target (C reads NULL as those): fewer N-vectors stored in the fit
+  target <- list(type = "glm", family = fam_code, X = X,
+                 intercept = as.integer(intercept), xbar = xbar_full,
+                 names = nms, y = y,
+                 trials = if (fam_code == 1L && any(trials != 1)) trials,
+                 weights = if (any(w != 1)) w, offset = if (any(off != 0)) off,
                  prior_type = as.integer(ptype), prior_par = as.double(ppar),
                  aux_type = as.integer(aux$type), aux_par = as.double(aux$par),
-                 init = start(ptype, ppar))
+                 llconst = glm_llconst(fam_code, y, trials, w),
+                 threads = glm_threads(), init = start(ptype, ppar))
   model <- new_bbvi_model(logjoint = NULL, gradient = NULL, parameters = parameters,
                           data = NULL, vectorized = FALSE, target = target,
                           kind = "compiled GLM", has_gradient = TRUE,
                           class = "bbvi_glm_model")
-  info <- list(formula = formula, terms = mt,
-               xlevels = stats::.getXlevels(mt, mf),
-               contrasts = attr(X, "contrasts"), family = family,
+  info <- list(family = family,
                prior = lapply(adjusted, unscale_flag),
                prior_specified = specified, xbar = xbar,
                nobs = N, coef_names = nms, y = resp$y, trials = resp$trials,
-               weights = w, offset = off, x = X,
-               na.action = attr(mf, "na.action"),
-               has_offset_arg = !is.null(call) && !is.null(call$offset) ||
-                 (is.null(call) && !is.null(offset)))
+               weights = w, offset = off)
   list(model = model, info = info)
+}
+
+# Threads for the compiled GLM's passes over the rows (OpenMP, when the
+# package was built with it): option `bbvi.threads`, default 2 (what CRAN
+# allows). The row chunks are fixed by N, so the results are the same
+# whatever the number of threads.
+glm_threads <- function() {
+  n <- getOption("bbvi.threads", 2L)
+  if (!is.numeric(n) || length(n) != 1 || is.na(n) || n < 1) {
+    cli::cli_abort("Option {.code bbvi.threads} must be a positive whole number.", call = NULL)
+  }
+  as.integer(n)
+}
+
+# The log-likelihood's constant (fixed by the data): computed once per fit
+# and handed to C, which would otherwise recompute it on every call (3N
+# lgamma calls for binomial). Exactly 0 for 0/1 responses.
+glm_llconst <- function(fam_code, y, trials, w) {
+  switch(fam_code + 1L,
+    -0.5 * log(2 * pi) * sum(w),
+    {
+      k <- trials != 1
+      if (any(k)) sum(w[k] * lchoose(trials[k], y[k])) else 0
+    },
+    -sum(w * lgamma(y + 1)))
+}
+
+# Column statistics of the design in one C pass per stored column: checks
+# for non-finite values and zero-variance columns; means (centring) and sds
+# (autoscaled priors) for all coefficients, 0 and 1 for an implicit
+# intercept.
+glm_colstats <- function(X, intercept, nms) {
+  cs <- .Call(C_glm_colstats, X)
+  if (intercept) {
+    cs <- list(finite = c(TRUE, cs$finite), mean = c(0, cs$mean),
+               sd = c(1, cs$sd), constant = c(FALSE, cs$constant))
+  }
+  if (!all(cs$finite)) {
+    bad <- nms[!cs$finite]
+    cli::cli_abort(c("The model matrix has non-finite values (Inf or NaN).",
+                     x = "{cli::qty(length(bad))}In column{?s} {.val {bad}}.",
+                     i = "Missing values (NA) are handled by {.arg na.action}."), call = NULL)
+  }
+  const <- if (nrow(X) > 1) cs$constant & nms != "(Intercept)" else logical(length(nms))
+  if (any(const)) {
+    bad <- nms[const]
+    cli::cli_abort(c("{cli::qty(length(bad))}Column{?s} {.val {bad}} of the model matrix {?has/have} zero variance.",
+                     i = "{cli::qty(length(bad))}Drop {?it/them} from the formula (the intercept already covers a constant)."),
+                   call = NULL)
+  }
+  cs$sd[cs$constant | !is.finite(cs$sd)] <- 1
+  cs
+}
+
+# The design (as fitted: intercept column, centring) times B (P x K), in
+# row blocks through C; `tg` is a GLM target.
+glm_linpred <- function(tg, B) {
+  .Call(C_glm_linpred, tg$X, isTRUE(as.logical(tg$intercept)), tg$xbar,
+        as.double(B))
+}
+
+# The target's N-vectors, filling in what was left out (all-1 weights and
+# trials, all-0 offset).
+glm_tg_vec <- function(tg, what) {
+  v <- tg[[what]]
+  if (!is.null(v)) return(v)
+  N <- length(tg$y)
+  switch(what, weights = rep(1, N), offset = rep(0, N),
+         trials = if (tg$family == 1L) rep(1, N) else numeric(N))
+}
+
+# The model matrix of a GLM fit on the original (uncentred) scale, with an
+# explicit intercept column: from the fit when it kept it; for a formula fit
+# made with keep_x = FALSE rebuilt from the formula and the data of the
+# call, as lm's model.matrix() does.
+glm_model_matrix <- function(object) {
+  tg <- object$model$target
+  X <- tg$X
+  if (is.null(X)) {
+    if (is.null(object$terms)) {
+      cli::cli_abort(c("This fit was made with {.code keep_x = FALSE} from a matrix: it keeps no model matrix.",
+                       i = "Refit with {.code keep_x = TRUE}, or pass {.arg newdata}."), call = NULL)
+    }
+    cl <- object$call
+    env <- environment(object$formula) %||% parent.frame()
+    data <- if (is.null(cl$data)) NULL else eval(cl$data, env)
+    na <- if (is.null(cl$na.action)) stats::na.omit else eval(cl$na.action, env)
+    X <- tryCatch(
+      glm_frame(object$formula, data, na.action = na, call = cl)$X,
+      error = function(e) {
+        cli::cli_abort(c("This fit was made with {.code keep_x = FALSE} and its model matrix could not be rebuilt from the call's data.",
+                         x = "{conditionMessage(e)}",
+                         i = "Refit with {.code keep_x = TRUE}, or pass {.arg newdata}."), call = NULL)
+      })
+    if (nrow(X) != object$nobs) {
+      cli::cli_abort(c("This fit was made with {.code keep_x = FALSE} and the data of its call have changed ({nrow(X)} rows, the fit {object$nobs}).",
+                       i = "Refit with {.code keep_x = TRUE}, or pass {.arg newdata}."), call = NULL)
+    }
+    return(X)
+  }
+  if (isTRUE(as.logical(tg$intercept))) {
+    X <- cbind(1, X)
+    colnames(X) <- object$coef_names
+  }
+  X
 }
 
 unscale_flag <- function(p) {
@@ -392,29 +669,13 @@ glm_response <- function(y, family, N) {
   list(y = y, trials = trials)
 }
 
-# Checks the model matrix (finite, no zero-variance or aliased columns) and
-# returns a function of the priors giving a starting point on the
-# unconstrained scale: one weighted least-squares fit on a transformed
-# response (as glm()'s mustart), normal priors acting as ridge terms; log of
-# the residual sd for gaussian. One cross-product serves both.
-glm_start <- function(X, resp, w, off, family) {
-  nms <- colnames(X)
-  N <- nrow(X)
-  if (!all(is.finite(X))) {
-    fin <- apply(X, 2, function(col) all(is.finite(col)))
-    cli::cli_abort(c("The model matrix has non-finite values (Inf or NaN).",
-                     x = "{cli::qty(sum(!fin))}In column{?s} {.val {nms[!fin]}}.",
-                     i = "Missing values (NA) are handled by {.arg na.action}."), call = NULL)
-  }
-  if (N > 1) {
-    const <- colSums(X != rep(X[1, ], each = N)) == 0 & nms != "(Intercept)"
-    if (any(const)) {
-      bad <- nms[const]
-      cli::cli_abort(c("{cli::qty(length(bad))}Column{?s} {.val {bad}} of the model matrix {?has/have} zero variance.",
-                       i = "{cli::qty(length(bad))}Drop {?it/them} from the formula (the intercept already covers a constant)."),
-                     call = NULL)
-    }
-  }
+# A starting point on the unconstrained scale, as a function of the priors:
+# one weighted least-squares fit on a transformed response (as glm()'s
+# mustart), normal priors acting as ridge terms; log of the residual sd for
+# gaussian. Also checks for aliased columns. The weighted cross-product is
+# accumulated over blocks of rows in C (no N x P temporaries).
+glm_start <- function(X, intercept, xbar, nms, resp, w, off, family) {
+  P <- length(nms)
   y <- resp$y; n <- resp$trials
   if (family == "gaussian") {
     z <- y - off; wt <- w
@@ -424,27 +685,29 @@ glm_start <- function(X, resp, w, off, family) {
   } else {
     z <- log(y + 0.5) - off; wt <- w * (y + 0.5)
   }
-  A <- crossprod(X * sqrt(wt))
+  cp <- .Call(C_glm_wcross, X, intercept, xbar, as.double(wt), as.double(z))
+  A <- cp$A
   # aliased columns: pivoted Cholesky of the scaled cross-product
   sc <- sqrt(diag(A))
   sc[!(sc > 0)] <- 1
   ch <- suppressWarnings(chol(A / outer(sc, sc), pivot = TRUE, tol = 1e-11))
   r <- attr(ch, "rank")
-  if (r < ncol(X)) {
+  if (r < P) {
     piv <- attr(ch, "pivot")
-    bad <- nms[sort(piv[(r + 1):ncol(X)])]
+    bad <- nms[sort(piv[(r + 1):P])]
     cli::cli_abort(c("The model matrix is rank deficient: {.val {bad}} {cli::qty(length(bad))}{?is a linear combination/are linear combinations} of other columns (aliased).",
                      i = "{cli::qty(length(bad))}Drop or recode {?that term/those terms}; the coefficients are not identified."),
                    call = NULL)
   }
-  b <- crossprod(X, wt * z)[, 1]
+  b <- cp$b
   function(ptype, ppar) {
     rid <- ifelse(ptype == 1L, 1 / ppar[2, ]^2, 0) + 1e-10 * diag(A)
     beta <- tryCatch(solve(A + diag(rid, length(rid)), b),
-                     error = function(e) numeric(ncol(X)))
+                     error = function(e) numeric(P))
     if (family == "gaussian") {
-      rss <- sum(w * (z - X %*% beta)^2)
-      s <- sqrt(rss / max(sum(w) - ncol(X), 1))
+      fitted <- .Call(C_glm_linpred, X, intercept, xbar, as.double(beta))
+      rss <- sum(w * (z - fitted)^2)
+      s <- sqrt(rss / max(sum(w) - P, 1))
       if (!is.finite(s) || s <= 0) s <- max(stats::sd(z), 1e-3, na.rm = TRUE)
       beta <- c(beta, log(s))
     }
@@ -459,10 +722,12 @@ glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
   check_positive(tol, "tol")
   gh <- gauss_hermite(nodes)
   gh2 <- gauss_hermite(min(nodes, 10L))
+  gh3 <- gauss_hermite(min(nodes, 5L))
   control <- list(family = method, max_iter = as.integer(max_iter),
                   tol = as.double(tol), gh_x = sqrt(2) * gh$x,
                   gh_w = gh$w / sqrt(pi), gh_x2 = sqrt(2) * gh2$x,
-                  gh_w2 = gh2$w / sqrt(pi), init_mean = model$target$init)
+                  gh_w2 = gh2$w / sqrt(pi), gh_x3 = sqrt(2) * gh3$x,
+                  gh_w3 = gh3$w / sqrt(pi), init_mean = model$target$init)
   start <- proc.time()[["elapsed"]]
   res <- .Call(C_glm_quad_fit, model$target, control)
   res$time <- proc.time()[["elapsed"]] - start

@@ -153,9 +153,12 @@ family.bbvi_glm_fit <- function(object, ...) object$family
 # Model matrix and offset for newdata, with the fit's factor levels.
 glm_newdata <- function(object, newdata, offset) {
   if (is.null(newdata)) {
-    return(list(X = object$x, offset = object$offset,
-                rownames = rownames(object$x)))
+    X <- glm_model_matrix(object)
+    rn <- object$row_names
+    return(list(X = X, offset = object$offset,
+                rownames = if (!is.null(rn)) as.character(rn)))
   }
+  if (is.null(object$terms)) return(glm_newdata_matrix(object, newdata, offset))
   if (!is.data.frame(newdata) && !is.list(newdata)) {
     abort_arg("newdata", "a data frame", newdata)
   }
@@ -182,6 +185,31 @@ glm_newdata <- function(object, newdata, offset) {
   list(X = X, offset = off, rownames = rownames(X))
 }
 
+# newdata for a fit from a matrix (bbvi.matrix()): a numeric matrix with the
+# columns of the fit's x (by name when it has names).
+glm_newdata_matrix <- function(object, newdata, offset) {
+  icpt <- isTRUE(as.logical(object$model$target$intercept))
+  cols <- if (icpt) object$coef_names[-1] else object$coef_names
+  if (is.data.frame(newdata)) newdata <- as.matrix(newdata)
+  if (!is.numeric(newdata) || !is.matrix(newdata) || ncol(newdata) != length(cols)) {
+    abort_arg("newdata", sprintf("a numeric matrix with the %d columns of the fit's x", length(cols)), newdata)
+  }
+  if (!is.null(colnames(newdata)) && all(cols %in% colnames(newdata))) newdata <- newdata[, cols, drop = FALSE]
+  X <- if (icpt) cbind(1, newdata) else newdata
+  storage.mode(X) <- "double"
+  colnames(X) <- object$coef_names
+  off <- rep(0, nrow(X))
+  if (!is.null(offset)) {
+    if (!is.numeric(offset) || !(length(offset) %in% c(1, nrow(X)))) {
+      abort_arg("offset", sprintf("numbers (1 or %d)", nrow(X)), offset)
+    }
+    off <- off + offset
+  } else if (isTRUE(object$has_offset_arg)) {
+    cli::cli_abort("The fit used an {.arg offset}: give {.arg offset} for {.arg newdata}.", call = NULL)
+  }
+  list(X = X, offset = off, rownames = rownames(X))
+}
+
 # ---- print and summary -----------------------------------------------------
 
 #' @rdname bbvi_glm_fit-methods
@@ -194,36 +222,46 @@ summary.bbvi_glm_fit <- function(object, ...) {
 
 #' @export
 print.summary.bbvi_glm_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   glm_header(x$fit)
   tab <- x$table
   coefs <- x$fit$coef_names
   cat("\nCoefficients:\n")
-  print(signif(tab[coefs, , drop = FALSE], digits))
+  print_table(tab[coefs, , drop = FALSE], digits)
   aux <- setdiff(rownames(tab), coefs)
   if (length(aux)) {
     cat("\nAuxiliary parameter:\n")
-    print(signif(tab[aux, , drop = FALSE], digits))
+    print_table(tab[aux, , drop = FALSE], digits)
   }
-  cat("\n(mean, sd and quantiles of the variational posterior q)\n")
+  cat(vi_summary_note())
   invisible(x)
 }
 
 #' @export
 print.bbvi_glm_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   glm_header(x)
-  mom <- marginal_moments(x)
-  tab <- cbind(mean = mom$mean, sd = mom$sd)
+  tab <- vi_median_mad(x)
+  coefs <- x$coef_names
   cat("\n")
-  print(signif(utils::head(tab, 20), digits))
-  if (nrow(tab) > 20) cat(sprintf("... and %d more parameters\n", nrow(tab) - 20))
+  print_compact(tab[intersect(coefs, rownames(tab)), , drop = FALSE], digits)
+  aux <- setdiff(rownames(tab), coefs)
+  if (length(aux)) {
+    cat("\nAuxiliary parameter:\n")
+    print_table(tab[aux, , drop = FALSE], digits)
+  }
   invisible(x)
 }
 
 glm_header <- function(fit) {
   fam <- fit$family
-  cat(sprintf("Variational fit (bbvi): %s regression, %s link\n", fam$family, fam$link))
-  cat("Formula:     ", paste(deparse(fit$formula, width.cutoff = 70), collapse = " "), "\n")
-  cat(sprintf("Observations: %d; coefficients: %d\n", fit$nobs, length(fit$coef_names)))
+  say(sprintf("Variational fit (bbvi): %s regression, %s link", fam$family, fam$link))
+  if (is.null(fit$formula)) {
+    say("Design:       a numeric matrix (no formula)")
+  } else {
+    say_call(fit$formula, "Formula:      ")
+  }
+  say(sprintf("Observations: %d; coefficients: %d", fit$nobs, length(fit$coef_names)))
   cat("Priors:\n")
   pr <- fit$prior
   if ("(Intercept)" %in% fit$coef_names)
@@ -236,7 +274,7 @@ glm_header <- function(fit) {
     sprintf("exact expectations (closed form / %d-node Gauss-Hermite quadrature), variational Newton steps",
             fit$nodes %||% 32L)
   } else fit_estimator_label(fit)
-  cat(sprintf("Method: %s Gaussian q; path: %s; gradient: %s\n", fit$method, fit$path, how))
+  say(sprintf("Method: %s Gaussian q; path: %s; gradient: %s", fit$method, fit$path, how))
   print_fit_status(fit)
 }
 

@@ -123,7 +123,7 @@ glm_check_proper <- function(model, res) {
   res$converged <- FALSE
   res$stop <- NA_integer_
   res$stop_reason <- "no proper posterior: the log density keeps rising along a direction of the coefficients"
-  y <- tg$y / pmax(tg$trials, 1)
+  y <- tg$y / pmax(glm_tg_vec(tg, "trials"), 1)
   cause <- if (all(y == 0) || (tg$family == 1L && all(y == 1)))
     sprintf("the response is all %d, so the intercept runs off to %sInf",
             if (all(y == 0)) 0L else 1L, if (all(y == 0)) "-" else "+")
@@ -144,15 +144,14 @@ glm_check_proper <- function(model, res) {
 glm_recession <- function(tg, res) {
   fam <- c("gaussian", "binomial", "poisson")[tg$family + 1L]
   if (fam == "gaussian") return(NULL)
-  X <- tg$X
-  P <- ncol(X)
+  P <- length(tg$prior_type)
   flat <- tg$prior_type == 0L
   if (!any(flat)) return(NULL)
-  use <- tg$weights > 0 & (fam == "poisson" | tg$trials > 0)
+  trials <- glm_tg_vec(tg, "trials")
+  use <- glm_tg_vec(tg, "weights") > 0 & (fam == "poisson" | trials > 0)
   if (!any(use)) return(NULL)
-  X <- X[use, , drop = FALSE]
   y <- tg$y[use]
-  n <- tg$trials[use]
+  n <- trials[use]
   cands <- list(res$drift[seq_len(P)], res$mean[seq_len(P)] - tg$init[seq_len(P)])
   for (j in which(flat)) {
     e <- numeric(P)
@@ -163,7 +162,7 @@ glm_recession <- function(tg, res) {
     if (length(d) != P || !all(is.finite(d))) next
     d[!flat] <- 0
     if (!any(d != 0)) next
-    s <- drop(X %*% d)
+    s <- drop(glm_linpred(tg, d))[use]
     big <- max(abs(s))
     if (!is.finite(big) || big == 0) next
     tol <- 1e-6 * big
@@ -173,7 +172,7 @@ glm_recession <- function(tg, res) {
       ifelse(y <= 0, s <= tol, abs(s) <= tol)
     }
     if (!all(ok)) next
-    return(recession_report(fam, d, s, tol, y, n, colnames(tg$X)))
+    return(recession_report(fam, d, s, tol, y, n, tg$names))
   }
   NULL
 }

@@ -29,9 +29,18 @@
 #' on; both are fixed after warmup, so the kept draws form a proper Markov
 #' chain.
 #'
-#' Chains run one after another, each from its own start drawn uniformly in
+#' Each chain starts from its own point drawn uniformly in
 #' (-`init_radius`, `init_radius`) on the unconstrained scale (as Stan), or
 #' from `init`.
+#'
+#' **Parallel chains.** Chains run in parallel under a parallel `future`
+#' plan (e.g. `future::plan("multisession")`, `"multicore"`, `"cluster"`,
+#' or a scheduler through `future.batchtools`; needs `future.apply`), one
+#' after another otherwise. Every chain draws from its own L'Ecuyer-CMRG
+#' stream ([parallel::nextRNGStream()]) derived from `seed` (or from R's
+#' stream), so the draws are the same bit for bit whatever the plan and the
+#' number of workers. Global variables that the model's functions use are
+#' sent to the workers with them.
 #'
 #' @param x A [bbvi_model()] or a formula (see [bbvi()] for the GLM
 #'   arguments, passed in `...`).
@@ -194,8 +203,8 @@ formula.bbvi_glm_mcmc <- function(x, ...) x$formula
 #' @export
 family.bbvi_glm_mcmc <- function(object, ...) object$family
 
-# The engine under every MCMC run: validates, runs the chains one after
-# another through C, assembles the bbvi_mcmc object.
+# The engine under every MCMC run: validates, runs the chains through C (in
+# parallel under a parallel future plan), assembles the bbvi_mcmc object.
 mcmc_engine <- function(model, spec, method, chains, iter, warmup, seed,
                         max_treedepth, adapt_delta, init, init_radius,
                         progress, call, class = character(), extra = list()) {
@@ -225,25 +234,34 @@ mcmc_engine <- function(model, spec, method, chains, iter, warmup, seed,
                   init_radius = as.double(init_radius), stepsize = 1)
   lower <- as.double(model$lower)
   upper <- as.double(model$upper)
-  res <- vector("list", chains)
-  times <- numeric(chains)
-  with_seed(seed, {
-    for (k in seq_len(chains)) {
-      start <- proc.time()[["elapsed"]]
-      res[[k]] <- tryCatch(
-        .Call(C_mcmc_sample, spec, lower, upper, control),
-        error = function(e) {
-          if (inherits(e, "rlang_error")) stop(e)
-          cli::cli_abort(c("Chain {k} failed.", x = "{conditionMessage(e)}"),
-                         call = NULL)
-        })
-      times[k] <- proc.time()[["elapsed"]] - start
-      if (progress) cli::cli_inform("Chain {k}/{chains} finished in {round(times[k], 2)} s.")
-    }
-  })
+  # one L'Ecuyer-CMRG stream per chain: the same draws whatever the future
+  # plan and the number of workers (see R/parallel.R)
+  streams <- rng_streams(chains, seed)
+  if (parallel_plan()) model <- carry_model_globals(model)
+  res <- run_tasks(chains, streams, mcmc_chain, model = model, lower = lower,
+                   upper = upper, control = control, chains = chains,
+                   progress = progress)
+  times <- vapply(res, `[[`, numeric(1), "time")
   new_bbvi_mcmc(model, res, method = method, iter = iter, warmup = warmup,
                 max_treedepth = max_treedepth, adapt_delta = adapt_delta,
                 times = times, call = call, class = class, extra = extra)
+}
+
+# One chain, wherever it runs: the target is rebuilt there (a compiled
+# log-joint's address does not survive serialisation).
+mcmc_chain <- function(k, model, lower, upper, control, chains, progress) {
+  spec <- r_target_spec(model, err_call = call("sample_mcmc"))
+  start <- proc.time()[["elapsed"]]
+  res <- tryCatch(
+    .Call(C_mcmc_sample, spec, lower, upper, control),
+    error = function(e) {
+      if (inherits(e, "rlang_error")) stop(e)
+      cli::cli_abort(c("Chain {k} failed.", x = "{conditionMessage(e)}"),
+                     call = NULL)
+    })
+  res$time <- proc.time()[["elapsed"]] - start
+  if (progress) cli::cli_inform("Chain {k}/{chains} finished in {round(res$time, 2)} s.")
+  res
 }
 
 new_bbvi_mcmc <- function(model, res, method, iter, warmup, max_treedepth,
@@ -370,80 +388,109 @@ confint.bbvi_mcmc <- function(object, parm, level = 0.95, ...) {
 draw_quantiles <- function(draws, probs) {
   q <- t(apply(draws, 2, stats::quantile, probs = probs, names = FALSE))
   if (length(probs) == 1) q <- t(q)
-  dimnames(q) <- list(colnames(draws),
-                      sprintf("%s%%", format(100 * probs, trim = TRUE)))
+  dimnames(q) <- list(colnames(draws), percent_labels(probs))
   q
 }
 
 #' @rdname bbvi_mcmc-methods
 #' @export
 summary.bbvi_mcmc <- function(object, ...) {
+  check_dots_empty(...)
   dr <- as.matrix(object)
-  tab <- cbind(mean = colMeans(dr), sd = apply(dr, 2, stats::sd),
+  sds <- apply(dr, 2, stats::sd)
+  # Monte Carlo standard error of the mean: sd / sqrt(ESS of the mean)
+  ess_mean <- vapply(seq_len(dim(object$draws)[3]), function(k) {
+    diag_ess_mean(matrix(object$draws[, , k], nrow = dim(object$draws)[1]))
+  }, numeric(1))
+  tab <- cbind(mean = colMeans(dr), sd = sds,
                draw_quantiles(dr, c(0.025, 0.5, 0.975)),
+               mcse_mean = sds / sqrt(ess_mean),
                rhat = object$diagnostics$rhat,
                ess_bulk = object$diagnostics$ess_bulk,
                ess_tail = object$diagnostics$ess_tail)
   structure(list(table = tab, fit = object), class = "summary.bbvi_mcmc")
 }
 
+#' @rdname bbvi_mcmc-methods
 #' @export
 print.summary.bbvi_mcmc <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   print_mcmc_header(x$fit)
   cat("\n")
-  tab <- x$table
-  shown <- cbind(signif(tab[, 1:5, drop = FALSE], digits),
-                 rhat = round(tab[, "rhat"], 3),
-                 ess_bulk = round(tab[, "ess_bulk"]),
-                 ess_tail = round(tab[, "ess_tail"]))
-  print(shown)
+  # two blocks, as rstanarm's summary, so that each fits in 80 columns
+  est <- c("mean", "sd", "2.5%", "50%", "97.5%")
+  cat("Estimates:\n")
+  print_table(x$table[, est, drop = FALSE], digits)
+  cat("\nMCMC diagnostics:\n")
+  print_table(x$table[, setdiff(colnames(x$table), est), drop = FALSE], digits,
+              integer = c("ess_bulk", "ess_tail"), fixed = c(rhat = 3L))
+  cat("\nmcse_mean: Monte Carlo standard error of the mean; R-hat and ESS as in\n",
+      "the posterior package (rank-normalised, split chains).\n", sep = "")
   invisible(x)
 }
 
 print_mcmc_header <- function(x) {
-  cat(sprintf("MCMC (bbvi): %s\n", if (x$method == "nuts")
+  say(sprintf("MCMC (bbvi): %s", if (x$method == "nuts")
     "No-U-Turn sampler, diagonal metric" else "adaptive random-walk Metropolis"))
-  if (!is.null(x$call)) cat("Call:", paste(deparse(x$call, width.cutoff = 70), collapse = "\n      "), "\n")
-  cat(sprintf("%d chain%s x %d iterations (%d warmup); %d draws kept; %.2f s\n",
+  say_call(x$call)
+  say(sprintf("%d chain%s x %d iterations (%d warmup); %d draws kept; %s",
               x$chains, if (x$chains == 1) "" else "s", x$iter, x$warmup,
-              x$chains * (x$iter - x$warmup), x$time))
+              x$chains * (x$iter - x$warmup), format_seconds(x$time)))
   acc <- mean(x$sampler$accept_stat__)
   if (x$method == "nuts") {
-    cat(sprintf("Step size %s; mean tree depth %.1f (max %d reached %d times); mean accept %.2f\n",
+    say(sprintf("Step size %s; mean tree depth %.1f (max %d reached %d times); mean accept %.2f",
                 paste(format(x$stepsize, digits = 3), collapse = ", "),
                 mean(x$sampler$treedepth__), x$max_treedepth,
                 x$max_treedepth_hits, acc))
-    cat(sprintf("Divergent transitions: %d after warmup (%d during warmup)\n",
+    say(sprintf("Divergent transitions: %d after warmup (%d during warmup)",
                 x$divergences, x$warmup_divergences))
   } else {
-    cat(sprintf("Proposal scale %s; mean acceptance %.2f\n",
+    say(sprintf("Proposal scale %s; mean acceptance %.2f",
                 paste(format(x$stepsize, digits = 3), collapse = ", "), acc))
   }
 }
 
 #' @rdname bbvi_mcmc-methods
-#' @param digits Significant digits to print.
+#' @param digits Significant digits of every number in the table.
+#' @details `print()` is compact, as rstanarm's: the posterior median and
+#'   MAD_SD (1.4826 times the median absolute deviation) of each parameter,
+#'   and the worst R-hat and smallest ESS; `summary()` adds means, sds,
+#'   quantiles, the Monte Carlo standard error of each mean, R-hat and ESS.
 #' @export
 print.bbvi_mcmc <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  check_digits(digits)
   print_mcmc_header(x)
-  tab <- summary(x)$table[, c("mean", "sd", "rhat", "ess_bulk"), drop = FALSE]
-  shown <- utils::head(tab, 20)
+  dr <- as.matrix(x)
+  tab <- cbind(Median = apply(dr, 2, stats::median), MAD_SD = apply(dr, 2, stats::mad))
   cat("\n")
-  print(cbind(signif(shown[, 1:2, drop = FALSE], digits),
-              rhat = round(shown[, 3], 3), ess_bulk = round(shown[, 4])))
-  if (nrow(tab) > 20) cat(sprintf("... and %d more parameters\n", nrow(tab) - 20))
+  print_compact(tab, digits)
+  print_mcmc_convergence(x)
   invisible(x)
+}
+
+print_mcmc_convergence <- function(x) {
+  dg <- x$diagnostics
+  if (all(is.na(dg$rhat))) return(invisible())
+  worst <- which.max(dg$rhat)
+  least <- which.min(dg$ess_bulk)
+  cat(sprintf("\nLargest R-hat %s (%s); smallest bulk-ESS %s (%s)%s\n",
+              formatC(dg$rhat[worst], digits = 3, format = "f"), x$par_names[worst],
+              format(round(dg$ess_bulk[least])), x$par_names[least],
+              if (dg$rhat[worst] > 1.01) ": not converged, see summary()" else ""))
 }
 
 #' @rdname bbvi_mcmc-methods
 #' @param plotfun `NULL` for traces and densities, or `"areas"`,
 #'   `"intervals"`, `"dens"`, `"hist"`, `"trace"` (bayesplot's `mcmc_` plots,
 #'   all parameters unless `pars` says otherwise).
-#' @param pars Parameters to show (names); by default up to the first 4.
+#' @param pars Parameters to show (names). By default all of them; the
+#'   default plot (a trace and densities by chain per parameter) fits 4 on a
+#'   page and, with more, shows the first 4 and says so in a message.
 #' @export
 plot.bbvi_mcmc <- function(x, plotfun = NULL, pars = NULL, ...) {
   if (!is.null(plotfun)) return(plot_dispatch(x, plotfun, pars, ...))
-  nms <- if (is.null(pars)) utils::head(x$par_names, 4) else pars
+  check_dots_empty(...)
+  nms <- default_pars(x$par_names, 4L, pars)
   if (!is.character(nms) || length(nms) == 0 || !all(nms %in% x$par_names)) {
     abort_arg("pars", "names of the parameters", pars)
   }

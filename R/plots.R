@@ -59,3 +59,16 @@ plot_elbo_trace <- function(x) {
   }
   invisible(x)
 }
+
+# The parameters a default plot shows: all of them up to `max` (what fits on
+# one page), else the first `max` with a message saying which and how to
+# ask for the others; never a silent cut.
+default_pars <- function(all, max, pars = NULL) {
+  if (!is.null(pars) || length(all) <= max) return(pars %||% all)
+  shown <- all[seq_len(max)]
+  example <- sprintf('pars = c("%s")', all[max + 1L])
+  cli::cli_inform(c(
+    "Showing {max} of {length(all)} parameters: {.val {shown}}.",
+    i = "Choose others with {.arg pars}, e.g. {.code {example}}."))
+  shown
+}

@@ -192,14 +192,15 @@ prior_defaults <- function(p, default_scale) {
 # response and the family. `intercept_default` is TRUE for the default
 # intercept prior (then centred at mean(y) for a gaussian model).
 adjust_priors <- function(prior, prior_intercept, prior_aux, X, is_int, y,
-                          family) {
+                          family, xsd = NULL) {
   gaussian_fam <- family == "gaussian"
   ss <- if (gaussian_fam && length(y) > 1) stats::sd(y) else 1
   if (!is.finite(ss) || ss <= 0) ss <- 1
   p <- prior_defaults(prior, 2.5)
   if (!is.null(p) && p$autoscale && any(!is_int)) {
     if (gaussian_fam) p$scale <- ss * p$scale
-    xs <- apply(X[, !is_int, drop = FALSE], 2, function(x) {
+    # xsd: the columns' sds computed without copying X (glm_colstats())
+    xs <- if (!is.null(xsd)) xsd else apply(X[, !is_int, drop = FALSE], 2, function(x) {
       if (length(unique(x)) == 1) 1 else stats::sd(x)
     })
     p$scale <- pmax(1e-12, p$scale / xs)

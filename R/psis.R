@@ -1,9 +1,11 @@
 #' How far can a variational fit be trusted?
 #'
 #' Every fit carries these diagnostics, computed from its stored draws from
-#' q (the first `n_draws` of them: `diagnostic_draws`, 4000 by default, fewer
-#' for a GLM with many rows; never chosen by the clock, so a seed gives the
-#' same diagnostics on any machine). With log r = log p(x, z) - log q(z) the
+#' q (the first `n_draws` of them: up to `diagnostic_draws`, 4000 by
+#' default, fewer for a GLM with many rows; the first 1000 alone when they
+#' show q well inside every threshold below (half of each, k-hat at most
+#' 0.5, no draw outside the support), all of them otherwise; never chosen by
+#' the clock, so a seed gives the same diagnostics on any machine). With log r = log p(x, z) - log q(z) the
 #' log importance ratio of a draw z:
 #'
 #' * `elbo`, `elbo_mcse`: the ELBO at the final q (the mean of log r) and
@@ -83,11 +85,51 @@ diag_thresholds <- list(mean_shift = 0.1, sd_ratio = 0.1, kl = 0.5)
 vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
   available <- if (is.null(smp)) fit_n_draws(fit) else ncol(smp$zeta)
   n <- diagnostic_draw_count(fit, available, diagnostic_draws)
+  # Two stages: the first 1000 draws, and all n only when those do not pass
+  # clearly (well inside every threshold). A q that is close to p is then
+  # judged at a quarter of the cost, while every fit near or past a
+  # threshold still gets the full n. The rule depends on the draws alone.
+  # Draws come chunk by chunk (memory O(chunk x D)); the log-joint is
+  # evaluated once per draw.
+  n1 <- min(n, diag_first_stage)
   lp <- log_q <- numeric(n)
-  for_each_draw_chunk(fit, smp, n, function(ch, idx) {
-    lp[idx] <<- as.double(diagnostic_logdens(fit, ch$zeta))
-    log_q[idx] <<- ch$log_q
-  })
+  dens <- function(upto, from) {
+    for_each_draw_chunk(fit, smp, upto, function(ch, idx) {
+      new <- idx >= from
+      if (!any(new)) return()
+      lp[idx[new]] <<- as.double(diagnostic_logdens(fit, ch$zeta[, new, drop = FALSE]))
+      log_q[idx[new]] <<- ch$log_q[new]
+    })
+  }
+  dens(n1, 1L)
+  out <- diag_from_logdens(fit, smp, lp[seq_len(n1)], log_q[seq_len(n1)])
+  if (n > n1 && !diag_clear_pass(out)) {
+    dens(n, n1 + 1L)
+    out <- diag_from_logdens(fit, smp, lp, log_q)
+  }
+  if (!identical(out$verdict, "ok") && diag_warning_on()) {
+    # plain warning(): cli's formatting costs more than a small GLM fit
+    warning(diag_message(fit, out), call. = FALSE)
+  }
+  out
+}
+
+diag_first_stage <- 1000L
+
+# Well inside every threshold, with a reliable k-hat and no draw outside
+# the support: no need for more draws.
+diag_clear_pass <- function(dg) {
+  identical(dg$verdict, "ok") && dg$n_nonfinite == 0 &&
+    isTRUE(dg$khat <= 0.5) &&
+    isTRUE(dg$max_mean_shift <= diag_thresholds$mean_shift / 2) &&
+    isTRUE(dg$max_sd_change <= diag_thresholds$sd_ratio / 2) &&
+    isTRUE(dg$kl_hat <= diag_thresholds$kl / 2)
+}
+
+# The diagnostics from the log densities `lp` (and log q) of the first
+# length(lp) draws.
+diag_from_logdens <- function(fit, smp, lp, log_q) {
+  n <- length(lp)
   # a draw where the log-joint is NA, NaN or -Inf has p = 0 there: its log
   # ratio is -Inf, so the ELBO (an average over q) is -Inf, not the average
   # of the other draws
@@ -135,10 +177,6 @@ vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
     n_draws = n, n_finite = n_ok, n_nonfinite = n - n_ok,
     weights = weights, stop_reason = fit$stop_reason)
   out$verdict <- diag_verdict(out)
-  if (!identical(out$verdict, "ok") && diag_warning_on()) {
-    # plain warning(): cli's formatting costs more than a small GLM fit
-    warning(diag_message(fit, out), call. = FALSE)
-  }
   out
 }
 

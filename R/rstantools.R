@@ -198,7 +198,7 @@ check_prob <- function(prob) {
 bayes_R2.bbvi_glm_fit <- function(object, draws = 4000, ...) {
   check_dots_empty(...)
   th <- as.matrix(object, draws = draws)
-  eta <- th[, object$coef_names, drop = FALSE] %*% t(object$x)
+  eta <- th[, object$coef_names, drop = FALSE] %*% t(glm_model_matrix(object))
   eta <- sweep(eta, 2, object$offset, "+")
   p <- object$family$linkinv(eta)
   fam <- object$family$family

@@ -17,6 +17,9 @@
 #   BENCH_COMPILE_ONLY=1  compile the Stan models and stop
 #   BENCH_OUT          also write the table to this CSV file
 #   BENCH_TIMEOUT      seconds allowed per fit (default 600)
+#   BENCH_BBVI_ARGS    extra arguments for every bbvi() call, as R code for a
+#                      list, e.g. "list(samples = 60)" or
+#                      "list(optimizer = 'adam')" (the stochastic path)
 #   BENCH_REPS         timing repetitions of each bbvi and ADVI call (default
 #                      2; same seed, so the same fit; the smallest time is
 #                      reported). NUTS runs once.
@@ -34,6 +37,8 @@
 #   time     wall seconds of the fitting call (smallest of BENCH_REPS): bbvi() as a whole (mode search,
 #            optimisation, draws, PSIS diagnostics); vb() / sampling() on the
 #            compiled model (compile time excluded, shown once per model).
+#   t_mode, t_opt, t_diag   bbvi: seconds of each phase (fit$evals$seconds:
+#            mode search, optimisation, draws + diagnostics) of the timed call
 #   iters    optimisation iterations (bbvi fit$iterations; ADVI after its eta
 #            adaptation).
 #   logp     log-density evaluations (one per draw) without a gradient;
@@ -82,6 +87,7 @@ timeout <- as.numeric(Sys.getenv("BENCH_TIMEOUT", "600"))
 reps <- as.integer(Sys.getenv("BENCH_REPS", "2"))
 use_stan <- !nzchar(Sys.getenv("BENCH_NO_STAN")) && requireNamespace("rstan", quietly = TRUE)
 stopifnot(all(model_names %in% names(custom_models)))
+extra_args <- eval(parse(text = Sys.getenv("BENCH_BBVI_ARGS", "list()")))
 
 ## helpers ----------------------------------------------------------------------
 accuracy <- function(D, ref) {
@@ -125,9 +131,11 @@ timed_reps <- function(expr) {
 }
 
 row <- function(model, tool, method, estimator, seed, time, logp, grad, logp_diag,
-                acc, khat, conv, warned, note = "", iters = NA) {
+                acc, khat, conv, warned, note = "", iters = NA,
+                phase_s = c(NA, NA, NA)) {
   data.frame(model = model, tool = tool, method = method, estimator = estimator,
-             seed = seed, time = time, iters = iters, logp = logp, grad = grad,
+             seed = seed, time = time, t_mode = phase_s[1], t_opt = phase_s[2],
+             t_diag = phase_s[3], iters = iters, logp = logp, grad = grad,
              logp_diag = logp_diag,
              max_err = acc[["max_err"]], sd_med = acc[["sd_med"]],
              sd_min = acc[["sd_min"]], sd_max = acc[["sd_max"]],
@@ -139,8 +147,8 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
   m <- bbvi_model(spec$logjoint, spec$params, data = d,
                   gradient = if (estimator == "reparam") spec$gradient,
                   vectorized = TRUE)
-  r <- timed_reps(bbvi(m, method = method, estimator = estimator, seed = seed,
-                       progress = FALSE))
+  r <- timed_reps(do.call(bbvi, c(list(m, method = method, estimator = estimator,
+                                       seed = seed, progress = FALSE), extra_args)))
   fit <- r$value
   if (inherits(fit, "error")) {
     return(row(name, "bbvi", method, estimator, seed, r$time, NA, NA, NA, na_acc,
@@ -157,7 +165,8 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
   row(name, "bbvi", method, estimator, seed, r$time,
       sum(ev$logp[fitph]) - sum(ev$gradient[fitph]), sum(ev$gradient[fitph]),
       sum(ev$logp[!fitph]), accuracy(D, ref), fit$diagnostics$khat,
-      isTRUE(fit$converged), length(r$warnings) > 0, note, iters = fit$iterations)
+      isTRUE(fit$converged), length(r$warnings) > 0, note, iters = fit$iterations,
+      phase_s = ev$seconds)
 }
 
 # Stan: compile once into a cache folder (rstan writes the .rds next to the

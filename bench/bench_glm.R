@@ -53,8 +53,9 @@ stan_data <- function(spec) {
   t <- spec$model$target
   N <- nrow(t$X); P <- ncol(t$X)
   list(N = N, P = P, family = t$family, X = unname(t$X), y = t$y,
-       yi = as.integer(round(t$y)), trials = as.integer(round(t$trials)),
-       off = t$offset, ptype = t$prior_type, ppar = matrix(t$prior_par, 3, P),
+       yi = as.integer(round(t$y)),
+       trials = as.integer(round(bbvi:::glm_tg_vec(t, "trials"))),
+       off = bbvi:::glm_tg_vec(t, "offset"), ptype = t$prior_type, ppar = matrix(t$prior_par, 3, P),
        atype = t$aux_type, apar = t$aux_par)
 }
 stan_summ <- function(draws, P, gaussian) {

@@ -20,6 +20,9 @@
 #include <R_ext/Lapack.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #ifndef FCONE
 # define FCONE
@@ -38,12 +41,45 @@ typedef struct {
     const double *gz, *gw;      /* nodes and weights for N(0, 1) */
     int K2;                     /* a short rule for predictors with sd < 0.5 */
     const double *gz2, *gw2;
+    int K3;                     /* a shorter one for sd < 0.05 (large N): the
+                                   error of an n-node rule is O(sd^2n) */
+    const double *gz3, *gw3;
     double *Ls;                 /* P x P scratch: Cholesky factor of Sigma */
     double *G, *b, yy, sw;      /* gaussian sufficient statistics */
-    double *m, *v, *e1, *e2;    /* N: predictor moments, weighted E f', E f'' */
-    double *work;               /* N x P */
+    double *e1, *e2;            /* N: weighted E f', -E f'' per row */
+    int nr;                     /* rows per block */
+    int nch, nt;                /* row chunks, threads (see glm.c) */
+    double *xb, *tb;            /* per thread: nr x P design block; nr x (P + 2)
+                                   for m, v and the product with L */
+    double *pell, *pg, *pH;     /* chunk sums: ELL, gradient, Hessian */
+    double *work;               /* 2 P + 2 */
     double ell;                 /* expected log-likelihood, last evaluation */
 } quad_ws;
+
+/* C[lower] += alpha A'A for A (nr x P, leading dimension lda): the
+   reference BLAS's dsyrk runs one dependent chain of additions per dot
+   product; four partial sums let the additions overlap (the hot loop of the
+   quadrature path's Hessian, O(N P^2) per Newton iteration). */
+static void crossprod_lower(int nr, int P, const double *A, int lda, double alpha,
+                            double *C, int ldc)
+{
+    for (int j = 0; j < P; j++) {
+        const double *aj = A + (size_t) j * lda;
+        for (int k = j; k < P; k++) {
+            const double *ak = A + (size_t) k * lda;
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+            int i = 0;
+            for (; i + 3 < nr; i += 4) {
+                s0 += aj[i] * ak[i];
+                s1 += aj[i + 1] * ak[i + 1];
+                s2 += aj[i + 2] * ak[i + 2];
+                s3 += aj[i + 3] * ak[i + 3];
+            }
+            for (; i < nr; i++) s0 += aj[i] * ak[i];
+            C[k + (size_t) j * ldc] += alpha * ((s0 + s1) + (s2 + s3));
+        }
+    }
+}
 
 /* E over x ~ N(mean, var) of a prior's log density and its derivatives */
 static void prior_expect(const quad_ws *w, int type, const double *par,
@@ -88,7 +124,7 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
 {
     const glm_data *gd = &w->g;
     int N = gd->N, P = gd->P, D = gd->D, inc = 1;
-    double one = 1.0, zero = 0.0, mone = -1.0;
+    double one = 1.0, zero = 0.0;
     double ell = gd->llconst;
     if (derivs) {
         memset(g, 0, sizeof(double) * D);
@@ -118,77 +154,131 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
             H[P + (size_t) P * D] = -2.0 * e * Q;
         }
     } else {
-        double *m = w->m, *v = w->v;
         if (!reuse) {
-        for (int i = 0; i < N; i++) m[i] = gd->off[i];
-        F77_CALL(dgemv)("N", &N, &P, &one, gd->X, &N, mu, &inc, &one, m, &inc FCONE);
-        if (w->fr) {
-            /* v_i = x_i' Sigma x_i = |L' x_i|^2 with Sigma = L L': rows of X L */
-            int info, nonzero = 0;
+            /* Sigma's coefficient block as L L' (full-rank); Sigma = 0 (a
+               point mass) happens only at the start */
+            int nonzero = 0, info;
             for (size_t k = 0; k < (size_t) D * D; k++) if (Sig[k] != 0.0) { nonzero = 1; break; }
-            for (int k = 0; k < P; k++)
-                for (int j = 0; j < P; j++)
-                    w->Ls[j + (size_t) k * P] = j >= k ? Sig[j + (size_t) k * D] : 0.0;
-            for (int i = 0; i < N; i++) v[i] = 0.0;
-            if (nonzero) {   /* Sigma = 0 (a point mass) only at the start */
-            F77_CALL(dpotrf)("L", &P, w->Ls, &P, &info FCONE);
-            if (info) return R_NegInf;
-            memcpy(w->work, gd->X, sizeof(double) * (size_t) N * P);
-            F77_CALL(dtrmm)("R", "L", "N", "N", &N, &P, &one, w->Ls, &P, w->work, &N
-                            FCONE FCONE FCONE FCONE);
+            if (w->fr && nonzero) {
+                for (int k = 0; k < P; k++)
+                    for (int j = 0; j < P; j++)
+                        w->Ls[j + (size_t) k * P] = j >= k ? Sig[j + (size_t) k * D] : 0.0;
+                F77_CALL(dpotrf)("L", &P, w->Ls, &P, &info FCONE);
+                if (info) return R_NegInf;
             }
-            for (int j = 0; j < P && nonzero; j++) {
-                const double *wj = w->work + (size_t) j * N;
-                for (int i = 0; i < N; i++) v[i] += wj[i] * wj[i];
-            }
-        } else {
-            for (int i = 0; i < N; i++) v[i] = 0.0;
-            for (int j = 0; j < P; j++) {
-                const double *xj = gd->X + (size_t) j * N;
-                double s2 = Sig[j + (size_t) j * D];
-                for (int i = 0; i < N; i++) v[i] += xj[i] * xj[i] * s2;
-            }
-        }
-        for (int i = 0; i < N; i++) {
-            double wi = gd->w[i], y = gd->y[i], mi = m[i];
-            double sd = sqrt(v[i] > 0 ? v[i] : 0.0);
-            if (gd->family == GLM_BINOMIAL) {
-                double n = gd->trials[i], el = 0.0, ep = 0.0, epq = 0.0;
-                int small = sd < 0.5;
-                int K = sd > 0 ? (small ? w->K2 : w->K) : 1;
-                const double *gz = small ? w->gz2 : w->gz, *gw = small ? w->gw2 : w->gw;
-                for (int k = 0; k < K; k++) {
-                    double x = sd > 0 ? mi + sd * gz[k] : mi;
-                    double wk = sd > 0 ? gw[k] : 1.0;
-                    double ex = exp(-fabs(x));
-                    double p = x >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
-                    el += wk * ((x > 0 ? x : 0.0) + log1p(ex));
-                    ep += wk * p;
-                    epq += wk * ex / ((1.0 + ex) * (1.0 + ex));
+            int nch = w->nch, nr0 = w->nr;
+            memset(w->pell, 0, sizeof(double) * nch);
+            int nt = (double) N * (P + 1) * (P + 1) >= GLM_THREAD_WORK ? w->nt : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+#endif
+            for (int c = 0; c < nch; c++) {
+                int tid = 0;
+#ifdef _OPENMP
+                tid = omp_get_thread_num();
+#endif
+                double *xbuf = w->xb + (size_t) tid * nr0 * P;
+                double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
+                int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
+                double ellc = 0.0;
+            for (int r0 = ra; r0 < rb; r0 += nr0) {
+                int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
+                const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
+                /* predictor moments: m = x'mu + offset, v = x' Sigma x */
+                double *m = tbuf, *v = tbuf + nr;
+                double *T = tbuf + 2 * (size_t) nr;
+                for (int i = 0; i < nr; i++) { m[i] = glm_off(gd, r0 + i); v[i] = 0.0; }
+                F77_CALL(dgemv)("N", &nr, &P, &one, x, &ld, mu, &inc, &one, m, &inc FCONE);
+                if (w->fr && nonzero) {
+                    /* v_i = |L' x_i|^2: rows of X L, in column strips of T */
+                    for (int j = 0; j < P; j++)
+                        memcpy(T + (size_t) j * nr, x + (size_t) j * ld, sizeof(double) * nr);
+                    F77_CALL(dtrmm)("R", "L", "N", "N", &nr, &P, &one, w->Ls, &P, T, &nr
+                                    FCONE FCONE FCONE FCONE);
+                    for (int j = 0; j < P; j++) {
+                        const double *tj = T + (size_t) j * nr;
+                        for (int i = 0; i < nr; i++) v[i] += tj[i] * tj[i];
+                    }
+                } else if (!w->fr) {
+                    for (int j = 0; j < P; j++) {
+                        const double *xj = x + (size_t) j * ld;
+                        double s2 = Sig[j + (size_t) j * D];
+                        for (int i = 0; i < nr; i++) v[i] += xj[i] * xj[i] * s2;
+                    }
                 }
-                ell += wi * (y * mi - n * el);
-                w->e1[i] = wi * (y - n * ep);
-                w->e2[i] = wi * n * epq;          /* -E f'' >= 0 */
-            } else {
-                double em = exp(mi + 0.5 * sd * sd);
-                ell += wi * (y * mi - em);
-                w->e1[i] = wi * (y - em);
-                w->e2[i] = wi * em;
+                for (int i = 0; i < nr; i++) {
+                    int r = r0 + i;
+                    double wi = glm_w(gd, r), y = gd->y[r], mi = m[i];
+                    double sd = sqrt(v[i] > 0 ? v[i] : 0.0);
+                    if (gd->family == GLM_BINOMIAL) {
+                        double n = glm_trials(gd, r), el = 0.0, ep = 0.0, epq = 0.0;
+                        int K = w->K;
+                        const double *gz = w->gz, *gw = w->gw;
+                        if (sd < 0.05) { K = w->K3; gz = w->gz3; gw = w->gw3; }
+                        else if (sd < 0.5) { K = w->K2; gz = w->gz2; gw = w->gw2; }
+                        if (!(sd > 0)) K = 1;
+                        for (int k = 0; k < K; k++) {
+                            double xk = sd > 0 ? mi + sd * gz[k] : mi;
+                            double wk = sd > 0 ? gw[k] : 1.0;
+                            double ex = exp(-fabs(xk));
+                            double p = xk >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
+                            el += wk * ((xk > 0 ? xk : 0.0) + log1p(ex));
+                            ep += wk * p;
+                            epq += wk * ex / ((1.0 + ex) * (1.0 + ex));
+                        }
+                        ellc += wi * (y * mi - n * el);
+                        w->e1[r] = wi * (y - n * ep);
+                        w->e2[r] = wi * n * epq;          /* -E f'' >= 0 */
+                    } else {
+                        double em = exp(mi + 0.5 * sd * sd);
+                        ellc += wi * (y * mi - em);
+                        w->e1[r] = wi * (y - em);
+                        w->e2[r] = wi * em;
+                    }
+                }
             }
-        }
-        w->ell = ell;
+                w->pell[c] = ellc;
+            }
+            for (int c = 0; c < nch; c++) ell += w->pell[c];
+            w->ell = ell;
         }
         ell = w->ell;
         if (derivs) {
-            F77_CALL(dgemv)("T", &N, &P, &one, gd->X, &N, w->e1, &inc, &zero, g,
-                            &inc FCONE);
-            for (int j = 0; j < P; j++) {
-                const double *xj = gd->X + (size_t) j * N;
-                double *wj = w->work + (size_t) j * N;
-                for (int i = 0; i < N; i++) wj[i] = xj[i] * sqrt(w->e2[i]);
+            int nch = w->nch, nr0 = w->nr;
+            memset(w->pg, 0, sizeof(double) * nch * P);
+            memset(w->pH, 0, sizeof(double) * nch * P * P);
+            int nt = (double) N * (P + 1) * (P + 1) >= GLM_THREAD_WORK ? w->nt : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+#endif
+            for (int c = 0; c < nch; c++) {
+                int tid = 0;
+#ifdef _OPENMP
+                tid = omp_get_thread_num();
+#endif
+                double *xbuf = w->xb + (size_t) tid * nr0 * P;
+                double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
+                double *gc = w->pg + (size_t) c * P, *Hc = w->pH + (size_t) c * P * P;
+                int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
+                for (int r0 = ra; r0 < rb; r0 += nr0) {
+                    int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
+                    const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
+                    F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, w->e1 + r0, &inc, &one, gc,
+                                    &inc FCONE);
+                    for (int j = 0; j < P; j++) {
+                        const double *xj = x + (size_t) j * ld;
+                        double *tj = tbuf + (size_t) j * nr;
+                        for (int i = 0; i < nr; i++) tj[i] = xj[i] * sqrt(w->e2[r0 + i]);
+                    }
+                    crossprod_lower(nr, P, tbuf, nr, -1.0, Hc, P);
+                }
             }
-            F77_CALL(dsyrk)("L", "T", &P, &N, &mone, w->work, &N, &zero, H, &D
-                            FCONE FCONE);
+            for (int c = 0; c < nch; c++) {   /* in order: deterministic */
+                const double *gc = w->pg + (size_t) c * P, *Hc = w->pH + (size_t) c * P * P;
+                for (int j = 0; j < P; j++) g[j] += gc[j];
+                for (int k = 0; k < P; k++)
+                    for (int j = k; j < P; j++) H[j + (size_t) k * D] += Hc[j + (size_t) k * P];
+            }
             for (int k = 0; k < P; k++)
                 for (int j = k + 1; j < P; j++)
                     H[k + (size_t) j * D] = H[j + (size_t) k * D];
@@ -277,6 +367,12 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
     } else {
         w.K2 = w.K; w.gz2 = w.gz; w.gw2 = w.gw;
     }
+    SEXP gz3 = bbvi_list_get(control, "gh_x3"), gw3 = bbvi_list_get(control, "gh_w3");
+    if (Rf_isReal(gz3) && Rf_isReal(gw3) && XLENGTH(gz3) == XLENGTH(gw3) && XLENGTH(gz3) > 0) {
+        w.K3 = (int) XLENGTH(gz3); w.gz3 = REAL(gz3); w.gw3 = REAL(gw3);
+    } else {
+        w.K3 = w.K2; w.gz3 = w.gz2; w.gw3 = w.gw2;
+    }
     int max_iter = bbvi_need_int(control, "max_iter");
     double tol = bbvi_need_double(control, "tol");
     SEXP init = bbvi_list_get(control, "init_mean");
@@ -285,33 +381,47 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
 
     size_t DD = (size_t) D * D;
     w.Ls = (double *) R_alloc((size_t) P * P, sizeof(double));
-    w.work = (double *) R_alloc((size_t) N * (P > 2 ? P : 2) + 2 * P + 2, sizeof(double));
+    w.work = (double *) R_alloc(2 * (size_t) P + 2, sizeof(double));
+    w.nr = glm_block_rows(N, P);
+    w.nch = glm_chunks(N, w.nr, P);
+    w.nt = w.g.threads < w.nch ? w.g.threads : w.nch;
+    w.xb = (double *) R_alloc((size_t) w.nt * w.nr * P, sizeof(double));
+    /* derivs: nr x P; moments: m, v and an nr x P strip */
+    w.tb = (double *) R_alloc((size_t) w.nt * w.nr * (P + 2), sizeof(double));
+    w.pell = (double *) R_alloc(w.nch, sizeof(double));
+    w.pg = (double *) R_alloc((size_t) w.nch * P, sizeof(double));
+    w.pH = (double *) R_alloc((size_t) w.nch * P * P, sizeof(double));
     if (w.g.family == GLM_GAUSSIAN) {
-        /* sufficient statistics, with y - offset */
+        /* sufficient statistics of the design as fitted, with y - offset */
         int inc = 1;
-        double one = 1.0, zero = 0.0;
+        double one = 1.0;
         w.G = (double *) R_alloc((size_t) P * P, sizeof(double));
         w.b = (double *) R_alloc(P, sizeof(double));
-        double *yr = (double *) R_alloc(N, sizeof(double));
+        memset(w.G, 0, sizeof(double) * P * P);
+        memset(w.b, 0, sizeof(double) * P);
+        double *yr = w.tb + (size_t) w.nr * P;
         w.yy = w.sw = 0.0;
-        for (int i = 0; i < N; i++) {
-            double r = w.g.y[i] - w.g.off[i];
-            yr[i] = w.g.w[i] * r;
-            w.yy += w.g.w[i] * r * r;
-            w.sw += w.g.w[i];
+        for (int r0 = 0; r0 < N; r0 += w.nr) {
+            int nr = N - r0 < w.nr ? N - r0 : w.nr, ld;
+            const double *x = glm_xblock(&w.g, r0, nr, w.xb, &ld);
+            for (int i = 0; i < nr; i++) {
+                double wi = glm_w(&w.g, r0 + i);
+                double r = w.g.y[r0 + i] - glm_off(&w.g, r0 + i);
+                yr[i] = wi * r;
+                w.yy += wi * r * r;
+                w.sw += wi;
+            }
+            F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, yr, &inc, &one, w.b, &inc FCONE);
+            for (int j = 0; j < P; j++) {
+                const double *xj = x + (size_t) j * ld;
+                double *wj = w.tb + (size_t) j * nr;
+                for (int i = 0; i < nr; i++) wj[i] = xj[i] * sqrt(glm_w(&w.g, r0 + i));
+            }
+            F77_CALL(dsyrk)("L", "T", &P, &nr, &one, w.tb, &nr, &one, w.G, &P FCONE FCONE);
         }
-        F77_CALL(dgemv)("T", &N, &P, &one, w.g.X, &N, yr, &inc, &zero, w.b, &inc FCONE);
-        for (int j = 0; j < P; j++) {
-            const double *xj = w.g.X + (size_t) j * N;
-            double *wj = w.work + (size_t) j * N;
-            for (int i = 0; i < N; i++) wj[i] = xj[i] * sqrt(w.g.w[i]);
-        }
-        F77_CALL(dsyrk)("L", "T", &P, &N, &one, w.work, &N, &zero, w.G, &P FCONE FCONE);
         for (int k = 0; k < P; k++)
             for (int j = k + 1; j < P; j++) w.G[k + (size_t) j * P] = w.G[j + (size_t) k * P];
     } else {
-        w.m = (double *) R_alloc(N, sizeof(double));
-        w.v = (double *) R_alloc(N, sizeof(double));
         w.e1 = (double *) R_alloc(N, sizeof(double));
         w.e2 = (double *) R_alloc(N, sizeof(double));
     }

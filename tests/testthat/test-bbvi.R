@@ -150,9 +150,16 @@ test_that("NA at some draws is left out; the fit still lands", {
 
 test_that("max_iter reached gives a warning and converged = FALSE", {
   case <- normal_mean_case()
-  expect_warning(fit <- bbvi(case$model, max_iter = 150, seed = 1), "did not converge")
+  expect_warning(fit <- bbvi(case$model, max_iter = 150, seed = 1, optimizer = "adam"),
+                 "did not converge")
   expect_false(fit$converged)
   expect_equal(fit$iterations, 150)
+  # the fixed-draw path: one L-BFGS iteration from far away (init_sd wide,
+  # no mode search) leaves the gradient far above tol
+  expect_warning(fit <- bbvi(case$model, max_iter = 1, seed = 1, optimizer = "lbfgs",
+                             start = "init", init_sd = 10), "did not converge")
+  expect_false(fit$converged)
+  expect_match(fit$stop_reason, "L-BFGS stopped")
 })
 
 test_that("the first argument may be named formula = or model =", {
@@ -286,4 +293,105 @@ test_that("a q with much of its mass outside the support is not converged", {
     expect_true(outside < 0.05 || !fit$converged)
     if (!fit$converged && outside >= 0.05) expect_match(fit$stop_reason, "outside the support")
   }
+})
+
+# The fixed-draw path (src/saa.c). Its draws are balanced (antithetic, and
+# whitened when there are at least 2D of them), so for a Gaussian posterior
+# the averaged ELBO equals the exact one and its optimum is exact: the
+# tolerances below are L-BFGS's, not Monte Carlo's.
+test_that("with a gradient and a mode, the default is the fixed-draw path", {
+  case <- gaussian2_case()
+  fit <- bbvi(case$model, method = "fullrank", seed = 1)
+  expect_equal(fit$optimizer, "lbfgs")
+  expect_match(fit$path, "fixed draws")
+  expect_true(fit$converged)
+  expect_equal(unname(coef(fit)), case$mean, tolerance = 1e-4)
+  expect_equal(unname(vcov(fit)), case$Sigma, tolerance = 1e-3)
+  # every evaluation is counted: the objective uses all its draws each time
+  ev <- fit$evals
+  opt <- ev[ev$phase == "optimisation", ]
+  expect_equal(opt$gradient, fit$iterations * fit$samples)
+  expect_lt(sum(ev$gradient[ev$phase != "diagnostics"]), 2000)
+  # the answer was checked with a fresh set of draws: for a Gaussian both
+  # sets give it exactly
+  expect_equal(nrow(fit$fixed_draws), 2L)
+  expect_lt(fit$fixed_draws$moved[2], 1e-4)
+})
+
+test_that("fixed-draw answers that depend on the draws get more draws, or say so", {
+  # Student t(3) in one dimension: far from Gaussian, so 30 fixed draws give
+  # an answer that moves with the draws
+  m <- bbvi_model(function(theta, data) dt(theta$x, df = 3, log = TRUE),
+                  list(x = param()),
+                  gradient = function(theta, data) -4 * theta$x / (3 + theta$x^2))
+  fit <- suppressWarnings(bbvi(m, seed = 1, tol = 0.005))
+  fd <- fit$fixed_draws
+  expect_gt(nrow(fd), 2L)
+  expect_equal(fd$draws, 30L * 2^c(0, 0, seq_len(nrow(fd) - 2L)))
+  agreed <- fd$moved[nrow(fd)] <= 2.5 * sqrt(2) * 0.005
+  expect_identical(fit$converged, agreed)
+  if (!agreed) expect_match(fit$stop_reason, "still differ")
+  expect_match(fit$path, "fixed draws \\(30, 60")
+})
+
+test_that("fixed-draw mean-field lands on the exact reverse-KL optimum", {
+  case <- gaussian2_case()
+  target_sd <- 1 / sqrt(diag(case$precision))
+  fit <- suppressWarnings(bbvi(case$model, seed = 2))
+  expect_equal(fit$optimizer, "lbfgs")
+  expect_equal(unname(coef(fit)), case$mean, tolerance = 1e-4)
+  expect_equal(unname(sqrt(diag(vcov(fit)))), unname(target_sd), tolerance = 1e-3)
+})
+
+test_that("fixed draws match the stochastic path on non-Gaussian posteriors", {
+  # Gamma-Poisson: a log-normal q; both paths optimise the same ELBO, so
+  # they agree up to the stochastic path's tolerance (0.02 sd) and the
+  # fixed draws' error (30 draws); 0.1 sd leaves room for both.
+  case <- gamma_poisson_case()
+  fixed <- suppressWarnings(bbvi(case$model, seed = 3))
+  stoch <- suppressWarnings(bbvi(case$model, seed = 3, optimizer = "adam"))
+  expect_equal(fixed$optimizer, "lbfgs")
+  expect_equal(stoch$optimizer, "adam")
+  expect_lt(abs(coef(fixed) - coef(stoch)) / case$sd, 0.1)
+  expect_lt(abs(sqrt(vcov(fixed)[1, 1] / vcov(stoch)[1, 1]) - 1), 0.1)
+  expect_matches_exact(fixed, case, 0.1, 0.1)
+})
+
+test_that("the fixed-draw path is reproducible and needs a gradient", {
+  case <- gaussian2_case()
+  expect_identical(bbvi(case$model, seed = 9)$lambda, bbvi(case$model, seed = 9)$lambda)
+  no_grad <- bbvi_model(case$model$logjoint, case$model$parameters)
+  expect_snapshot(error = TRUE, bbvi(no_grad, optimizer = "lbfgs"))
+  expect_snapshot(error = TRUE, bbvi(case$model, method = "fullrank", optimizer = "lbfgs", samples = 2))
+})
+
+test_that("a fixed draw outside the support hands over to the stochastic path", {
+  # b < 1 - a written as -Inf: the Laplace q puts some of its draws there
+  m <- bbvi_model(
+    function(theta, data) {
+      if (theta$a + theta$b >= 1) return(-Inf)
+      dbeta(theta$a, 2, 8, log = TRUE) + dbeta(theta$b, 5, 5, log = TRUE)
+    },
+    parameters = list(a = param(lower = 0, upper = 1), b = param(lower = 0, upper = 1)),
+    gradient = function(theta, data) {
+      if (theta$a + theta$b >= 1) return(list(a = NA_real_, b = NA_real_))
+      list(a = 1 / theta$a - 7 / (1 - theta$a), b = 4 / theta$b - 4 / (1 - theta$b))
+    })
+  start <- list(a = 0.2, b = 0.4)
+  fit <- suppressWarnings(bbvi(m, seed = 1, max_iter = 2000, init = start))
+  expect_equal(fit$optimizer, "adam")
+  expect_equal(fit$path, "stochastic")
+  # what the fixed-draw attempt cost is counted with the mode search
+  expect_gt(fit$evals$gradient[fit$evals$phase == "mode"], 30)
+  expect_message(suppressWarnings(bbvi(m, seed = 1, max_iter = 2000, init = start,
+                                       optimizer = "lbfgs")),
+                 "stochastic path")
+})
+
+test_that("optimizer = 'adam' keeps the stochastic path for gradient models", {
+  case <- normal_mean_case()
+  fit <- bbvi(case$model, seed = 1, optimizer = "adam")
+  expect_equal(fit$path, "stochastic")
+  expect_gt(fit$iterations, 50)
+  expect_matches_exact(fit, case, 0.05, 0.05)
 })

@@ -16,14 +16,18 @@ test_that("compare_fits() puts VI and MCMC summaries side by side", {
   sm <- summary(mc)$table
   expect_equal(cmp$vi_mean, unname(sv[, "mean"]))
   expect_equal(cmp$mcmc_sd, unname(sm[, "sd"]))
-  expect_equal(cmp$mcmc_q97.5, unname(sm[, 5]))
+  expect_equal(cmp$mcmc_q97.5, unname(sm[, "97.5%"]))
   expect_equal(cmp$z, (cmp$vi_mean - cmp$mcmc_mean) / cmp$mcmc_sd)
   expect_equal(cmp$sd_ratio, cmp$vi_sd / cmp$mcmc_sd)
   # mean-field on correlation 0.8: sds understated by sqrt(1 - 0.8^2) = 0.6,
   # means right
   expect_true(all(abs(cmp$sd_ratio - 0.6) < 0.05))
   expect_true(all(abs(cmp$z) < 0.1))
-  expect_output(print(cmp), "Comparison of VI \\(meanfield\\) with NUTS")
+  expect_output(print(cmp), "VI \\(meanfield\\) against NUTS")
+  expect_snapshot(print(cmp))
+  expect_snapshot(print(cmp, digits = 5))
+  # z's Monte Carlo error is the reference's mcse / sd
+  expect_equal(attr(cmp, "z_mcse"), unname(sm[, "mcse_mean"] / sm[, "sd"]))
   pdf(NULL); on.exit(grDevices::dev.off())
   expect_invisible(plot(cmp))
   expect_invisible(plot(cmp, pars = "z[2]"))
@@ -33,7 +37,7 @@ test_that("compare_fits() puts VI and MCMC summaries side by side", {
   cmp2 <- compare_fits(rw, mc)
   expect_true(all(abs(cmp2$z) < 0.15))
   expect_true(all(abs(cmp2$sd_ratio - 1) < 0.1))
-  expect_output(print(cmp2), "RWM with NUTS")
+  expect_output(print(cmp2), "RWM against NUTS")
   expect_equal(compare_fits(fit, fit)$z, c(0, 0))
 })
 
@@ -47,4 +51,13 @@ test_that("compare_fits() checks its arguments", {
   expect_snapshot(error = TRUE, compare_fits(mc, mc, pars = "nope"))
   cmp <- compare_fits(mc, mc)
   expect_snapshot(error = TRUE, plot(cmp, pars = "nope"))
+})
+
+test_that("compare_fits() prints within 80 columns", {
+  fit <- bbvi(mpg ~ wt + factor(cyl) + hp + disp, data = mtcars, seed = 1)
+  mc <- sample_mcmc(mpg ~ wt + factor(cyl) + hp + disp, data = mtcars,
+                    chains = 2, iter = 600, seed = 1, progress = FALSE)
+  cmp <- compare_fits(fit, mc)
+  expect_lte(widest_line(print(cmp)), 80)
+  expect_lte(widest_line(print(cmp, digits = 7)), 80)
 })

@@ -47,6 +47,48 @@ test_that("bounded parameters: quantiles are exact transforms, summaries agree w
   expect_true(ci[1, 2] < 0)
 })
 
+test_that("print() is compact (median, MAD_SD), summary() full; digits honoured", {
+  # the stochastic path: its answer is not round, so digits shows
+  fit <- bbvi(gaussian2_case()$model, method = "fullrank", seed = 4, optimizer = "adam")
+  expect_snapshot(print(fit), transform = scrub_times)
+  expect_snapshot(summary(fit), transform = scrub_times)
+  expect_snapshot(print(fit, digits = 2), transform = scrub_times)
+  expect_snapshot(print(summary(fit), digits = 6), transform = scrub_times)
+  # digits changes every number of the table, and nothing else
+  out4 <- capture.output(print(fit))
+  out2 <- capture.output(print(fit, digits = 2))
+  changed <- which(out4 != out2)
+  expect_equal(out4[seq_len(min(changed) - 1)], out2[seq_len(min(changed) - 1)])
+  expect_match(out2[length(out2)], "^z\\[2\\] +-?[0-9]\\.?[0-9]? +[0-9]\\.?[0-9]? *$")
+  # an unbounded parameter's q marginal is normal: MAD_SD is its sd exactly
+  tab <- vi_median_mad(fit)
+  expect_equal(tab[, "MAD_SD"], sqrt(diag(vcov(fit))))
+  expect_equal(tab[, "Median"], coef(fit))
+  # a bounded one: from the draws
+  fb <- suppressWarnings(bbvi(beta_binomial_case()$model, seed = 2))
+  expect_equal(unname(vi_median_mad(fb)[1, "MAD_SD"]), stats::mad(as.matrix(fb)[, 1]))
+  # no MCMC diagnostics for a variational fit
+  expect_no_match(capture.output(print(summary(fit))), "rhat|ess|R-hat", ignore.case = TRUE)
+  expect_snapshot(error = TRUE, print(fit, digits = 0))
+  expect_snapshot(error = TRUE, summary(fit, digits = 3))
+})
+
+test_that("printed numbers carry no zeros that were not computed", {
+  tab <- cbind(mean = c(-10.04, 33.99, 2), sd = c(1.49, 1.904, 0.7597))
+  out <- format_table(tab, 4)
+  expect_equal(trimws(out[, "mean"]), c("-10.04", "33.99", "2"))
+  expect_equal(trimws(out[, "sd"]), c("1.49", "1.904", "0.7597"))
+  # aligned on the decimal point
+  expect_equal(regexpr(".", out[1:2, "mean"], fixed = TRUE), rep(4L, 2), ignore_attr = TRUE)
+  expect_equal(trimws(format_table(tab, 2)[, "sd"]), c("1.5", "1.9", "0.76"))
+  expect_equal(trimws(format_table(cbind(ess = 3761.4, rhat = 1.00213), 4,
+                                   integer = "ess", fixed = c(rhat = 3))),
+               c("3761", "1.002"), ignore_attr = TRUE)
+  expect_equal(trimws(format_column(c(1e-9, NA, 123456.7), 3)), c("1e-09", "NA", "123457"))
+  expect_equal(format_seconds(c(0, 0.004, 0.006, 12.345)),
+               c("< 0.01 s", "< 0.01 s", "0.01 s", "12.35 s"))
+})
+
 test_that("plot() draws the trace and marginals", {
   fit <- bbvi(normal_mean_case()$model, seed = 1)
   path <- tempfile(fileext = ".pdf")
@@ -238,4 +280,12 @@ test_that("diagnostics over chunks of draws equal those over the same draws at o
   expect_equal(a[c("khat", "elbo", "kl_hat", "max_mean_shift", "max_sd_change")],
                b[c("khat", "elbo", "kl_hat", "max_mean_shift", "max_sd_change")])
   expect_equal(a$psis_moments, b$psis_moments)
+})
+
+test_that("a fixed-draw fit prints its path and counts L-BFGS evaluations", {
+  fit <- suppressWarnings(bbvi(gamma_poisson_case()$model, seed = 3))
+  expect_snapshot(print(fit), transform = scrub_times)
+  out <- capture.output(print(fit))
+  expect_match(out, "path: fixed draws", all = FALSE)
+  expect_match(out, sprintf("after %d L-BFGS evaluations", fit$iterations), all = FALSE)
 })

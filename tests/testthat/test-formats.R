@@ -16,3 +16,12 @@ test_that("posterior and coda formats carry the fit's draws", {
   expect_s3_class(mc, "mcmc")
   expect_equal(coda::varnames(mc), c("z[1]", "z[2]"))
 })
+
+test_that("summarise_draws(fit) shows no MCMC diagnostics for draws from q", {
+  skip_if_not_installed("posterior")
+  fit <- bbvi(gaussian2_case()$model, method = "fullrank", seed = 4)
+  s <- posterior::summarise_draws(fit)
+  expect_named(s, c("variable", "mean", "median", "sd", "mad", "q5", "q95"))
+  expect_equal(as.double(s$mean), unname(colMeans(as.matrix(fit))))
+  expect_named(posterior::summarise_draws(fit, "mean"), c("variable", "mean"))
+})

@@ -204,8 +204,9 @@ test_that("the compiled log-joint and gradient match R's densities", {
     lp <- .Call(bbvi:::C_logdens, mod$target, mod$lower, mod$upper, z, TRUE)
     th <- .Call(bbvi:::C_constrain, z, mod$lower, mod$upper)
     # the Jacobian of sigma = exp(zeta) is zeta
-    jac <- if (D > ncol(s$info$x)) z[D, ] else 0
-    expect_equal(as.numeric(lp), apply(th, 2, function(b) lj(b, s$info$x)) + jac, tolerance = 1e-10)
+    X <- mod$target$X
+    jac <- if (D > ncol(X)) z[D, ] else 0
+    expect_equal(as.numeric(lp), apply(th, 2, function(b) lj(b, X)) + jac, tolerance = 1e-10)
     num <- sapply(1:3, function(k) sapply(seq_len(D), function(j) {
       h <- 1e-5; e <- replace(numeric(D), j, h)
       (.Call(bbvi:::C_logdens, mod$target, mod$lower, mod$upper, z[, k] + e, FALSE) -
@@ -321,4 +322,104 @@ test_that("formula defaults: full-rank up to 200 parameters, Adam on the stochas
   small <- bbvi(y ~ ., d[, 1:199], seed = 1)   # intercept + 198 + sigma = 200
   expect_identical(small$method, "fullrank")
   expect_silent(bbvi(y ~ ., d, method = "meanfield", seed = 1))
+})
+
+test_that("the compiled GLM walks rows and draws in blocks, centring on the fly", {
+  # 20000 rows (three row blocks) and 70 draws (three draw blocks); the
+  # design is centred in C, the intercept column implied for a matrix
+  set.seed(11)
+  n <- 20000
+  X <- cbind(a = stats::rnorm(n, 2), b = stats::runif(n))
+  y <- stats::rbinom(n, 1, stats::plogis(-0.5 + X %*% c(0.4, -1)))
+  s <- bbvi:::glm_setup(y ~ a + b, data.frame(y = y, X), binomial(),
+                        normal(0, 2.5), normal(0, 2.5), NULL, center = TRUE)
+  tg <- s$model$target
+  expect_identical(tg$X[, 2:3], X)          # stored uncentred, once
+  expect_equal(tg$llconst, 0)
+  Xc <- cbind(1, sweep(X, 2, colMeans(X)))
+  z <- matrix(stats::rnorm(3 * 70, sd = 0.2), 3, 70)
+  lp <- .Call(bbvi:::C_logdens, tg, s$model$lower, s$model$upper, z, TRUE)
+  eta <- Xc %*% z
+  ref <- colSums(y * eta - log1p(exp(eta))) + colSums(stats::dnorm(z, 0, 2.5, log = TRUE))
+  expect_equal(as.numeric(lp), ref, tolerance = 1e-10)
+  expect_equal(attr(lp, "gradient"),
+               crossprod(Xc, y - stats::plogis(eta)) - z / 2.5^2,
+               tolerance = 1e-8, ignore_attr = TRUE)
+  # memory does not grow with the number of draws: 4000 draws through one
+  # call allocate no N x S matrix (that alone would be 640 MB)
+  z4 <- matrix(stats::rnorm(3 * 4000, sd = 0.2), 3, 4000)
+  gc(reset = TRUE)
+  before <- gc()[2, 6]
+  lp4 <- .Call(bbvi:::C_logdens, tg, s$model$lower, s$model$upper, z4, FALSE)
+  expect_lt(gc()[2, 6] - before, 10)      # MB of vector heap at the peak
+  expect_equal(lp4[1:70], as.numeric(.Call(bbvi:::C_logdens, tg, s$model$lower,
+                                            s$model$upper, z4[, 1:70], FALSE)))
+})
+
+test_that("threaded passes over the rows give the same bits as one thread", {
+  # row chunks are fixed by N, not by the threads; 60 columns make the
+  # passes large enough to be threaded (GLM_THREAD_WORK)
+  set.seed(14)
+  n <- 20000; k <- 60
+  X <- matrix(stats::rnorm(n * k), n, k, dimnames = list(NULL, paste0("v", 1:k)))
+  y <- stats::rbinom(n, 1, stats::plogis(X[, 1] - X[, 2]))
+  s <- bbvi:::glm_setup(y ~ ., data.frame(y = y, X), binomial(), normal(0, 2.5),
+                        normal(0, 2.5), NULL, center = TRUE)
+  tg <- s$model$target
+  tg1 <- replace(tg, "threads", list(1L))
+  tg3 <- replace(tg, "threads", list(3L))
+  z <- matrix(stats::rnorm((k + 1) * 40, sd = 0.05), k + 1, 40)
+  expect_identical(.Call(bbvi:::C_logdens, tg1, s$model$lower, s$model$upper, z, TRUE),
+                   .Call(bbvi:::C_logdens, tg3, s$model$lower, s$model$upper, z, TRUE))
+  q1 <- bbvi:::glm_quad(utils::modifyList(s$model, list(target = tg1)), "fullrank", quiet = TRUE)
+  q3 <- bbvi:::glm_quad(utils::modifyList(s$model, list(target = tg3)), "fullrank", quiet = TRUE)
+  expect_identical(q1$mean, q3$mean)
+  expect_identical(q1$chol, q3$chol)
+})
+
+test_that("a numeric matrix fits the same GLM as the formula", {
+  set.seed(12)
+  n <- 400
+  X <- cbind(u = stats::rnorm(n), v = stats::rnorm(n))
+  yb <- stats::rbinom(n, 1, stats::plogis(0.3 + X %*% c(1, -0.5)))
+  d <- data.frame(yb = yb, X)
+  f1 <- bbvi(yb ~ u + v, data = d, family = binomial(), seed = 1)
+  f2 <- bbvi(X, yb, family = binomial(), seed = 1)
+  expect_equal(coef(f2), coef(f1), tolerance = 1e-8)
+  expect_equal(vcov(f2), vcov(f1), tolerance = 1e-8)
+  expect_identical(f2$model$target$X, X)     # the user's matrix, not a copy
+  expect_equal(predict(f2, type = "response"), predict(f1, type = "response"),
+               tolerance = 1e-8, ignore_attr = TRUE)
+  expect_equal(predict(f2, newdata = X[1:5, ]), unname(predict(f1, newdata = d[1:5, ])),
+               tolerance = 1e-8)
+  expect_output(print(f2), "numeric matrix")
+  # no intercept; unnamed columns; poisson with an offset
+  ym <- stats::rpois(n, exp(0.2 * X[, 1]))
+  f3 <- bbvi(unname(X), ym, family = "poisson", intercept = FALSE, offset = rep(0.1, n))
+  f4 <- bbvi(ym ~ 0 + u + v, data = d, family = poisson(), offset = rep(0.1, n))
+  expect_named(coef(f3), c("x1", "x2"))
+  expect_equal(unname(coef(f3)), unname(coef(f4)), tolerance = 1e-8)
+  expect_error(bbvi(X, yb[-1], family = binomial()), "one value per row")
+  expect_error(bbvi(X, yb, family = binomial(), colour = 1), "colour")
+})
+
+test_that("keep_x = FALSE keeps no model matrix; methods rebuild it or say so", {
+  set.seed(13)
+  d <- data.frame(x = stats::rnorm(300), g = factor(sample(c("a", "b"), 300, TRUE)))
+  d$y <- stats::rbinom(300, 1, stats::plogis(d$x))
+  f1 <- bbvi(y ~ x + g, data = d, family = binomial(), seed = 2)
+  f0 <- bbvi(y ~ x + g, data = d, family = binomial(), seed = 2, keep_x = FALSE)
+  expect_null(f0$model$target$X)
+  expect_null(f0$x)
+  expect_lt(as.numeric(utils::object.size(f0)), as.numeric(utils::object.size(f1)))
+  expect_equal(coef(f0), coef(f1))
+  expect_equal(predict(f0), predict(f1))
+  set.seed(5); ll0 <- log_lik(f0, draws = 10)
+  set.seed(5); ll1 <- log_lik(f1, draws = 10)
+  expect_equal(ll0, ll1)
+  X <- as.matrix(d[, "x", drop = FALSE])
+  m0 <- bbvi(X, d$y, family = binomial(), keep_x = FALSE, seed = 1)
+  expect_error(predict(m0), "keep_x = FALSE")
+  expect_error(.Call(bbvi:::C_logdens, m0$model$target, m0$lower, m0$upper,
+                     matrix(0, 2, 1), FALSE), "keep_x")
 })

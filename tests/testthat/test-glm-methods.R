@@ -140,3 +140,15 @@ test_that("unknown arguments are errors", {
   expect_error(as.array(f, foo = 1), "Unknown argument")
   expect_error(bbvi(mpg ~ wt, data = mtcars, chains = 4), "Unknown argument")
 })
+
+test_that("formula fits print medians and MAD_SDs, summaries mean, sd, quantiles", {
+  fit <- bbvi(mpg ~ wt + factor(cyl), data = mtcars, seed = 1)
+  expect_snapshot(print(fit), transform = scrub_times)
+  expect_snapshot(summary(fit), transform = scrub_times)
+  expect_snapshot(print(fit, digits = 2), transform = scrub_times)
+  out <- capture.output(print(fit))
+  rows <- out[grepl("^(\\(Intercept\\)|wt|factor\\(cyl\\)[68]|sigma) ", out)]
+  expect_length(rows, 5)
+  expect_no_match(rows, "[0-9]\\.[0-9]*0( |$)")  # no padded zeros
+  expect_lte(widest_line(summary(fit)), 80)
+})

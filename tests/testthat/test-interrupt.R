@@ -80,10 +80,35 @@ test_that("an interrupt during the compiled loop (native log-joint) stops the fi
     m <- bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
                                     data = list(0, diag(1))),
                     list(z = param()))
-    res <- tryCatch(bbvi(m, seed = 1, max_iter = 5e7, tol = 1e-12),
+    res <- tryCatch(bbvi(m, seed = 1, max_iter = 5e7, tol = 1e-12, optimizer = "adam"),
                     interrupt = function(i) "interrupted")
     list(res = res)
   })
+})
+
+test_that("an interrupt during the fixed-draw L-BFGS phase stops the fit", {
+  rs <- interrupt_session()
+  on.exit(rs$close(), add = TRUE)
+  out <- rs$run(function() {
+    in_phase <- function() any(vapply(sys.calls(), function(cl)
+      identical(cl[[1]], quote(saa_engine)), logical(1)))
+    sent <- FALSE
+    n_after <- 0
+    m <- bbvi_model(function(theta, data) {
+      if (in_phase()) {
+        if (!sent) { sent <<- TRUE; tools::pskill(Sys.getpid(), tools::SIGINT) }
+        n_after <<- n_after + 1
+      }
+      stats::dnorm(theta$mu, 0, 1, log = TRUE)
+    }, list(mu = param()), gradient = function(theta, data) -theta$mu)
+    res <- tryCatch(bbvi(m, seed = 1), interrupt = function(i) "interrupted")
+    list(res = res, sent = sent, n_after = n_after)
+  })
+  expect_true(out$sent)
+  expect_identical(out$res, "interrupted")
+  # stopped within the batch of fixed draws it was evaluating
+  expect_lte(out$n_after, 40)
+  expect_session_usable(rs)
 })
 
 test_that("an interrupt stops MCMC sampling as cleanly", {

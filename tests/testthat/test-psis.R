@@ -61,7 +61,9 @@ test_that("an accurate full-rank fit: KL estimate near 0, no warning, printed", 
   dg <- r$fit$diagnostics
   expect_identical(dg$verdict, "ok")
   expect_lt(dg$kl_hat, 0.01)
-  expect_equal(dg$khat_threshold, 0.7)
+  # a clear pass on the first 1000 draws: loo's threshold for 1000 draws
+  expect_equal(dg$n_draws, 1000L)
+  expect_equal(dg$khat_threshold, 1 - 1 / log10(1000))
   expect_equal(nrow(dg$psis_moments), 2L)
   expect_lt(dg$max_mean_shift, 0.1)
   expect_output(print(r$fit), "KL\\(q \\|\\| p\\) estimate")
@@ -157,7 +159,13 @@ test_that("the number of diagnostic draws is fixed in advance, not by the clock"
               optimizer = "adam", converged = TRUE, iterations = 1L, time = 0.01,
               restarts = 1L, control = list(samples = 50L))
   f1 <- with_seed_test(3, bbvi:::new_bbvi_fit(slow, res, call = NULL))
-  expect_equal(f1$diagnostics$n_draws, 4000L)
+  # q is p here: the first 1000 draws pass clearly, and decide
+  expect_equal(f1$diagnostics$n_draws, 1000L)
+  # an sd 20% short does not pass clearly: all 4000
+  short <- modifyList(res, list(chol = 1.6))
+  f0 <- suppressWarnings(with_seed_test(3, bbvi:::new_bbvi_fit(slow, short, call = NULL)))
+  expect_equal(f0$diagnostics$n_draws, 4000L)
+  expect_length(f0$diagnostics$weights, 4000L)
   f2 <- with_seed_test(3, bbvi:::new_bbvi_fit(slow, res, call = NULL))
   expect_identical(f1$diagnostics, f2$diagnostics)
   f3 <- with_seed_test(3, bbvi:::new_bbvi_fit(slow, res, call = NULL,

@@ -109,9 +109,9 @@ test_that("a seed still reproduces fits whose log-joint draws", {
   suppressWarnings(sample_mcmc(m, method = "rwm", chains = 1, iter = 100, seed = 1))
   expect_identical(.Random.seed, before)
   # without seed = the callbacks' draws and the sampler's share one stream
-  set.seed(11); d1 <- sample_mcmc(m, method = "rwm", chains = 1, iter = 300)
+  set.seed(11); d1 <- suppressWarnings(sample_mcmc(m, method = "rwm", chains = 1, iter = 300))
   after1 <- .Random.seed
-  set.seed(11); d2 <- sample_mcmc(m, method = "rwm", chains = 1, iter = 300)
+  set.seed(11); d2 <- suppressWarnings(sample_mcmc(m, method = "rwm", chains = 1, iter = 300))
   expect_identical(d1$draws, d2$draws)
   expect_identical(.Random.seed, after1)
 })

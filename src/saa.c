@@ -1,0 +1,236 @@
+/* saa.c: the fixed-draw phase of VI for models with a gradient. The ELBO is
+   averaged over one set of M base draws, fixed for the whole run (common
+   random numbers), and that deterministic function of lambda is maximised by
+   L-BFGS: a sample-average approximation, as in DADVI (Giordano, Ingram &
+   Broderick 2024). Started at the Laplace approximation and preconditioned
+   by it, it needs tens of iterations where the stochastic phase needs
+   thousands.
+
+   The draws are balanced so that the approximation is exact for a Gaussian
+   posterior: antithetic pairs (their mean is exactly 0) rescaled so that each
+   coordinate's second moment is exactly 1, and fully whitened (sample
+   covariance exactly I) when there are enough draws. A posterior far from
+   Gaussian is left to the diagnostics, which judge q with fresh draws. */
+#include "bbvi.h"
+#include <R_ext/Applic.h>
+#include <math.h>
+#include <string.h>
+#include <float.h>
+
+#define BIG 1e300   /* what the optimiser sees where a draw's log p is not finite */
+
+enum { SAA_OK = 0, SAA_NOT_FINITE_START = 3 };
+
+typedef struct {
+    bbvi_estimator_ws *ews;
+    int K;
+    double *lambda_cache, f_cache, *g_cache;
+    int cached;
+    long n_evals;            /* objective evaluations (M draws each) */
+    double *trace;           /* ELBO at each new point, up to trace_cap */
+    int n_trace, trace_cap;
+} saa_ws;
+
+/* The base draws: M / 2 standard normal columns and their negatives, then
+   either whitened (sample covariance I) or rescaled row by row. */
+static void balance_draws(int D, int M, double *eps, int whiten)
+{
+    int half = M / 2;
+    for (int s = 0; s < half; s++)
+        for (int d = 0; d < D; d++)
+            eps[d + (size_t) (half + s) * D] = -eps[d + (size_t) s * D];
+    if (!whiten) {
+        for (int d = 0; d < D; d++) {
+            double ss = 0.0;
+            for (int s = 0; s < M; s++) ss += eps[d + (size_t) s * D] * eps[d + (size_t) s * D];
+            double r = sqrt(ss / M);
+            for (int s = 0; s < M; s++) eps[d + (size_t) s * D] /= r;
+        }
+        return;
+    }
+    /* C = E E' / M = L L'; eps <- L^-1 eps */
+    double *C = (double *) R_alloc((size_t) D * D, sizeof(double));
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j <= i; j++) {
+            double a = 0.0;
+            for (int s = 0; s < M; s++) a += eps[i + (size_t) s * D] * eps[j + (size_t) s * D];
+            C[i + (size_t) j * D] = a / M;
+        }
+    for (int j = 0; j < D; j++) {
+        double a = C[j + (size_t) j * D];
+        for (int k = 0; k < j; k++) a -= C[j + (size_t) k * D] * C[j + (size_t) k * D];
+        a = sqrt(a);
+        C[j + (size_t) j * D] = a;
+        for (int i = j + 1; i < D; i++) {
+            double b = C[i + (size_t) j * D];
+            for (int k = 0; k < j; k++) b -= C[i + (size_t) k * D] * C[j + (size_t) k * D];
+            C[i + (size_t) j * D] = b / a;
+        }
+    }
+    for (int s = 0; s < M; s++) {
+        double *e = eps + (size_t) s * D;
+        for (int i = 0; i < D; i++) {
+            double a = e[i];
+            for (int k = 0; k < i; k++) a -= C[i + (size_t) k * D] * e[k];
+            e[i] = a / C[i + (size_t) i * D];
+        }
+    }
+}
+
+/* -ELBO over the fixed draws and its gradient, cached for the gradient call
+   that follows at the same lambda. */
+static void eval_lambda(saa_ws *w, const double *lambda)
+{
+    int K = w->K;
+    if (w->cached && memcmp(lambda, w->lambda_cache, sizeof(double) * K) == 0) return;
+    if (w->n_evals > 0 && w->n_evals % 8 == 0) R_CheckUserInterrupt();
+    double elbo = bbvi_grad_reparam(w->ews, lambda, w->g_cache);
+    w->n_evals += 1;
+    int ok = w->ews->n_finite == w->ews->S && R_FINITE(elbo);
+    for (int k = 0; ok && k < K; k++) ok = R_FINITE(w->g_cache[k]);
+    if (!ok) {
+        w->f_cache = BIG;
+        memset(w->g_cache, 0, sizeof(double) * K);
+    } else {
+        w->f_cache = -elbo;
+        for (int k = 0; k < K; k++) w->g_cache[k] = -w->g_cache[k];
+        if (w->n_trace < w->trace_cap) w->trace[w->n_trace++] = elbo;
+    }
+    memcpy(w->lambda_cache, lambda, sizeof(double) * K);
+    w->cached = 1;
+}
+
+static double saa_fn(int n, double *lambda, void *ex)
+{
+    saa_ws *w = (saa_ws *) ex;
+    eval_lambda(w, lambda);
+    return w->f_cache;
+}
+
+static void saa_gr(int n, double *lambda, double *g, void *ex)
+{
+    saa_ws *w = (saa_ws *) ex;
+    eval_lambda(w, lambda);
+    memcpy(g, w->g_cache, sizeof(double) * n);
+}
+
+/* .Call(C_vi_saa, target_spec, lower, upper, control). control: family,
+   samples (M, even), whiten (0/1), precond (D x D lower triangular, diagonal
+   for mean-field) and shift (D): q starts as zeta = shift + precond z with
+   z ~ N(0, I), i.e. at the Laplace approximation; maxit, factr (L-BFGS's
+   relative-reduction tolerance), grad_tol (largest |gradient| accepted as
+   converged; L-BFGS runs on to a quarter of it, since a gradient of grad_tol
+   can still leave the answer that far from the optimum in sd units along
+   flat directions). Returns what vi_fit returns, plus grad_max and lbfgs_code. */
+SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
+{
+    int D = Rf_length(lower);
+    int M = bbvi_need_int(control, "samples");
+    int maxit = bbvi_need_int(control, "maxit");
+    int whiten = bbvi_need_int(control, "whiten");
+    double factr = bbvi_need_double(control, "factr");
+    double grad_tol = bbvi_need_double(control, "grad_tol");
+    /* precond: dense D x D lower triangular (full-rank) or precond_diag,
+       per-coordinate scales (mean-field: nothing D x D) */
+    SEXP preP = bbvi_list_get(control, "precond"), preD = bbvi_list_get(control, "precond_diag"),
+        preS = bbvi_list_get(control, "shift");
+    int dense = !Rf_isNull(preP);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1 ||
+        M < 2 || M % 2 != 0 || maxit < 1 ||
+        (dense ? !Rf_isReal(preP) || XLENGTH(preP) != (R_xlen_t) D * D
+               : !Rf_isReal(preD) || Rf_length(preD) != D) ||
+        !Rf_isReal(preS) || Rf_length(preS) != D || (whiten && M <= D))
+        Rf_error("internal error: bad arguments to vi_saa");
+    const bbvi_family *fam = bbvi_family_from_control(control, D);
+    if (fam->n_base(fam, D) != D)
+        Rf_error("internal error: the fixed-draw phase takes one base draw per coordinate");
+    if (dense && !bbvi_family_is_fullrank(fam))
+        Rf_error("internal error: a dense `precond` is for the full-rank family only");
+    const double *P = dense ? REAL(preP) : REAL(preD), *shift = REAL(preS);
+    for (int j = 0; j < D; j++) {
+        double pj = dense ? P[j + (size_t) j * D] : P[j];
+        if (!(pj > 0) || !R_FINITE(pj))
+            Rf_error("internal error: `precond` needs a positive diagonal");
+    }
+
+    bbvi_target target;
+    bbvi_target_from_sexp(spec, D, M, &target);
+    if (!target.has_grad) Rf_error("internal error: the fixed-draw phase needs a gradient");
+    bbvi_model model;
+    bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, M);
+    bbvi_estimator_ws ews;
+    bbvi_estimator_ws_init(&ews, fam, &model, M);
+    if (dense) bbvi_estimator_set_precond(&ews, P, shift);
+    else bbvi_estimator_set_precond_diag(&ews, P, shift);
+
+    bbvi_rng_hold();
+    fam->draw_base(fam, D, M / 2, ews.eps);
+    bbvi_rng_release();
+    balance_draws(D, M, ews.eps, whiten);
+    ews.fixed_base = 1;
+
+    int K = ews.K;
+    double *lambda = (double *) R_alloc(K, sizeof(double));
+    double *zero = (double *) R_alloc(D, sizeof(double));
+    memset(zero, 0, sizeof(double) * D);
+    fam->init(fam, D, zero, zero, lambda);   /* z ~ N(0, I): the Laplace q */
+
+    saa_ws w = { &ews, K, (double *) R_alloc(K, sizeof(double)), 0.0,
+                 (double *) R_alloc(K, sizeof(double)), 0, 0, NULL, 0, 0 };
+    w.trace_cap = 2 * maxit + 20;
+    w.trace = (double *) R_alloc(w.trace_cap, sizeof(double));
+
+    int status = SAA_OK, fail = 0, fncount = 0, grcount = 0;
+    double grad_max = R_PosInf;
+    eval_lambda(&w, lambda);
+    if (w.f_cache >= BIG) {
+        status = SAA_NOT_FINITE_START;
+    } else {
+        double *lo = (double *) R_alloc(K, sizeof(double));
+        double *up = (double *) R_alloc(K, sizeof(double));
+        int *nbd = (int *) R_alloc(K, sizeof(int));
+        for (int k = 0; k < K; k++) { nbd[k] = 0; lo[k] = -DBL_MAX; up[k] = DBL_MAX; }
+        double fmin = 0.0;
+        char msg[60];
+        lbfgsb(K, 10, lambda, lo, up, nbd, &fmin, saa_fn, saa_gr, &fail, &w,
+               factr, 0.25 * grad_tol, &fncount, &grcount, maxit, msg, 0, 1);
+        eval_lambda(&w, lambda);
+        grad_max = 0.0;
+        for (int k = 0; k < K; k++) grad_max = fmax(grad_max, fabs(w.g_cache[k]));
+        if (w.f_cache >= BIG) grad_max = R_PosInf;
+    }
+    int converged = status == SAA_OK && grad_max <= grad_tol;
+
+    if (dense) fam->affine(fam, D, lambda, P, shift);   /* back to zeta */
+    else fam->affine_diag(fam, D, lambda, P, shift);
+    const char *names[] = { "lambda", "lambda_last", "mean", "q", "elbo",
+                            "converged", "iterations", "status", "restarts",
+                            "eta", "dropped_draws", "stop", "n_logp",
+                            "n_grad", "grad_max", "lbfgs_code", "" };
+    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+    SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
+    memcpy(REAL(lam), lambda, sizeof(double) * K);
+    SET_VECTOR_ELT(out, 0, lam);
+    SET_VECTOR_ELT(out, 1, lam);
+    SEXP mean = PROTECT(Rf_allocVector(REALSXP, D));
+    memcpy(REAL(mean), lambda, sizeof(double) * D);   /* every family: mu first */
+    SET_VECTOR_ELT(out, 2, mean);
+    SEXP q = PROTECT(fam->to_sexp(fam, D, lambda));
+    SET_VECTOR_ELT(out, 3, q);
+    SEXP tr = PROTECT(Rf_allocVector(REALSXP, w.n_trace));
+    memcpy(REAL(tr), w.trace, sizeof(double) * w.n_trace);
+    SET_VECTOR_ELT(out, 4, tr);
+    SET_VECTOR_ELT(out, 5, Rf_ScalarLogical(converged));
+    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(fncount));
+    SET_VECTOR_ELT(out, 7, Rf_ScalarInteger(status));
+    SET_VECTOR_ELT(out, 8, Rf_ScalarInteger(0));
+    SET_VECTOR_ELT(out, 9, Rf_ScalarReal(NA_REAL));
+    SET_VECTOR_ELT(out, 10, Rf_ScalarReal(0.0));
+    SET_VECTOR_ELT(out, 11, Rf_ScalarInteger(converged ? 0 : 1));
+    SET_VECTOR_ELT(out, 12, Rf_ScalarReal((double) w.n_evals * M));
+    SET_VECTOR_ELT(out, 13, Rf_ScalarReal((double) w.n_evals * M));
+    SET_VECTOR_ELT(out, 14, Rf_ScalarReal(grad_max));
+    SET_VECTOR_ELT(out, 15, Rf_ScalarInteger(fail));
+    UNPROTECT(5);
+    return out;
+}
