@@ -7,7 +7,11 @@
 #'
 #' q lives on the unconstrained scale (bounded parameters are transformed,
 #' see [param()]). `"meanfield"` is a diagonal Gaussian, `"fullrank"` a
-#' Gaussian with a full Cholesky factor. The ELBO is
+#' Gaussian with a full Cholesky factor, `"lowrank"` a Gaussian with
+#' covariance B B' + diag(d^2), B of `rank` columns: it captures the main
+#' directions of posterior correlation at a cost linear in the number of
+#' parameters (O(D rank^2) per iteration; nothing D x D is formed), where
+#' full-rank costs O(D^2) memory and O(D^3) time. The ELBO is
 #' E_q log p(x, z) - E_q log q(z) = log p(x) - KL(q || p(z | x)): q is
 #' mode-seeking and tends to understate posterior spread, the more so for
 #' mean-field on correlated posteriors.
@@ -45,7 +49,9 @@
 #' following windows until the standard error of that average, allowing for
 #' the correlation between windows and the few windows it is estimated
 #' from, is below `tol` (0.02) posterior sds for every mean and `tol` for
-#' every log sd. The returned q is that average. When averaging would take
+#' every log sd (with more than 100 parameters, for all but the 0.5% of
+#' means and log sds with the largest estimated error: the largest of
+#' thousands of noisy error estimates measures their noise, not the fit). The returned q is that average. When averaging would take
 #' too long, or when the iterates keep moving while the ELBO no longer
 #' rises (noise wandering along a ridge), the step size is cut. A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
@@ -81,7 +87,11 @@ bbvi.default <- function(x, ...) {
 }
 
 #' @rdname bbvi
-#' @param method `"meanfield"` or `"fullrank"`.
+#' @param method `"meanfield"`, `"fullrank"` or `"lowrank"`. Mean-field and
+#'   low-rank fits scale to hundreds of thousands of parameters (the fit
+#'   object is O(D)); full-rank is limited to 46,340.
+#' @param rank For `method = "lowrank"`: the number of columns of B; `NULL`
+#'   means `min(10, D)`.
 #' @param estimator `"auto"`, `"score"` or `"reparam"`.
 #' @param samples Monte Carlo draws per iteration; `NULL` picks 10 for
 #'   `"reparam"` and 50 for `"score"` on the stochastic path, and for a custom model's
@@ -117,7 +127,10 @@ bbvi.default <- function(x, ...) {
 #'   `bench/bench_custom.R` and `bench/bench_trust.R`: as accurate as the
 #'   stochastic path, or more, with 5 to 40 times fewer evaluations, also
 #'   from `init` when there is no mode).
-#' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad.
+#' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad
+#'   (for mean-field and low-rank fits of more than 2,000 variational
+#'   parameters K started at the mode, 0.05 sqrt(2000 / K): Adam's jitter
+#'   would otherwise cost the ELBO about K eta^2 / 2).
 #' @param window Iterations per convergence window; `NULL` means 50 when
 #'   the fit starts at the mode (q is then close to the answer from the
 #'   first iteration: measured on the cases of `bench/bench_trust.R`, half
@@ -171,7 +184,8 @@ bbvi.default <- function(x, ...) {
 #' fit <- bbvi(m, seed = 1)
 #' summary(fit)
 #' @export
-bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
+bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
+                            rank = NULL,
                             estimator = c("auto", "score", "reparam"),
                             samples = NULL, max_iter = 10000, tol = NULL,
                             seed = NULL, progress = interactive(),
@@ -188,7 +202,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
     abort_arg("x", "a model made by {.fn bbvi_model}", x)
   }
   check_flag(progress, "progress")
-  method <- match_arg(method, c("meanfield", "fullrank"), "method")
+  method <- match_arg(method, c("meanfield", "fullrank", "lowrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   optimizer <- match_arg(optimizer, c("auto", "lbfgs", "adam", "adagrad"), "optimizer")
   estimator <- resolve_estimator(estimator, x$has_gradient)
@@ -204,7 +218,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
   }
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
   start_at <- match_arg(start, c("mode", "init"), "start")
-  check_dimension(length(init_mean))
+  rank <- resolve_rank(rank, method, length(init_mean))
+  check_dimension(length(init_mean), method, rank)
   # a user's gradient is checked against finite differences before any fit
   assert_model_ok(x, err_call = call("bbvi"))
   # restart k starts at init + u (k odd) or init - u (k even), with u drawn
@@ -217,17 +232,19 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
       if (dispersed) begin <- begin + side * stats::runif(length(begin), -2, 2)
       spec <- r_target_spec(x, err_call = call("bbvi"))
       t0 <- proc.time()[["elapsed"]]
-      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed)
+      st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed, rank = rank)
       st$time <- proc.time()[["elapsed"]] - t0
       if (!isTRUE(st$laplace)) {
-        st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else diag(init_sd, length(begin)),
+        st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else init_sd,
                    evals = st$evals, laplace = FALSE, time = st$time)
       }
-      fixed_draws <- optimizer == "lbfgs" ||
-        (optimizer == "auto" && estimator == "reparam")
+      # the fixed-draw path takes mean-field and full-rank q (its balanced
+      # draws are one standard normal per coordinate)
+      fixed_draws <- method != "lowrank" && (optimizer == "lbfgs" ||
+        (optimizer == "auto" && estimator == "reparam"))
       res <- NULL
       if (fixed_draws) {
-        precond <- if (is.null(st$precond)) diag(init_sd, length(begin)) else st$precond
+        precond <- if (is.null(st$precond)) init_sd else st$precond
         res <- saa_engine(x, spec, method = method, samples = samples,
                           max_iter = max_iter, tol = tol, precond = precond,
                           shift = st$mean)
@@ -244,14 +261,15 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
         }
       }
       if (is.null(res)) {
+        opt <- if (optimizer %in% c("auto", "lbfgs")) "adam" else optimizer
         res <- vi_engine(x, spec,
-                         method = method, estimator = estimator, samples = samples,
-                         max_iter = max_iter, tol = tol,
-                         optimizer = if (optimizer %in% c("auto", "lbfgs")) "adam" else optimizer,
-                         eta = eta, init_mean = st$mean,
+                         method = method, rank = rank, estimator = estimator, samples = samples,
+                         max_iter = max_iter, tol = tol, optimizer = opt,
+                         eta = if (is.null(eta)) default_eta(opt, method, st$laplace, length(st$mean), rank) else eta,
+                         init_mean = st$mean,
                          window = if (!is.null(window)) window else if (st$laplace) 50L else 100L,
                          init_log_sd = log(init_sd),
-                         precond = st$precond, shift = st$mean,
+                         precond = st$precond, shift = st$mean, init_B = st$init_B,
                          progress = progress && !dispersed,
                          control_variates = control_variates)
       }
@@ -270,9 +288,10 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank"),
 
 # The deterministic start: the mode of log p on the unconstrained scale and
 # the curvature there (src/mode.c). Returns list(mean, precond, evals,
-# laplace = TRUE), or list(evals, laplace = FALSE) (with a message) when
+# laplace = TRUE), precond a lower triangular matrix for full-rank and a
+# vector of per-coordinate scales (the diagonal Hessian's) otherwise, or list(evals, laplace = FALSE) (with a message) when
 # there is no usable mode.
-laplace_start <- function(model, spec, init, method, quiet = FALSE) {
+laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
   D <- length(init)
   if (!isTRUE(model$has_gradient) && D > 1000L) {
     # each finite-difference gradient costs 2D + 1 log-joint evaluations
@@ -303,9 +322,66 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE) {
   precond <- if (is.matrix(H)) {
     t(chol(chol2inv(chol(H))))
   } else {
-    diag(1 / sqrt(H), D)
+    1 / sqrt(H)
   }
-  list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
+  out <- list(mean = res$mode, precond = precond, evals = evals, laplace = TRUE)
+  if (method == "lowrank") {
+    lr <- lowrank_start(spec, model, res$mode, precond, rank)
+    out$init_B <- lr$B
+    out$evals <- out$evals + c(logp = lr$n, gradient = lr$n)
+  }
+  out
+}
+
+# A low-rank q's starting B: the directions of largest posterior variance
+# at the mode, in the coordinates of the diagonal start (z = (zeta - mode) /
+# s, where the precision H_z has a unit diagonal). They are the eigenvectors
+# of H_z with the smallest eigenvalues mu, found by subspace iteration on
+# alpha I - H_z with Hessian-vector products from central differences of
+# the gradient (two batched gradient calls per iteration, O(D rank) memory);
+# B = V sqrt(1 / mu - 1) makes B B' + I match H_z^-1 along them. Started at
+# B near 0 instead (a stationary point of the ELBO), the stochastic phase
+# finds these directions only slowly. NULL when the model has no gradient.
+lowrank_start <- function(spec, model, mode, s, rank, iters = 30L, extra = 5L) {
+  if (!isTRUE(model$has_gradient)) return(list(B = NULL, n = 0))
+  D <- length(mode)
+  lo <- as.double(model$lower)
+  up <- as.double(model$upper)
+  h <- 1e-3
+  n <- 0
+  hv <- function(V) {   # H_z V by central differences, V: D x m
+    Zp <- mode + s * (h * V)
+    Zm <- mode - s * (h * V)
+    gp <- attr(.Call(C_logdens, spec, lo, up, Zp, TRUE), "gradient")
+    gm <- attr(.Call(C_logdens, spec, lo, up, Zm, TRUE), "gradient")
+    n <<- n + 2 * ncol(V)
+    -s * (gp - gm) / (2 * h)
+  }
+  m <- min(D, rank + extra)
+  # the largest eigenvalue of H_z bounds the shift alpha (power iteration)
+  v <- matrix(stats::rnorm(D), D, 1)
+  lam <- NA_real_
+  for (i in 1:15) {
+    v <- v / sqrt(sum(v^2))
+    w <- hv(v)
+    lam <- sum(v * w)
+    v <- w
+  }
+  if (!is.finite(lam) || lam <= 0 || any(!is.finite(v))) return(list(B = NULL, n = n))
+  alpha <- 1.5 * lam
+  Q <- qr.Q(qr(matrix(stats::rnorm(D * m), D, m)))
+  for (i in seq_len(iters)) {
+    AQ <- alpha * Q - hv(Q)
+    if (any(!is.finite(AQ))) return(list(B = NULL, n = n))
+    Q <- qr.Q(qr(AQ))
+  }
+  AQ <- alpha * Q - hv(Q)
+  e <- eigen(crossprod(Q, AQ), symmetric = TRUE)
+  mu <- alpha - e$values[seq_len(rank)]
+  V <- Q %*% e$vectors[, seq_len(rank), drop = FALSE]
+  # mu >= 1 means no more variance than the diagonal start has: no column
+  sc <- sqrt(pmin(pmax(1 / pmax(mu, 1e-8) - 1, 0), 1e6))
+  list(B = V * rep(sc, each = D), n = n)
 }
 
 # Evaluations of log p and of its gradient, and seconds, by phase: the mode
@@ -356,7 +432,7 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
   # fits that landed elsewhere: the posterior has several modes (or a
   # ridge), and q describes one of them. Importance sampling from q cannot
   # see a mode that q never reaches; restarts can.
-  sd_best <- sqrt(rowSums(fit$chol_unc^2))
+  sd_best <- q_marginals(fit_q(fit))$sd
   apart <- vapply(fits, function(f) max(abs(f$mean_unc - fit$mean_unc) / sd_best), numeric(1))
   fit$restart_summary$distance <- apart
   n_apart <- sum(apart > 3)
@@ -367,6 +443,21 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
       call = NULL)
   }
   fit
+}
+
+# Adam's step size when none is given: 0.05 (0.5 for AdaGrad), except for a
+# mean-field or low-rank fit of many variational parameters K that starts at
+# the mode. Adam moves every coordinate by about eta per step whatever its
+# gradient, so its iterates jitter around the optimum and the ELBO loses
+# about K eta^2 / 2: 50 nats at K = 2e4 with eta = 0.05, which the
+# convergence rule sees as progress each time it cuts the step. Started at
+# the mode, q is close to the answer and 0.05 sqrt(2000 / K) keeps that loss
+# near 1 nat (measured at D = 1e4: 1,500 iterations instead of 3,750).
+default_eta <- function(optimizer, method, laplace, D, rank = 0L) {
+  if (optimizer == "adagrad") return(0.5)
+  K <- D * (if (method == "lowrank") rank + 2 else 2)
+  if (!isTRUE(laplace) || method == "fullrank" || K <= 2000) return(0.05)
+  0.05 * sqrt(2000 / K)
 }
 
 # fit_one() closes over the model it fits: a copy of the function whose
@@ -438,23 +529,49 @@ unconstrain <- function(theta, lower, upper) {
   z
 }
 
-# q's D x D Cholesky factor (scratch and result) must fit an R matrix
-check_dimension <- function(D) {
-  if (D > 46340L) {
-    cli::cli_abort(c("A variational fit can have at most 46,340 scalar parameters.",
-                     x = "This model has {D}."), call = NULL)
+# A full-rank q's D x D Cholesky factor must fit an R matrix; the other
+# families need only their lambda (D (rank + 2) numbers) to be indexable.
+check_dimension <- function(D, method = "fullrank", rank = 1L) {
+  if (method == "fullrank" && D > 46340L) {
+    cli::cli_abort(c("A full-rank variational fit can have at most 46,340 scalar parameters.",
+                     x = "This model has {D}.",
+                     i = "Use {.code method = \"meanfield\"} or {.code method = \"lowrank\"}."),
+                   call = NULL)
+  }
+  K <- as.double(D) * (if (method == "lowrank") rank + 2 else 2)
+  if (K > .Machine$integer.max) {
+    cli::cli_abort(c("Too many variational parameters: {format(K, big.mark = \",\")}.",
+                     x = "This model has {D} scalar parameters."), call = NULL)
   }
 }
 
+# The rank of a low-rank q: NULL means min(10, D).
+resolve_rank <- function(rank, method, D) {
+  if (method != "lowrank") {
+    if (!is.null(rank)) {
+      cli::cli_abort("{.arg rank} is for {.code method = \"lowrank\"}.", call = NULL)
+    }
+    return(0L)
+  }
+  if (is.null(rank)) return(as.integer(min(10L, D)))
+  check_count(rank, "rank", max = D)
+  as.integer(rank)
+}
+
 # The engine under every VI fit: validates the tuning values, runs the C
-# loop, turns its status into R errors and warnings. `precond` (lower
-# triangular, diagonal for mean-field) and `shift` define the preconditioner
-# zeta = shift + precond %*% z: the optimiser works on z. `spec` is the target as
+# loop, turns its status into R errors and warnings. `precond` and `shift`
+# define the preconditioner zeta = shift + precond z: the optimiser works on
+# z. precond is a vector of per-coordinate scales (any family), or a lower
+# triangular matrix (full-rank; for the other families only its diagonal
+# is used, and it must be diagonal). `blocks`, for method = "blocks": q as
+# a product, a list of list(family, rank, dim) over consecutive coordinates
+# (see src/qblocks.c). `spec` is the target as
 # C reads it (see r_target_spec() and the GLM code).
 vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
                       progress = FALSE, control_variates = TRUE,
-                      precond = NULL, shift = NULL) {
+                      precond = NULL, shift = NULL, rank = NULL,
+                      blocks = NULL, init_B = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -464,11 +581,19 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
-  check_dimension(length(model$lower))
+  D <- length(model$lower)
+  rank <- if (method == "lowrank") resolve_rank(rank, method, D) else 0L
+  check_dimension(D, method, rank)
   check_flag(control_variates, "control_variates")
+  if (is.matrix(precond) && method != "fullrank") precond <- diag(precond)
   control <- list(control_variates = as.integer(control_variates),
-                  precond = if (is.null(precond)) NULL else as.double(precond),
-                  shift = if (is.null(precond)) NULL else as.double(shift),family = method, estimator = estimator, optimizer = optimizer,
+                  precond = if (is.matrix(precond)) as.double(precond),
+                  precond_diag = if (!is.null(precond) && !is.matrix(precond)) as.double(precond),
+                  shift = if (!is.null(precond)) as.double(shift),
+                  family = method, rank = as.integer(rank),
+                  blocks = blocks,
+                  init_B = if (!is.null(init_B) && method == "lowrank" && !is.null(precond)) as.double(init_B),
+                  estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),
                   tol = as.double(tol), eta = as.double(eta),
                   window = as.integer(window), passes = 2L, max_restarts = 5L,
@@ -501,6 +626,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                        "max_iter reached while averaging (Monte Carlo error above tol)",
                        "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)")[res$stop + 1L]
   res$method <- method
+  res$rank <- if (method == "lowrank") rank
   res$estimator <- estimator
   res$optimizer <- optimizer
   if (!res$converged) {
@@ -535,10 +661,15 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
   }
   agree <- saa_agreement(tol)
   start <- proc.time()[["elapsed"]]
+  # precond: a matrix (full-rank) or per-coordinate scales (mean-field; a
+  # diagonal matrix is taken as its diagonal), as in vi_engine()
   solve <- function(M, P, s) {
-    control <- list(family = method, samples = as.integer(M),
+    if (is.matrix(P) && method != "fullrank") P <- diag(P)
+    control <- list(family = method, rank = 0L, samples = as.integer(M),
                     whiten = as.integer(M >= 2L * D),
-                    precond = as.double(P), shift = as.double(s),
+                    precond = if (is.matrix(P)) as.double(P),
+                    precond_diag = if (!is.matrix(P)) as.double(P),
+                    shift = as.double(s),
                     maxit = as.integer(min(max_iter, 1e6)), factr = 1e7,
                     grad_tol = as.double(tol))
     r <- .Call(C_vi_saa, spec, as.double(model$lower), as.double(model$upper), control)
@@ -553,7 +684,8 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
     repeat {
       # the same problem from the answer, with fresh draws (twice as many
       # after a disagreement): the first run's answer is q = N(mean, L L')
-      nxt <- solve(M, res$chol, res$mean)
+      q <- q_from_c(res$q)
+      nxt <- solve(M, if (method == "fullrank") q$chol else q_marginals(q)$sd, res$mean)
       if (nxt$status != 0L) break
       runs[[length(runs) + 1L]] <- nxt
       moved <- saa_distance(res, nxt)
@@ -600,7 +732,7 @@ saa_agreement <- function(tol) 2.5 * sqrt(2) * tol
 # Largest change between two Gaussian answers, over coordinates: of the
 # mean in units of the second's sd, and of the log sd.
 saa_distance <- function(a, b) {
-  sd_a <- sqrt(rowSums(matrix(a$chol, length(a$mean))^2))
-  sd_b <- sqrt(rowSums(matrix(b$chol, length(b$mean))^2))
+  sd_a <- q_marginals(q_from_c(a$q))$sd
+  sd_b <- q_marginals(q_from_c(b$q))$sd
   max(abs(a$mean - b$mean) / sd_b, abs(log(sd_a / sd_b)))
 }

@@ -75,8 +75,8 @@ compare_fits <- function(vi, mc, pars = NULL) {
   out
 }
 
-# the draws a fit keeps (a bbvi_fit's 4000 draws from q; all post-warmup MCMC draws)
-fit_draws <- function(x) as.matrix(x)
+# the draws a fit keeps (a bbvi_fit's fixed set; all post-warmup MCMC draws)
+fit_draws <- function(x) if (inherits(x, "bbvi_fit")) fit_own_draws(x) else as.matrix(x)
 
 fit_label <- function(x) {
   if (inherits(x, "bbvi_mcmc")) toupper(x$method) else sprintf("VI (%s)", x$method)

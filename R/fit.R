@@ -1,13 +1,18 @@
-# The bbvi_fit object: q as a Gaussian on the unconstrained scale (mean and
-# Cholesky factor), the model's bounds to map it back, the optimiser's record,
-# and a fixed set of draws so that repeated summaries agree.
+# The bbvi_fit object: q on the unconstrained scale (a q object, see
+# R/q.R; full-rank and GLM fits keep mean_unc and a dense chol_unc instead),
+# the model's bounds to map it back, the optimiser's record, and draws for
+# summaries and diagnostics. The draws are kept when draws x D numbers fit
+# the budget getOption("bbvi.draws_budget", 4e6); otherwise the fit keeps a
+# seed and makes them again when asked, chunk by chunk, so the fit object
+# and the memory of every method stay O(D) (O(chunk x D) while drawing).
 new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
                          extra = list(), diagnostic_draws = 4000) {
   check_count(draws, "draws")
   nms <- model$par_names
   D <- length(nms)
-  mean_unc <- stats::setNames(res$mean, nms)
-  chol_unc <- matrix(res$chol, D, D, dimnames = list(nms, nms))
+  q <- if (!is.null(res$q)) q_from_c(res$q) else q_gauss_fr(res$mean, res$chol)
+  # GLM code maps chol_unc when it un-centres the predictors: keep it dense
+  dense <- inherits(q, "q_gauss_fr") || "bbvi_glm_fit" %in% class
   fit <- c(list(
     call = call,
     model = model,
@@ -17,8 +22,7 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
     par_names = nms,
     lower = model$lower,
     upper = model$upper,
-    mean_unc = mean_unc,
-    chol_unc = chol_unc,
+    mean_unc = stats::setNames(q$mean, nms),
     lambda = res$lambda,
     elbo_trace = res$elbo,
     converged = isTRUE(res$converged),
@@ -28,46 +32,103 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
     restarts = res$restarts,
     dropped_draws = res$dropped_draws,
     samples = res$control$samples,
-    path = if (is.null(res$path)) "stochastic" else res$path
+    path = if (is.null(res$path)) "stochastic" else res$path,
+    n_draws = as.integer(draws)
   ), extra)
+  if (dense) {
+    fit$chol_unc <- matrix(q_chol(q), D, D, dimnames = list(nms, nms))
+  } else {
+    fit$q <- q
+    if (inherits(q, "q_gauss_lr")) fit$rank <- ncol(q$B)
+  }
   fit <- structure(fit, class = c(class, "bbvi_fit"))
-  smp <- q_sample(fit, draws)
-  fit$draws <- smp$theta
+  smp <- NULL
+  if (dense || as.double(draws) * D <= draws_budget()) {
+    smp <- q_sample(fit, draws)
+    fit$draws <- smp$theta
+  } else {
+    fit$draw_seed <- sample.int(.Machine$integer.max, 1L)
+  }
   fit$diagnostics <- vi_diagnostics_compute(fit, smp, diagnostic_draws)
   fit
+}
+
+draws_budget <- function() {
+  b <- getOption("bbvi.draws_budget", 4e6)
+  if (!is.numeric(b) || length(b) != 1 || is.na(b) || b < 0) {
+    abort_arg("options(bbvi.draws_budget)", "one number >= 0", b)
+  }
+  b
 }
 
 # Draws from q: unconstrained zeta (D x n), their log q, and theta on the
 # constrained scale (n x D, one named column per scalar).
 q_sample <- function(fit, n) {
-  D <- length(fit$par_names)
-  eps <- matrix(stats::rnorm(D * n), D, n)
-  zeta <- fit$mean_unc + fit$chol_unc %*% eps
-  log_q <- -0.5 * colSums(eps^2) - D * 0.5 * log(2 * pi) -
-    sum(log(diag(fit$chol_unc)))
-  theta <- t(.Call(C_constrain, zeta, as.double(fit$lower), as.double(fit$upper)))
+  smp <- q_draw(fit_q(fit), n)
+  theta <- t(.Call(C_constrain, smp$zeta, as.double(fit$lower), as.double(fit$upper)))
   colnames(theta) <- fit$par_names
-  list(zeta = zeta, log_q = log_q, theta = theta)
+  list(zeta = smp$zeta, log_q = smp$log_q, theta = theta)
 }
 
 q_draws <- function(fit, n) q_sample(fit, n)$theta
+
+# ---- the fit's own draws, kept or made again from its seed ---------------
+
+# Chunks of about 2^20 numbers; the size depends on D only, so the draws a
+# seed gives do not depend on the machine or on how many are asked for (a
+# shorter request gets a prefix of a longer one). The option is for tests.
+draw_chunk_size <- function(D) {
+  max(1L, as.integer(getOption("bbvi.draw_chunk_numbers", 2^20) %/% D))
+}
+
+# Calls f(smp, idx) for the fit's first n draws, chunk by chunk: smp as
+# from q_sample() for the draws idx. `smp`: the draws in memory (one chunk),
+# or NULL to make them from fit$draw_seed.
+for_each_draw_chunk <- function(fit, smp, n, f) {
+  if (n < 1) return(invisible())
+  if (!is.null(smp)) {
+    idx <- seq_len(n)
+    f(list(zeta = smp$zeta[, idx, drop = FALSE], log_q = smp$log_q[idx],
+           theta = smp$theta[idx, , drop = FALSE]), idx)
+    return(invisible())
+  }
+  cs <- draw_chunk_size(length(fit$par_names))
+  for (k in seq_len(ceiling(n / cs))) {
+    idx <- seq((k - 1) * cs + 1, min(k * cs, n))
+    # each chunk its own seed: R code run between chunks (a log-joint
+    # that draws) cannot shift the next chunk's draws
+    seed <- (fit$draw_seed + 7919 * (k - 1)) %% .Machine$integer.max
+    f(with_seed(seed, q_sample(fit, length(idx))), idx)
+  }
+  invisible()
+}
+
+fit_n_draws <- function(fit) {
+  if (!is.null(fit$n_draws)) fit$n_draws else nrow(fit$draws)
+}
+
+# The fit's first n draws (theta, n x D): the kept ones, or made again.
+fit_own_draws <- function(fit, n = fit_n_draws(fit)) {
+  if (!is.null(fit$draws)) return(fit$draws[seq_len(n), , drop = FALSE])
+  out <- matrix(0, n, length(fit$par_names),
+                dimnames = list(NULL, fit$par_names))
+  for_each_draw_chunk(fit, NULL, n, function(smp, idx) out[idx, ] <<- smp$theta)
+  out
+}
 
 # Exact marginal quantiles: the transforms are monotone, so a quantile of
 # theta is the transformed quantile of zeta; for a decreasing transform (an
 # upper bound only) the p quantile of theta is the transformed 1 - p
 # quantile of zeta.
 marginal_quantiles <- function(fit, probs) {
-  sd_unc <- sqrt(rowSums(fit$chol_unc^2))
+  q <- fit_q(fit)
   flip <- !is.finite(fit$lower) & is.finite(fit$upper)
-  z <- vapply(seq_along(probs), function(j) {
-    p <- ifelse(flip, 1 - probs[j], probs[j])
-    fit$mean_unc + sd_unc * stats::qnorm(p)
-  }, numeric(length(sd_unc)))
-  z <- matrix(z, ncol = length(probs))
-  q <- vapply(seq_along(probs), function(j) {
-    .Call(C_constrain, as.double(z[, j]), as.double(fit$lower), as.double(fit$upper))[, 1]
-  }, numeric(length(fit$mean_unc)))
-  q <- matrix(q, ncol = length(probs))
+  z <- matrix(q_quantile(q, probs), ncol = length(probs))
+  if (any(flip)) {
+    z[flip, ] <- matrix(q_quantile(q, 1 - probs), ncol = length(probs))[flip, ]
+  }
+  th <- .Call(C_constrain, as.double(z), as.double(fit$lower), as.double(fit$upper))
+  q <- matrix(th, ncol = length(probs))
   dimnames(q) <- list(fit$par_names, percent_labels(probs))
   q
 }
@@ -78,24 +139,22 @@ percent_labels <- function(probs) {
 
 # Marginal means and sds on the constrained scale: exact for unbounded
 # parameters, Gauss-Hermite quadrature (40 nodes) through the transform for
-# bounded ones, so summaries carry no Monte Carlo error.
+# bounded ones, so summaries carry no Monte Carlo error. O(D).
 marginal_moments <- function(fit) {
-  sd_unc <- sqrt(rowSums(fit$chol_unc^2))
-  gh <- gauss_hermite(40)
-  D <- length(sd_unc)
-  m <- s <- numeric(D)
-  for (d in seq_len(D)) {
-    if (!is.finite(fit$lower[d]) && !is.finite(fit$upper[d])) {
-      m[d] <- fit$mean_unc[d]
-      s[d] <- sd_unc[d]
-    } else {
-      z <- fit$mean_unc[d] + sqrt(2) * sd_unc[d] * gh$x
-      th <- .Call(C_constrain, as.double(z), as.double(fit$lower[d]),
-                  as.double(fit$upper[d]))[1, ]
-      w <- gh$w / sqrt(pi)
-      m[d] <- sum(w * th)
-      s[d] <- sqrt(max(sum(w * (th - m[d])^2), 0))
-    }
+  mq <- q_marginals(fit_q(fit))
+  m <- mq$mean
+  s <- mq$sd
+  bounded <- which(is.finite(fit$lower) | is.finite(fit$upper))
+  if (length(bounded) > 0) {
+    gh <- gauss_hermite(40)
+    w <- gh$w / sqrt(pi)
+    z <- m[bounded] + sqrt(2) * outer(s[bounded], gh$x)   # nb x 40
+    th <- .Call(C_constrain, as.double(t(z)), as.double(fit$lower[bounded]),
+                as.double(fit$upper[bounded]))            # nb x 40, by node
+    th <- matrix(th, nrow = length(bounded))
+    mb <- drop(th %*% w)
+    m[bounded] <- mb
+    s[bounded] <- sqrt(pmax(drop((th - mb)^2 %*% w), 0))
   }
   list(mean = stats::setNames(m, fit$par_names), sd = stats::setNames(s, fit$par_names))
 }
@@ -139,10 +198,10 @@ coef.bbvi_fit <- function(object, ...) marginal_moments(object)$mean
 vcov.bbvi_fit <- function(object, ...) {
   mom <- marginal_moments(object)
   free <- !is.finite(object$lower) & !is.finite(object$upper)
-  S <- tcrossprod(object$chol_unc)
+  S <- q_vcov(fit_q(object))   # dense: only when asked for
   if (!all(free)) {
-    # bounded parameters: correlations from the stored draws, sds exact
-    R <- stats::cor(object$draws)
+    # bounded parameters: correlations from the fit's draws, sds exact
+    R <- stats::cor(fit_own_draws(object))
     R[free, free] <- stats::cov2cor(S)[free, free]
     S <- R * outer(mom$sd, mom$sd)
   }
@@ -175,9 +234,11 @@ select_parm <- function(object, parm) {
 }
 
 #' @rdname bbvi_fit-methods
-#' @param draws Number of draws. The fit keeps a fixed set (4000 by default);
-#'   asking for that many returns them, another number makes new ones with
-#'   R's random number stream.
+#' @param draws Number of draws. The fit has a fixed set (4000 by default):
+#'   kept in the fit when they fit in `getOption("bbvi.draws_budget")`
+#'   (4e6 numbers), otherwise made again from a stored seed; asking for that
+#'   many returns them, another number makes new ones with R's random
+#'   number stream.
 #' @param psis If `TRUE`, the fit's stored draws resampled (with
 #'   replacement) by their Pareto-smoothed importance weights p/q: a
 #'   correction of q towards the posterior that is worth having when k-hat is
@@ -187,13 +248,13 @@ as.matrix.bbvi_fit <- function(x, draws = 4000, psis = FALSE, ...) {
   check_count(draws, "draws")
   check_flag(psis, "psis")
   if (psis) {
-    w <- x$diagnostics$weights   # for the first length(w) stored draws
+    w <- x$diagnostics$weights   # for the fit's first length(w) draws
     idx <- sample.int(length(w), draws, replace = TRUE, prob = w)
-    out <- x$draws[idx, , drop = FALSE]
+    out <- fit_own_draws(x, length(w))[idx, , drop = FALSE]
     rownames(out) <- NULL
     return(out)
   }
-  if (draws == nrow(x$draws)) return(x$draws)
+  if (draws == fit_n_draws(x)) return(fit_own_draws(x))
   q_draws(x, draws)
 }
 

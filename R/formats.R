@@ -38,7 +38,7 @@ need_pkg <- function(pkg) {
 #' @exportS3Method posterior::as_draws_matrix
 as_draws_matrix.bbvi_fit <- function(x, ...) {
   need_pkg("posterior")
-  posterior::as_draws_matrix(x$draws)
+  posterior::as_draws_matrix(fit_own_draws(x))
 }
 
 #' @rdname bbvi-formats
@@ -63,7 +63,7 @@ as_draws_array.bbvi_fit <- function(x, ...) {
 #' @exportS3Method coda::as.mcmc
 as.mcmc.bbvi_fit <- function(x, ...) {
   need_pkg("coda")
-  coda::mcmc(x$draws)
+  coda::mcmc(fit_own_draws(x))
 }
 
 #' @rdname bbvi-formats

@@ -103,7 +103,8 @@ glm_check_proper <- function(model, res) {
   # each flat coordinate far from 0; an improper posterior keeps rising
   P <- length(tg$prior_type)
   mu <- as.double(res$mean)
-  sd <- sqrt(rowSums(matrix(res$chol, length(mu))^2))
+  sd <- if (is.null(res$q)) sqrt(rowSums(matrix(res$chol, length(mu))^2)) else
+    q_marginals(q_from_c(res$q))$sd   # the stochastic path's q (R/q.R)
   # rays: the whole mean, and each flat coordinate that sits more than one
   # sd from 0 (doubling a coordinate near 0 moves it nowhere)
   dirs <- list(mu)

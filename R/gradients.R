@@ -36,12 +36,14 @@ elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
   check_count(samples, "samples")
   check_count(n, "n")
   check_flag(control_variates, "control_variates")
-  nms <- lambda_names(fit$method, fit$par_names)
+  nms <- lambda_names(fit$method, fit$par_names, fit$rank)
   if (is.null(lambda)) lambda <- fit$lambda
   if (!is.numeric(lambda) || length(lambda) != length(nms) || anyNA(lambda)) {
     abort_arg("lambda", sprintf("%d numbers", length(nms)), lambda)
   }
-  control <- list(family = fit$method, estimator = estimator,
+  control <- list(family = fit$method,
+                  rank = as.integer(if (is.null(fit$rank)) 0L else fit$rank),
+                  estimator = estimator,
                   samples = as.integer(samples), n = as.integer(n),
                   lambda = as.double(lambda),
                   control_variates = as.integer(control_variates))
@@ -53,10 +55,14 @@ elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
 }
 
 # Names of the variational parameters, in the C layout (see families.c).
-lambda_names <- function(method, par_names) {
+lambda_names <- function(method, par_names, rank = NULL) {
   D <- length(par_names)
   mu <- sprintf("mu[%s]", par_names)
   if (method == "meanfield") return(c(mu, sprintf("log_sd[%s]", par_names)))
+  if (method == "lowrank") {
+    return(c(mu, sprintf("B[%s,%d]", rep(par_names, rank), rep(seq_len(rank), each = D)),
+             sprintf("log_d[%s]", par_names)))
+  }
   idx <- which(lower.tri(diag(D), diag = TRUE), arr.ind = TRUE)
   idx <- idx[order(idx[, "col"], idx[, "row"]), , drop = FALSE]
   c(mu, sprintf("L[%s,%s]", par_names[idx[, "row"]], par_names[idx[, "col"]]))

@@ -78,21 +78,34 @@ vi_diagnostics.default <- function(fit, ...) abort_arg("fit", "a bbvi_fit", fit)
 # Thresholds of the accuracy check (see vi_diagnostics()).
 diag_thresholds <- list(mean_shift = 0.1, sd_ratio = 0.1, kl = 0.5)
 
-# `smp` is q_sample()'s output; the first `n` of its draws are used, n from
-# diagnostic_draw_count(): known before the fit starts, never the clock.
+# `smp` is q_sample()'s output, or NULL when the fit makes its draws again
+# from its seed (chunk by chunk: memory O(chunk x D)); the first `n` draws
+# are used, n from diagnostic_draw_count(): known before the fit starts,
+# never the clock.
 vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
-  n <- diagnostic_draw_count(fit, ncol(smp$zeta), diagnostic_draws)
+  available <- if (is.null(smp)) fit_n_draws(fit) else ncol(smp$zeta)
+  n <- diagnostic_draw_count(fit, available, diagnostic_draws)
   # Two stages: the first 1000 draws, and all n only when those do not pass
   # clearly (well inside every threshold). A q that is close to p is then
   # judged at a quarter of the cost, while every fit near or past a
   # threshold still gets the full n. The rule depends on the draws alone.
+  # Draws come chunk by chunk (memory O(chunk x D)); the log-joint is
+  # evaluated once per draw.
   n1 <- min(n, diag_first_stage)
-  lp <- as.double(diagnostic_logdens(fit, smp$zeta[, seq_len(n1), drop = FALSE]))
-  out <- diag_from_logdens(fit, smp, lp)
+  lp <- log_q <- numeric(n)
+  dens <- function(upto, from) {
+    for_each_draw_chunk(fit, smp, upto, function(ch, idx) {
+      new <- idx >= from
+      if (!any(new)) return()
+      lp[idx[new]] <<- as.double(diagnostic_logdens(fit, ch$zeta[, new, drop = FALSE]))
+      log_q[idx[new]] <<- ch$log_q[new]
+    })
+  }
+  dens(n1, 1L)
+  out <- diag_from_logdens(fit, smp, lp[seq_len(n1)], log_q[seq_len(n1)])
   if (n > n1 && !diag_clear_pass(out)) {
-    rest <- seq.int(n1 + 1L, n)
-    lp <- c(lp, as.double(diagnostic_logdens(fit, smp$zeta[, rest, drop = FALSE])))
-    out <- diag_from_logdens(fit, smp, lp)
+    dens(n, n1 + 1L)
+    out <- diag_from_logdens(fit, smp, lp, log_q)
   }
   if (!identical(out$verdict, "ok") && diag_warning_on()) {
     # plain warning(): cli's formatting costs more than a small GLM fit
@@ -113,16 +126,16 @@ diag_clear_pass <- function(dg) {
     isTRUE(dg$kl_hat <= diag_thresholds$kl / 2)
 }
 
-# The diagnostics from the log densities `lp` of the first length(lp) draws.
-diag_from_logdens <- function(fit, smp, lp) {
+# The diagnostics from the log densities `lp` (and log q) of the first
+# length(lp) draws.
+diag_from_logdens <- function(fit, smp, lp, log_q) {
   n <- length(lp)
-  idx <- seq_len(n)
   # a draw where the log-joint is NA, NaN or -Inf has p = 0 there: its log
   # ratio is -Inf, so the ELBO (an average over q) is -Inf, not the average
   # of the other draws
   ok <- is.finite(lp)
   n_ok <- sum(ok)
-  log_ratio <- ifelse(ok, lp - smp$log_q[idx], -Inf)
+  log_ratio <- ifelse(ok, lp - log_q, -Inf)
   lr <- log_ratio[ok]
   weights <- numeric(n)
   khat <- NA_real_
@@ -148,7 +161,7 @@ diag_from_logdens <- function(fit, smp, lp) {
   kl <- if (n_ok == n) max(log_z - elbo, 0) else Inf
   if (!is.na(khat) && khat == 0 && n_ok == n) kl <- 0
   moments <- if (n_ok >= 100) {
-    psis_moments(fit, smp, idx, weights)
+    psis_moments(fit, smp, n, weights)
   } else NULL
   out <- list(
     khat = khat,
@@ -186,20 +199,38 @@ log_mean_exp <- function(x) {
 # PSIS-reweighted means and sds of every coordinate against q's (the same
 # draws, unweighted, so the Monte Carlo error of the draws cancels), on the
 # unconstrained scale (where q is Gaussian) and on the user's scale. The
-# table is for the user's scale; the maxima are over both scales.
-psis_moments <- function(fit, smp, idx, w) {
-  one <- function(X) {
-    m0 <- colMeans(X)
-    s0 <- sqrt(colMeans(sweep(X, 2, m0)^2))
-    m1 <- colSums(w * X)
-    s1 <- sqrt(colSums(w * sweep(X, 2, m1)^2))
-    pos <- s0 > 0 & is.finite(s0)
-    shift <- ifelse(pos, abs(m1 - m0) / s0, 0)
-    ratio <- ifelse(pos, s1 / s0, 1)
-    list(m0 = m0, s0 = s0, m1 = m1, s1 = s1, shift = shift, ratio = ratio)
+# table is for the user's scale; the maxima are over both scales. Sums are
+# accumulated over the chunks of draws (shifted by a point per coordinate,
+# so that a large mean does not swallow a small sd).
+psis_moments <- function(fit, smp, n, w) {
+  D <- length(fit$par_names)
+  acc <- function() list(c = NULL, s1 = numeric(D), s2 = numeric(D),
+                         w1 = numeric(D), w2 = numeric(D))
+  add <- function(a, X, wi) {
+    if (is.null(a$c)) a$c <- ifelse(is.finite(X[1, ]), X[1, ], 0)
+    Y <- sweep(X, 2, a$c)
+    a$s1 <- a$s1 + colSums(Y); a$s2 <- a$s2 + colSums(Y^2)
+    a$w1 <- a$w1 + colSums(wi * Y); a$w2 <- a$w2 + colSums(wi * Y^2)
+    a
   }
-  unc <- one(t(smp$zeta[, idx, drop = FALSE]))
-  con <- one(smp$theta[idx, , drop = FALSE])
+  unc <- acc()
+  con <- acc()
+  for_each_draw_chunk(fit, smp, n, function(ch, idx) {
+    unc <<- add(unc, t(ch$zeta), w[idx])
+    con <<- add(con, ch$theta, w[idx])
+  })
+  one <- function(a) {
+    m0 <- a$s1 / n
+    s0 <- sqrt(pmax(a$s2 / n - m0^2, 0))
+    s1 <- sqrt(pmax(a$w2 - a$w1^2, 0))   # the weights sum to 1
+    pos <- s0 > 0 & is.finite(s0)
+    shift <- ifelse(pos, abs(a$w1 - m0) / s0, 0)
+    ratio <- ifelse(pos, s1 / s0, 1)
+    list(m0 = a$c + m0, s0 = s0, m1 = a$c + a$w1, s1 = s1, shift = shift,
+         ratio = ratio)
+  }
+  unc <- one(unc)
+  con <- one(con)
   bad_num <- function(x) ifelse(is.finite(x), x, Inf)
   shift <- pmax(bad_num(unc$shift), bad_num(con$shift))
   change <- pmax(abs(bad_num(unc$ratio) - 1), abs(bad_num(con$ratio) - 1))
@@ -283,14 +314,18 @@ diag_advice <- function(fit, dg) {
   out
 }
 
-# How many of the stored draws the diagnostics use: `diagnostic_draws`
-# (4000 by default), fewer for a GLM with many rows, where one log density
+# How many of the fit's draws the diagnostics use: `diagnostic_draws`
+# (4000 by default), fewer for more than 10,000 parameters (see below) or for
+# a GLM with many rows, where one log density
 # costs about N x ncol(X) operations: at most 1e8 of them (about a second),
 # but at least 100 draws (k-hat needs them). Known in advance: the same fit
 # gets the same diagnostics on a busy machine and an idle one.
 diagnostic_draw_count <- function(fit, available, diagnostic_draws = 4000) {
   check_count(diagnostic_draws, "diagnostic_draws")
   n <- min(available, diagnostic_draws)
+  # every draw is D numbers to make, map and evaluate: at most 4e7 of them
+  # (the 4000 default up to D = 10,000), at least 100 draws
+  n <- min(n, max(100, floor(4e7 / length(fit$par_names))))
   tg <- fit$model$target
   if (is.list(tg) && identical(tg$type, "glm") && is.matrix(tg$X)) {
     cost <- as.double(nrow(tg$X)) * max(1, ncol(tg$X))

@@ -74,37 +74,68 @@ void bbvi_unconstrain(int D, const double *lower, const double *upper, int S,
 /* Variational families q(z; lambda) on the unconstrained scale.             */
 /* ------------------------------------------------------------------------ */
 
-typedef struct bbvi_family {
+/* Every method takes the family itself first (the low-rank family carries
+   its rank and a per-fit Woodbury cache). D is the number of coordinates of
+   z; "base draws" are the standard normal draws a family maps to z (n_base
+   per point: D, or D + rank for low-rank). Nothing here is of size D x D
+   except in the full-rank family. */
+typedef struct bbvi_family bbvi_family;
+struct bbvi_family {
     const char *name;
-    int (*n_lambda)(int D);
+    int rank;            /* low-rank only */
+    void *ws;            /* per-fit scratch, or NULL */
+    int (*n_lambda)(const bbvi_family *f, int D);
+    int (*n_base)(const bbvi_family *f, int D);
     /* lambda from a mean and a per-coordinate log sd */
-    void (*init)(int D, const double *mean, const double *log_sd,
-                 double *lambda);
-    /* base draws eps (D x S), from R's RNG; caller holds GetRNGstate */
-    void (*draw_base)(int D, int S, double *eps);
+    void (*init)(const bbvi_family *f, int D, const double *mean,
+                 const double *log_sd, double *lambda);
+    /* base draws eps (n_base x S), from R's RNG; caller holds GetRNGstate */
+    void (*draw_base)(const bbvi_family *f, int D, int S, double *eps);
     /* z = T(eps; lambda), D x S */
-    void (*reparam)(int D, const double *lambda, int S, const double *eps,
-                    double *z);
+    void (*reparam)(const bbvi_family *f, int D, const double *lambda, int S,
+                    const double *eps, double *z);
     /* log q(z) at z = T(eps; lambda) */
-    double (*log_q)(int D, const double *lambda, const double *eps);
+    double (*log_q)(const bbvi_family *f, int D, const double *lambda,
+                    const double *eps);
     /* h = grad_lambda log q(z) at z = T(eps; lambda), length n_lambda */
-    void (*score)(int D, const double *lambda, const double *eps, double *h);
-    double (*entropy)(int D, const double *lambda);
-    void (*entropy_grad)(int D, const double *lambda, double *g);
+    void (*score)(const bbvi_family *f, int D, const double *lambda,
+                  const double *eps, double *h);
+    double (*entropy)(const bbvi_family *f, int D, const double *lambda);
+    void (*entropy_grad)(const bbvi_family *f, int D, const double *lambda,
+                         double *g);
     /* glambda += (dz/dlambda)' gz at eps: chain rule of the reparam map */
-    void (*reparam_grad)(int D, const double *lambda, const double *eps,
-                         const double *gz, double *glambda);
-    /* mean (D) and lower Cholesky factor of the covariance (D x D) */
-    void (*moments)(int D, const double *lambda, double *mean, double *chol);
+    void (*reparam_grad)(const bbvi_family *f, int D, const double *lambda,
+                         const double *eps, const double *gz, double *glambda);
+    /* marginal means and sds of q, O(D) storage */
+    void (*marginals)(const bbvi_family *f, int D, const double *lambda,
+                      double *mean, double *sd);
     /* push q forward through z -> shift + P z, in place; P is lower
-       triangular (D x D, column-major) with a positive diagonal; the
-       mean-field family uses (and accepts) only its diagonal */
-    void (*affine)(int D, double *lambda, const double *P, const double *shift);
-} bbvi_family;
+       triangular (D x D, column-major) with a positive diagonal; only the
+       full-rank family accepts a non-diagonal P */
+    void (*affine)(const bbvi_family *f, int D, double *lambda,
+                   const double *P, const double *shift);
+    /* the same for a diagonal P = diag(scale): O(D) */
+    void (*affine_diag)(const bbvi_family *f, int D, double *lambda,
+                        const double *scale, const double *shift);
+    /* q as an R list: family, mean and the family's own parameters */
+    SEXP (*to_sexp)(const bbvi_family *f, int D, const double *lambda);
+};
 
 extern const bbvi_family bbvi_family_meanfield;
 extern const bbvi_family bbvi_family_fullrank;
-const bbvi_family *bbvi_family_by_name(const char *name);
+/* by name ("meanfield", "fullrank", "lowrank" with its rank), for D
+   coordinates */
+const bbvi_family *bbvi_family_make(const char *name, int rank, int D);
+const bbvi_family *bbvi_family_by_name(const char *name);   /* not low-rank */
+/* q as a product of blocks (qblocks.c), itself a family: n blocks named
+   names[j] with ranks[j] over dims[j] consecutive coordinates */
+const bbvi_family *bbvi_family_product(int n, const char **names,
+                                       const int *ranks, const int *dims, int D);
+/* from a .Call control list: `blocks`, or one block of `family`/`rank` */
+const bbvi_family *bbvi_family_from_control(SEXP control, int D);
+int bbvi_family_is_fullrank(const bbvi_family *f);
+/* a low-rank family's starting B (D x rank, in units of the starting sds) */
+void bbvi_family_set_start(const bbvi_family *f, const double *B0);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */
@@ -114,17 +145,21 @@ typedef struct {
     const bbvi_family *fam;
     bbvi_model *model;
     int D, K, S;         /* dims of z, of lambda; draws per iteration */
-    double *eps, *z;     /* D x S */
+    int NB;              /* base draws per point (family's n_base) */
+    double *eps, *z;     /* NB x S; D x S */
     double *lp, *gz;     /* S; D x S */
     double *h, *f;       /* K x S: score and score x weight, per draw */
     double *work;        /* K */
     int n_finite;        /* draws with a finite log density, last call */
     int use_cv;          /* score estimator: apply control variates */
-    int fixed_base;      /* keep eps as it is (common random numbers) */
+    int fixed_base;      /* 1: keep the current eps (common random numbers,
+                            the caller fills or keeps it), 0: fresh draws */
     /* optional fixed affine preconditioner: q lives on z with
        zeta = shift + P z, so that the optimiser works on a problem of unit
-       scale (and, with a full P, unit correlation) */
-    const double *P, *shift;   /* D x D lower triangular and D, or NULL */
+       scale (and, with a full P, unit correlation). P is either dense
+       (D x D lower triangular, full-rank) or diagonal (Pdiag, D): never
+       both. */
+    const double *P, *Pdiag, *shift;   /* or NULL */
     double *zs;                /* scratch D x S: shift + P z */
     double log_det_P;          /* the Jacobian of the map */
 } bbvi_estimator_ws;
@@ -133,6 +168,8 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
                             bbvi_model *m, int S);
 void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
                                 const double *shift);
+void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
+                                     const double *shift);
 /* Both estimators: draw S points, fill grad (K), return the ELBO estimate
    (NaN when no draw had a finite log density). Non-finite draws are left out. */
 typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,
@@ -165,6 +202,9 @@ SEXP bbvi_list_get(SEXP list, const char *name);   /* R_NilValue if absent */
 int bbvi_need_int(SEXP list, const char *name);
 double bbvi_need_double(SEXP list, const char *name);
 double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
+/* lower Cholesky factor L of the n x n symmetric A (column-major; only the
+   lower triangle is read); 1 on success, 0 if A is not positive definite */
+int bbvi_chol(int n, const double *A, double *L);
 
 /* R's RNG. C code that draws holds R's generator state (GetRNGstate) for a
    whole loop; every call back into R must lend it back, or a log-joint that

@@ -11,9 +11,9 @@
 void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
                             bbvi_model *m, int S)
 {
-    int D = m->D, K = fam->n_lambda(D);
-    w->fam = fam; w->model = m; w->D = D; w->K = K; w->S = S;
-    w->eps = (double *) R_alloc((size_t) D * S, sizeof(double));
+    int D = m->D, K = fam->n_lambda(fam, D), NB = fam->n_base(fam, D);
+    w->fam = fam; w->model = m; w->D = D; w->K = K; w->S = S; w->NB = NB;
+    w->eps = (double *) R_alloc((size_t) NB * S, sizeof(double));
     w->z = (double *) R_alloc((size_t) D * S, sizeof(double));
     w->gz = (double *) R_alloc((size_t) D * S, sizeof(double));
     w->lp = (double *) R_alloc((size_t) S, sizeof(double));
@@ -23,7 +23,7 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->n_finite = 0;
     w->use_cv = 1;
     w->fixed_base = 0;
-    w->P = w->shift = NULL;
+    w->P = w->Pdiag = w->shift = NULL;
     w->zs = NULL;
     w->log_det_P = 0.0;
 }
@@ -33,11 +33,25 @@ void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
 {
     int D = w->D;
     w->P = P;
+    w->Pdiag = NULL;
     w->shift = shift;
     w->log_det_P = 0.0;
     if (!P) return;
-    w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
+    if (!w->zs) w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
     for (int d = 0; d < D; d++) w->log_det_P += log(P[d + (size_t) d * D]);
+}
+
+void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
+                                     const double *shift)
+{
+    int D = w->D;
+    w->P = NULL;
+    w->Pdiag = scale;
+    w->shift = shift;
+    w->log_det_P = 0.0;
+    if (!scale) return;
+    if (!w->zs) w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
+    for (int d = 0; d < D; d++) w->log_det_P += log(scale[d]);
 }
 
 /* log density (and gradient) at the current draws, through the
@@ -45,6 +59,22 @@ void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
 static void eval_draws(bbvi_estimator_ws *w, double *gz)
 {
     int D = w->D, S = w->S;
+    if (w->Pdiag) {
+        const double *p = w->Pdiag;
+        for (int s = 0; s < S; s++) {
+            const double *z = w->z + (size_t) s * D;
+            double *zs = w->zs + (size_t) s * D;
+            for (int i = 0; i < D; i++) zs[i] = w->shift[i] + p[i] * z[i];
+        }
+        bbvi_model_logdens(w->model, S, w->zs, w->lp, gz);
+        for (int s = 0; s < S; s++) {
+            w->lp[s] += w->log_det_P;
+            if (!gz) continue;
+            double *g = gz + (size_t) s * D;
+            for (int i = 0; i < D; i++) g[i] *= p[i];
+        }
+        return;
+    }
     if (!w->P) {
         bbvi_model_logdens(w->model, S, w->z, w->lp, gz);
         return;
@@ -73,11 +103,11 @@ static void eval_draws(bbvi_estimator_ws *w, double *gz)
 
 static void draw(bbvi_estimator_ws *w, const double *lambda)
 {
-    if (!w->fixed_base) w->fam->draw_base(w->D, w->S, w->eps);
-    w->fam->reparam(w->D, lambda, w->S, w->eps, w->z);
+    if (!w->fixed_base) w->fam->draw_base(w->fam, w->D, w->S, w->eps);
+    w->fam->reparam(w->fam, w->D, lambda, w->S, w->eps, w->z);
 }
 
-static int finite_lp(double x) { return R_FINITE(x); }
+static int finite_lp(double x) { return isfinite(x); }
 
 double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
 {
@@ -90,10 +120,10 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
     double elbo = 0.0;
     for (int s = 0; s < S; s++) {
         if (!finite_lp(w->lp[s])) continue;
-        const double *e = w->eps + (size_t) s * D;
-        double wt = w->lp[s] - w->fam->log_q(D, lambda, e);
+        const double *e = w->eps + (size_t) s * w->NB;
+        double wt = w->lp[s] - w->fam->log_q(w->fam, D, lambda, e);
         double *h = w->h + (size_t) n * K, *f = w->f + (size_t) n * K;
-        w->fam->score(D, lambda, e, h);
+        w->fam->score(w->fam, D, lambda, e, h);
         for (int k = 0; k < K; k++) f[k] = h[k] * wt;
         elbo += wt;
         n++;
@@ -142,11 +172,11 @@ double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
     for (int s = 0; s < S; s++) {
         const double *g = w->gz + (size_t) s * D;
         int ok = finite_lp(w->lp[s]);
-        for (int d = 0; ok && d < D; d++) ok = R_FINITE(g[d]);
+        for (int d = 0; ok && d < D; d++) ok = isfinite(g[d]);
         if (!ok) continue;
-        const double *e = w->eps + (size_t) s * D;
-        w->fam->reparam_grad(D, lambda, e, g, grad);
-        elbo += w->lp[s] - w->fam->log_q(D, lambda, e);
+        const double *e = w->eps + (size_t) s * w->NB;
+        w->fam->reparam_grad(w->fam, D, lambda, e, g, grad);
+        elbo += w->lp[s] - w->fam->log_q(w->fam, D, lambda, e);
         n++;
     }
     w->n_finite = n;
@@ -155,7 +185,7 @@ double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
         return R_NaN;
     }
     for (int k = 0; k < K; k++) grad[k] /= n;
-    w->fam->entropy_grad(D, lambda, w->work);
+    w->fam->entropy_grad(w->fam, D, lambda, w->work);
     for (int k = 0; k < K; k++) grad[k] += w->work[k];
     return elbo / n;
 }

@@ -10,6 +10,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP glm_quad_fit(SEXP spec, SEXP control);
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control);
+SEXP family_eval(SEXP control);
 SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP glm_colstats(SEXP X);
 SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP z);
@@ -26,6 +27,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(glm_quad_fit, 2),
     CALLDEF(grad_samples, 4),
     CALLDEF(find_mode, 4),
+    CALLDEF(family_eval, 1),
     CALLDEF(vi_saa, 4),
     CALLDEF(glm_colstats, 1),
     CALLDEF(glm_wcross, 5),

@@ -130,18 +130,28 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int whiten = bbvi_need_int(control, "whiten");
     double factr = bbvi_need_double(control, "factr");
     double grad_tol = bbvi_need_double(control, "grad_tol");
-    SEXP fam_name = bbvi_list_get(control, "family");
-    SEXP preP = bbvi_list_get(control, "precond"), preS = bbvi_list_get(control, "shift");
+    /* precond: dense D x D lower triangular (full-rank) or precond_diag,
+       per-coordinate scales (mean-field: nothing D x D) */
+    SEXP preP = bbvi_list_get(control, "precond"), preD = bbvi_list_get(control, "precond_diag"),
+        preS = bbvi_list_get(control, "shift");
+    int dense = !Rf_isNull(preP);
     if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1 ||
-        M < 2 || M % 2 != 0 || maxit < 1 || !Rf_isString(fam_name) ||
-        !Rf_isReal(preP) || Rf_length(preP) != D * D || !Rf_isReal(preS) ||
-        Rf_length(preS) != D || (whiten && M <= D))
+        M < 2 || M % 2 != 0 || maxit < 1 ||
+        (dense ? !Rf_isReal(preP) || XLENGTH(preP) != (R_xlen_t) D * D
+               : !Rf_isReal(preD) || Rf_length(preD) != D) ||
+        !Rf_isReal(preS) || Rf_length(preS) != D || (whiten && M <= D))
         Rf_error("internal error: bad arguments to vi_saa");
-    const bbvi_family *fam = bbvi_family_by_name(CHAR(STRING_ELT(fam_name, 0)));
-    const double *P = REAL(preP), *shift = REAL(preS);
-    for (int j = 0; j < D; j++)
-        if (!(P[j + (size_t) j * D] > 0) || !R_FINITE(P[j + (size_t) j * D]))
+    const bbvi_family *fam = bbvi_family_from_control(control, D);
+    if (fam->n_base(fam, D) != D)
+        Rf_error("internal error: the fixed-draw phase takes one base draw per coordinate");
+    if (dense && !bbvi_family_is_fullrank(fam))
+        Rf_error("internal error: a dense `precond` is for the full-rank family only");
+    const double *P = dense ? REAL(preP) : REAL(preD), *shift = REAL(preS);
+    for (int j = 0; j < D; j++) {
+        double pj = dense ? P[j + (size_t) j * D] : P[j];
+        if (!(pj > 0) || !R_FINITE(pj))
             Rf_error("internal error: `precond` needs a positive diagonal");
+    }
 
     bbvi_target target;
     bbvi_target_from_sexp(spec, D, M, &target);
@@ -150,10 +160,11 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, M);
     bbvi_estimator_ws ews;
     bbvi_estimator_ws_init(&ews, fam, &model, M);
-    bbvi_estimator_set_precond(&ews, P, shift);
+    if (dense) bbvi_estimator_set_precond(&ews, P, shift);
+    else bbvi_estimator_set_precond_diag(&ews, P, shift);
 
     bbvi_rng_hold();
-    fam->draw_base(D, M / 2, ews.eps);
+    fam->draw_base(fam, D, M / 2, ews.eps);
     bbvi_rng_release();
     balance_draws(D, M, ews.eps, whiten);
     ews.fixed_base = 1;
@@ -162,7 +173,7 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     double *lambda = (double *) R_alloc(K, sizeof(double));
     double *zero = (double *) R_alloc(D, sizeof(double));
     memset(zero, 0, sizeof(double) * D);
-    fam->init(D, zero, zero, lambda);   /* z ~ N(0, I): the Laplace q */
+    fam->init(fam, D, zero, zero, lambda);   /* z ~ N(0, I): the Laplace q */
 
     saa_ws w = { &ews, K, (double *) R_alloc(K, sizeof(double)), 0.0,
                  (double *) R_alloc(K, sizeof(double)), 0, 0, NULL, 0, 0 };
@@ -190,8 +201,9 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     }
     int converged = status == SAA_OK && grad_max <= grad_tol;
 
-    fam->affine(D, lambda, P, shift);   /* back to zeta */
-    const char *names[] = { "lambda", "lambda_last", "mean", "chol", "elbo",
+    if (dense) fam->affine(fam, D, lambda, P, shift);   /* back to zeta */
+    else fam->affine_diag(fam, D, lambda, P, shift);
+    const char *names[] = { "lambda", "lambda_last", "mean", "q", "elbo",
                             "converged", "iterations", "status", "restarts",
                             "eta", "dropped_draws", "stop", "n_logp",
                             "n_grad", "grad_max", "lbfgs_code", "" };
@@ -201,10 +213,10 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SET_VECTOR_ELT(out, 0, lam);
     SET_VECTOR_ELT(out, 1, lam);
     SEXP mean = PROTECT(Rf_allocVector(REALSXP, D));
-    SEXP chol = PROTECT(Rf_allocMatrix(REALSXP, D, D));
-    fam->moments(D, lambda, REAL(mean), REAL(chol));
+    memcpy(REAL(mean), lambda, sizeof(double) * D);   /* every family: mu first */
     SET_VECTOR_ELT(out, 2, mean);
-    SET_VECTOR_ELT(out, 3, chol);
+    SEXP q = PROTECT(fam->to_sexp(fam, D, lambda));
+    SET_VECTOR_ELT(out, 3, q);
     SEXP tr = PROTECT(Rf_allocVector(REALSXP, w.n_trace));
     memcpy(REAL(tr), w.trace, sizeof(double) * w.n_trace);
     SET_VECTOR_ELT(out, 4, tr);

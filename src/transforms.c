@@ -21,7 +21,7 @@ static double inv_logit(double x)
 static void transform1(double lo, double up, double zeta, double *theta,
                        double *dtheta, double *logjac, double *dlogjac)
 {
-    int has_lo = R_FINITE(lo), has_up = R_FINITE(up);
+    int has_lo = isfinite(lo), has_up = isfinite(up);
     if (!has_lo && !has_up) {
         *theta = zeta; *dtheta = 1.0; *logjac = 0.0; *dlogjac = 0.0;
     } else if (has_lo && !has_up) {
@@ -59,7 +59,7 @@ void bbvi_unconstrain(int D, const double *lower, const double *upper, int S,
     for (int s = 0; s < S; s++)
         for (int d = 0; d < D; d++) {
             double lo = lower[d], up = upper[d], th = theta[d + (size_t) s * D];
-            int has_lo = R_FINITE(lo), has_up = R_FINITE(up);
+            int has_lo = isfinite(lo), has_up = isfinite(up);
             double z;
             if (!has_lo && !has_up) z = th;
             else if (has_lo && !has_up) z = log(th - lo);

@@ -107,3 +107,21 @@ char *bbvi_check_alloc(size_t nelem, int eltsize)
     return (char *) RAW(v) + pad;
 }
 #endif
+
+int bbvi_chol(int n, const double *A, double *L)
+{
+    memset(L, 0, sizeof(double) * n * n);
+    for (int j = 0; j < n; j++) {
+        double s = A[j + (size_t) j * n];
+        for (int k = 0; k < j; k++) s -= L[j + (size_t) k * n] * L[j + (size_t) k * n];
+        if (!(s > 0) || !R_FINITE(s)) return 0;
+        s = sqrt(s);
+        L[j + (size_t) j * n] = s;
+        for (int i = j + 1; i < n; i++) {
+            double a = A[i + (size_t) j * n];
+            for (int k = 0; k < j; k++) a -= L[i + (size_t) k * n] * L[j + (size_t) k * n];
+            L[i + (size_t) j * n] = a / s;
+        }
+    }
+    return 1;
+}

@@ -196,6 +196,92 @@ test_that("quantiles of an upper-bounded parameter are right for asymmetric prob
   expect_equal(unname(summary(fit)$table["u", "97.5%"]), 2 - exp(qnorm(0.025, 0.3, 0.5)))
 })
 
+# A factor model: N(0, W W' + psi2 I), its log density and gradient by
+# Woodbury; mean-field understates its marginal sds, a low-rank q of the
+# factors' rank does not.
+factor_case <- function(D = 30, k = 2, psi2 = 0.25) {
+  set.seed(5)
+  W <- matrix(stats::rnorm(D * k), D, k)
+  Minv <- solve(diag(k) + crossprod(W) / psi2)
+  si <- function(X) X / psi2 - ((X %*% W) %*% Minv) %*% t(W) / psi2^2
+  list(model = bbvi_model(function(theta, data) -0.5 * rowSums(theta$x * si(theta$x)),
+                          parameters = list(x = param(dim = D)),
+                          gradient = function(theta, data) list(x = -si(theta$x)),
+                          vectorized = TRUE),
+       Sigma = tcrossprod(W) + diag(psi2, D))
+}
+
+test_that("a low-rank fit recovers a factor model's sds and covariance; mean-field understates them", {
+  case <- factor_case()
+  sd_true <- sqrt(diag(case$Sigma))
+  lr <- suppressWarnings(bbvi(case$model, method = "lowrank", rank = 2, seed = 1))
+  mf <- suppressWarnings(bbvi(case$model, seed = 1))
+  expect_s3_class(lr$q, "q_gauss_lr")
+  expect_equal(lr$rank, 2L)
+  expect_null(lr$chol_unc)
+  # q is exact here; tol 0.02 sds on the averages, so 10% on sds is wide
+  expect_lt(max(abs(coef(lr))), 0.2 * max(sd_true))
+  expect_lt(max(abs(summary(lr)$table[, "sd"] / sd_true - 1)), 0.1)
+  expect_lt(stats::median(summary(mf)$table[, "sd"] / sd_true), 0.5)
+  V <- vcov(lr)
+  expect_equal(dim(V), c(30L, 30L))
+  expect_equal(dimnames(V)[[1]], lr$par_names)
+  expect_lt(max(abs(V - case$Sigma)) / max(case$Sigma), 0.15)
+  ci <- confint(lr, level = 0.9)
+  expect_equal(unname(ci[, 2]), unname(coef(lr) + qnorm(0.95) * sqrt(diag(V))))
+  X <- as.matrix(lr)
+  expect_equal(dim(X), c(4000L, 30L))
+  expect_equal(colnames(X), lr$par_names)
+  expect_equal(stats::cor(X)[1, 2], stats::cov2cor(V)[1, 2], tolerance = 0.1)
+  expect_lt(lr$diagnostics$kl_hat, 0.1)
+})
+
+test_that("rank is checked and only for low-rank", {
+  case <- factor_case(D = 5)
+  expect_error(bbvi(case$model, method = "lowrank", rank = 6), class = "rlang_error")
+  expect_error(bbvi(case$model, method = "lowrank", rank = 0), class = "rlang_error")
+  expect_error(bbvi(case$model, rank = 2), "lowrank")
+})
+
+test_that("beyond the draws budget the fit keeps a seed and makes the same draws again", {
+  case <- factor_case(D = 30)
+  old <- options(bbvi.draws_budget = 0)
+  on.exit(options(old), add = TRUE)
+  fit <- suppressWarnings(bbvi(case$model, seed = 2, draws = 500))
+  expect_null(fit$draws)
+  expect_null(fit$chol_unc)
+  X <- as.matrix(fit, draws = 500)
+  expect_identical(X, as.matrix(fit, draws = 500))
+  # a shorter request is a prefix: the weights refer to the first draws
+  expect_identical(bbvi:::fit_own_draws(fit, 20), X[1:20, ])
+  expect_equal(dim(as.matrix(fit, draws = 100, psis = TRUE)), c(100L, 30L))
+  expect_equal(fit$diagnostics$n_draws, 500L)
+  expect_true(is.finite(fit$diagnostics$khat))
+})
+
+test_that("diagnostics over chunks of draws equal those over the same draws at once", {
+  case <- factor_case(D = 30)
+  # chunks of 64 draws: 300 draws come in 5 of them
+  old <- options(bbvi.draws_budget = 0, bbvi.draw_chunk_numbers = 30 * 64)
+  on.exit(options(old), add = TRUE)
+  fit <- suppressWarnings(bbvi(case$model, seed = 3, draws = 300, max_iter = 200))
+  n_chunks <- 0
+  bbvi:::for_each_draw_chunk(fit, NULL, 300, function(ch, idx) n_chunks <<- n_chunks + 1)
+  expect_equal(n_chunks, 5)
+  # the same draws handed over in one piece
+  smp <- list(zeta = NULL, log_q = NULL, theta = NULL)
+  bbvi:::for_each_draw_chunk(fit, NULL, 300, function(ch, idx) {
+    smp$zeta <<- cbind(smp$zeta, ch$zeta)
+    smp$log_q <<- c(smp$log_q, ch$log_q)
+    smp$theta <<- rbind(smp$theta, ch$theta)
+  })
+  a <- suppressWarnings(bbvi:::vi_diagnostics_compute(fit, NULL, 300))
+  b <- suppressWarnings(bbvi:::vi_diagnostics_compute(fit, smp, 300))
+  expect_equal(a[c("khat", "elbo", "kl_hat", "max_mean_shift", "max_sd_change")],
+               b[c("khat", "elbo", "kl_hat", "max_mean_shift", "max_sd_change")])
+  expect_equal(a$psis_moments, b$psis_moments)
+})
+
 test_that("a fixed-draw fit prints its path and counts L-BFGS evaluations", {
   fit <- suppressWarnings(bbvi(gamma_poisson_case()$model, seed = 3))
   expect_snapshot(print(fit), transform = scrub_times)

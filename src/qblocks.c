@@ -1,0 +1,258 @@
+/* qblocks.c: q as a product of blocks. Each block is one family over its
+   own coordinates z[z0 .. z0 + dim), with its slice of lambda and of the
+   base draws; the product is itself a bbvi_family (every method loops over
+   the blocks), so the estimators, the optimiser and the loop do not know
+   whether q has one block or many. A single-family fit is one block. */
+#include "bbvi.h"
+#include <string.h>
+
+typedef struct {
+    const bbvi_family *fam;
+    int z0, dim;     /* coordinates z[z0 .. z0 + dim) */
+    int k0, K;       /* its slice of lambda */
+    int e0, nb;      /* its slice of a draw's base draws */
+} bbvi_qblock;
+
+typedef struct { int D, K, NB, n; bbvi_qblock *b; } bbvi_q;
+
+#define Q(f) ((const bbvi_q *) (f)->ws)
+
+static int pr_n_lambda(const bbvi_family *f, int D) { (void) D; return Q(f)->K; }
+static int pr_n_base(const bbvi_family *f, int D) { (void) D; return Q(f)->NB; }
+
+static void pr_init(const bbvi_family *f, int D, const double *mean,
+                    const double *log_sd, double *lambda)
+{
+    const bbvi_q *q = Q(f);
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        b->fam->init(b->fam, b->dim, mean + b->z0, log_sd + b->z0, lambda + b->k0);
+    }
+}
+
+/* draw by draw, block by block: the same stream order as one family
+   drawing all of a draw's base draws */
+static void pr_draw_base(const bbvi_family *f, int D, int S, double *eps)
+{
+    const bbvi_q *q = Q(f);
+    (void) D;
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < q->n; j++) {
+            const bbvi_qblock *b = q->b + j;
+            b->fam->draw_base(b->fam, b->dim, 1, eps + (size_t) s * q->NB + b->e0);
+        }
+}
+
+static void pr_reparam(const bbvi_family *f, int D, const double *lambda,
+                       int S, const double *eps, double *z)
+{
+    const bbvi_q *q = Q(f);
+    if (q->n == 1) {   /* one block: its own (possibly vectorised) loop */
+        q->b->fam->reparam(q->b->fam, D, lambda, S, eps, z);
+        return;
+    }
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < q->n; j++) {
+            const bbvi_qblock *b = q->b + j;
+            b->fam->reparam(b->fam, b->dim, lambda + b->k0, 1,
+                            eps + (size_t) s * q->NB + b->e0,
+                            z + (size_t) s * D + b->z0);
+        }
+}
+
+static double pr_log_q(const bbvi_family *f, int D, const double *lambda,
+                       const double *eps)
+{
+    const bbvi_q *q = Q(f);
+    double a = 0.0;
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        a += b->fam->log_q(b->fam, b->dim, lambda + b->k0, eps + b->e0);
+    }
+    return a;
+}
+
+static void pr_score(const bbvi_family *f, int D, const double *lambda,
+                     const double *eps, double *h)
+{
+    const bbvi_q *q = Q(f);
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        b->fam->score(b->fam, b->dim, lambda + b->k0, eps + b->e0, h + b->k0);
+    }
+}
+
+static double pr_entropy(const bbvi_family *f, int D, const double *lambda)
+{
+    const bbvi_q *q = Q(f);
+    double a = 0.0;
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        a += b->fam->entropy(b->fam, b->dim, lambda + b->k0);
+    }
+    return a;
+}
+
+static void pr_entropy_grad(const bbvi_family *f, int D, const double *lambda,
+                            double *g)
+{
+    const bbvi_q *q = Q(f);
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        b->fam->entropy_grad(b->fam, b->dim, lambda + b->k0, g + b->k0);
+    }
+}
+
+static void pr_reparam_grad(const bbvi_family *f, int D, const double *lambda,
+                            const double *eps, const double *gz,
+                            double *glambda)
+{
+    const bbvi_q *q = Q(f);
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        b->fam->reparam_grad(b->fam, b->dim, lambda + b->k0, eps + b->e0,
+                             gz + b->z0, glambda + b->k0);
+    }
+}
+
+static void pr_marginals(const bbvi_family *f, int D, const double *lambda,
+                         double *mean, double *sd)
+{
+    const bbvi_q *q = Q(f);
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        b->fam->marginals(b->fam, b->dim, lambda + b->k0, mean + b->z0, sd + b->z0);
+    }
+}
+
+/* a dense P couples blocks: only a one-block q takes it */
+static void pr_affine(const bbvi_family *f, int D, double *lambda,
+                      const double *P, const double *shift)
+{
+    const bbvi_q *q = Q(f);
+    if (q->n != 1)
+        Rf_error("internal error: a dense preconditioner needs a one-block q");
+    q->b->fam->affine(q->b->fam, D, lambda, P, shift);
+}
+
+static void pr_affine_diag(const bbvi_family *f, int D, double *lambda,
+                           const double *scale, const double *shift)
+{
+    const bbvi_q *q = Q(f);
+    (void) D;
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        b->fam->affine_diag(b->fam, b->dim, lambda + b->k0, scale + b->z0,
+                            shift + b->z0);
+    }
+}
+
+/* one block: that family's own list; several: list(family = "blocks",
+   blocks = list(list(z0 (1-based start), dim, q), ...)) */
+static SEXP pr_to_sexp(const bbvi_family *f, int D, const double *lambda)
+{
+    const bbvi_q *q = Q(f);
+    if (q->n == 1) return q->b->fam->to_sexp(q->b->fam, D, lambda);
+    SEXP blocks = PROTECT(Rf_allocVector(VECSXP, q->n));
+    const char *bn[] = { "start", "dim", "q", "" };
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        SEXP one = PROTECT(Rf_mkNamed(VECSXP, bn));
+        SET_VECTOR_ELT(one, 0, Rf_ScalarInteger(b->z0 + 1));
+        SET_VECTOR_ELT(one, 1, Rf_ScalarInteger(b->dim));
+        SET_VECTOR_ELT(one, 2, b->fam->to_sexp(b->fam, b->dim, lambda + b->k0));
+        SET_VECTOR_ELT(blocks, j, one);
+        UNPROTECT(1);
+    }
+    const char *names[] = { "family", "blocks", "" };
+    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+    SET_VECTOR_ELT(out, 0, Rf_mkString("blocks"));
+    SET_VECTOR_ELT(out, 1, blocks);
+    UNPROTECT(2);
+    return out;
+}
+
+static const bbvi_family product_proto = {
+    "blocks", 0, NULL, pr_n_lambda, pr_n_base, pr_init, pr_draw_base,
+    pr_reparam, pr_log_q, pr_score, pr_entropy, pr_entropy_grad,
+    pr_reparam_grad, pr_marginals, pr_affine, pr_affine_diag, pr_to_sexp
+};
+
+/* The product of n blocks: names[j], ranks[j], dims[j] (the dims add up to
+   D, in coordinate order). */
+const bbvi_family *bbvi_family_product(int n, const char **names,
+                                       const int *ranks, const int *dims, int D)
+{
+    if (n < 1) Rf_error("internal error: q needs at least one block");
+    bbvi_q *q = (bbvi_q *) R_alloc(1, sizeof(bbvi_q));
+    q->n = n;
+    q->b = (bbvi_qblock *) R_alloc(n, sizeof(bbvi_qblock));
+    int z0 = 0, k0 = 0, e0 = 0;
+    for (int j = 0; j < n; j++) {
+        if (dims[j] < 1 || z0 + dims[j] > D)
+            Rf_error("internal error: block dims must be >= 1 and add up to %d", D);
+        bbvi_qblock *b = q->b + j;
+        b->fam = bbvi_family_make(names[j], ranks[j], dims[j]);
+        b->z0 = z0; b->dim = dims[j];
+        b->k0 = k0; b->K = b->fam->n_lambda(b->fam, b->dim);
+        b->e0 = e0; b->nb = b->fam->n_base(b->fam, b->dim);
+        z0 += b->dim; k0 += b->K; e0 += b->nb;
+    }
+    if (z0 != D) Rf_error("internal error: block dims add up to %d, not %d", z0, D);
+    q->D = D; q->K = k0; q->NB = e0;
+    bbvi_family *f = (bbvi_family *) R_alloc(1, sizeof(bbvi_family));
+    *f = product_proto;
+    f->ws = q;
+    return f;
+}
+
+/* From control: `blocks` (list of list(family, rank, dim)) when given,
+   else one block of `family` (with `rank`) over all D coordinates. */
+const bbvi_family *bbvi_family_from_control(SEXP control, int D)
+{
+    SEXP blocks = bbvi_list_get(control, "blocks");
+    if (Rf_isNull(blocks)) {
+        SEXP fam = bbvi_list_get(control, "family");
+        if (!Rf_isString(fam)) Rf_error("internal error: control needs family");
+        const char *name = CHAR(STRING_ELT(fam, 0));
+        int rank = bbvi_need_int(control, "rank");
+        const bbvi_family *f = bbvi_family_product(1, &name, &rank, &D, D);
+        /* optional init_B (D x rank): a low-rank q's starting B */
+        SEXP B0 = bbvi_list_get(control, "init_B");
+        if (!Rf_isNull(B0)) {
+            if (!Rf_isReal(B0) || XLENGTH(B0) != (R_xlen_t) D * rank)
+                Rf_error("internal error: init_B must be %d x %d doubles", D, rank);
+            bbvi_family_set_start(Q(f)->b->fam, REAL(B0));
+        }
+        return f;
+    }
+    if (!Rf_isNewList(blocks) || Rf_length(blocks) < 1)
+        Rf_error("internal error: `blocks` must be a list of blocks");
+    int n = Rf_length(blocks);
+    const char **names = (const char **) R_alloc(n, sizeof(char *));
+    int *ranks = (int *) R_alloc(n, sizeof(int)), *dims = (int *) R_alloc(n, sizeof(int));
+    for (int j = 0; j < n; j++) {
+        SEXP b = VECTOR_ELT(blocks, j), fam = bbvi_list_get(b, "family");
+        if (!Rf_isString(fam)) Rf_error("internal error: every block needs a family");
+        names[j] = CHAR(STRING_ELT(fam, 0));
+        ranks[j] = bbvi_need_int(b, "rank");
+        dims[j] = bbvi_need_int(b, "dim");
+    }
+    return bbvi_family_product(n, names, ranks, dims, D);
+}
+
+/* 1 when q is one full-rank block (the only q a dense preconditioner fits) */
+int bbvi_family_is_fullrank(const bbvi_family *f)
+{
+    if (f == &bbvi_family_fullrank) return 1;
+    if (strcmp(f->name, "blocks") != 0) return 0;
+    const bbvi_q *q = Q(f);
+    return q->n == 1 && q->b->fam == &bbvi_family_fullrank;
+}
