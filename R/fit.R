@@ -423,7 +423,7 @@ print_fit_status <- function(fit) {
                 format(signif(dg$kl_hat, 2))))
     say(sprintf("Pareto k-hat %s%s%s",
                 format(dg$khat, digits = 2), khat_label(dg$khat, dg$khat_threshold),
-                if (dg$n_draws < min(4000L, nrow(fit$draws))) sprintf(" (from %d draws)", dg$n_draws) else ""))
+                if (dg$n_draws < min(4000L, fit_n_draws(fit))) sprintf(" (from %d draws)", dg$n_draws) else ""))
     if (!is.na(dg$max_mean_shift)) {
       say(sprintf("PSIS check: reweighted means within %s q-sds, sds within %s%% of q's%s",
                   format(signif(dg$max_mean_shift, 2)),
