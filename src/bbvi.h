@@ -206,6 +206,19 @@ double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
    lower triangle is read); 1 on success, 0 if A is not positive definite */
 int bbvi_chol(int n, const double *A, double *L);
 
+/* What a VI run returns to R (vi.c), for the stochastic and the fixed-draw
+   paths alike: answer and last are lambda (length K) on the zeta scale;
+   grad_max and lbfgs_code are the fixed-draw path's (NA otherwise). */
+typedef struct {
+    const double *answer, *last;
+    int K;
+    const double *trace;
+    int n_trace, converged, iterations, status, restarts, stop;
+    double eta, dropped_draws, n_logp, n_grad, grad_max;
+    int lbfgs_code;
+} bbvi_vi_result;
+SEXP bbvi_vi_result_sexp(const struct bbvi_family *fam, int D, const bbvi_vi_result *r);
+
 /* R's RNG. C code that draws holds R's generator state (GetRNGstate) for a
    whole loop; every call back into R must lend it back, or a log-joint that
    draws (runif, sample.int) would start from the stale .Random.seed and the

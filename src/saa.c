@@ -50,29 +50,20 @@ static void balance_draws(int D, int M, double *eps, int whiten)
     }
     /* C = E E' / M = L L'; eps <- L^-1 eps */
     double *C = (double *) R_alloc((size_t) D * D, sizeof(double));
+    double *L = (double *) R_alloc((size_t) D * D, sizeof(double));
     for (int i = 0; i < D; i++)
         for (int j = 0; j <= i; j++) {
             double a = 0.0;
             for (int s = 0; s < M; s++) a += eps[i + (size_t) s * D] * eps[j + (size_t) s * D];
             C[i + (size_t) j * D] = a / M;
         }
-    for (int j = 0; j < D; j++) {
-        double a = C[j + (size_t) j * D];
-        for (int k = 0; k < j; k++) a -= C[j + (size_t) k * D] * C[j + (size_t) k * D];
-        a = sqrt(a);
-        C[j + (size_t) j * D] = a;
-        for (int i = j + 1; i < D; i++) {
-            double b = C[i + (size_t) j * D];
-            for (int k = 0; k < j; k++) b -= C[i + (size_t) k * D] * C[j + (size_t) k * D];
-            C[i + (size_t) j * D] = b / a;
-        }
-    }
+    if (!bbvi_chol(D, C, L)) return;   /* singular (M barely above D): draws left as they are */
     for (int s = 0; s < M; s++) {
         double *e = eps + (size_t) s * D;
         for (int i = 0; i < D; i++) {
             double a = e[i];
-            for (int k = 0; k < i; k++) a -= C[i + (size_t) k * D] * e[k];
-            e[i] = a / C[i + (size_t) i * D];
+            for (int k = 0; k < i; k++) a -= L[i + (size_t) k * D] * e[k];
+            e[i] = a / L[i + (size_t) i * D];
         }
     }
 }
@@ -203,34 +194,9 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 
     if (dense) fam->affine(fam, D, lambda, P, shift);   /* back to zeta */
     else fam->affine_diag(fam, D, lambda, P, shift);
-    const char *names[] = { "lambda", "lambda_last", "mean", "q", "elbo",
-                            "converged", "iterations", "status", "restarts",
-                            "eta", "dropped_draws", "stop", "n_logp",
-                            "n_grad", "grad_max", "lbfgs_code", "" };
-    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
-    SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
-    memcpy(REAL(lam), lambda, sizeof(double) * K);
-    SET_VECTOR_ELT(out, 0, lam);
-    SET_VECTOR_ELT(out, 1, lam);
-    SEXP mean = PROTECT(Rf_allocVector(REALSXP, D));
-    memcpy(REAL(mean), lambda, sizeof(double) * D);   /* every family: mu first */
-    SET_VECTOR_ELT(out, 2, mean);
-    SEXP q = PROTECT(fam->to_sexp(fam, D, lambda));
-    SET_VECTOR_ELT(out, 3, q);
-    SEXP tr = PROTECT(Rf_allocVector(REALSXP, w.n_trace));
-    memcpy(REAL(tr), w.trace, sizeof(double) * w.n_trace);
-    SET_VECTOR_ELT(out, 4, tr);
-    SET_VECTOR_ELT(out, 5, Rf_ScalarLogical(converged));
-    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(fncount));
-    SET_VECTOR_ELT(out, 7, Rf_ScalarInteger(status));
-    SET_VECTOR_ELT(out, 8, Rf_ScalarInteger(0));
-    SET_VECTOR_ELT(out, 9, Rf_ScalarReal(NA_REAL));
-    SET_VECTOR_ELT(out, 10, Rf_ScalarReal(0.0));
-    SET_VECTOR_ELT(out, 11, Rf_ScalarInteger(converged ? 0 : 1));
-    SET_VECTOR_ELT(out, 12, Rf_ScalarReal((double) w.n_evals * M));
-    SET_VECTOR_ELT(out, 13, Rf_ScalarReal((double) w.n_evals * M));
-    SET_VECTOR_ELT(out, 14, Rf_ScalarReal(grad_max));
-    SET_VECTOR_ELT(out, 15, Rf_ScalarInteger(fail));
-    UNPROTECT(5);
-    return out;
+    bbvi_vi_result r = { lambda, lambda, K, w.trace, w.n_trace, converged,
+                         fncount, status, 0, converged ? 0 : 1, NA_REAL, 0.0,
+                         (double) w.n_evals * M, (double) w.n_evals * M,
+                         grad_max, fail };
+    return bbvi_vi_result_sexp(fam, D, &r);
 }

@@ -595,34 +595,48 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int stop = converged ? STOP_CONVERGED :
         conv.outside_windows > 0 ? STOP_OUTSIDE :
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
+    bbvi_vi_result r = { answer, lambda, K, trace, t, converged, t, status,
+                         restarts, stop, opt.eta, (double) n_dropped, n_logp,
+                         n_grad, NA_REAL, NA_INTEGER };
+    return bbvi_vi_result_sexp(fam, D, &r);
+}
+
+/* The result of a VI run as R reads it, for the stochastic path and the
+   fixed-draw one (src/saa.c) alike: q at the answer (in zeta), the trace,
+   the stop codes and the evaluation counts. */
+SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
+{
     const char *names[] = { "lambda", "lambda_last", "mean", "q", "elbo",
                             "converged", "iterations", "status", "restarts",
                             "eta", "dropped_draws", "stop", "n_logp",
-                            "n_grad", "" };
+                            "n_grad", "grad_max", "lbfgs_code", "" };
+    int K = r->K;
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
-    memcpy(REAL(lam), answer, sizeof(double) * K);
+    memcpy(REAL(lam), r->answer, sizeof(double) * K);
     SET_VECTOR_ELT(out, 0, lam);
     SEXP lam_last = PROTECT(Rf_allocVector(REALSXP, K));
-    memcpy(REAL(lam_last), lambda, sizeof(double) * K);
+    memcpy(REAL(lam_last), r->last, sizeof(double) * K);
     SET_VECTOR_ELT(out, 1, lam_last);
     SEXP mean = PROTECT(Rf_allocVector(REALSXP, D));
-    memcpy(REAL(mean), answer, sizeof(double) * D);   /* every family: mu first */
+    memcpy(REAL(mean), r->answer, sizeof(double) * D);   /* every family: mu first */
     SET_VECTOR_ELT(out, 2, mean);
-    SEXP q = PROTECT(fam->to_sexp(fam, D, answer));
+    SEXP q = PROTECT(fam->to_sexp(fam, D, r->answer));
     SET_VECTOR_ELT(out, 3, q);
-    SEXP tr = PROTECT(Rf_allocVector(REALSXP, t));
-    memcpy(REAL(tr), trace, sizeof(double) * t);
+    SEXP tr = PROTECT(Rf_allocVector(REALSXP, r->n_trace));
+    if (r->n_trace > 0) memcpy(REAL(tr), r->trace, sizeof(double) * r->n_trace);
     SET_VECTOR_ELT(out, 4, tr);
-    SET_VECTOR_ELT(out, 5, Rf_ScalarLogical(converged));
-    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(t));
-    SET_VECTOR_ELT(out, 7, Rf_ScalarInteger(status));
-    SET_VECTOR_ELT(out, 8, Rf_ScalarInteger(restarts));
-    SET_VECTOR_ELT(out, 9, Rf_ScalarReal(opt.eta));
-    SET_VECTOR_ELT(out, 10, Rf_ScalarReal((double) n_dropped));
-    SET_VECTOR_ELT(out, 11, Rf_ScalarInteger(stop));
-    SET_VECTOR_ELT(out, 12, Rf_ScalarReal(n_logp));
-    SET_VECTOR_ELT(out, 13, Rf_ScalarReal(n_grad));
+    SET_VECTOR_ELT(out, 5, Rf_ScalarLogical(r->converged));
+    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(r->iterations));
+    SET_VECTOR_ELT(out, 7, Rf_ScalarInteger(r->status));
+    SET_VECTOR_ELT(out, 8, Rf_ScalarInteger(r->restarts));
+    SET_VECTOR_ELT(out, 9, Rf_ScalarReal(r->eta));
+    SET_VECTOR_ELT(out, 10, Rf_ScalarReal(r->dropped_draws));
+    SET_VECTOR_ELT(out, 11, Rf_ScalarInteger(r->stop));
+    SET_VECTOR_ELT(out, 12, Rf_ScalarReal(r->n_logp));
+    SET_VECTOR_ELT(out, 13, Rf_ScalarReal(r->n_grad));
+    SET_VECTOR_ELT(out, 14, Rf_ScalarReal(r->grad_max));
+    SET_VECTOR_ELT(out, 15, Rf_ScalarInteger(r->lbfgs_code));
     UNPROTECT(6);
     return out;
 }
