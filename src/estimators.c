@@ -28,30 +28,32 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->log_det_P = 0.0;
 }
 
-void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
-                                const double *shift)
+/* Either preconditioner: a dense lower-triangular P (D x D) or a scale
+   per coordinate, with the log-determinant of the map from its diagonal. */
+static void set_precond(bbvi_estimator_ws *w, const double *P,
+                        const double *scale, const double *shift)
 {
     int D = w->D;
     w->P = P;
-    w->Pdiag = NULL;
+    w->Pdiag = scale;
     w->shift = shift;
     w->log_det_P = 0.0;
-    if (!P) return;
+    if (!P && !scale) return;
     if (!w->zs) w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
-    for (int d = 0; d < D; d++) w->log_det_P += log(P[d + (size_t) d * D]);
+    for (int d = 0; d < D; d++)
+        w->log_det_P += log(P ? P[d + (size_t) d * D] : scale[d]);
+}
+
+void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
+                                const double *shift)
+{
+    set_precond(w, P, NULL, shift);
 }
 
 void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
                                      const double *shift)
 {
-    int D = w->D;
-    w->P = NULL;
-    w->Pdiag = scale;
-    w->shift = shift;
-    w->log_det_P = 0.0;
-    if (!scale) return;
-    if (!w->zs) w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
-    for (int d = 0; d < D; d++) w->log_det_P += log(scale[d]);
+    set_precond(w, NULL, scale, shift);
 }
 
 /* log density (and gradient) at the current draws, through the
