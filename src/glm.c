@@ -8,9 +8,6 @@
 #include <Rmath.h>
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #ifndef FCONE
 # define FCONE
@@ -283,10 +280,7 @@ static void glm_eval(bbvi_target *t, int S, const double *theta, double *lp,
 #pragma omp parallel for num_threads(nt) schedule(dynamic)
 #endif
         for (int c = 0; c < nch; c++) {
-            int tid = 0;
-#ifdef _OPENMP
-            tid = omp_get_thread_num();
-#endif
+            int tid = glm_thread_id();
             double *xbuf = gt->xb ? gt->xb + (size_t) tid * nr0 * P : NULL;
             double *eta = gt->eta + (size_t) tid * nr0 * GLM_DRAW_BLOCK;
             double *gc = gr ? gt->pgr + (size_t) c * D * GLM_DRAW_BLOCK : NULL;

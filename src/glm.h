@@ -5,6 +5,20 @@
 #define BBVI_GLM_H
 
 #include "bbvi.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The calling thread's index inside a parallel row pass (0 without OpenMP):
+   it picks the thread's scratch buffers. */
+static inline int glm_thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 enum { GLM_GAUSSIAN = 0, GLM_BINOMIAL = 1, GLM_POISSON = 2 };
 enum { PRIOR_FLAT = 0, PRIOR_NORMAL = 1, PRIOR_STUDENT_T = 2,

@@ -20,9 +20,6 @@
 #include <R_ext/Lapack.h>
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #ifndef FCONE
 # define FCONE
@@ -173,10 +170,7 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
 #pragma omp parallel for num_threads(nt) schedule(dynamic)
 #endif
             for (int c = 0; c < nch; c++) {
-                int tid = 0;
-#ifdef _OPENMP
-                tid = omp_get_thread_num();
-#endif
+                int tid = glm_thread_id();
                 double *xbuf = w->xb + (size_t) tid * nr0 * P;
                 double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
                 int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
@@ -252,10 +246,7 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
 #pragma omp parallel for num_threads(nt) schedule(dynamic)
 #endif
             for (int c = 0; c < nch; c++) {
-                int tid = 0;
-#ifdef _OPENMP
-                tid = omp_get_thread_num();
-#endif
+                int tid = glm_thread_id();
                 double *xbuf = w->xb + (size_t) tid * nr0 * P;
                 double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
                 double *gc = w->pg + (size_t) c * P, *Hc = w->pH + (size_t) c * P * P;
