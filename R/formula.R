@@ -533,10 +533,17 @@ glm_colstats <- function(X, intercept, nms) {
                      i = "Missing values (NA) are handled by {.arg na.action}."), call = NULL)
   }
   const <- if (nrow(X) > 1) cs$constant & nms != "(Intercept)" else logical(length(nms))
+  # without an intercept, one constant column plays its part; only further
+  # constant columns are collinear with it
+  covers <- "the intercept"
+  if (!intercept && !"(Intercept)" %in% nms && any(const)) {
+    covers <- sprintf("column \"%s\"", nms[which(const)[1]])
+    const[which(const)[1]] <- FALSE
+  }
   if (any(const)) {
     bad <- nms[const]
     cli::cli_abort(c("{cli::qty(length(bad))}Column{?s} {.val {bad}} of the model matrix {?has/have} zero variance.",
-                     i = "{cli::qty(length(bad))}Drop {?it/them} from the formula (the intercept already covers a constant)."),
+                     i = "{cli::qty(length(bad))}Drop {?it/them} ({covers} already covers a constant)."),
                    call = NULL)
   }
   cs$sd[cs$constant | !is.finite(cs$sd)] <- 1

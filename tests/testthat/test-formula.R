@@ -403,6 +403,22 @@ test_that("a numeric matrix fits the same GLM as the formula", {
   expect_error(bbvi(X, yb, family = binomial(), colour = 1), "colour")
 })
 
+test_that("without an intercept, one constant column is the intercept", {
+  set.seed(14)
+  n <- 300
+  X <- cbind(one = 1, u = stats::rnorm(n))
+  y <- stats::rbinom(n, 1, stats::plogis(0.4 + X[, 2]))
+  f1 <- bbvi(X, y, family = binomial(), intercept = FALSE, seed = 1)
+  f2 <- bbvi(y ~ u, data = data.frame(y = y, u = X[, 2]), family = binomial(),
+             seed = 1, prior_intercept = normal(0, 2.5), prior = normal(0, 2.5),
+             center = FALSE)
+  # the same posterior up to the intercept prior's autoscaling (a constant
+  # column's sd is taken as 1): means within a small fraction of an sd
+  expect_lt(max(abs(coef(f1) - coef(f2)) / sqrt(diag(vcov(f2)))), 0.05)
+  expect_snapshot(bbvi(cbind(X, two = 2), y, family = binomial(), intercept = FALSE),
+                  error = TRUE)
+})
+
 test_that("keep_x = FALSE keeps no model matrix; methods rebuild it or say so", {
   set.seed(13)
   d <- data.frame(x = stats::rnorm(300), g = factor(sample(c("a", "b"), 300, TRUE)))
