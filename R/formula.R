@@ -692,7 +692,7 @@ glm_start <- function(X, intercept, xbar, nms, resp, w, off, family) {
   } else {
     z <- log(y + 0.5) - off; wt <- w * (y + 0.5)
   }
-  cp <- .Call(C_glm_wcross, X, intercept, xbar, as.double(wt), as.double(z))
+  cp <- .Call(C_glm_wcross, X, intercept, xbar, as.double(wt), as.double(wt * z))
   A <- cp$A
   # aliased columns: pivoted Cholesky of the scaled cross-product
   sc <- sqrt(diag(A))

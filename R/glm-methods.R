@@ -280,3 +280,136 @@ glm_header <- function(fit) {
 
 
 `%||%` <- function(a, b) if (is.null(a)) b else a
+
+# ---- log p at many draws on a large GLM ---------------------------------------
+
+# The diagnostics need log p(y, z) at thousands of draws; on a GLM each one
+# is a pass over the N rows. For large N the log-likelihood is instead
+# expanded to second order in the linear predictors around q's mean (one
+# pass: sums of the per-row values, gradients and Hessians, exact), and what
+# the expansion misses is estimated from a fixed random subsample of rows:
+# the difference estimator (Quiroz, Kohn, Villani and Tran, 2019). The
+# remainder per row is third order in eta - m, which shrinks as 1/sqrt(N),
+# so the estimate's standard error is tiny; it is computed for every draw
+# and checked on a pilot before the route is taken. Gaussian GLMs need no
+# subsample: their log-likelihood is exactly quadratic in beta given sigma.
+# Returns function(zeta) -> log p at the columns of zeta, or NULL when the
+# exact route is cheap enough or the estimate would not be accurate.
+glm_taylor_logdens <- function(fit, diagnostic_draws) {
+  tg <- fit$model$target
+  if (!glm_taylor_applies(tg, diagnostic_draws)) return(NULL)
+  N <- nrow(tg$X)
+  P <- length(tg$names)
+  center <- unname(fit$mean_unc[seq_len(P)])
+  off <- glm_tg_vec(tg, "offset")
+  w <- glm_tg_vec(tg, "weights")
+  trials <- glm_tg_vec(tg, "trials")
+  family <- c("gaussian", "binomial", "poisson")[tg$family + 1L]
+  # one pass: the per-row terms and their derivatives at eta = m
+  m <- drop(glm_linpred(tg, center)) + off
+  t0 <- glm_row_terms(family, tg$y, trials, w, m)
+  cp <- .Call(C_glm_wcross, tg$X, isTRUE(as.logical(tg$intercept)), tg$xbar,
+              -t0$d2, t0$d1)
+  a <- sum(t0$l)
+  g <- cp$b
+  H <- -cp$A
+  # priors (and sigma's Jacobian) alone: the target with every row weighted 0
+  prior_spec <- tg
+  prior_spec$X <- tg$X[1, , drop = FALSE]
+  prior_spec[c("y", "weights", "offset", "trials")] <- list(tg$y[1], 0, off[1], trials[1])
+  prior_spec$llconst <- 0
+  rows <- if (family == "gaussian") integer() else
+    with_seed(fit_row_seed(fit), sort(sample.int(N, min(N, glm_taylor_rows))))
+  Xs <- glm_design_rows(tg, rows)
+  sub <- list(y = tg$y[rows], trials = trials[rows], w = w[rows], off = off[rows],
+              m = m[rows], l = t0$l[rows], d1 = t0$d1[rows], d2 = t0$d2[rows])
+  rm(m, t0)
+  sw <- sum(w)
+  logdens <- function(zeta) {
+    out <- numeric(ncol(zeta))
+    se <- numeric(ncol(zeta))
+    for (s in seq(1L, ncol(zeta), by = 256L)) {
+      idx <- seq(s, min(ncol(zeta), s + 255L))
+      z <- zeta[, idx, drop = FALSE]
+      delta <- z[seq_len(P), , drop = FALSE] - center
+      quad <- a + colSums(delta * g) + 0.5 * colSums(delta * (H %*% delta))
+      prior <- .Call(C_logdens, prior_spec, as.double(fit$lower), as.double(fit$upper),
+                     z, FALSE)
+      if (family == "gaussian") {
+        sigma <- exp(z[P + 1L, ])
+        out[idx] <- tg$llconst - sw * log(sigma) + quad / sigma^2 + prior
+        next
+      }
+      eta <- Xs %*% z[seq_len(P), , drop = FALSE] + sub$off
+      e <- eta - sub$m
+      r <- glm_row_terms(family, sub$y, sub$trials, sub$w, eta, derivs = FALSE)$l -
+        (sub$l + sub$d1 * e + 0.5 * sub$d2 * e^2)
+      n <- length(rows)
+      out[idx] <- tg$llconst + quad + N / n * colSums(r) + prior
+      se[idx] <- if (n < N) N * sqrt((1 - n / N) / n) * sqrt(colSums((r - rep(colMeans(r), each = n))^2) / (n - 1)) else 0
+    }
+    attr(out, "se") <- se
+    out
+  }
+  # the pilot: the estimate must be good to a small fraction of a nat at
+  # q's draws, or the exact route is taken
+  pilot <- logdens(with_seed(fit_row_seed(fit) %% 1e9 + 1, q_sample(fit, 64L))$zeta)
+  if (!all(is.finite(pilot)) || max(attr(pilot, "se")) > glm_taylor_max_se) return(NULL)
+  logdens
+}
+
+# rows of the subsample; the standard error a draw's estimate may have
+glm_taylor_rows <- 4000L
+glm_taylor_max_se <- 0.05
+
+# Worth it when the exact route would have to cut the diagnostic draws
+# (see diagnostic_draw_count()): an in-memory GLM with many rows.
+glm_taylor_applies <- function(tg, diagnostic_draws) {
+  is.list(tg) && identical(tg$type, "glm") && is.matrix(tg$X) &&
+    isTRUE(getOption("bbvi.glm_taylor_diagnostics", TRUE)) &&
+    as.double(nrow(tg$X)) * max(1, ncol(tg$X)) * diagnostic_draws > glm_exact_diag_work
+}
+
+# multiply-adds the exact route may spend on the diagnostics (about a second)
+glm_exact_diag_work <- 1e8
+
+fit_row_seed <- function(fit) {
+  if (!is.null(fit$draw_seed)) fit$draw_seed else 20261127L
+}
+
+# rows of the design as fitted (intercept column, centred predictors)
+glm_design_rows <- function(tg, rows) {
+  X <- tg$X[rows, , drop = FALSE]
+  icpt <- isTRUE(as.logical(tg$intercept))
+  if (!is.null(tg$xbar)) {
+    xb <- tg$xbar[seq_len(ncol(X)) + icpt]
+    X <- X - rep(xb, each = nrow(X))
+  }
+  if (icpt) X <- cbind(rep(1, nrow(X)), X)
+  unname(X)
+}
+
+# Per-row log-likelihood terms (without the data's constant) at the linear
+# predictors eta (a vector, or a matrix with one column per draw), weighted,
+# and their first and second derivatives in eta.
+glm_row_terms <- function(family, y, trials, w, eta, derivs = TRUE) {
+  switch(family,
+    gaussian = {
+      r <- y - eta
+      list(l = -0.5 * w * r^2, d1 = w * r, d2 = -w)
+    },
+    binomial = {
+      l1pe <- pmax(eta, 0) + log1p(exp(-abs(eta)))
+      out <- list(l = w * (y * eta - trials * l1pe))
+      if (derivs) {
+        p <- stats::plogis(eta)
+        out$d1 <- w * (y - trials * p)
+        out$d2 <- -w * trials * p * (1 - p)
+      }
+      out
+    },
+    poisson = {
+      mu <- exp(eta)
+      list(l = w * (y * eta - mu), d1 = w * (y - mu), d2 = -w * mu)
+    })
+}

@@ -418,20 +418,19 @@ SEXP glm_colstats(SEXP X)
     return out;
 }
 
-/* .Call(C_glm_wcross, X, intercept, xbar, wt, z): A = Xd' diag(wt) Xd and
-   b = Xd' (wt * z) for the design Xd as fitted, one block of rows at a
-   time (wt >= 0) */
-SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP z)
+/* .Call(C_glm_wcross, X, intercept, xbar, wt, v): A = Xd' diag(wt) Xd and
+   b = Xd' v for the design Xd as fitted, one block of rows at a time
+   (wt >= 0) */
+SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP v)
 {
     glm_data g;
     design_from(X, icpt, xbar, &g);
     int N = g.N, P = g.P, inc = 1;
-    if (!Rf_isReal(wt) || XLENGTH(wt) != N || !Rf_isReal(z) || XLENGTH(z) != N)
-        Rf_error("internal error: `wt` and `z` must be %d doubles", N);
+    if (!Rf_isReal(wt) || XLENGTH(wt) != N || !Rf_isReal(v) || XLENGTH(v) != N)
+        Rf_error("internal error: `wt` and `v` must be %d doubles", N);
     int nr0 = glm_block_rows(N, P);
     double *xb = (double *) R_alloc((size_t) nr0 * P, sizeof(double));
     double *sb = (double *) R_alloc((size_t) nr0 * P, sizeof(double));
-    double *wz = (double *) R_alloc(nr0, sizeof(double));
     const char *names[] = { "A", "b", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP A = PROTECT(Rf_allocMatrix(REALSXP, P, P));
@@ -445,9 +444,8 @@ SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP z)
         for (int j = 0; j < P; j++)
             for (int i = 0; i < nr; i++)
                 sb[i + (size_t) j * nr] = x[i + (size_t) j * ld] * sqrt(REAL(wt)[r0 + i]);
-        for (int i = 0; i < nr; i++) wz[i] = REAL(wt)[r0 + i] * REAL(z)[r0 + i];
         F77_CALL(dsyrk)("L", "T", &P, &nr, &one, sb, &nr, &one, REAL(A), &P FCONE FCONE);
-        F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, wz, &inc, &one, REAL(b), &inc FCONE);
+        F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, REAL(v) + r0, &inc, &one, REAL(b), &inc FCONE);
         if ((r0 / nr0) % 64 == 63) R_CheckUserInterrupt();
     }
     for (int k = 0; k < P; k++)
