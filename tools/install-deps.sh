@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # R package -> Debian package
-pkgs="cli testthat knitr rmarkdown loo posterior coda future.apply MASS rstantools bayesplot rstanarm callr codetools DBI RSQLite"
+pkgs="cli testthat knitr rmarkdown loo posterior coda future.apply MASS rstantools bayesplot rstanarm callr codetools DBI RSQLite boot"
 
 missing=$(Rscript --vanilla -e "p <- strsplit('$pkgs', ' ')[[1]]; cat(p[!vapply(p, requireNamespace, logical(1), quietly = TRUE)])")
 need_pandoc=0

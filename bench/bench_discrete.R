@@ -1,0 +1,106 @@
+# Discrete latent variables against their exact posteriors (enumeration):
+# the coal-mining change point (categorical q for the switch year), a
+# two-component mixture with latent 0/1 assignments (with and without
+# Rao-Blackwellization), and spike-and-slab variable selection with p = 8.
+# For the change point, NUTS on the model with the switch year summed out is
+# the peer.
+#
+# Usage (from the package root, with bbvi installed):
+#   BENCH_SEEDS=1,2,3 Rscript bench/bench_discrete.R
+suppressPackageStartupMessages(library(bbvi, lib.loc = Sys.getenv("BBVI_LIB", unset = .libPaths()[1])))
+source("tests/testthat/helper-discrete.R")
+seeds <- as.integer(strsplit(Sys.getenv("BENCH_SEEDS", "1,2,3"), ",")[[1]])
+
+timed <- function(expr) {
+  warned <- FALSE
+  t0 <- proc.time()[["elapsed"]]
+  val <- withCallingHandlers(expr, warning = function(w) {
+    warned <<- TRUE
+    invokeRestart("muffleWarning")
+  })
+  list(value = val, time = proc.time()[["elapsed"]] - t0, warned = warned)
+}
+
+# a fit's exact q probability of value v for each named scalar parameter
+q_prob <- function(fit, names, v) {
+  pr <- probabilities(fit)
+  vapply(names, function(nm) {
+    p <- pr[[nm]]
+    if (is.null(p)) NA_real_ else unname(p[as.character(v)])
+  }, numeric(1))
+}
+
+fmt <- function(x, d = 3) formatC(x, digits = d, format = "fg", flag = "#")
+rows <- list()
+add <- function(...) rows[[length(rows) + 1L]] <<- data.frame(..., check.names = FALSE)
+
+# ---- change point ------------------------------------------------------------
+d <- change_point_data()
+ex <- change_point_exact(d)
+cont <- c("lambda[1]", "lambda[2]")
+for (seed in seeds) {
+  for (fam in c("gaussian", "gamma")) {
+    r <- timed(bbvi(change_point_model(d), seed = seed,
+                    families = if (fam == "gamma") list(lambda = "gamma")))
+    f <- r$value
+    cf <- coef(f)
+    sdv <- sqrt(diag(vcov(f)))
+    add(model = "change point", q = paste("categorical +", fam), seed = seed,
+        time_s = r$time,
+        err_mean_sd = max(abs(cf[c("s", cont)] - ex$mean) / ex$sd),
+        sd_ratio_min = min(sdv[c("s", cont)] / ex$sd),
+        p_mode_err = abs(q_prob(f, "s", ex$mode) - ex$p_mode),
+        incl_err = NA, rb_ratio = NA,
+        converged = f$converged, warned = r$warned)
+  }
+  r <- timed(sample_mcmc(change_point_marginal_model(d), seed = seed))
+  s <- summary(r$value)$estimates
+  add(model = "change point", q = "NUTS (s summed out)", seed = seed,
+      time_s = r$time,
+      err_mean_sd = max(abs(s[cont, "mean"] - ex$mean[cont]) / ex$sd[cont]),
+      sd_ratio_min = min(s[cont, "sd"] / ex$sd[cont]),
+      p_mode_err = NA, incl_err = NA, rb_ratio = NA,
+      converged = TRUE, warned = r$warned)
+}
+
+# ---- mixture with latent assignments -----------------------------------------------
+dm <- mixture_data()
+exm <- mixture_exact(dm)
+for (seed in seeds) {
+  for (rb in c(FALSE, TRUE)) {
+    r <- timed(bbvi(mixture_model(dm, factors = rb), seed = seed))
+    f <- r$value
+    cf <- coef(f)
+    sdv <- sqrt(diag(vcov(f)))
+    mu <- c("mu[1]", "mu[2]")
+    v <- rb_gradient_variance(f, draws = 1000)
+    add(model = "mixture N = 12", q = if (rb) "categorical + gaussian, RB" else "categorical + gaussian",
+        seed = seed, time_s = r$time,
+        err_mean_sd = max(abs(cf[mu] - exm$mean) / exm$sd),
+        sd_ratio_min = min(sdv[mu] / exm$sd),
+        p_mode_err = NA,
+        incl_err = max(abs(q_prob(f, names(exm$p_z), 1) - exm$p_z)),
+        rb_ratio = if (rb) v$ratio else NA,
+        converged = f$converged, warned = r$warned)
+  }
+}
+
+# ---- spike and slab ------------------------------------------------------------------
+ds <- spike_slab_data()
+exs <- spike_slab_exact(ds)
+for (seed in seeds) {
+  r <- timed(bbvi(spike_slab_model(ds), seed = seed))
+  f <- r$value
+  add(model = "spike-and-slab p = 8", q = "bernoulli + gaussian", seed = seed,
+      time_s = r$time, err_mean_sd = NA, sd_ratio_min = NA, p_mode_err = NA,
+      incl_err = max(abs(q_prob(f, names(exs$inclusion), 1) - exs$inclusion)),
+      rb_ratio = NA, converged = f$converged, warned = r$warned)
+}
+
+tab <- do.call(rbind, rows)
+num <- vapply(tab, is.numeric, logical(1)) & names(tab) != "seed"
+tab[num] <- lapply(tab[num], function(x) ifelse(is.na(x), "", fmt(x)))
+cat(sprintf("R %s, %s, %s\n\n", getRversion(), Sys.info()[["machine"]], format(Sys.time(), "%Y-%m-%d")))
+cat("| ", paste(names(tab), collapse = " | "), " |\n", sep = "")
+cat("|", strrep("---|", ncol(tab)), "\n", sep = "")
+for (i in seq_len(nrow(tab))) cat("| ", paste(unlist(tab[i, ]), collapse = " | "), " |\n", sep = "")
