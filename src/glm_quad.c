@@ -114,6 +114,90 @@ static void prior_expect(const quad_ws *w, int type, const double *par,
     }
 }
 
+/* Rows [r0, r0 + nr) of the design (x, leading dimension ld) under q:
+   the predictors' moments m = x'mu + offset, v = x' Sigma x (w->Ls holds
+   Sigma's Cholesky factor when full-rank and `nonzero`), then per row the
+   weighted E f' (e1) and -E f'' (e2, >= 0) by quadrature (binomial) or in
+   closed form (poisson). Returns the rows' expected log-likelihood without
+   the data's constant. tbuf: nr x (P + 2) scratch. */
+static double rows_expect(const quad_ws *w, const double *x, int ld, int r0,
+                          int nr, const double *mu, const double *Sig,
+                          int nonzero, double *tbuf, double *e1, double *e2)
+{
+    const glm_data *gd = &w->g;
+    int P = gd->P, D = gd->D, inc = 1;
+    double one = 1.0, ellc = 0.0;
+    double *m = tbuf, *v = tbuf + nr;
+    double *T = tbuf + 2 * (size_t) nr;
+    for (int i = 0; i < nr; i++) { m[i] = glm_off(gd, r0 + i); v[i] = 0.0; }
+    F77_CALL(dgemv)("N", &nr, &P, &one, x, &ld, mu, &inc, &one, m, &inc FCONE);
+    if (w->fr && nonzero) {
+        /* v_i = |L' x_i|^2: rows of X L, in column strips of T */
+        for (int j = 0; j < P; j++)
+            memcpy(T + (size_t) j * nr, x + (size_t) j * ld, sizeof(double) * nr);
+        F77_CALL(dtrmm)("R", "L", "N", "N", &nr, &P, &one, w->Ls, &P, T, &nr
+                        FCONE FCONE FCONE FCONE);
+        for (int j = 0; j < P; j++) {
+            const double *tj = T + (size_t) j * nr;
+            for (int i = 0; i < nr; i++) v[i] += tj[i] * tj[i];
+        }
+    } else if (!w->fr) {
+        for (int j = 0; j < P; j++) {
+            const double *xj = x + (size_t) j * ld;
+            double s2 = Sig[j + (size_t) j * D];
+            for (int i = 0; i < nr; i++) v[i] += xj[i] * xj[i] * s2;
+        }
+    }
+    for (int i = 0; i < nr; i++) {
+        int r = r0 + i;
+        double wi = glm_w(gd, r), y = gd->y[r], mi = m[i];
+        double sd = sqrt(v[i] > 0 ? v[i] : 0.0);
+        if (gd->family == GLM_BINOMIAL) {
+            double n = glm_trials(gd, r), el = 0.0, ep = 0.0, epq = 0.0;
+            int K = w->K;
+            const double *gz = w->gz, *gw = w->gw;
+            if (sd < 0.05) { K = w->K3; gz = w->gz3; gw = w->gw3; }
+            else if (sd < 0.5) { K = w->K2; gz = w->gz2; gw = w->gw2; }
+            if (!(sd > 0)) K = 1;
+            for (int k = 0; k < K; k++) {
+                double xk = sd > 0 ? mi + sd * gz[k] : mi;
+                double wk = sd > 0 ? gw[k] : 1.0;
+                double ex = exp(-fabs(xk));
+                double p = xk >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
+                el += wk * ((xk > 0 ? xk : 0.0) + log1p(ex));
+                ep += wk * p;
+                epq += wk * ex / ((1.0 + ex) * (1.0 + ex));
+            }
+            ellc += wi * (y * mi - n * el);
+            e1[i] = wi * (y - n * ep);
+            e2[i] = wi * n * epq;          /* -E f'' >= 0 */
+        } else {
+            double em = exp(mi + 0.5 * sd * sd);
+            ellc += wi * (y * mi - em);
+            e1[i] = wi * (y - em);
+            e2[i] = wi * em;
+        }
+    }
+    return ellc;
+}
+
+/* gc += X' e1 and the lower triangle of Hc += sign X' diag(e2) X for rows
+   x (nr x P, leading dimension ld), e2 >= 0; tbuf: nr x P scratch */
+static void rows_derivs(const double *x, int ld, int nr, int P,
+                        const double *e1, const double *e2, double sign,
+                        double *tbuf, double *gc, double *Hc)
+{
+    int inc = 1;
+    double one = 1.0;
+    F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, e1, &inc, &one, gc, &inc FCONE);
+    for (int j = 0; j < P; j++) {
+        const double *xj = x + (size_t) j * ld;
+        double *tj = tbuf + (size_t) j * nr;
+        for (int i = 0; i < nr; i++) tj[i] = xj[i] * sqrt(e2[i]);
+    }
+    crossprod_lower(nr, P, tbuf, nr, sign, Hc, P);
+}
+
 /* ELBO at (mu, Sigma) with log det Sigma given; with derivs, also
    g = E grad log p and H = E hess log p (D x D, full). */
 static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
@@ -175,62 +259,12 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                 double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
                 int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
                 double ellc = 0.0;
-            for (int r0 = ra; r0 < rb; r0 += nr0) {
-                int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
-                const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
-                /* predictor moments: m = x'mu + offset, v = x' Sigma x */
-                double *m = tbuf, *v = tbuf + nr;
-                double *T = tbuf + 2 * (size_t) nr;
-                for (int i = 0; i < nr; i++) { m[i] = glm_off(gd, r0 + i); v[i] = 0.0; }
-                F77_CALL(dgemv)("N", &nr, &P, &one, x, &ld, mu, &inc, &one, m, &inc FCONE);
-                if (w->fr && nonzero) {
-                    /* v_i = |L' x_i|^2: rows of X L, in column strips of T */
-                    for (int j = 0; j < P; j++)
-                        memcpy(T + (size_t) j * nr, x + (size_t) j * ld, sizeof(double) * nr);
-                    F77_CALL(dtrmm)("R", "L", "N", "N", &nr, &P, &one, w->Ls, &P, T, &nr
-                                    FCONE FCONE FCONE FCONE);
-                    for (int j = 0; j < P; j++) {
-                        const double *tj = T + (size_t) j * nr;
-                        for (int i = 0; i < nr; i++) v[i] += tj[i] * tj[i];
-                    }
-                } else if (!w->fr) {
-                    for (int j = 0; j < P; j++) {
-                        const double *xj = x + (size_t) j * ld;
-                        double s2 = Sig[j + (size_t) j * D];
-                        for (int i = 0; i < nr; i++) v[i] += xj[i] * xj[i] * s2;
-                    }
+                for (int r0 = ra; r0 < rb; r0 += nr0) {
+                    int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
+                    const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
+                    ellc += rows_expect(w, x, ld, r0, nr, mu, Sig, nonzero, tbuf,
+                                        w->e1 + r0, w->e2 + r0);
                 }
-                for (int i = 0; i < nr; i++) {
-                    int r = r0 + i;
-                    double wi = glm_w(gd, r), y = gd->y[r], mi = m[i];
-                    double sd = sqrt(v[i] > 0 ? v[i] : 0.0);
-                    if (gd->family == GLM_BINOMIAL) {
-                        double n = glm_trials(gd, r), el = 0.0, ep = 0.0, epq = 0.0;
-                        int K = w->K;
-                        const double *gz = w->gz, *gw = w->gw;
-                        if (sd < 0.05) { K = w->K3; gz = w->gz3; gw = w->gw3; }
-                        else if (sd < 0.5) { K = w->K2; gz = w->gz2; gw = w->gw2; }
-                        if (!(sd > 0)) K = 1;
-                        for (int k = 0; k < K; k++) {
-                            double xk = sd > 0 ? mi + sd * gz[k] : mi;
-                            double wk = sd > 0 ? gw[k] : 1.0;
-                            double ex = exp(-fabs(xk));
-                            double p = xk >= 0 ? 1.0 / (1.0 + ex) : ex / (1.0 + ex);
-                            el += wk * ((xk > 0 ? xk : 0.0) + log1p(ex));
-                            ep += wk * p;
-                            epq += wk * ex / ((1.0 + ex) * (1.0 + ex));
-                        }
-                        ellc += wi * (y * mi - n * el);
-                        w->e1[r] = wi * (y - n * ep);
-                        w->e2[r] = wi * n * epq;          /* -E f'' >= 0 */
-                    } else {
-                        double em = exp(mi + 0.5 * sd * sd);
-                        ellc += wi * (y * mi - em);
-                        w->e1[r] = wi * (y - em);
-                        w->e2[r] = wi * em;
-                    }
-                }
-            }
                 w->pell[c] = ellc;
             }
             for (int c = 0; c < nch; c++) ell += w->pell[c];
@@ -254,14 +288,8 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                 for (int r0 = ra; r0 < rb; r0 += nr0) {
                     int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
                     const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
-                    F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, w->e1 + r0, &inc, &one, gc,
-                                    &inc FCONE);
-                    for (int j = 0; j < P; j++) {
-                        const double *xj = x + (size_t) j * ld;
-                        double *tj = tbuf + (size_t) j * nr;
-                        for (int i = 0; i < nr; i++) tj[i] = xj[i] * sqrt(w->e2[r0 + i]);
-                    }
-                    crossprod_lower(nr, P, tbuf, nr, -1.0, Hc, P);
+                    rows_derivs(x, ld, nr, P, w->e1 + r0, w->e2 + r0, -1.0, tbuf,
+                                gc, Hc);
                 }
             }
             for (int c = 0; c < nch; c++) {   /* in order: deterministic */
@@ -339,31 +367,85 @@ static double chol_inverse(int D, const double *L, double *Sig)
     return ld;
 }
 
+/* The quadrature workspace: the data, the family of q, the quadrature
+   rules, row blocks and chunk scratch; gaussian sufficient statistics (one
+   pass) or the per-row e1, e2 buffers. */
+static void quad_setup(quad_ws *w, SEXP spec, SEXP control)
+{
+    bbvi_glm_data(spec, &w->g);
+    int N = w->g.N, P = w->g.P;
+    SEXP fam = bbvi_list_get(control, "family");
+    if (!Rf_isString(fam)) Rf_error("internal error: control$family");
+    w->fr = strcmp(CHAR(STRING_ELT(fam, 0)), "fullrank") == 0;
+    SEXP gz = bbvi_list_get(control, "gh_x"), gw = bbvi_list_get(control, "gh_w");
+    if (!Rf_isReal(gz) || !Rf_isReal(gw) || XLENGTH(gz) != XLENGTH(gw) || XLENGTH(gz) < 1)
+        Rf_error("internal error: control$gh_x, control$gh_w");
+    w->K = (int) XLENGTH(gz); w->gz = REAL(gz); w->gw = REAL(gw);
+    SEXP gz2 = bbvi_list_get(control, "gh_x2"), gw2 = bbvi_list_get(control, "gh_w2");
+    if (Rf_isReal(gz2) && Rf_isReal(gw2) && XLENGTH(gz2) == XLENGTH(gw2) && XLENGTH(gz2) > 0) {
+        w->K2 = (int) XLENGTH(gz2); w->gz2 = REAL(gz2); w->gw2 = REAL(gw2);
+    } else {
+        w->K2 = w->K; w->gz2 = w->gz; w->gw2 = w->gw;
+    }
+    SEXP gz3 = bbvi_list_get(control, "gh_x3"), gw3 = bbvi_list_get(control, "gh_w3");
+    if (Rf_isReal(gz3) && Rf_isReal(gw3) && XLENGTH(gz3) == XLENGTH(gw3) && XLENGTH(gz3) > 0) {
+        w->K3 = (int) XLENGTH(gz3); w->gz3 = REAL(gz3); w->gw3 = REAL(gw3);
+    } else {
+        w->K3 = w->K2; w->gz3 = w->gz2; w->gw3 = w->gw2;
+    }
+    w->Ls = (double *) R_alloc((size_t) P * P, sizeof(double));
+    w->work = (double *) R_alloc(2 * (size_t) P + 2, sizeof(double));
+    w->nr = glm_block_rows(N, P);
+    w->nch = glm_chunks(N, w->nr, P);
+    w->nt = w->g.threads < w->nch ? w->g.threads : w->nch;
+    w->xb = (double *) R_alloc((size_t) w->nt * w->nr * P, sizeof(double));
+    /* derivs: nr x P; moments: m, v and an nr x P strip */
+    w->tb = (double *) R_alloc((size_t) w->nt * w->nr * (P + 2), sizeof(double));
+    w->pell = (double *) R_alloc(w->nch, sizeof(double));
+    w->pg = (double *) R_alloc((size_t) w->nch * P, sizeof(double));
+    w->pH = (double *) R_alloc((size_t) w->nch * P * P, sizeof(double));
+    if (w->g.family == GLM_GAUSSIAN) {
+        /* sufficient statistics of the design as fitted, with y - offset */
+        int inc = 1;
+        double one = 1.0;
+        w->G = (double *) R_alloc((size_t) P * P, sizeof(double));
+        w->b = (double *) R_alloc(P, sizeof(double));
+        memset(w->G, 0, sizeof(double) * P * P);
+        memset(w->b, 0, sizeof(double) * P);
+        double *yr = w->tb + (size_t) w->nr * P;
+        w->yy = w->sw = 0.0;
+        for (int r0 = 0; r0 < N; r0 += w->nr) {
+            int nr = N - r0 < w->nr ? N - r0 : w->nr, ld;
+            const double *x = glm_xblock(&w->g, r0, nr, w->xb, &ld);
+            for (int i = 0; i < nr; i++) {
+                double wi = glm_w(&w->g, r0 + i);
+                double r = w->g.y[r0 + i] - glm_off(&w->g, r0 + i);
+                yr[i] = wi * r;
+                w->yy += wi * r * r;
+                w->sw += wi;
+            }
+            F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, yr, &inc, &one, w->b, &inc FCONE);
+            for (int j = 0; j < P; j++) {
+                const double *xj = x + (size_t) j * ld;
+                double *wj = w->tb + (size_t) j * nr;
+                for (int i = 0; i < nr; i++) wj[i] = xj[i] * sqrt(glm_w(&w->g, r0 + i));
+            }
+            F77_CALL(dsyrk)("L", "T", &P, &nr, &one, w->tb, &nr, &one, w->G, &P FCONE FCONE);
+        }
+        for (int k = 0; k < P; k++)
+            for (int j = k + 1; j < P; j++) w->G[k + (size_t) j * P] = w->G[j + (size_t) k * P];
+    } else {
+        w->e1 = (double *) R_alloc(N, sizeof(double));
+        w->e2 = (double *) R_alloc(N, sizeof(double));
+    }
+}
+
 /* .Call(C_glm_quad_fit, spec, control) */
 SEXP glm_quad_fit(SEXP spec, SEXP control)
 {
     quad_ws w;
-    bbvi_glm_data(spec, &w.g);
-    int N = w.g.N, P = w.g.P, D = w.g.D;
-    SEXP fam = bbvi_list_get(control, "family");
-    if (!Rf_isString(fam)) Rf_error("internal error: control$family");
-    w.fr = strcmp(CHAR(STRING_ELT(fam, 0)), "fullrank") == 0;
-    SEXP gz = bbvi_list_get(control, "gh_x"), gw = bbvi_list_get(control, "gh_w");
-    if (!Rf_isReal(gz) || !Rf_isReal(gw) || XLENGTH(gz) != XLENGTH(gw) || XLENGTH(gz) < 1)
-        Rf_error("internal error: control$gh_x, control$gh_w");
-    w.K = (int) XLENGTH(gz); w.gz = REAL(gz); w.gw = REAL(gw);
-    SEXP gz2 = bbvi_list_get(control, "gh_x2"), gw2 = bbvi_list_get(control, "gh_w2");
-    if (Rf_isReal(gz2) && Rf_isReal(gw2) && XLENGTH(gz2) == XLENGTH(gw2) && XLENGTH(gz2) > 0) {
-        w.K2 = (int) XLENGTH(gz2); w.gz2 = REAL(gz2); w.gw2 = REAL(gw2);
-    } else {
-        w.K2 = w.K; w.gz2 = w.gz; w.gw2 = w.gw;
-    }
-    SEXP gz3 = bbvi_list_get(control, "gh_x3"), gw3 = bbvi_list_get(control, "gh_w3");
-    if (Rf_isReal(gz3) && Rf_isReal(gw3) && XLENGTH(gz3) == XLENGTH(gw3) && XLENGTH(gz3) > 0) {
-        w.K3 = (int) XLENGTH(gz3); w.gz3 = REAL(gz3); w.gw3 = REAL(gw3);
-    } else {
-        w.K3 = w.K2; w.gz3 = w.gz2; w.gw3 = w.gw2;
-    }
+    quad_setup(&w, spec, control);
+    int P = w.g.P, D = w.g.D;
     int max_iter = bbvi_need_int(control, "max_iter");
     double tol = bbvi_need_double(control, "tol");
     SEXP init = bbvi_list_get(control, "init_mean");
@@ -371,52 +453,6 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         Rf_error("internal error: control$init_mean must be %d doubles", D);
 
     size_t DD = (size_t) D * D;
-    w.Ls = (double *) R_alloc((size_t) P * P, sizeof(double));
-    w.work = (double *) R_alloc(2 * (size_t) P + 2, sizeof(double));
-    w.nr = glm_block_rows(N, P);
-    w.nch = glm_chunks(N, w.nr, P);
-    w.nt = w.g.threads < w.nch ? w.g.threads : w.nch;
-    w.xb = (double *) R_alloc((size_t) w.nt * w.nr * P, sizeof(double));
-    /* derivs: nr x P; moments: m, v and an nr x P strip */
-    w.tb = (double *) R_alloc((size_t) w.nt * w.nr * (P + 2), sizeof(double));
-    w.pell = (double *) R_alloc(w.nch, sizeof(double));
-    w.pg = (double *) R_alloc((size_t) w.nch * P, sizeof(double));
-    w.pH = (double *) R_alloc((size_t) w.nch * P * P, sizeof(double));
-    if (w.g.family == GLM_GAUSSIAN) {
-        /* sufficient statistics of the design as fitted, with y - offset */
-        int inc = 1;
-        double one = 1.0;
-        w.G = (double *) R_alloc((size_t) P * P, sizeof(double));
-        w.b = (double *) R_alloc(P, sizeof(double));
-        memset(w.G, 0, sizeof(double) * P * P);
-        memset(w.b, 0, sizeof(double) * P);
-        double *yr = w.tb + (size_t) w.nr * P;
-        w.yy = w.sw = 0.0;
-        for (int r0 = 0; r0 < N; r0 += w.nr) {
-            int nr = N - r0 < w.nr ? N - r0 : w.nr, ld;
-            const double *x = glm_xblock(&w.g, r0, nr, w.xb, &ld);
-            for (int i = 0; i < nr; i++) {
-                double wi = glm_w(&w.g, r0 + i);
-                double r = w.g.y[r0 + i] - glm_off(&w.g, r0 + i);
-                yr[i] = wi * r;
-                w.yy += wi * r * r;
-                w.sw += wi;
-            }
-            F77_CALL(dgemv)("T", &nr, &P, &one, x, &ld, yr, &inc, &one, w.b, &inc FCONE);
-            for (int j = 0; j < P; j++) {
-                const double *xj = x + (size_t) j * ld;
-                double *wj = w.tb + (size_t) j * nr;
-                for (int i = 0; i < nr; i++) wj[i] = xj[i] * sqrt(glm_w(&w.g, r0 + i));
-            }
-            F77_CALL(dsyrk)("L", "T", &P, &nr, &one, w.tb, &nr, &one, w.G, &P FCONE FCONE);
-        }
-        for (int k = 0; k < P; k++)
-            for (int j = k + 1; j < P; j++) w.G[k + (size_t) j * P] = w.G[j + (size_t) k * P];
-    } else {
-        w.e1 = (double *) R_alloc(N, sizeof(double));
-        w.e2 = (double *) R_alloc(N, sizeof(double));
-    }
-
     double *mu = (double *) R_alloc(D, sizeof(double));
     double *mu_new = (double *) R_alloc(D, sizeof(double));
     double *Sig = (double *) R_alloc(DD, sizeof(double));
