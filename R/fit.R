@@ -402,7 +402,8 @@ print_fit_header <- function(fit) {
 # kind of fit's print and summary.
 print_fit_status <- function(fit) {
   # the fixed-draw path counts evaluations of its averaged ELBO
-  unit <- if (identical(fit$optimizer, "lbfgs")) "L-BFGS evaluation" else "iteration"
+  unit <- if (identical(fit$optimizer, "lbfgs")) "L-BFGS evaluation" else
+    if (!is.null(fit$epochs)) "epoch" else "iteration"
   say(sprintf("%s after %d %s%s (%s)%s",
               if (fit$converged) "Converged" else "NOT converged",
               fit$iterations, unit, if (identical(fit$iterations, 1L)) "" else "s",

@@ -39,6 +39,23 @@
 #' only just fit in memory, give a numeric matrix ([bbvi.matrix()]): no
 #' model frame or model matrix is built.
 #'
+#' **Minibatches (`subsample`).** With `subsample = B` a binomial or
+#' poisson fit on the quadrature path works on blocks of B consecutive rows,
+#' visited in a random order each epoch (a pass over the rows). A visit
+#' replaces the block's share of the sums behind the Newton fixed point
+#' (the expected Hessian and the working response, computed under the
+#' current q) and moves q to the fixed point of the updated sums, scaled by
+#' N / rows seen during the first epoch. Each block's share was computed at
+#' the q of its last visit (stale sums, as in SAG) rather than rescaled
+#' from one minibatch (as in Robbins-Monro stochastic VI, whose noise
+#' would leave the means about sd / sqrt(epochs) from the full-data answer):
+#' the sums converge to the full-data ones. When an epoch moves no mean by
+#' more than 0.1 posterior sd, full-data Newton steps finish the fit, and it
+#' converges when such a step is below `tol` posterior sds: the answer is
+#' the full-data answer, in fewer passes over the rows (the fit's
+#' `epochs`). Gaussian fits do not need it: their sufficient statistics
+#' take one pass.
+#'
 #' The response follows [glm()]: for binomial a 0/1 vector, a logical, a
 #' factor (first level = failure) or `cbind(successes, failures)`; for
 #' poisson non-negative whole numbers.
@@ -72,6 +89,10 @@
 #' @param path `"auto"`, `"quadrature"` or `"stochastic"` (see Paths).
 #'   `"auto"` means quadrature unless an estimator is named.
 #' @param nodes Gauss-Hermite nodes for the quadrature path.
+#' @param subsample `NULL` (every pass over all rows) or the rows per
+#'   minibatch, a whole number of at least 10 times the number of
+#'   coefficients, for binomial and poisson fits on the quadrature path
+#'   (see Minibatches).
 #' @param init,init_sd For the stochastic path: a named list of starting
 #'   values (constrained scale) and the starting sd; by default a Newton step
 #'   from a least-squares guess and its Laplace sds.
@@ -107,7 +128,8 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
                          path = c("auto", "quadrature", "stochastic"),
                          nodes = 32, optimizer = c("adam", "adagrad"),
                          eta = NULL, window = 100, init = NULL, init_sd = NULL,
-                         draws = 4000, center = TRUE, keep_x = TRUE, ...) {
+                         draws = 4000, center = TRUE, keep_x = TRUE,
+                         subsample = NULL, ...) {
   call <- fit_call(match.call())
   check_dots_empty(...)
   check_flag(keep_x, "keep_x")
@@ -122,7 +144,7 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
          max_iter_missing = missing(max_iter), tol = tol, seed = seed,
          progress = progress, path = path, nodes = nodes,
          optimizer = optimizer, eta = eta, window = window, init = init,
-         init_sd = init_sd, draws = draws, keep_x = keep_x)
+         init_sd = init_sd, draws = draws, keep_x = keep_x, subsample = subsample)
 }
 
 # The fit from a GLM setup (glm_setup() or the matrix interface): the
@@ -130,7 +152,7 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
 glm_vi <- function(setup, call, method, method_missing, estimator, samples,
                    max_iter, max_iter_missing, tol, seed, progress, path,
                    nodes, optimizer, eta, window, init, init_sd, draws,
-                   keep_x) {
+                   keep_x, subsample = NULL) {
   method <- match_arg(method, c("fullrank", "meanfield"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   path <- match_arg(path, c("auto", "quadrature", "stochastic"), "path")
@@ -144,6 +166,7 @@ glm_vi <- function(setup, call, method, method_missing, estimator, samples,
   check_count(draws, "draws")
   check_count(nodes, "nodes", min = 2)
   model <- setup$model
+  subsample <- check_subsample(subsample, model, path)
   info <- setup$info
   n_par <- length(model$par_names)
   if (method_missing && n_par > fullrank_max) {
@@ -155,7 +178,8 @@ glm_vi <- function(setup, call, method, method_missing, estimator, samples,
     if (path == "quadrature") {
       res <- glm_quad(model, method, nodes = nodes,
                       max_iter = if (max_iter_missing) 200L else max_iter,
-                      tol = if (is.null(tol)) 1e-4 else tol)
+                      tol = if (is.null(tol)) 1e-4 else tol,
+                      subsample = subsample)
     } else {
       estimator <- resolve_estimator(estimator, TRUE)
       if (is.null(init)) {
@@ -187,7 +211,8 @@ glm_vi <- function(setup, call, method, method_missing, estimator, samples,
     res <- glm_check_proper(model, res)
     fit <- new_bbvi_fit(model, res, call = call, draws = draws,
                         class = "bbvi_glm_fit",
-                        extra = c(info, list(nodes = as.integer(nodes))))
+                        extra = c(info, list(nodes = as.integer(nodes),
+                                             epochs = res$epochs)))
     fit <- uncenter_fit(fit)
     if (!keep_x) fit$model$target["X"] <- list(NULL)
     fit
@@ -238,7 +263,8 @@ bbvi.matrix <- function(x, y, family = stats::gaussian(), intercept = TRUE,
                         path = c("auto", "quadrature", "stochastic"),
                         nodes = 32, optimizer = c("adam", "adagrad"),
                         eta = NULL, window = 100, init = NULL, init_sd = NULL,
-                        draws = 4000, center = TRUE, keep_x = TRUE, ...) {
+                        draws = 4000, center = TRUE, keep_x = TRUE,
+                        subsample = NULL, ...) {
   call <- match.call()
   call[[1]] <- quote(bbvi)
   check_dots_empty(...)
@@ -283,7 +309,7 @@ bbvi.matrix <- function(x, y, family = stats::gaussian(), intercept = TRUE,
          max_iter_missing = missing(max_iter), tol = tol, seed = seed,
          progress = progress, path = path, nodes = nodes,
          optimizer = optimizer, eta = eta, window = window, init = init,
-         init_sd = init_sd, draws = draws, keep_x = keep_x)
+         init_sd = init_sd, draws = draws, keep_x = keep_x, subsample = subsample)
 }
 
 # Formula fits use method = "fullrank" up to this many parameters (see
@@ -724,7 +750,7 @@ glm_start <- function(X, intercept, xbar, nms, resp, w, off, family) {
 
 # The deterministic quadrature path; returns what vi_engine() returns.
 glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
-                     quiet = FALSE) {
+                     quiet = FALSE, subsample = NULL) {
   check_count(max_iter, "max_iter")
   check_positive(tol, "tol")
   gh <- gauss_hermite(nodes)
@@ -736,7 +762,11 @@ glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
                   gh_w2 = gh2$w / sqrt(pi), gh_x3 = sqrt(2) * gh3$x,
                   gh_w3 = gh3$w / sqrt(pi), init_mean = model$target$init)
   start <- proc.time()[["elapsed"]]
-  res <- .Call(C_glm_quad_fit, model$target, control)
+  if (is.null(subsample)) {
+    res <- .Call(C_glm_quad_fit, model$target, control)
+  } else {
+    res <- glm_minibatch(model, control, subsample, max_iter)
+  }
   res$time <- proc.time()[["elapsed"]] - start
   res$restarts <- 0L
   res$dropped_draws <- 0
@@ -744,6 +774,52 @@ glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
   res$method <- method
   res$estimator <- "reparam"
   res$optimizer <- "newton"
-  res$path <- "quadrature"
+  res$path <- if (is.null(subsample)) "quadrature" else
+    sprintf("quadrature, minibatches of %s rows", format(subsample, big.mark = ","))
   glm_quad_status(res, model, quiet)   # R/glm-status.R: stop reason, warnings
+}
+
+# Minibatch epochs (src/glm_quad.c, glm_incr_fit), then, if they did not
+# converge within max_iter epochs, the full-data Newton iterations from
+# where they ended: the answer is the full-data fixed point either way.
+glm_minibatch <- function(model, control, subsample, max_iter) {
+  control$batch <- as.integer(subsample)
+  control$max_epochs <- as.integer(min(max_iter, 50L))
+  out <- .Call(C_glm_incr_fit, model$target, control)
+  res <- out[[1]]
+  res$epochs <- out[[2]]
+  if (!isTRUE(res$converged)) {
+    control$init_mean <- res$mean
+    full <- .Call(C_glm_quad_fit, model$target, control)
+    full$epochs <- res$epochs + full$iterations
+    full$elbo <- c(res$elbo, full$elbo)
+    full$iterations <- res$iterations + full$iterations
+    res <- full
+  }
+  res
+}
+
+# `subsample`: NULL, or rows per minibatch for a binomial or poisson fit on
+# the quadrature path (at least 10 per coefficient, so that a block's
+# expected Hessian is not singular); B >= N is the full-data path.
+check_subsample <- function(subsample, model, path) {
+  if (is.null(subsample)) return(NULL)
+  tg <- model$target
+  N <- length(tg$y)
+  P <- length(tg$names)
+  if (!is.numeric(subsample) || length(subsample) != 1 || is.na(subsample) ||
+      subsample != round(subsample) || subsample < 10 * P) {
+    abort_arg("subsample", sprintf("NULL or a whole number of rows, at least 10 per coefficient (%d)", 10L * P), subsample)
+  }
+  if (path != "quadrature") {
+    cli::cli_abort(c("{.arg subsample} works on the quadrature path.",
+                     i = "Drop {.arg estimator} and {.arg path}, or {.arg subsample}."), call = NULL)
+  }
+  if (tg$family == 0L) {
+    cli::cli_inform(c("A gaussian GLM needs no minibatches: its sufficient statistics take one pass over the rows.",
+                      i = "Fitting on all rows."))
+    return(NULL)
+  }
+  if (subsample >= N) return(NULL)
+  as.integer(subsample)
 }

@@ -270,7 +270,7 @@ glm_header <- function(fit) {
     cat("  coefficients:", format_prior(pr$prior), "\n")
   if (fam$family == "gaussian")
     cat("  sigma:       ", format_prior(pr$prior_aux, half = TRUE), "\n")
-  how <- if (identical(fit$path, "quadrature")) {
+  how <- if (startsWith(fit$path, "quadrature")) {
     sprintf("exact expectations (closed form / %d-node Gauss-Hermite quadrature), variational Newton steps",
             fit$nodes %||% 32L)
   } else fit_estimator_label(fit)

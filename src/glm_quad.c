@@ -440,6 +440,57 @@ static void quad_setup(quad_ws *w, SEXP spec, SEXP control)
     }
 }
 
+/* What both drivers return, in the layout of the variational families
+   (see families.c): mean, Cholesky factor, lambda, the ELBO trace, and how
+   the iterations ended. drift: the recent movement of the mean (R tests
+   whether it is a direction of unbounded likelihood). */
+static SEXP quad_result(const quad_ws *w, const double *mu, const double *Sig,
+                        const double *trace, int it, int converged, int status,
+                        double newton_step, const double *drift, double *tmp)
+{
+    int D = w->g.D;
+    /* results in the layout of the variational families (see families.c) */
+    const char *names[] = { "mean", "chol", "lambda", "elbo", "converged",
+                            "iterations", "status", "newton_step", "drift", "" };
+    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+    SEXP rmean = PROTECT(Rf_allocVector(REALSXP, D));
+    memcpy(REAL(rmean), mu, sizeof(double) * D);
+    SEXP rchol = PROTECT(Rf_allocMatrix(REALSXP, D, D));
+    if (chol(D, Sig, REAL(rchol)) != 0) {
+        chol_ridge(D, Sig, REAL(rchol), tmp);
+    }
+    double *Ls = REAL(rchol);
+    int K = w->fr ? D + D * (D + 1) / 2 : 2 * D;
+    SEXP rlam = PROTECT(Rf_allocVector(REALSXP, K));
+    double *lam = REAL(rlam);
+    for (int d = 0; d < D; d++) lam[d] = mu[d];
+    if (w->fr) {
+        size_t pos = D;
+        for (int j = 0; j < D; j++)
+            for (int i = j; i < D; i++) {
+                double l = Ls[i + (size_t) j * D];
+                lam[pos++] = i == j ? log(l) : l;
+            }
+    } else {
+        for (int d = 0; d < D; d++) lam[D + d] = log(Ls[d + (size_t) d * D]);
+    }
+    SEXP rtr = PROTECT(Rf_allocVector(REALSXP, it));
+    memcpy(REAL(rtr), trace, sizeof(double) * it);
+    SET_VECTOR_ELT(out, 0, rmean);
+    SET_VECTOR_ELT(out, 1, rchol);
+    SET_VECTOR_ELT(out, 2, rlam);
+    SET_VECTOR_ELT(out, 3, rtr);
+    SET_VECTOR_ELT(out, 4, Rf_ScalarLogical(converged));
+    SET_VECTOR_ELT(out, 5, Rf_ScalarInteger(it));
+    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(status));
+    SET_VECTOR_ELT(out, 7, Rf_ScalarReal(newton_step));
+    SEXP rdrift = PROTECT(Rf_allocVector(REALSXP, D));
+    memcpy(REAL(rdrift), drift, sizeof(double) * D);
+    SET_VECTOR_ELT(out, 8, rdrift);
+    UNPROTECT(6);
+    return out;
+}
+
 /* .Call(C_glm_quad_fit, spec, control) */
 SEXP glm_quad_fit(SEXP spec, SEXP control)
 {
@@ -591,44 +642,268 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
         }
     }
 
-    /* results in the layout of the variational families (see families.c) */
-    const char *names[] = { "mean", "chol", "lambda", "elbo", "converged",
-                            "iterations", "status", "newton_step", "drift", "" };
-    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
-    SEXP rmean = PROTECT(Rf_allocVector(REALSXP, D));
-    memcpy(REAL(rmean), mu, sizeof(double) * D);
-    SEXP rchol = PROTECT(Rf_allocMatrix(REALSXP, D, D));
-    if (chol(D, Sig, REAL(rchol)) != 0) {
-        chol_ridge(D, Sig, REAL(rchol), tmp);
+    double *drift = (double *) R_alloc(D, sizeof(double));
+    for (int d = 0; d < D; d++) drift[d] = mu[d] - mu_mid[d];
+    return quad_result(&w, mu, Sig, trace, it, converged, status, newton_step,
+                       drift, tmp);
+}
+
+/* ---- minibatch VI: incremental natural-gradient steps -------------------
+
+   The rows are cut into blocks of B consecutive rows (cache-friendly), and
+   each epoch visits the blocks in a random order. Visiting a block computes
+   its rows' E f' and -E f'' under the current q and replaces the block's
+   share of two sums, A = sum_i (-E f''_i) x_i x_i' and
+   c = sum_i (-E f''_i (m_i - offset_i) + E f'_i) x_i; then q jumps to the
+   Newton fixed point of those sums with the priors: precision A + prior,
+   mean (A + prior)^{-1} (c + prior). Each row's term was computed at the q
+   of its block's last visit (SAG-style stale sums, rather than a
+   Robbins-Monro average of rescaled minibatch estimates): the noise of a
+   minibatch estimate would leave the mean about sd / sqrt(epochs) from the
+   full-data answer, the stale sums converge to it. In the first epoch the
+   sums cover the rows seen so far, scaled by N / rows seen. When an epoch
+   moves the mean by little, one pass at a fixed q computes the sums
+   exactly; converged when the full-data Newton step from there is below
+   tol posterior sds. */
+
+typedef struct {
+    int nb, B;               /* blocks, rows per block */
+    double *Ab, *cb, *eb;    /* per block: P x P (lower), P, expected ll */
+    int *seen;
+    double *A, *c, ell;      /* their sums */
+    int rows_seen;
+    double *sub;             /* per sub-block sums of one block */
+} incr_sums;
+
+/* Replace block b's share of the sums by its rows' terms under q
+   (mu, Sig; w->Ls holds Sigma's Cholesky factor when full-rank). The
+   block's sub-blocks of w->nr rows are spread over the threads; their sums
+   (is->sub scratch) are added in order, so the result does not depend on
+   the number of threads. */
+static void incr_visit(quad_ws *w, incr_sums *is, int b, const double *mu,
+                       const double *Sig)
+{
+    const glm_data *gd = &w->g;
+    int N = gd->N, P = gd->P, nr0 = w->nr;
+    size_t PP = (size_t) P * P;
+    int r_a = b * is->B, r_b = r_a + is->B < N ? r_a + is->B : N;
+    int nsub = (r_b - r_a + nr0 - 1) / nr0;
+    double *Ab = is->Ab + (size_t) b * PP, *cb = is->cb + (size_t) b * P;
+    for (size_t k = 0; k < PP; k++) is->A[k] -= Ab[k];
+    for (int j = 0; j < P; j++) is->c[j] -= cb[j];
+    is->ell -= is->eb[b];
+    memset(is->sub, 0, sizeof(double) * nsub * (PP + P + 1));
+    int nt = (double) (r_b - r_a) * (P + 1) * (P + 1) >= GLM_THREAD_WORK / 8 ? w->nt : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+#endif
+    for (int k = 0; k < nsub; k++) {
+        int tid = glm_thread_id(), ld;
+        int r0 = r_a + k * nr0, nr = r_b - r0 < nr0 ? r_b - r0 : nr0;
+        double *xbuf = w->xb + (size_t) tid * nr0 * P;
+        double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
+        double *As = is->sub + (size_t) k * (PP + P + 1), *cs = As + PP;
+        const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
+        double *e1 = w->e1 + r0, *e2 = w->e2 + r0;
+        cs[P] = rows_expect(w, x, ld, r0, nr, mu, Sig, 1, tbuf, e1, e2);
+        /* the working response's term: m (in tbuf) without the offset */
+        for (int i = 0; i < nr; i++)
+            e1[i] += e2[i] * (tbuf[i] - glm_off(gd, r0 + i));
+        rows_derivs(x, ld, nr, P, e1, e2, 1.0, tbuf, cs, As);
     }
-    double *Ls = REAL(rchol);
-    int K = w.fr ? D + D * (D + 1) / 2 : 2 * D;
-    SEXP rlam = PROTECT(Rf_allocVector(REALSXP, K));
-    double *lam = REAL(rlam);
-    for (int d = 0; d < D; d++) lam[d] = mu[d];
-    if (w.fr) {
-        size_t pos = D;
-        for (int j = 0; j < D; j++)
-            for (int i = j; i < D; i++) {
-                double l = Ls[i + (size_t) j * D];
-                lam[pos++] = i == j ? log(l) : l;
-            }
+    memset(Ab, 0, sizeof(double) * PP);
+    memset(cb, 0, sizeof(double) * P);
+    double ell = 0.0;
+    for (int k = 0; k < nsub; k++) {
+        const double *As = is->sub + (size_t) k * (PP + P + 1), *cs = As + PP;
+        for (size_t q = 0; q < PP; q++) Ab[q] += As[q];
+        for (int j = 0; j < P; j++) cb[j] += cs[j];
+        ell += cs[P];
+    }
+    for (size_t k = 0; k < PP; k++) is->A[k] += Ab[k];
+    for (int j = 0; j < P; j++) is->c[j] += cb[j];
+    is->eb[b] = ell;
+    is->ell += ell;
+    if (!is->seen[b]) { is->seen[b] = 1; is->rows_seen += r_b - r_a; }
+}
+
+/* q from the sums (scaled by `scale`) and the priors, linearised at the
+   current q: writes mu, Sig (and w->Ls), returns log det Sigma. Lam, Lc,
+   tmp: P x P scratch. */
+static double incr_solve(quad_ws *w, const incr_sums *is, double scale,
+                         double *mu, double *Sig, double *Lam, double *Lc,
+                         double *tmp)
+{
+    int P = w->g.P;
+    double *rhs = w->work, ef, ef1, ef2;
+    for (int k = 0; k < P; k++)
+        for (int j = 0; j < P; j++)
+            Lam[j + (size_t) k * P] = scale * (j >= k ? is->A[j + (size_t) k * P]
+                                                      : is->A[k + (size_t) j * P]);
+    for (int j = 0; j < P; j++) {
+        rhs[j] = scale * is->c[j];
+        prior_expect(w, w->g.ptype[j], w->g.ppar + 3 * j, 0, mu[j],
+                     Sig[j + (size_t) j * P], &ef, &ef1, &ef2);
+        Lam[j + (size_t) j * P] -= ef2;
+        rhs[j] += ef1 - ef2 * mu[j];
+    }
+    chol_ridge(P, Lam, Lc, tmp);
+    memcpy(mu, rhs, sizeof(double) * P);
+    chol_solve(P, Lc, mu);
+    double logdet;
+    if (w->fr) {
+        logdet = chol_inverse(P, Lc, Sig);
+        int info = chol(P, Sig, w->Ls);
+        if (info) chol_ridge(P, Sig, w->Ls, tmp);
     } else {
-        for (int d = 0; d < D; d++) lam[D + d] = log(Ls[d + (size_t) d * D]);
+        memset(Sig, 0, sizeof(double) * P * P);
+        logdet = 0.0;
+        for (int j = 0; j < P; j++) {
+            double prec = Lam[j + (size_t) j * P];
+            Sig[j + (size_t) j * P] = 1.0 / prec;
+            logdet -= log(prec);
+        }
     }
-    SEXP rtr = PROTECT(Rf_allocVector(REALSXP, it));
-    memcpy(REAL(rtr), trace, sizeof(double) * it);
-    SET_VECTOR_ELT(out, 0, rmean);
-    SET_VECTOR_ELT(out, 1, rchol);
-    SET_VECTOR_ELT(out, 2, rlam);
-    SET_VECTOR_ELT(out, 3, rtr);
-    SET_VECTOR_ELT(out, 4, Rf_ScalarLogical(converged));
-    SET_VECTOR_ELT(out, 5, Rf_ScalarInteger(it));
-    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(status));
-    SET_VECTOR_ELT(out, 7, Rf_ScalarReal(newton_step));
-    SEXP rdrift = PROTECT(Rf_allocVector(REALSXP, D));
-    for (int d = 0; d < D; d++) REAL(rdrift)[d] = mu[d] - mu_mid[d];
-    SET_VECTOR_ELT(out, 8, rdrift);
-    UNPROTECT(6);
+    return logdet;
+}
+
+/* ELBO from the sums' expected log-likelihood (exact after a pass at a
+   fixed q, stale otherwise) */
+static double incr_elbo(const quad_ws *w, const incr_sums *is, const double *mu, const double *Sig, double logdet)
+{
+    int P = w->g.P;
+    double lp = 0.0, ef, ef1, ef2;
+    for (int j = 0; j < P; j++) {
+        prior_expect(w, w->g.ptype[j], w->g.ppar + 3 * j, 0, mu[j],
+                     Sig[j + (size_t) j * P], &ef, &ef1, &ef2);
+        lp += ef;
+    }
+    return w->g.llconst + is->ell + lp + 0.5 * logdet +
+        0.5 * P * (1.0 + LOG_2PI);
+}
+
+/* .Call(C_glm_incr_fit, spec, control): binomial and poisson GLMs; control
+   as glm_quad_fit's plus `batch` (rows per block) and `max_epochs` */
+SEXP glm_incr_fit(SEXP spec, SEXP control)
+{
+    quad_ws w;
+    quad_setup(&w, spec, control);
+    int N = w.g.N, P = w.g.P;
+    if (w.g.family == GLM_GAUSSIAN)
+        Rf_error("internal error: gaussian GLMs take the sufficient statistics");
+    int B = bbvi_need_int(control, "batch"), max_epochs = bbvi_need_int(control, "max_epochs");
+    double tol = bbvi_need_double(control, "tol");
+    SEXP init = bbvi_list_get(control, "init_mean");
+    if (!Rf_isReal(init) || XLENGTH(init) != P)
+        Rf_error("internal error: control$init_mean must be %d doubles", P);
+    if (B < 1 || B > N) Rf_error("internal error: batch must be in 1..%d", N);
+    size_t PP = (size_t) P * P;
+    incr_sums is;
+    is.B = B;
+    is.nb = (int) (((long long) N + B - 1) / B);
+    is.Ab = (double *) R_alloc((size_t) is.nb * PP, sizeof(double));
+    is.cb = (double *) R_alloc((size_t) is.nb * P, sizeof(double));
+    is.eb = (double *) R_alloc(is.nb, sizeof(double));
+    is.seen = (int *) R_alloc(is.nb, sizeof(int));
+    is.A = (double *) R_alloc(PP, sizeof(double));
+    is.c = (double *) R_alloc(P, sizeof(double));
+    is.sub = (double *) R_alloc((size_t) ((B + w.nr - 1) / w.nr) * (PP + P + 1),
+                                sizeof(double));
+    memset(is.Ab, 0, sizeof(double) * is.nb * PP);
+    memset(is.cb, 0, sizeof(double) * is.nb * P);
+    memset(is.eb, 0, sizeof(double) * is.nb);
+    memset(is.seen, 0, sizeof(int) * is.nb);
+    memset(is.A, 0, sizeof(double) * PP);
+    memset(is.c, 0, sizeof(double) * P);
+    is.ell = 0.0;
+    is.rows_seen = 0;
+
+    double *mu = (double *) R_alloc(P, sizeof(double));
+    double *mu_epoch = (double *) R_alloc(P, sizeof(double));
+    double *mu_step = (double *) R_alloc(P, sizeof(double));
+    double *Sig = (double *) R_alloc(PP, sizeof(double));
+    double *Sig_step = (double *) R_alloc(PP, sizeof(double));
+    double *g = (double *) R_alloc(P, sizeof(double));
+    double *H = (double *) R_alloc(PP, sizeof(double));
+    double *Lam = (double *) R_alloc(PP, sizeof(double));
+    double *Lc = (double *) R_alloc(PP, sizeof(double));
+    double *tmp = (double *) R_alloc(PP, sizeof(double));
+    double *trace = (double *) R_alloc((size_t) 2 * max_epochs + 2, sizeof(double));
+    int *order = (int *) R_alloc(is.nb, sizeof(int));
+    memcpy(mu, REAL(init), sizeof(double) * P);
+    memset(Sig, 0, sizeof(double) * PP);   /* a point mass at the start */
+    memset(w.Ls, 0, sizeof(double) * PP);
+
+    int epoch = 0, it = 0, converged = 0, frozen_next = 0;
+    double newton_step = NA_REAL, logdet = 0.0;
+    for (int b = 0; b < is.nb; b++) order[b] = b;
+    bbvi_rng_hold();
+    while (epoch < max_epochs) {
+        memcpy(mu_epoch, mu, sizeof(double) * P);
+        if (frozen_next) {
+            /* a full-data Newton step at q (threaded passes, no line
+               search: near the answer they converge quadratically) */
+            bbvi_rng_release();
+            R_CheckUserInterrupt();
+            trace[it++] = q_elbo(&w, mu, Sig, logdet, 1, 0, g, H);
+            bbvi_rng_hold();
+            epoch++;
+            for (size_t k = 0; k < PP; k++) Lam[k] = -H[k];
+            chol_ridge(P, Lam, Lc, tmp);
+            memcpy(mu_step, g, sizeof(double) * P);
+            chol_solve(P, Lc, mu_step);
+            double ld = 0.0;
+            if (w.fr) {
+                ld = chol_inverse(P, Lc, Sig_step);
+            } else {
+                memset(Sig_step, 0, sizeof(double) * PP);
+                for (int j = 0; j < P; j++) {
+                    Sig_step[j + (size_t) j * P] = 1.0 / Lam[j + (size_t) j * P];
+                    ld -= log(Lam[j + (size_t) j * P]);
+                }
+            }
+            double dmu = 0.0, dls = 0.0;
+            for (int j = 0; j < P; j++) {
+                double sn = Sig_step[j + (size_t) j * P], so = Sig[j + (size_t) j * P];
+                dmu = fmax(dmu, fabs(mu_step[j]) / sqrt(sn));
+                dls = fmax(dls, 0.5 * fabs(log(sn / so)));
+                mu[j] += mu_step[j];
+            }
+            newton_step = fmax(dmu, dls);
+            memcpy(Sig, Sig_step, sizeof(double) * PP);
+            logdet = ld;
+            if (newton_step < tol) { converged = 1; break; }
+            continue;
+        }
+        /* blocks in a random order (R's RNG: set.seed() reproduces it) */
+        for (int b = is.nb - 1; b > 0; b--) {
+            int k = (int) floor(unif_rand() * (b + 1));
+            if (k > b) k = b;
+            int t = order[b]; order[b] = order[k]; order[k] = t;
+        }
+        for (int k = 0; k < is.nb; k++) {
+            if (k % 8 == 7) { bbvi_rng_release(); R_CheckUserInterrupt(); bbvi_rng_hold(); }
+            incr_visit(&w, &is, order[k], mu, Sig);
+            double scale = (double) N / is.rows_seen;
+            logdet = incr_solve(&w, &is, scale, mu, Sig, Lam, Lc, tmp);
+        }
+        epoch++;
+        trace[it++] = incr_elbo(&w, &is, mu, Sig, logdet);
+        double moved = 0.0;
+        for (int j = 0; j < P; j++)
+            moved = fmax(moved, fabs(mu[j] - mu_epoch[j]) / sqrt(Sig[j + (size_t) j * P]));
+        /* close enough for full-data Newton steps (no line search) */
+        frozen_next = epoch >= 2 && moved < 0.1;
+    }
+    bbvi_rng_release();
+    double *drift = (double *) R_alloc(P, sizeof(double));
+    for (int j = 0; j < P; j++) drift[j] = mu[j] - mu_epoch[j];
+    SEXP res = PROTECT(quad_result(&w, mu, Sig, trace, it, converged,
+                                   converged ? QUAD_CONVERGED : QUAD_MAXITER,
+                                   newton_step, drift, tmp));
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
+    SET_VECTOR_ELT(out, 0, res);
+    SET_VECTOR_ELT(out, 1, Rf_ScalarInteger(epoch));
+    UNPROTECT(2);
     return out;
 }

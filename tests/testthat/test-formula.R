@@ -439,3 +439,42 @@ test_that("keep_x = FALSE keeps no model matrix; methods rebuild it or say so", 
   expect_error(.Call(bbvi:::C_logdens, m0$model$target, m0$lower, m0$upper,
                      matrix(0, 2, 1), FALSE), "keep_x")
 })
+
+test_that("subsample = B: minibatch epochs reach the full-data answer", {
+  set.seed(15)
+  N <- 20000
+  d <- data.frame(x1 = stats::rnorm(N), x2 = stats::rnorm(N),
+                  g = factor(sample(c("a", "b", "c"), N, TRUE)))
+  d$y <- stats::rbinom(N, 1, stats::plogis(-1 + d$x1 - 0.5 * d$x2 + (d$g == "b")))
+  d$k <- stats::rpois(N, exp(0.2 + 0.3 * d$x1))
+  for (method in c("fullrank", "meanfield")) {
+    f0 <- bbvi(y ~ x1 + x2 + g, data = d, family = binomial(), method = method, seed = 1)
+    f1 <- bbvi(y ~ x1 + x2 + g, data = d, family = binomial(), method = method, seed = 1,
+               subsample = 1000)
+    expect_true(f1$converged)
+    expect_match(f1$path, "minibatches of 1,000 rows")
+    # both stop when a full-data Newton step is below tol = 1e-4 sds: the
+    # same fixed point to about that
+    sd0 <- sqrt(diag(vcov(f0)))
+    expect_lt(max(abs(coef(f1) - coef(f0)) / sd0), 1e-3)
+    expect_lt(max(abs(sqrt(diag(vcov(f1))) / sd0 - 1)), 1e-3)
+    expect_gte(f1$epochs, 2)
+  }
+  p0 <- bbvi(k ~ x1, data = d, family = poisson(), seed = 1)
+  p1 <- bbvi(k ~ x1, data = d, family = poisson(), seed = 1, subsample = 3000)
+  expect_lt(max(abs(coef(p1) - coef(p0)) / sqrt(diag(vcov(p0)))), 1e-3)
+  expect_output(print(p1), "epochs")
+  # the block order comes from the seed
+  p2 <- bbvi(k ~ x1, data = d, family = poisson(), seed = 1, subsample = 3000)
+  expect_identical(coef(p2), coef(p1))
+  # the matrix interface takes it too
+  X <- model.matrix(~ x1 + x2, d)[, -1]
+  m1 <- bbvi(X, d$y, family = binomial(), subsample = 2500, seed = 2)
+  m0 <- bbvi(X, d$y, family = binomial(), seed = 2)
+  expect_lt(max(abs(coef(m1) - coef(m0)) / sqrt(diag(vcov(m0)))), 1e-3)
+  expect_snapshot(bbvi(y ~ x1, data = d, family = binomial(), subsample = 5), error = TRUE)
+  expect_snapshot(bbvi(y ~ x1, data = d, family = binomial(), subsample = 500,
+                       estimator = "reparam"), error = TRUE)
+  expect_message(g <- bbvi(x2 ~ x1, data = d, subsample = 5000), "needs no minibatches")
+  expect_identical(g$path, "quadrature")
+})
