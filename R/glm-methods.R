@@ -301,30 +301,26 @@ glm_taylor_logdens <- function(fit, diagnostic_draws) {
   N <- nrow(tg$X)
   P <- length(tg$names)
   center <- unname(fit$mean_unc[seq_len(P)])
-  off <- glm_tg_vec(tg, "offset")
-  w <- glm_tg_vec(tg, "weights")
-  trials <- glm_tg_vec(tg, "trials")
   family <- c("gaussian", "binomial", "poisson")[tg$family + 1L]
-  # one pass: the per-row terms and their derivatives at eta = m
-  m <- drop(glm_linpred(tg, center)) + off
-  t0 <- glm_row_terms(family, tg$y, trials, w, m)
-  cp <- .Call(C_glm_wcross, tg$X, isTRUE(as.logical(tg$intercept)), tg$xbar,
-              -t0$d2, t0$d1)
-  a <- sum(t0$l)
-  g <- cp$b
-  H <- -cp$A
+  # one pass over the rows (in C, no N-vectors): the expansion's terms
+  tay <- .Call(C_glm_taylor, tg, as.double(center))
+  a <- tay$a
+  g <- tay$g
+  H <- tay$H
   # priors (and sigma's Jacobian) alone: the target with every row weighted 0
   prior_spec <- tg
   prior_spec$X <- tg$X[1, , drop = FALSE]
-  prior_spec[c("y", "weights", "offset", "trials")] <- list(tg$y[1], 0, off[1], trials[1])
+  prior_spec[c("y", "weights", "offset", "trials")] <- list(tg$y[1], 0, NULL, NULL)
   prior_spec$llconst <- 0
   rows <- if (family == "gaussian") integer() else
     with_seed(fit_row_seed(fit), sort(sample.int(N, min(N, glm_taylor_rows))))
   Xs <- glm_design_rows(tg, rows)
-  sub <- list(y = tg$y[rows], trials = trials[rows], w = w[rows], off = off[rows],
-              m = m[rows], l = t0$l[rows], d1 = t0$d1[rows], d2 = t0$d2[rows])
-  rm(m, t0)
-  sw <- sum(w)
+  sub <- lapply(c(trials = "trials", w = "weights", off = "offset"),
+                function(what) glm_tg_rows(tg, what, rows))
+  sub$y <- tg$y[rows]
+  sub$m <- drop(Xs %*% center) + sub$off
+  sub <- c(sub, glm_row_terms(family, sub$y, sub$trials, sub$w, sub$m))
+  sw <- if (is.null(tg$weights)) N else sum(tg$weights)
   logdens <- function(zeta) {
     out <- numeric(ncol(zeta))
     se <- numeric(ncol(zeta))
@@ -375,6 +371,13 @@ glm_exact_diag_work <- 1e8
 
 fit_row_seed <- function(fit) {
   if (!is.null(fit$draw_seed)) fit$draw_seed else 20261127L
+}
+
+# the target's optional N-vectors at some rows, filled in where left out
+glm_tg_rows <- function(tg, what, rows) {
+  v <- tg[[what]]
+  if (!is.null(v)) return(v[rows])
+  rep(if (what == "offset") 0 else 1, length(rows))
 }
 
 # rows of the design as fitted (intercept column, centred predictors)

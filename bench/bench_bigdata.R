@@ -11,7 +11,11 @@
 # that run's alone. The child builds X (N x 20, standard normal, column by
 # column: no second copy) and y ~ Bernoulli(logistic(X beta)), then fits
 # bbvi(X, y, family = binomial()) (the matrix interface; at the smaller N
-# also the formula interface on a data frame). Reported: seconds of the fit
+# also the formula interface on a data frame), and the matrix interface with
+# subsample = N / 100 ("minibatch": epochs over 100 row blocks; vs_full_sd
+# is its largest distance from the full-data fit's means, in posterior sds,
+# and passes its epochs against the full-data path's Newton iterations).
+# Reported: seconds of the fit
 # (the bbvi() call: setup, quadrature path, draws and diagnostics; quad_s
 # is the quadrature path alone, child_cpu_s the CPU seconds (user + system,
 # all threads) of the whole child run, data generation included, and
@@ -47,14 +51,22 @@ child <- function(N, mode) {
     fit <- bbvi(y ~ ., data = d, family = binomial(), seed = 1)
   } else {
     t0 <- proc.time()[["elapsed"]]
-    fit <- bbvi(X, y, family = binomial(), seed = 1)
+    fit <- bbvi(X, y, family = binomial(), seed = 1,
+                subsample = if (mode == "minibatch") N / 100)
   }
   secs <- proc.time()[["elapsed"]] - t0
+  vs_full <- NA
+  if (mode == "minibatch") {   # against the full-data fit, after the clock
+    full <- bbvi(X, y, family = binomial(), seed = 1)
+    vs_full <- max(abs(coef(fit) - coef(full)) / sqrt(diag(vcov(full))))
+  }
   fit_mb <- as.numeric(utils::object.size(fit)) / 2^20
   sd <- sqrt(diag(vcov(fit)))
   err <- max(abs(coef(fit) - c(-1, beta)) / sd)
   cat(sprintf("RESULT %s\n", paste(secs, x_mb, fit_mb, err, fit$converged, fit$time,
-                                   fit$diagnostics$n_draws, sep = ",")))
+                                   fit$diagnostics$n_draws,
+                                   if (is.null(fit$epochs)) fit$iterations else fit$epochs,
+                                   vs_full, sep = ",")))
 }
 
 chains_child <- function(plan) {
@@ -112,7 +124,7 @@ cat(sprintf("bbvi %s; %s; %s; R %s\n", utils::packageVersion("bbvi"),
 cat(sprintf("baseline RSS of a child that loads bbvi: %.0f MB\n\n", base))
 rows <- list()
 for (N in Ns) {
-  for (mode in c("matrix", if (N <= 1e6) "formula")) {
+  for (mode in c("matrix", "minibatch", if (N <= 1e6) "formula")) {
     r <- run_child(c("--child", format(N, scientific = FALSE), mode))
     v <- r$values
     secs <- as.numeric(v[1]); x_mb <- as.numeric(v[2])
@@ -124,6 +136,7 @@ for (N in Ns) {
       X_MB = round(x_mb), peak_above_base_MB = round(r$rss_mb - base),
       peak_over_X = round((r$rss_mb - base) / x_mb, 2),
       fit_MB = round(as.numeric(v[3]), 1), max_err_sd = round(as.numeric(v[4]), 2),
+      passes = as.integer(v[8]), vs_full_sd = signif(as.numeric(v[9]), 2),
       converged = v[5])
     print(rows[[length(rows)]], row.names = FALSE)
   }

@@ -9,6 +9,7 @@ SEXP native_example(SEXP name);
 SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP glm_quad_fit(SEXP spec, SEXP control);
 SEXP glm_incr_fit(SEXP spec, SEXP control);
+SEXP glm_taylor(SEXP spec, SEXP center);
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP family_eval(SEXP control);
@@ -27,6 +28,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(mcmc_sample, 4),
     CALLDEF(glm_quad_fit, 2),
     CALLDEF(glm_incr_fit, 2),
+    CALLDEF(glm_taylor, 2),
     CALLDEF(grad_samples, 4),
     CALLDEF(find_mode, 4),
     CALLDEF(family_eval, 1),
