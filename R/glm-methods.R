@@ -300,52 +300,43 @@ glm_taylor_logdens <- function(fit, diagnostic_draws) {
   if (!glm_taylor_applies(tg, diagnostic_draws)) return(NULL)
   N <- nrow(tg$X)
   P <- length(tg$names)
-  center <- unname(fit$mean_unc[seq_len(P)])
-  family <- c("gaussian", "binomial", "poisson")[tg$family + 1L]
-  # one pass over the rows (in C, no N-vectors): the expansion's terms
-  tay <- .Call(C_glm_taylor, tg, as.double(center))
-  a <- tay$a
-  g <- tay$g
-  H <- tay$H
-  # priors (and sigma's Jacobian) alone: the target with every row weighted 0
-  prior_spec <- tg
-  prior_spec$X <- tg$X[1, , drop = FALSE]
-  prior_spec[c("y", "weights", "offset", "trials")] <- list(tg$y[1], 0, NULL, NULL)
-  prior_spec$llconst <- 0
-  rows <- if (family == "gaussian") integer() else
-    with_seed(fit_row_seed(fit), sort(sample.int(N, min(N, glm_taylor_rows))))
-  Xs <- glm_design_rows(tg, rows)
-  sub <- lapply(c(trials = "trials", w = "weights", off = "offset"),
-                function(what) glm_tg_rows(tg, what, rows))
-  sub$y <- tg$y[rows]
-  sub$m <- drop(Xs %*% center) + sub$off
-  sub <- c(sub, glm_row_terms(family, sub$y, sub$trials, sub$w, sub$m))
+  center <- as.double(fit$mean_unc[seq_len(P)])
+  gaussian <- tg$family == 0L
+  # the expansion of all rows, one pass in C; priors (and sigma's Jacobian)
+  # alone: the target with no likelihood
+  full <- glm_taylor_part(tg, center)
+  prior_spec <- glm_rows_spec(tg, 1L, prior = TRUE)
+  prior_spec$weights <- 0
+  # the subsample, in interleaved groups: the spread of the groups'
+  # remainders gives the estimate's standard error
+  groups <- list()
+  if (!gaussian) {
+    rows <- with_seed(fit_row_seed(fit), sort(sample.int(N, min(N, glm_taylor_rows))))
+    groups <- lapply(split(rows, rep_len(seq_len(glm_taylor_groups), length(rows))),
+                     function(r) {
+                       spec <- glm_rows_spec(tg, r, prior = FALSE)
+                       list(spec = spec, taylor = glm_taylor_part(spec, center))
+                     })
+    n <- length(rows)
+  }
   sw <- if (is.null(tg$weights)) N else sum(tg$weights)
   logdens <- function(zeta) {
-    out <- numeric(ncol(zeta))
-    se <- numeric(ncol(zeta))
-    for (s in seq(1L, ncol(zeta), by = 256L)) {
-      idx <- seq(s, min(ncol(zeta), s + 255L))
-      z <- zeta[, idx, drop = FALSE]
-      delta <- z[seq_len(P), , drop = FALSE] - center
-      quad <- a + colSums(delta * g) + 0.5 * colSums(delta * (H %*% delta))
-      prior <- .Call(C_logdens, prior_spec, as.double(fit$lower), as.double(fit$upper),
-                     z, FALSE)
-      if (family == "gaussian") {
-        sigma <- exp(z[P + 1L, ])
-        out[idx] <- tg$llconst - sw * log(sigma) + quad / sigma^2 + prior
-        next
-      }
-      eta <- Xs %*% z[seq_len(P), , drop = FALSE] + sub$off
-      e <- eta - sub$m
-      r <- glm_row_terms(family, sub$y, sub$trials, sub$w, eta, derivs = FALSE)$l -
-        (sub$l + sub$d1 * e + 0.5 * sub$d2 * e^2)
-      n <- length(rows)
-      out[idx] <- tg$llconst + quad + N / n * colSums(r) + prior
-      se[idx] <- if (n < N) N * sqrt((1 - n / N) / n) * sqrt(colSums((r - rep(colMeans(r), each = n))^2) / (n - 1)) else 0
+    delta <- zeta[seq_len(P), , drop = FALSE] - center
+    ld <- function(spec) .Call(C_logdens, spec, as.double(fit$lower),
+                               as.double(fit$upper), zeta, FALSE)
+    prior <- ld(prior_spec)
+    if (gaussian) {
+      sigma <- exp(zeta[P + 1L, ])
+      out <- tg$llconst - sw * log(sigma) + full(delta) / sigma^2 + prior
+      return(structure(out, se = numeric(ncol(zeta))))
     }
-    attr(out, "se") <- se
-    out
+    # each group's remainder: its exact log-likelihood minus its expansion
+    R <- vapply(groups, function(gr) ld(gr$spec) - gr$taylor(delta), numeric(ncol(zeta)))
+    R <- matrix(R, ncol = length(groups))
+    G <- ncol(R)
+    est <- N / n * rowSums(R)
+    se <- if (n < N) N / n * sqrt(G * (1 - n / N) * apply(R, 1, stats::var)) else 0 * est
+    structure(tg$llconst + full(delta) + est + prior, se = se)
   }
   # the pilot: the estimate must be good to a small fraction of a nat at
   # q's draws, or the exact route is taken
@@ -354,8 +345,35 @@ glm_taylor_logdens <- function(fit, diagnostic_draws) {
   logdens
 }
 
-# rows of the subsample; the standard error a draw's estimate may have
+# The log-likelihood's second-order expansion of a GLM spec's rows around
+# `center` (src/glm.c): a function of delta (P x S) = beta - center.
+glm_taylor_part <- function(spec, center) {
+  tay <- .Call(C_glm_taylor, spec, center)
+  function(delta) {
+    tay$a + colSums(delta * tay$g) + 0.5 * colSums(delta * (tay$H %*% delta))
+  }
+}
+
+# A GLM spec of some rows of tg (their likelihood, without the data's
+# constant), with tg's priors or none.
+glm_rows_spec <- function(tg, rows, prior) {
+  spec <- tg
+  spec$X <- tg$X[rows, , drop = FALSE]
+  for (what in c("y", "weights", "offset", "trials")) {
+    if (!is.null(tg[[what]])) spec[[what]] <- tg[[what]][rows]
+  }
+  spec$llconst <- 0
+  if (!prior) {
+    spec$prior_type[] <- 0L
+    spec$aux_type <- 0L
+  }
+  spec
+}
+
+# rows of the subsample, in groups; the standard error a draw's estimate
+# may have
 glm_taylor_rows <- 4000L
+glm_taylor_groups <- 8L
 glm_taylor_max_se <- 0.05
 
 # Worth it when the exact route would have to cut the diagnostic draws
@@ -371,48 +389,4 @@ glm_exact_diag_work <- 1e8
 
 fit_row_seed <- function(fit) {
   if (!is.null(fit$draw_seed)) fit$draw_seed else 20261127L
-}
-
-# the target's optional N-vectors at some rows, filled in where left out
-glm_tg_rows <- function(tg, what, rows) {
-  v <- tg[[what]]
-  if (!is.null(v)) return(v[rows])
-  rep(if (what == "offset") 0 else 1, length(rows))
-}
-
-# rows of the design as fitted (intercept column, centred predictors)
-glm_design_rows <- function(tg, rows) {
-  X <- tg$X[rows, , drop = FALSE]
-  icpt <- isTRUE(as.logical(tg$intercept))
-  if (!is.null(tg$xbar)) {
-    xb <- tg$xbar[seq_len(ncol(X)) + icpt]
-    X <- X - rep(xb, each = nrow(X))
-  }
-  if (icpt) X <- cbind(rep(1, nrow(X)), X)
-  unname(X)
-}
-
-# Per-row log-likelihood terms (without the data's constant) at the linear
-# predictors eta (a vector, or a matrix with one column per draw), weighted,
-# and their first and second derivatives in eta.
-glm_row_terms <- function(family, y, trials, w, eta, derivs = TRUE) {
-  switch(family,
-    gaussian = {
-      r <- y - eta
-      list(l = -0.5 * w * r^2, d1 = w * r, d2 = -w)
-    },
-    binomial = {
-      l1pe <- pmax(eta, 0) + log1p(exp(-abs(eta)))
-      out <- list(l = w * (y * eta - trials * l1pe))
-      if (derivs) {
-        p <- stats::plogis(eta)
-        out$d1 <- w * (y - trials * p)
-        out$d2 <- -w * trials * p * (1 - p)
-      }
-      out
-    },
-    poisson = {
-      mu <- exp(eta)
-      list(l = w * (y * eta - mu), d1 = w * (y - mu), d2 = -w * mu)
-    })
 }
