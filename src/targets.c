@@ -13,6 +13,7 @@ typedef struct {
     int n_par;               /* parameters as the user declared them */
     const int *sizes;        /* scalar length of each */
     SEXP names;              /* their names */
+    int n_factors;           /* 0: logjoint returns one value per draw */
 } r_target;
 
 /* theta as the user sees it: a named list, one element per parameter. With
@@ -74,12 +75,29 @@ static void r_eval(bbvi_target *t, int S, const double *theta, double *lp,
        the sampler left it, and the sampler continues from where they left
        it (see bbvi.h). Lent for the whole batch: no C draw happens inside. */
     int lent = bbvi_rng_lend();
+    int F = rt->n_factors;
     for (int s0 = 0; s0 < S; s0 += nb) {
         const double *th = theta + (size_t) s0 * D;
         SEXP lst = PROTECT(r_theta_list(rt, D, nb, th));
-        SEXP val = PROTECT(r_eval_checked(rt->fn_call, lst, rt->rho, nb,
+        SEXP val = PROTECT(r_eval_checked(rt->fn_call, lst, rt->rho,
+                                          (R_xlen_t) nb * (F > 0 ? F : 1),
                                           "logjoint"));
-        memcpy(lp + s0, REAL(val), sizeof(double) * nb);
+        if (F == 0) {
+            memcpy(lp + s0, REAL(val), sizeof(double) * nb);
+        } else {
+            /* nb x F terms (the R wrapper has put them in factor order):
+               log p is their sum */
+            const double *v = REAL(val);
+            for (int s = 0; s < nb; s++) {
+                double a = 0.0;
+                for (int f = 0; f < F; f++) {
+                    double x = v[s + (size_t) f * nb];
+                    a += x;
+                    if (t->lpf) t->lpf[f + (size_t) (s0 + s) * F] = x;
+                }
+                lp[s0 + s] = a;
+            }
+        }
         if (grad) {
             /* the R wrapper returns D values per draw, as an nb x D matrix */
             SEXP g = PROTECT(r_eval_checked(rt->gr_call, lst, rt->rho,
@@ -125,6 +143,18 @@ static void r_target_init(SEXP spec, int dim, bbvi_target *out)
     out->has_grad = TYPEOF(rt->gr_call) == LANGSXP;
     out->eval = r_eval;
     out->ctx = rt;
+    /* optional factors: factor_touch, an n_par x F 0/1 integer matrix */
+    SEXP touch = bbvi_list_get(spec, "factor_touch");
+    rt->n_factors = 0;
+    if (!Rf_isNull(touch)) {
+        if (!Rf_isInteger(touch) || rt->n_par < 1 ||
+            XLENGTH(touch) % rt->n_par != 0 || XLENGTH(touch) == 0)
+            Rf_error("internal error: `factor_touch` must be an integer matrix with %d rows",
+                     rt->n_par);
+        rt->n_factors = (int) (XLENGTH(touch) / rt->n_par);
+        out->n_factors = rt->n_factors;
+        out->factor_touch = INTEGER(touch);
+    }
 }
 
 /* ---- compiled log-joints ------------------------------------------------- */
@@ -165,6 +195,10 @@ void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out)
     /* every entry point that evaluates a target comes here before it holds
        R's RNG: a hold that an error or interrupt unwound is forgotten */
     bbvi_rng_not_held();
+    /* no factors unless the target kind says so */
+    out->n_factors = 0;
+    out->factor_touch = NULL;
+    out->lpf = NULL;
     SEXP type = bbvi_list_get(spec, "type");
     if (!Rf_isString(type) || XLENGTH(type) != 1)
         Rf_error("internal error: target spec has no `type`");
