@@ -412,6 +412,15 @@ r_target_spec <- function(model, err_call = NULL) {
        rho = environment())
 }
 
+# The R function behind a spec's log-joint, one value per draw (the sum of
+# the factors' values for a factorised model): for checks that call it.
+spec_logjoint_fn <- function(spec) {
+  fn <- spec$fn_call[[1]]
+  if (is.null(spec$factor_touch)) return(fn)
+  F <- ncol(spec$factor_touch)
+  function(theta) rowSums(matrix(fn(theta), ncol = F))
+}
+
 # What a factorised log-joint returned, checked and put in factor order:
 # F values for one draw, or an n x F matrix (n draws; a vector of n when
 # F = 1). Returned as the n x F values column by column, as C reads them.

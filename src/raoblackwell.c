@@ -4,7 +4,16 @@
    h_b has mean zero and is independent of every other block, so the terms
    of log p - log q that do not involve z_b add only noise to E[h_b (log p -
    log q)]. Block b's weight keeps its Markov blanket:
-     w_b = sum of the factors touching b + log|J_b| - log q_b(z_b).
+     w_b = sum of the factors touching b
+           + sum over blocks c whose factors all touch b (c = b included)
+             of log|J_c| - log q_c(z_c).
+   The paper's weight has c = b alone. Any function of the other blocks is
+   free to add (its product with h_b has mean zero), and these terms cancel
+   most of the noise the factors bring in through z_c: for a hierarchical
+   mean mu whose likelihood terms each involve a local theta_i, dropping
+   the -log q(theta_i) made mu's gradient 7x (N = 20) to 30x (N = 100)
+   noisier than the plain estimator's; with them it is the plain weight
+   (mu touches every factor), while each theta_i keeps the paper's.
    The preconditioner (zeta = shift + P z, P diagonal here) adds a constant
    log|P| to log p, which the control variates absorb. The ELBO estimate
    (and so the convergence rule) still uses the full log p - log q. */
@@ -20,6 +29,8 @@ typedef struct {
     double *lpf;                /* F x S: the factors at each draw */
     double *ljp;                /* B x S: per-parameter log-Jacobians */
     double *lqb;                /* B: log q_b of one draw */
+    int *nest;                  /* B x B: (j, c) is 1 when every factor
+                                   touching c touches j (so (j, j) is 1) */
     double *fp;                 /* K x S: plain score terms, for the
                                    variance measurement only (or NULL) */
 } rb_ws;
@@ -52,6 +63,14 @@ static rb_ws *rb_init(bbvi_estimator_ws *w, int want_plain)
     r->lpf = (double *) R_alloc((size_t) r->F * w->S, sizeof(double));
     r->ljp = (double *) R_alloc((size_t) B * w->S, sizeof(double));
     r->lqb = (double *) R_alloc(B, sizeof(double));
+    r->nest = (int *) R_alloc((size_t) B * B, sizeof(int));
+    for (int j = 0; j < B; j++)
+        for (int c = 0; c < B; c++) {
+            int in = 1;
+            for (int g = 0; g < r->F && in; g++)
+                in = !r->touch[c + (size_t) g * B] || r->touch[j + (size_t) g * B];
+            r->nest[j + (size_t) c * B] = in;
+        }
     r->fp = want_plain ? (double *) R_alloc((size_t) w->K * w->S, sizeof(double))
                        : NULL;
     w->rb = r;
@@ -88,7 +107,10 @@ static double rb_terms(bbvi_estimator_ws *w, rb_ws *r, const double *lambda)
         w->fam->score(w->fam, D, lambda, e, h);
         const double *lpf = r->lpf + (size_t) s * F;
         for (int j = 0; j < B; j++) {
-            double wb = r->ljp[j + (size_t) s * B] - r->lqb[j];
+            double wb = 0.0;
+            for (int c = 0; c < B; c++)
+                if (r->nest[j + (size_t) c * B])
+                    wb += r->ljp[c + (size_t) s * B] - r->lqb[c];
             for (int g = 0; g < F; g++)
                 if (r->touch[j + (size_t) g * B]) wb += lpf[g];
             for (int k = r->k0[j]; k < r->k0[j] + r->K[j]; k++) f[k] = h[k] * wb;
