@@ -211,12 +211,16 @@ check_factors <- function(factors, parameters) {
   lapply(factors, unique)
 }
 
-# Factor f touches parameter j: an n_par x F 0/1 integer matrix, as C reads it
-factor_touch <- function(model) {
+# The parameters each factor touches, as C reads them: factor f's are
+# factor_pars[factor_start[f] + 1 .. factor_start[f + 1]] (0-based
+# parameter indices, increasing). O(incidences), not n_par x F.
+factor_index <- function(model) {
   pars <- names(model$parameters)
-  m <- vapply(model$factors, function(f) as.integer(pars %in% f), integer(length(pars)))
-  matrix(m, nrow = length(pars), dimnames = list(pars, names(model$factors)))
+  idx <- lapply(model$factors, function(f) sort(match(f, pars)) - 1L)
+  list(factor_start = as.integer(c(0L, cumsum(lengths(idx)))),
+       factor_pars = as.integer(unlist(idx, use.names = FALSE)))
 }
+
 check_parameters <- function(parameters) {
   if (!is.list(parameters) || length(parameters) == 0 ||
       is.null(names(parameters)) || any(names(parameters) == "") ||
@@ -405,19 +409,19 @@ r_target_spec <- function(model, err_call = NULL) {
       flatten_gradient(g, n, sizes, nms, err_call, par_names)
     }
   }
-  list(type = "r", fn_call = as.call(list(fn, NULL)),
-       gr_call = if (is.null(gr)) NULL else as.call(list(gr, NULL)),
-       vectorized = vectorized, sizes = as.integer(sizes), names = nms,
-       factor_touch = if (!is.null(factors)) factor_touch(model),
-       rho = environment())
+  c(list(type = "r", fn_call = as.call(list(fn, NULL)),
+         gr_call = if (is.null(gr)) NULL else as.call(list(gr, NULL)),
+         vectorized = vectorized, sizes = as.integer(sizes), names = nms,
+         rho = environment()),
+    if (!is.null(factors)) factor_index(model))
 }
 
 # The R function behind a spec's log-joint, one value per draw (the sum of
 # the factors' values for a factorised model): for checks that call it.
 spec_logjoint_fn <- function(spec) {
   fn <- spec$fn_call[[1]]
-  if (is.null(spec$factor_touch)) return(fn)
-  F <- ncol(spec$factor_touch)
+  if (is.null(spec$factor_start)) return(fn)
+  F <- length(spec$factor_start) - 1L
   function(theta) rowSums(matrix(fn(theta), ncol = F))
 }
 

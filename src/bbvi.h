@@ -32,13 +32,13 @@ struct bbvi_target {
                  double *grad);
     void *ctx;      /* R_alloc'd state of the target kind */
     /* A factorised log-joint (R targets with `factors`; 0 for the others):
-       log p = sum of n_factors terms. factor_touch (n_par x n_factors,
-       column-major, n_par the declared parameters) is 1 where factor f
-       touches parameter j. When lpf is not NULL, eval() also writes each
+       log p = sum of n_factors terms. Factor f touches the declared
+       parameters factor_pars[factor_start[f] .. factor_start[f + 1])
+       (0-based, increasing). When lpf is not NULL, eval() also writes each
        term there (n_factors x S); callers set it around the call and reset
        it to NULL. */
     int n_factors;
-    const int *factor_touch;
+    const int *factor_start, *factor_pars;
     double *lpf;
 };
 

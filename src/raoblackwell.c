@@ -23,17 +23,77 @@
 
 typedef struct {
     int F, B;                   /* factors; blocks (= parameters) */
-    const int *touch;           /* B x F, 1 where factor f touches block b */
     int *k0, *K, *e0, *dim;     /* block layout (qblocks.c) */
     const bbvi_family **bf;
+    /* block j's factors: fac[fac0[j] .. fac0[j + 1]); the blocks c whose
+       factors all touch j (c = j included): nst[nst0[j] .. nst0[j + 1]) */
+    int *fac0, *fac, *nst0, *nst;
     double *lpf;                /* F x S: the factors at each draw */
     double *ljp;                /* B x S: per-parameter log-Jacobians */
     double *lqb;                /* B: log q_b of one draw */
-    int *nest;                  /* B x B: (j, c) is 1 when every factor
-                                   touching c touches j (so (j, j) is 1) */
     double *fp;                 /* K x S: plain score terms, for the
                                    variance measurement only (or NULL) */
 } rb_ws;
+
+/* is parameter j among the (increasing) parameters of factor g? */
+static int touches(const bbvi_target *t, int g, int j)
+{
+    int lo = t->factor_start[g], hi = t->factor_start[g + 1] - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, v = t->factor_pars[mid];
+        if (v == j) return 1;
+        if (v < j) lo = mid + 1; else hi = mid - 1;
+    }
+    return 0;
+}
+
+/* The lists of rb_ws from the target's factors, in O(incidences) memory:
+   block j's factors (the transpose of the target's lists), and the blocks
+   nested in j, found among the parameters of each c's smallest factor. */
+static void rb_lists(rb_ws *r, const bbvi_target *t)
+{
+    int B = r->B, F = r->F;
+    const int *st = t->factor_start, *fp = t->factor_pars;
+    r->fac0 = (int *) R_alloc(B + 1, sizeof(int));
+    r->fac = (int *) R_alloc(st[F], sizeof(int));
+    memset(r->fac0, 0, sizeof(int) * (B + 1));
+    for (int i = 0; i < st[F]; i++) r->fac0[fp[i] + 1]++;
+    for (int j = 0; j < B; j++) r->fac0[j + 1] += r->fac0[j];
+    int *fill = (int *) R_alloc(B, sizeof(int));
+    memcpy(fill, r->fac0, sizeof(int) * B);
+    for (int g = 0; g < F; g++)
+        for (int i = st[g]; i < st[g + 1]; i++) r->fac[fill[fp[i]]++] = g;
+    /* candidates j for "c nested in j" touch c's smallest factor */
+    size_t cap = 0;
+    int *g0 = (int *) R_alloc(B, sizeof(int));
+    for (int c = 0; c < B; c++) {
+        if (r->fac0[c + 1] == r->fac0[c])
+            Rf_error("internal error: parameter %d is in no factor", c + 1);
+        int best = r->fac[r->fac0[c]];
+        for (int i = r->fac0[c]; i < r->fac0[c + 1]; i++) {
+            int g = r->fac[i];
+            if (st[g + 1] - st[g] < st[best + 1] - st[best]) best = g;
+        }
+        g0[c] = best;
+        cap += st[best + 1] - st[best];
+    }
+    int *pj = (int *) R_alloc(cap, sizeof(int)), *pc = (int *) R_alloc(cap, sizeof(int));
+    size_t n = 0;
+    for (int c = 0; c < B; c++)
+        for (int i = st[g0[c]]; i < st[g0[c] + 1]; i++) {
+            int j = fp[i], in = 1;
+            for (int k = r->fac0[c]; k < r->fac0[c + 1] && in; k++)
+                in = touches(t, r->fac[k], j);
+            if (in) { pj[n] = j; pc[n] = c; n++; }
+        }
+    r->nst0 = (int *) R_alloc(B + 1, sizeof(int));
+    r->nst = (int *) R_alloc(n > 0 ? n : 1, sizeof(int));
+    memset(r->nst0, 0, sizeof(int) * (B + 1));
+    for (size_t i = 0; i < n; i++) r->nst0[pj[i] + 1]++;
+    for (int j = 0; j < B; j++) r->nst0[j + 1] += r->nst0[j];
+    memcpy(fill, r->nst0, sizeof(int) * B);
+    for (size_t i = 0; i < n; i++) r->nst[fill[pj[i]]++] = pc[i];
+}
 
 /* The workspace; errors when q's blocks are not the model's parameters. */
 static rb_ws *rb_init(bbvi_estimator_ws *w, int want_plain)
@@ -41,13 +101,13 @@ static rb_ws *rb_init(bbvi_estimator_ws *w, int want_plain)
     bbvi_model *m = w->model;
     bbvi_target *t = m->target;
     int B = bbvi_family_n_blocks(w->fam);
-    if (t->n_factors < 1 || !t->factor_touch)
+    if (t->n_factors < 1 || !t->factor_start)
         Rf_error("internal error: Rao-Blackwellization needs a factorised target");
     if (!m->par_z0 || B != m->n_par)
         Rf_error("internal error: Rao-Blackwellization needs one block of q per parameter (%d blocks, %d parameters)",
                  B, m->n_par);
     rb_ws *r = (rb_ws *) R_alloc(1, sizeof(rb_ws));
-    r->F = t->n_factors; r->B = B; r->touch = t->factor_touch;
+    r->F = t->n_factors; r->B = B;
     r->k0 = (int *) R_alloc(B, sizeof(int));
     r->K = (int *) R_alloc(B, sizeof(int));
     r->e0 = (int *) R_alloc(B, sizeof(int));
@@ -60,17 +120,10 @@ static rb_ws *rb_init(bbvi_estimator_ws *w, int want_plain)
         if (z0 != m->par_z0[j] || r->dim[j] != m->par_zdim[j])
             Rf_error("internal error: block %d of q is not parameter %d", j + 1, j + 1);
     }
+    rb_lists(r, t);
     r->lpf = (double *) R_alloc((size_t) r->F * w->S, sizeof(double));
     r->ljp = (double *) R_alloc((size_t) B * w->S, sizeof(double));
     r->lqb = (double *) R_alloc(B, sizeof(double));
-    r->nest = (int *) R_alloc((size_t) B * B, sizeof(int));
-    for (int j = 0; j < B; j++)
-        for (int c = 0; c < B; c++) {
-            int in = 1;
-            for (int g = 0; g < r->F && in; g++)
-                in = !r->touch[c + (size_t) g * B] || r->touch[j + (size_t) g * B];
-            r->nest[j + (size_t) c * B] = in;
-        }
     r->fp = want_plain ? (double *) R_alloc((size_t) w->K * w->S, sizeof(double))
                        : NULL;
     w->rb = r;
@@ -108,11 +161,11 @@ static double rb_terms(bbvi_estimator_ws *w, rb_ws *r, const double *lambda)
         const double *lpf = r->lpf + (size_t) s * F;
         for (int j = 0; j < B; j++) {
             double wb = 0.0;
-            for (int c = 0; c < B; c++)
-                if (r->nest[j + (size_t) c * B])
-                    wb += r->ljp[c + (size_t) s * B] - r->lqb[c];
-            for (int g = 0; g < F; g++)
-                if (r->touch[j + (size_t) g * B]) wb += lpf[g];
+            for (int i = r->fac0[j]; i < r->fac0[j + 1]; i++) wb += lpf[r->fac[i]];
+            for (int i = r->nst0[j]; i < r->nst0[j + 1]; i++) {
+                int c = r->nst[i];
+                wb += r->ljp[c + (size_t) s * B] - r->lqb[c];
+            }
             for (int k = r->k0[j]; k < r->k0[j] + r->K[j]; k++) f[k] = h[k] * wb;
         }
         if (r->fp) {

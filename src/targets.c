@@ -143,17 +143,24 @@ static void r_target_init(SEXP spec, int dim, bbvi_target *out)
     out->has_grad = TYPEOF(rt->gr_call) == LANGSXP;
     out->eval = r_eval;
     out->ctx = rt;
-    /* optional factors: factor_touch, an n_par x F 0/1 integer matrix */
-    SEXP touch = bbvi_list_get(spec, "factor_touch");
+    /* optional factors: the parameters of factor f are factor_pars[
+       factor_start[f] .. factor_start[f + 1]) (see bbvi.h) */
+    SEXP fs = bbvi_list_get(spec, "factor_start"), fp = bbvi_list_get(spec, "factor_pars");
     rt->n_factors = 0;
-    if (!Rf_isNull(touch)) {
-        if (!Rf_isInteger(touch) || rt->n_par < 1 ||
-            XLENGTH(touch) % rt->n_par != 0 || XLENGTH(touch) == 0)
-            Rf_error("internal error: `factor_touch` must be an integer matrix with %d rows",
-                     rt->n_par);
-        rt->n_factors = (int) (XLENGTH(touch) / rt->n_par);
-        out->n_factors = rt->n_factors;
-        out->factor_touch = INTEGER(touch);
+    if (!Rf_isNull(fs)) {
+        int F = Rf_length(fs) - 1;
+        if (!Rf_isInteger(fs) || !Rf_isInteger(fp) || F < 1 || INTEGER(fs)[0] != 0 ||
+            INTEGER(fs)[F] != Rf_length(fp))
+            Rf_error("internal error: bad `factor_start` / `factor_pars`");
+        const int *st = INTEGER(fs), *pp = INTEGER(fp);
+        for (int f = 0; f < F; f++)
+            for (int i = st[f]; i < st[f + 1]; i++)
+                if (pp[i] < 0 || pp[i] >= rt->n_par || (i > st[f] && pp[i] <= pp[i - 1]))
+                    Rf_error("internal error: `factor_pars` must be increasing parameter indices");
+        rt->n_factors = F;
+        out->n_factors = F;
+        out->factor_start = st;
+        out->factor_pars = pp;
     }
 }
 
@@ -197,7 +204,7 @@ void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out)
     bbvi_rng_not_held();
     /* no factors unless the target kind says so */
     out->n_factors = 0;
-    out->factor_touch = NULL;
+    out->factor_start = out->factor_pars = NULL;
     out->lpf = NULL;
     SEXP type = bbvi_list_get(spec, "type");
     if (!Rf_isString(type) || XLENGTH(type) != 1)
