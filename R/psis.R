@@ -37,7 +37,8 @@
 #' * `verdict`: `"ok"`, or why the fit warned.
 #' * `stop_reason`: why the optimiser stopped.
 #' * `rao_blackwell` (fits of a model with `factors` made with the score
-#'   estimator, see [bbvi_model()]): at the final q, from 1000 draws, the
+#'   estimator, see [bbvi_model()]): at the final q, from 1000 draws (down
+#'   to 200 when q has more than 4000 variational parameters), the
 #'   variance of one draw's term of the plain score estimator and of the
 #'   Rao-Blackwellized one (both with their control variates), summed over
 #'   the variational parameters (`var_plain`, `var_rb`), their `ratio`

@@ -63,6 +63,11 @@ rb_gradient_variance <- function(fit, draws = 1000, control_variates = TRUE,
        per_coordinate = data.frame(var_plain = res$var_plain, var_rb = res$var_rb))
 }
 
+# Draws for the measurement a fit stores: 1000, fewer (down to 200) when q
+# has many variational parameters K, so that each K x draws buffer holds
+# about 4e6 numbers at most.
+rb_diag_draws <- function(K) as.integer(min(1000, max(200, floor(4e6 / K))))
+
 # The line print() and summary() show for such a fit
 rb_print_line <- function(rb) {
   sprintf("Rao-Blackwellized score gradient: %s times lower variance than the plain one (%s vs %s, from %d draws at q)",

@@ -247,17 +247,20 @@ SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     rb_terms(&ews, r, REAL(lam));
     bbvi_rng_release();
     int n = ews.n_finite;
-    if (n < 3) Rf_error("fewer than 3 of %d draws from q have a finite log-joint", S);
     double *g = (double *) R_alloc(K, sizeof(double));
-    double *terms = (double *) R_alloc((size_t) K * n, sizeof(double));
+    double *terms = (double *) R_alloc((size_t) K * (n > 0 ? n : 1), sizeof(double));
     const char *names[] = { "var_plain", "var_rb", "n", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP vp = PROTECT(Rf_allocVector(REALSXP, K));
     SEXP vr = PROTECT(Rf_allocVector(REALSXP, K));
-    bbvi_score_combine(n, K, ews.h, r->fp, ews.use_cv, g, terms);
-    row_var(K, n, terms, REAL(vp));
-    bbvi_score_combine(n, K, ews.h, ews.f, ews.use_cv, g, terms);
-    row_var(K, n, terms, REAL(vr));
+    if (n < 3) {   /* nothing to measure: NA, not an error at a fit's end */
+        for (int k = 0; k < K; k++) REAL(vp)[k] = REAL(vr)[k] = NA_REAL;
+    } else {
+        bbvi_score_combine(n, K, ews.h, r->fp, ews.use_cv, g, terms);
+        row_var(K, n, terms, REAL(vp));
+        bbvi_score_combine(n, K, ews.h, ews.f, ews.use_cv, g, terms);
+        row_var(K, n, terms, REAL(vr));
+    }
     SET_VECTOR_ELT(out, 0, vp);
     SET_VECTOR_ELT(out, 1, vr);
     SET_VECTOR_ELT(out, 2, Rf_ScalarInteger(n));
