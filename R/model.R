@@ -264,8 +264,13 @@ print.bbvi_model <- function(x, ...) {
                       collapse = " ")))
   }
   if (!is.null(x$factors)) {
-    cat(sprintf("  factors: %s\n", paste(sprintf("%s (%s)", names(x$factors),
-      vapply(x$factors, paste, character(1), collapse = ", ")), collapse = "; ")))
+    f <- x$factors
+    shown <- utils::head(f, 5)   # a model with many local factors: the first few
+    cat(sprintf("  %d factors: %s%s\n", length(f),
+                paste(sprintf("%s (%s)", names(shown),
+                              vapply(shown, paste, character(1), collapse = ", ")),
+                      collapse = "; "),
+                if (length(f) > 5) sprintf("; ... and %d more", length(f) - 5) else ""))
   }
   invisible(x)
 }

@@ -101,7 +101,8 @@ test_that("per-draw and vectorized factorised log-joints give the summed log den
   expect_equal(ld(mv), exact)
   expect_equal(ld(md), exact)
   expect_equal(ld(mn), exact)
-  expect_output(print(mv), "factors: l1 \\(mu, t1\\)")
+  expect_output(print(mv), "5 factors: l1 \\(mu, t1\\); .*; prior \\(mu\\)")
+  expect_output(print(hier_model(7, rnorm(7))), "8 factors: l1 \\(mu, t1\\); .*; ... and 3 more")
 })
 
 test_that("the Rao-Blackwellized gradient is unbiased (closed-form ELBO gradient)", {
@@ -211,4 +212,23 @@ test_that("elbo_gradients() reads a factorised fit's q (one block per parameter)
   # at the fitted q the gradient is zero within its noise
   z <- colMeans(g$grad) / (apply(g$grad, 2, sd) / sqrt(50))
   expect_true(all(abs(z) < 4))
+})
+
+test_that("a factorised model with a gradient, and under MCMC, uses the summed log-joint", {
+  set.seed(5)
+  y <- rnorm(8, 2, 1)
+  m <- bbvi_model(function(theta, data) {
+    cbind(lik = colSums(dnorm(outer(data, theta$mu, "-"), log = TRUE)),
+          prior = dnorm(theta$mu, 0, 10, log = TRUE))
+  }, list(mu = param()), data = y, vectorized = TRUE,
+  gradient = function(theta, data) sapply(theta$mu, function(mu) sum(data - mu)) - theta$mu / 100,
+  factors = list(lik = "mu", prior = "mu"))
+  # posterior N(sum(y) / (n + 0.01), 1 / (n + 0.01)): exact for a Gaussian q
+  fit <- bbvi(m, seed = 1, progress = FALSE)
+  expect_equal(fit$estimator, "reparam")
+  expect_null(fit$diagnostics$rao_blackwell)
+  prec <- length(y) + 0.01
+  expect_equal(unname(coef(fit)), sum(y) / prec, tolerance = 0.05 / sqrt(prec))
+  mc <- sample_mcmc(m, method = "rwm", chains = 1, iter = 400, seed = 1)
+  expect_true(all(is.finite(as.matrix(mc))))
 })
