@@ -222,6 +222,13 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
   check_dimension(length(init_mean), method, rank)
   # a user's gradient is checked against finite differences before any fit
   assert_model_ok(x, err_call = call("bbvi"))
+  # factors + the score estimator: Rao-Blackwellized, q one block per parameter
+  rb <- rb_applies(x, estimator)
+  if (rb && method != "meanfield") {
+    cli::cli_abort(c("With {.arg factors} and the score estimator, {.arg method} must be {.val meanfield}.",
+                     i = "The Rao-Blackwellized gradient needs q to be a product with one block per parameter."),
+                   call = call("bbvi"))
+  }
   # restart k starts at init + u (k odd) or init - u (k even), with u drawn
   # from the pair's seed: antithetic pairs cover both sides of the start,
   # so that modes on either side are found (independent draws all land on
@@ -271,13 +278,20 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                          init_log_sd = log(init_sd),
                          precond = st$precond, shift = st$mean, init_B = st$init_B,
                          progress = progress && !dispersed,
-                         control_variates = control_variates)
+                         control_variates = control_variates,
+                         blocks = if (rb) q_blocks_for(x, method, NULL),
+                         par_sizes = if (rb) model_unc_sizes(x))
       }
       t0 <- proc.time()[["elapsed"]]
       fit <- new_bbvi_fit(x, res, call = call, draws = draws,
                           diagnostic_draws = diagnostic_draws,
                           extra = list(start = if (st$laplace) "mode" else "init",
-                                       fixed_draws = res$saa))
+                                       fixed_draws = res$saa,
+                                       q_blocks = res$control$blocks))
+      if (rb) {
+        fit$diagnostics$rao_blackwell <-
+          rb_gradient_variance(fit, draws = rb_diag_draws(length(fit$lambda)))
+      }
       fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
                              proc.time()[["elapsed"]] - t0)
       fit
@@ -571,7 +585,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
                       progress = FALSE, control_variates = TRUE,
                       precond = NULL, shift = NULL, rank = NULL,
-                      blocks = NULL, init_B = NULL) {
+                      blocks = NULL, init_B = NULL, par_sizes = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -592,6 +606,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   shift = if (!is.null(precond)) as.double(shift),
                   family = method, rank = as.integer(rank),
                   blocks = blocks,
+                  par_sizes = if (!is.null(par_sizes)) as.integer(par_sizes),
                   init_B = if (!is.null(init_B) && method == "lowrank" && !is.null(precond)) as.double(init_B),
                   estimator = estimator, optimizer = optimizer,
                   samples = as.integer(samples), max_iter = as.integer(max_iter),

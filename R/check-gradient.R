@@ -103,7 +103,7 @@ format_point <- function(p) {
 # over the data added to per-draw terms is the usual cause).
 assert_vectorized_ok <- function(model, pts, err_call) {
   spec <- r_target_spec(model, err_call = err_call)
-  fn <- spec$fn_call[[1]]
+  fn <- spec_logjoint_fn(spec)
   all_at_once <- fn(theta_list(model, pts, vectorized = TRUE))
   one_by_one <- vapply(seq_len(nrow(pts)), function(i) {
     fn(theta_list(model, pts[i, , drop = FALSE], vectorized = TRUE))
@@ -196,7 +196,7 @@ theta_list <- function(model, pts, vectorized) {
 
 gradient_check_table <- function(model, pts, tol, err_call, coords = NULL) {
   spec <- r_target_spec(model, err_call = err_call)
-  fn <- spec$fn_call[[1]]
+  fn <- spec_logjoint_fn(spec)
   gr <- spec$gr_call[[1]]
   vec <- isTRUE(model$vectorized)
   D <- ncol(pts)

@@ -431,6 +431,7 @@ print_fit_status <- function(fit) {
                   format(signif(100 * dg$max_sd_change, 2)),
                   if (identical(dg$verdict, "ok")) " (good)" else ""))
     }
+    if (!is.null(dg$rao_blackwell)) say(rb_print_line(dg$rao_blackwell))
     if (isTRUE(dg$n_nonfinite > 0)) {
       say(sprintf("%d of %d draws from q have a non-finite log-joint (outside the support)",
                   dg$n_nonfinite, dg$n_draws))

@@ -36,7 +36,8 @@ elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
   check_count(samples, "samples")
   check_count(n, "n")
   check_flag(control_variates, "control_variates")
-  nms <- lambda_names(fit$method, fit$par_names, fit$rank)
+  nms <- if (is.null(fit$q_blocks)) lambda_names(fit$method, fit$par_names, fit$rank) else
+    block_lambda_names(fit)
   if (is.null(lambda)) lambda <- fit$lambda
   if (!is.numeric(lambda) || length(lambda) != length(nms) || anyNA(lambda)) {
     abort_arg("lambda", sprintf("%d numbers", length(nms)), lambda)
@@ -46,7 +47,9 @@ elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
                   estimator = estimator,
                   samples = as.integer(samples), n = as.integer(n),
                   lambda = as.double(lambda),
-                  control_variates = as.integer(control_variates))
+                  control_variates = as.integer(control_variates),
+                  blocks = fit$q_blocks,   # q as a product (see q_blocks_for())
+                  par_sizes = if (!is.null(fit$q_blocks)) model_unc_sizes(fit$model))
   res <- with_seed(seed, .Call(C_grad_samples, fit_target_spec(fit),
                                as.double(fit$lower), as.double(fit$upper), control))
   g <- t(res$grad)
@@ -66,4 +69,13 @@ lambda_names <- function(method, par_names, rank = NULL) {
   idx <- which(lower.tri(diag(D), diag = TRUE), arr.ind = TRUE)
   idx <- idx[order(idx[, "col"], idx[, "row"]), , drop = FALSE]
   c(mu, sprintf("L[%s,%s]", par_names[idx[, "row"]], par_names[idx[, "col"]]))
+}
+
+# The same for q as a product of mean-field blocks, one per parameter (a
+# model with `factors`): each block's means, then its log sds.
+block_lambda_names <- function(fit) {
+  ends <- cumsum(model_unc_sizes(fit$model))
+  starts <- ends - model_unc_sizes(fit$model) + 1L
+  unlist(Map(function(a, b) lambda_names("meanfield", fit$par_names[a:b]), starts, ends),
+         use.names = FALSE)
 }

@@ -31,6 +31,15 @@ struct bbvi_target {
     void (*eval)(bbvi_target *t, int S, const double *theta, double *lp,
                  double *grad);
     void *ctx;      /* R_alloc'd state of the target kind */
+    /* A factorised log-joint (R targets with `factors`; 0 for the others):
+       log p = sum of n_factors terms. Factor f touches the declared
+       parameters factor_pars[factor_start[f] .. factor_start[f + 1])
+       (0-based, increasing). When lpf is not NULL, eval() also writes each
+       term there (n_factors x S); callers set it around the call and reset
+       it to NULL. */
+    int n_factors;
+    const int *factor_start, *factor_pars;
+    double *lpf;
 };
 
 /* Build a target from the R-side spec list (see R/target.R). max_batch is the
@@ -56,6 +65,11 @@ typedef struct {
     int max_batch;
     double *theta, *gtheta;        /* scratch, D x max_batch */
     double *logjac;                /* scratch, max_batch */
+    /* parameter layout on zeta: parameter j is zeta[par_z0[j] ..
+       par_z0[j] + par_zdim[j]); without bbvi_model_set_params() n_par = D
+       and the arrays are NULL (each coordinate its own parameter) */
+    int n_par;
+    const int *par_z0, *par_zdim;
 } bbvi_model;
 
 void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
@@ -64,6 +78,9 @@ void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
    when not NULL. S <= max_batch. */
 void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
                         double *grad);
+void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim);
+/* out[j + s * n_par] = log|Jacobian| of parameter j's transform at draw s */
+void bbvi_model_logjac_par(bbvi_model *m, int S, const double *zeta, double *out);
 /* theta = T(zeta), elementwise by coordinate d = i % D. */
 void bbvi_constrain(int D, const double *lower, const double *upper, int S,
                     const double *zeta, double *theta);
@@ -136,6 +153,12 @@ const bbvi_family *bbvi_family_from_control(SEXP control, int D);
 int bbvi_family_is_fullrank(const bbvi_family *f);
 /* a low-rank family's starting B (D x rank, in units of the starting sds) */
 void bbvi_family_set_start(const bbvi_family *f, const double *B0);
+/* The block layout of q: block j's family, its coordinates z[z0 .. z0 +
+   dim), lambda slice [k0, k0 + K) and base-draw offset e0. A family that is
+   not a product is one block: f itself, offsets 0, dim = K = -1 ("all"). */
+int bbvi_family_n_blocks(const bbvi_family *f);
+const bbvi_family *bbvi_family_block(const bbvi_family *f, int j, int *z0,
+                                     int *dim, int *k0, int *K, int *e0);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */
@@ -162,6 +185,7 @@ typedef struct {
     const double *P, *Pdiag, *shift;   /* or NULL */
     double *zs;                /* scratch D x S: shift + P z */
     double log_det_P;          /* the Jacobian of the map */
+    void *rb;                  /* Rao-Blackwellized score: its workspace */
 } bbvi_estimator_ws;
 
 void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
@@ -177,6 +201,23 @@ typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,
 double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad);
 double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
                          double *grad);
+/* draw S points from q (fresh or fixed base draws) and evaluate log p at
+   them (w->lp; gz when not NULL), through the preconditioner */
+void bbvi_estimator_draw_eval(bbvi_estimator_ws *w, const double *lambda,
+                              double *gz);
+/* The score estimate from n draws' scores h and weighted scores f (K x n):
+   grad[k] = mean of f - a_k h over the draws, a_k a leave-one-out control
+   variate (0 without use_cv or with n < 3). terms, when not NULL, gets the
+   per-draw terms f - a_k h (K x n). */
+void bbvi_score_combine(int n, int K, const double *h, const double *f,
+                        int use_cv, double *grad, double *terms);
+/* Rao-Blackwellized score estimator (raoblackwell.c): each block of q
+   weighs its score by the factors of log p that touch it */
+double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad);
+/* the score estimator for this target and control: bbvi_grad_rb (its
+   workspace set up) when the target is factorised and control's
+   `rao_blackwell` is not 0, else bbvi_grad_score */
+bbvi_estimator_fn bbvi_score_estimator(bbvi_estimator_ws *w, SEXP control);
 
 /* ------------------------------------------------------------------------ */
 /* Step-size rules (gradient ascent).                                        */

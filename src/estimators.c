@@ -26,6 +26,7 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->P = w->Pdiag = w->shift = NULL;
     w->zs = NULL;
     w->log_det_P = 0.0;
+    w->rb = NULL;
 }
 
 /* Either preconditioner: a dense lower-triangular P (D x D) or a scale
@@ -103,10 +104,12 @@ static void eval_draws(bbvi_estimator_ws *w, double *gz)
     }
 }
 
-static void draw(bbvi_estimator_ws *w, const double *lambda)
+void bbvi_estimator_draw_eval(bbvi_estimator_ws *w, const double *lambda,
+                              double *gz)
 {
     if (!w->fixed_base) w->fam->draw_base(w->fam, w->D, w->S, w->eps);
     w->fam->reparam(w->fam, w->D, lambda, w->S, w->eps, w->z);
+    eval_draws(w, gz);
 }
 
 static int finite_lp(double x) { return isfinite(x); }
@@ -114,8 +117,7 @@ static int finite_lp(double x) { return isfinite(x); }
 double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
 {
     int D = w->D, K = w->K, S = w->S;
-    draw(w, lambda);
-    eval_draws(w, NULL);
+    bbvi_estimator_draw_eval(w, lambda, NULL);
 
     /* keep the finite draws, packed at the front of h and f */
     int n = 0;
@@ -131,13 +133,23 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
         n++;
     }
     w->n_finite = n;
+    if (n == 0) {
+        memset(grad, 0, sizeof(double) * K);
+        return R_NaN;
+    }
+    bbvi_score_combine(n, K, w->h, w->f, w->use_cv, grad, NULL);
+    return elbo / n;
+}
+
+void bbvi_score_combine(int n, int K, const double *h, const double *f,
+                        int use_cv, double *grad, double *terms)
+{
     memset(grad, 0, sizeof(double) * K);
-    if (n == 0) return R_NaN;
-    elbo /= n;
-    if (n < 3 || !w->use_cv) {   /* plain average (too few draws for a CV) */
+    if (n < 3 || !use_cv) {   /* plain average (too few draws for a CV) */
         for (int i = 0; i < n; i++)
-            for (int k = 0; k < K; k++) grad[k] += w->f[k + (size_t) i * K] / n;
-        return elbo;
+            for (int k = 0; k < K; k++) grad[k] += f[k + (size_t) i * K] / n;
+        if (terms) memcpy(terms, f, sizeof(double) * K * (size_t) n);
+        return;
     }
     /* Control variate a_k = Cov(f_k, h_k) / Var(h_k), estimated leaving draw
        s out when it is applied to draw s, so it is independent of that draw
@@ -145,29 +157,28 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
     for (int k = 0; k < K; k++) {
         double sf = 0, sh = 0, sfh = 0, shh = 0;
         for (int i = 0; i < n; i++) {
-            double fi = w->f[k + (size_t) i * K], hi = w->h[k + (size_t) i * K];
+            double fi = f[k + (size_t) i * K], hi = h[k + (size_t) i * K];
             sf += fi; sh += hi; sfh += fi * hi; shh += hi * hi;
         }
         double m = n - 1, acc = 0.0;
         for (int i = 0; i < n; i++) {
-            double fi = w->f[k + (size_t) i * K], hi = w->h[k + (size_t) i * K];
+            double fi = f[k + (size_t) i * K], hi = h[k + (size_t) i * K];
             double f1 = sf - fi, h1 = sh - hi;
             double cov = (sfh - fi * hi) - f1 * h1 / m;
             double var = (shh - hi * hi) - h1 * h1 / m;
             double a = var > 0 ? cov / var : 0.0;
             acc += fi - a * hi;
+            if (terms) terms[k + (size_t) i * K] = fi - a * hi;
         }
         grad[k] = acc / n;
     }
-    return elbo;
 }
 
 double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
                          double *grad)
 {
     int D = w->D, K = w->K, S = w->S;
-    draw(w, lambda);
-    eval_draws(w, w->gz);
+    bbvi_estimator_draw_eval(w, lambda, w->gz);
     memset(grad, 0, sizeof(double) * K);
     int n = 0;
     double elbo = 0.0;

@@ -17,6 +17,7 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP glm_colstats(SEXP X);
 SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP z);
 SEXP glm_linpred(SEXP X, SEXP icpt, SEXP xbar, SEXP B);
+SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -36,6 +37,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(glm_colstats, 1),
     CALLDEF(glm_wcross, 5),
     CALLDEF(glm_linpred, 4),
+    CALLDEF(rb_grad_variance, 4),
     { NULL, NULL, 0 }
 };
 

@@ -256,3 +256,25 @@ int bbvi_family_is_fullrank(const bbvi_family *f)
     const bbvi_q *q = Q(f);
     return q->n == 1 && q->b->fam == &bbvi_family_fullrank;
 }
+
+/* The block layout, for estimators that treat blocks apart (the
+   Rao-Blackwellized score, raoblackwell.c). */
+int bbvi_family_n_blocks(const bbvi_family *f)
+{
+    return strcmp(f->name, "blocks") == 0 ? Q(f)->n : 1;
+}
+
+const bbvi_family *bbvi_family_block(const bbvi_family *f, int j, int *z0,
+                                     int *dim, int *k0, int *K, int *e0)
+{
+    if (strcmp(f->name, "blocks") != 0) {
+        if (j != 0) Rf_error("internal error: block %d of a one-block q", j);
+        *z0 = 0; *dim = -1; *k0 = 0; *K = -1; *e0 = 0;
+        return f;
+    }
+    const bbvi_q *q = Q(f);
+    if (j < 0 || j >= q->n) Rf_error("internal error: no block %d", j);
+    const bbvi_qblock *b = q->b + j;
+    *z0 = b->z0; *dim = b->dim; *k0 = b->k0; *K = b->K; *e0 = b->e0;
+    return b->fam;
+}

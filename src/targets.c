@@ -13,6 +13,7 @@ typedef struct {
     int n_par;               /* parameters as the user declared them */
     const int *sizes;        /* scalar length of each */
     SEXP names;              /* their names */
+    int n_factors;           /* 0: logjoint returns one value per draw */
 } r_target;
 
 /* theta as the user sees it: a named list, one element per parameter. With
@@ -74,12 +75,29 @@ static void r_eval(bbvi_target *t, int S, const double *theta, double *lp,
        the sampler left it, and the sampler continues from where they left
        it (see bbvi.h). Lent for the whole batch: no C draw happens inside. */
     int lent = bbvi_rng_lend();
+    int F = rt->n_factors;
     for (int s0 = 0; s0 < S; s0 += nb) {
         const double *th = theta + (size_t) s0 * D;
         SEXP lst = PROTECT(r_theta_list(rt, D, nb, th));
-        SEXP val = PROTECT(r_eval_checked(rt->fn_call, lst, rt->rho, nb,
+        SEXP val = PROTECT(r_eval_checked(rt->fn_call, lst, rt->rho,
+                                          (R_xlen_t) nb * (F > 0 ? F : 1),
                                           "logjoint"));
-        memcpy(lp + s0, REAL(val), sizeof(double) * nb);
+        if (F == 0) {
+            memcpy(lp + s0, REAL(val), sizeof(double) * nb);
+        } else {
+            /* nb x F terms (the R wrapper has put them in factor order):
+               log p is their sum */
+            const double *v = REAL(val);
+            for (int s = 0; s < nb; s++) {
+                double a = 0.0;
+                for (int f = 0; f < F; f++) {
+                    double x = v[s + (size_t) f * nb];
+                    a += x;
+                    if (t->lpf) t->lpf[f + (size_t) (s0 + s) * F] = x;
+                }
+                lp[s0 + s] = a;
+            }
+        }
         if (grad) {
             /* the R wrapper returns D values per draw, as an nb x D matrix */
             SEXP g = PROTECT(r_eval_checked(rt->gr_call, lst, rt->rho,
@@ -125,6 +143,25 @@ static void r_target_init(SEXP spec, int dim, bbvi_target *out)
     out->has_grad = TYPEOF(rt->gr_call) == LANGSXP;
     out->eval = r_eval;
     out->ctx = rt;
+    /* optional factors: the parameters of factor f are factor_pars[
+       factor_start[f] .. factor_start[f + 1]) (see bbvi.h) */
+    SEXP fs = bbvi_list_get(spec, "factor_start"), fp = bbvi_list_get(spec, "factor_pars");
+    rt->n_factors = 0;
+    if (!Rf_isNull(fs)) {
+        int F = Rf_length(fs) - 1;
+        if (!Rf_isInteger(fs) || !Rf_isInteger(fp) || F < 1 || INTEGER(fs)[0] != 0 ||
+            INTEGER(fs)[F] != Rf_length(fp))
+            Rf_error("internal error: bad `factor_start` / `factor_pars`");
+        const int *st = INTEGER(fs), *pp = INTEGER(fp);
+        for (int f = 0; f < F; f++)
+            for (int i = st[f]; i < st[f + 1]; i++)
+                if (pp[i] < 0 || pp[i] >= rt->n_par || (i > st[f] && pp[i] <= pp[i - 1]))
+                    Rf_error("internal error: `factor_pars` must be increasing parameter indices");
+        rt->n_factors = F;
+        out->n_factors = F;
+        out->factor_start = st;
+        out->factor_pars = pp;
+    }
 }
 
 /* ---- compiled log-joints ------------------------------------------------- */
@@ -165,6 +202,10 @@ void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out)
     /* every entry point that evaluates a target comes here before it holds
        R's RNG: a hold that an error or interrupt unwound is forgotten */
     bbvi_rng_not_held();
+    /* no factors unless the target kind says so */
+    out->n_factors = 0;
+    out->factor_start = out->factor_pars = NULL;
+    out->lpf = NULL;
     SEXP type = bbvi_list_get(spec, "type");
     if (!Rf_isString(type) || XLENGTH(type) != 1)
         Rf_error("internal error: target spec has no `type`");

@@ -80,6 +80,8 @@ void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
     m->theta = (double *) R_alloc((size_t) D * max_batch, sizeof(double));
     m->gtheta = (double *) R_alloc((size_t) D * max_batch, sizeof(double));
     m->logjac = (double *) R_alloc((size_t) max_batch, sizeof(double));
+    m->n_par = D;
+    m->par_z0 = m->par_zdim = NULL;
 }
 
 void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
@@ -108,5 +110,44 @@ void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
             double th;
             transform1(m->lower[d], m->upper[d], zeta[i], &th, &dth, &lj, &dlj);
             grad[i] = m->gtheta[i] * dth + dlj;
+        }
+}
+
+/* The parameter layout: parameter j covers zdim[j] consecutive
+   coordinates of zeta, in order. */
+void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim)
+{
+    int *z0 = (int *) R_alloc(n_par, sizeof(int));
+    int *zd = (int *) R_alloc(n_par, sizeof(int));
+    int off = 0;
+    for (int j = 0; j < n_par; j++) {
+        if (zdim[j] < 1) Rf_error("internal error: parameter sizes must be >= 1");
+        z0[j] = off; zd[j] = zdim[j];
+        off += zdim[j];
+    }
+    if (off != m->D)
+        Rf_error("internal error: parameter sizes add to %d, not %d", off, m->D);
+    m->n_par = n_par;
+    m->par_z0 = z0;
+    m->par_zdim = zd;
+}
+
+/* Per-parameter log-Jacobian, for transforms that act coordinate by
+   coordinate: the sum of the coordinates' log-Jacobians. */
+void bbvi_model_logjac_par(bbvi_model *m, int S, const double *zeta, double *out)
+{
+    int D = m->D, P = m->n_par;
+    double th, dth, lj, dlj;
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < P; j++) {
+            int z0 = m->par_z0 ? m->par_z0[j] : j;
+            int zd = m->par_zdim ? m->par_zdim[j] : 1;
+            double acc = 0.0;
+            for (int d = z0; d < z0 + zd; d++) {
+                transform1(m->lower[d], m->upper[d], zeta[d + (size_t) s * D],
+                           &th, &dth, &lj, &dlj);
+                acc += lj;
+            }
+            out[j + (size_t) s * P] = acc;
         }
 }

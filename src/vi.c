@@ -383,9 +383,12 @@ static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
     if (use_reparam && !v->target.has_grad)
         Rf_error("internal error: reparameterization needs a gradient");
     bbvi_model_init(&v->model, &v->target, REAL(lower), REAL(upper), D, S);
+    SEXP ps = bbvi_list_get(control, "par_sizes");   /* optional layout */
+    if (Rf_isInteger(ps)) bbvi_model_set_params(&v->model, Rf_length(ps), INTEGER(ps));
     bbvi_estimator_ws_init(&v->ews, v->fam, &v->model, S);
     v->ews.use_cv = bbvi_need_int(control, "control_variates");
-    v->estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
+    v->estimate = use_reparam ? bbvi_grad_reparam
+                              : bbvi_score_estimator(&v->ews, control);
 }
 
 static int finite_positive(const double *x, int n)
