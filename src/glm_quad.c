@@ -675,24 +675,21 @@ typedef struct {
     double *sub;             /* per sub-block sums of one block */
 } incr_sums;
 
-/* Replace block b's share of the sums by its rows' terms under q
-   (mu, Sig; w->Ls holds Sigma's Cholesky factor when full-rank). The
-   block's sub-blocks of w->nr rows are spread over the threads; their sums
-   (is->sub scratch) are added in order, so the result does not depend on
-   the number of threads. */
-static void incr_visit(quad_ws *w, incr_sums *is, int b, const double *mu,
-                       const double *Sig)
+/* The sums of rows [r_a, r_b) under q (mu, Sig; w->Ls holds Sigma's
+   Cholesky factor when full-rank): A (P x P, lower triangle) = sum of
+   -E f''_i x_i x_i', c (P) = sum of (-E f''_i (m_i - offset_i) + E f'_i)
+   x_i, returned: their expected log-likelihood. The sub-blocks of w->nr
+   rows are spread over the threads; their sums (sub scratch, room for
+   (r_b - r_a) / w->nr + 1 of P x P + P + 1) are added in order, so the
+   result does not depend on the number of threads. */
+static double rows_sums(quad_ws *w, int r_a, int r_b, const double *mu,
+                        const double *Sig, double *sub, double *A, double *c)
 {
     const glm_data *gd = &w->g;
-    int N = gd->N, P = gd->P, nr0 = w->nr;
+    int P = gd->P, nr0 = w->nr;
     size_t PP = (size_t) P * P;
-    int r_a = b * is->B, r_b = r_a + is->B < N ? r_a + is->B : N;
     int nsub = (r_b - r_a + nr0 - 1) / nr0;
-    double *Ab = is->Ab + (size_t) b * PP, *cb = is->cb + (size_t) b * P;
-    for (size_t k = 0; k < PP; k++) is->A[k] -= Ab[k];
-    for (int j = 0; j < P; j++) is->c[j] -= cb[j];
-    is->ell -= is->eb[b];
-    memset(is->sub, 0, sizeof(double) * nsub * (PP + P + 1));
+    memset(sub, 0, sizeof(double) * nsub * (PP + P + 1));
     int nt = (double) (r_b - r_a) * (P + 1) * (P + 1) >= GLM_THREAD_WORK / 8 ? w->nt : 1;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(dynamic)
@@ -702,7 +699,7 @@ static void incr_visit(quad_ws *w, incr_sums *is, int b, const double *mu,
         int r0 = r_a + k * nr0, nr = r_b - r0 < nr0 ? r_b - r0 : nr0;
         double *xbuf = w->xb + (size_t) tid * nr0 * P;
         double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
-        double *As = is->sub + (size_t) k * (PP + P + 1), *cs = As + PP;
+        double *As = sub + (size_t) k * (PP + P + 1), *cs = As + PP;
         const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
         double *e1 = w->e1 + r0, *e2 = w->e2 + r0;
         cs[P] = rows_expect(w, x, ld, r0, nr, mu, Sig, 1, tbuf, e1, e2);
@@ -711,19 +708,33 @@ static void incr_visit(quad_ws *w, incr_sums *is, int b, const double *mu,
             e1[i] += e2[i] * (tbuf[i] - glm_off(gd, r0 + i));
         rows_derivs(x, ld, nr, P, e1, e2, 1.0, tbuf, cs, As);
     }
-    memset(Ab, 0, sizeof(double) * PP);
-    memset(cb, 0, sizeof(double) * P);
+    memset(A, 0, sizeof(double) * PP);
+    memset(c, 0, sizeof(double) * P);
     double ell = 0.0;
     for (int k = 0; k < nsub; k++) {
-        const double *As = is->sub + (size_t) k * (PP + P + 1), *cs = As + PP;
-        for (size_t q = 0; q < PP; q++) Ab[q] += As[q];
-        for (int j = 0; j < P; j++) cb[j] += cs[j];
+        const double *As = sub + (size_t) k * (PP + P + 1), *cs = As + PP;
+        for (size_t q = 0; q < PP; q++) A[q] += As[q];
+        for (int j = 0; j < P; j++) c[j] += cs[j];
         ell += cs[P];
     }
+    return ell;
+}
+
+/* Replace block b's share of the sums by its rows' terms under q. */
+static void incr_visit(quad_ws *w, incr_sums *is, int b, const double *mu,
+                       const double *Sig)
+{
+    int N = w->g.N, P = w->g.P;
+    size_t PP = (size_t) P * P;
+    int r_a = b * is->B, r_b = r_a + is->B < N ? r_a + is->B : N;
+    double *Ab = is->Ab + (size_t) b * PP, *cb = is->cb + (size_t) b * P;
+    for (size_t k = 0; k < PP; k++) is->A[k] -= Ab[k];
+    for (int j = 0; j < P; j++) is->c[j] -= cb[j];
+    is->ell -= is->eb[b];
+    is->eb[b] = rows_sums(w, r_a, r_b, mu, Sig, is->sub, Ab, cb);
     for (size_t k = 0; k < PP; k++) is->A[k] += Ab[k];
     for (int j = 0; j < P; j++) is->c[j] += cb[j];
-    is->eb[b] = ell;
-    is->ell += ell;
+    is->ell += is->eb[b];
     if (!is->seen[b]) { is->seen[b] = 1; is->rows_seen += r_b - r_a; }
 }
 
@@ -905,5 +916,46 @@ SEXP glm_incr_fit(SEXP spec, SEXP control)
     SET_VECTOR_ELT(out, 0, res);
     SET_VECTOR_ELT(out, 1, Rf_ScalarInteger(epoch));
     UNPROTECT(2);
+    return out;
+}
+
+/* .Call(C_glm_quad_sums, spec, control, mean, chol): the sums of all the
+   spec's rows under q = N(mean, chol chol') (a block of rows read from
+   outside memory: R/blocks.R keeps the minibatch sums), as list(A, c,
+   ell); A full (both triangles). */
+SEXP glm_quad_sums(SEXP spec, SEXP control, SEXP mean, SEXP chol_)
+{
+    quad_ws w;
+    quad_setup(&w, spec, control);
+    int N = w.g.N, P = w.g.P;
+    if (w.g.family == GLM_GAUSSIAN)
+        Rf_error("internal error: gaussian GLMs take the sufficient statistics");
+    if (!Rf_isReal(mean) || XLENGTH(mean) != P || !Rf_isReal(chol_) ||
+        XLENGTH(chol_) != (R_xlen_t) P * P)
+        Rf_error("internal error: mean (%d) and chol (%d x %d) must be doubles", P, P, P);
+    size_t PP = (size_t) P * P;
+    double *Sig = (double *) R_alloc(PP, sizeof(double));
+    const double *L = REAL(chol_);
+    /* Sigma = L L' (its diagonal is what mean-field reads); w.Ls = L */
+    for (int j = 0; j < P; j++)
+        for (int i = 0; i < P; i++) {
+            double a = 0.0;
+            for (int k = 0; k <= (i < j ? i : j); k++) a += L[i + (size_t) k * P] * L[j + (size_t) k * P];
+            Sig[i + (size_t) j * P] = a;
+        }
+    memcpy(w.Ls, L, sizeof(double) * PP);
+    double *sub = (double *) R_alloc((size_t) (N / w.nr + 1) * (PP + P + 1), sizeof(double));
+    const char *names[] = { "A", "c", "ell", "" };
+    SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+    SEXP A = PROTECT(Rf_allocMatrix(REALSXP, P, P));
+    SEXP c = PROTECT(Rf_allocVector(REALSXP, P));
+    double ell = rows_sums(&w, 0, N, REAL(mean), Sig, sub, REAL(A), REAL(c));
+    double *a = REAL(A);
+    for (int k = 0; k < P; k++)
+        for (int j = k + 1; j < P; j++) a[k + (size_t) j * P] = a[j + (size_t) k * P];
+    SET_VECTOR_ELT(out, 0, A);
+    SET_VECTOR_ELT(out, 1, c);
+    SET_VECTOR_ELT(out, 2, Rf_ScalarReal(ell + w.g.llconst));
+    UNPROTECT(3);
     return out;
 }

@@ -10,6 +10,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP glm_quad_fit(SEXP spec, SEXP control);
 SEXP glm_incr_fit(SEXP spec, SEXP control);
 SEXP glm_taylor(SEXP spec, SEXP center);
+SEXP glm_quad_sums(SEXP spec, SEXP control, SEXP mean, SEXP chol);
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP family_eval(SEXP control);
@@ -30,6 +31,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(glm_quad_fit, 2),
     CALLDEF(glm_incr_fit, 2),
     CALLDEF(glm_taylor, 2),
+    CALLDEF(glm_quad_sums, 4),
     CALLDEF(grad_samples, 4),
     CALLDEF(find_mode, 4),
     CALLDEF(family_eval, 1),
