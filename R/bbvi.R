@@ -505,7 +505,7 @@ check_dots_empty <- function(...) {
 
 init_unconstrained <- function(init, model) {
   D <- length(model$par_names)
-  if (is.null(init)) return(numeric(D))
+  if (is.null(init)) return(numeric(n_unconstrained(model)))
   if (!is.list(init) || is.null(names(init)) ||
       !setequal(names(init), names(model$parameters))) {
     abort_arg("init", "a named list with one element per parameter", init)
@@ -514,6 +514,14 @@ init_unconstrained <- function(init, model) {
   if (!is.numeric(theta) || length(theta) != D || anyNA(theta) ||
       any(theta <= model$lower) || any(theta >= model$upper)) {
     abort_arg("init", "inside each parameter's support, with the declared dims", init)
+  }
+  if (has_vector_transform(model)) {
+    why <- vector_support_problem(model, theta)
+    if (!is.null(why)) {
+      cli::cli_abort(c("{.arg init} is outside a parameter's support.", x = "{why}"),
+                     call = NULL)
+    }
+    return(as.double(unconstrain_theta(model, theta)))
   }
   as.double(unconstrain(theta, model$lower, model$upper))
 }
@@ -581,7 +589,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
-  D <- length(model$lower)
+  D <- n_unconstrained(model)
   rank <- if (method == "lowrank") resolve_rank(rank, method, D) else 0L
   check_dimension(D, method, rank)
   check_flag(control_variates, "control_variates")

@@ -36,7 +36,7 @@ elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
   check_count(samples, "samples")
   check_count(n, "n")
   check_flag(control_variates, "control_variates")
-  nms <- lambda_names(fit$method, fit$par_names, fit$rank)
+  nms <- lambda_names(fit$method, unc_names(fit), fit$rank)
   if (is.null(lambda)) lambda <- fit$lambda
   if (!is.numeric(lambda) || length(lambda) != length(nms) || anyNA(lambda)) {
     abort_arg("lambda", sprintf("%d numbers", length(nms)), lambda)

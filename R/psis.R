@@ -203,9 +203,9 @@ log_mean_exp <- function(x) {
 # accumulated over the chunks of draws (shifted by a point per coordinate,
 # so that a large mean does not swallow a small sd).
 psis_moments <- function(fit, smp, n, w) {
-  D <- length(fit$par_names)
-  acc <- function() list(c = NULL, s1 = numeric(D), s2 = numeric(D),
-                         w1 = numeric(D), w2 = numeric(D))
+  # the sums start at 0 and take their length (D of zeta or of theta,
+  # which differ with a simplex) from the first chunk
+  acc <- function() list(c = NULL, s1 = 0, s2 = 0, w1 = 0, w2 = 0)
   add <- function(a, X, wi) {
     if (is.null(a$c)) a$c <- ifelse(is.finite(X[1, ]), X[1, ], 0)
     Y <- sweep(X, 2, a$c)

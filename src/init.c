@@ -15,6 +15,7 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP glm_colstats(SEXP X);
 SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP z);
 SEXP glm_linpred(SEXP X, SEXP icpt, SEXP xbar, SEXP B);
+SEXP transform_draws(SEXP x, SEXP lower, SEXP upper, SEXP layout, SEXP inverse);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -32,6 +33,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(glm_colstats, 1),
     CALLDEF(glm_wcross, 5),
     CALLDEF(glm_linpred, 4),
+    CALLDEF(transform_draws, 5),
     { NULL, NULL, 0 }
 };
 
