@@ -255,7 +255,7 @@ vcov.bbvi_fit <- function(object, ...) {
   if (!all(free)) {
     # bounded parameters: correlations from the fit's draws, sds exact
     R <- stats::cor(fit_own_draws(object))
-    R[free, free] <- stats::cov2cor(S)[free, free]
+    if (any(free)) R[free, free] <- stats::cov2cor(S)[free, free]
     S <- R * outer(mom$sd, mom$sd)
   }
   dimnames(S) <- list(object$par_names, object$par_names)
@@ -328,7 +328,7 @@ print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L)
   print_fit_header(x$fit)
   cat("\n")
   print_table(x$table, digits)
-  cat(vi_summary_note())
+  cat(vi_summary_note(has_vector_transform(x$fit)))
   invisible(x)
 }
 
@@ -336,7 +336,13 @@ print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L)
 # transformed normal quantiles), so there is no Monte Carlo error to show;
 # their error as posterior summaries is q's own, which only the diagnostics
 # speak to. R-hat and ESS do not apply to independent draws from q.
-vi_summary_note <- function() {
+vi_summary_note <- function(from_draws = FALSE) {
+  if (from_draws) {
+    return(paste0("\nMean, sd and quantiles of q: exact for scalar parameters; for a simplex or\n",
+                  "an ordered vector from ", "the fit's draws from q (Monte Carlo error about\n",
+                  "sd / sqrt(draws)). How far they are from the posterior's is q's error:\n",
+                  "see the diagnostics above.\n"))
+  }
   paste0("\nMean, sd and quantiles of q, computed exactly (no Monte Carlo error);\n",
          "how far they are from the posterior's is q's error: see the diagnostics above.\n")
 }

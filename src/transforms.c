@@ -18,7 +18,8 @@ static double inv_logit(double x)
     return e / (1.0 + e);
 }
 
-/* One coordinate: theta, dtheta/dzeta, log|dtheta/dzeta| and its derivative. */
+/* One coordinate: theta, dtheta/dzeta (negative for an upper bound only),
+   log|dtheta/dzeta| and its derivative. */
 static void transform1(double lo, double up, double zeta, double *theta,
                        double *dtheta, double *logjac, double *dlogjac)
 {
@@ -30,7 +31,7 @@ static void transform1(double lo, double up, double zeta, double *theta,
         *theta = lo + e; *dtheta = e; *logjac = zeta; *dlogjac = 1.0;
     } else if (!has_lo && has_up) {
         double e = exp(zeta);
-        *theta = up - e; *dtheta = e; *logjac = zeta; *dlogjac = 1.0;
+        *theta = up - e; *dtheta = -e; *logjac = zeta; *dlogjac = 1.0;
     } else {
         double p = inv_logit(zeta), w = up - lo;
         double th = lo + w * p;
