@@ -16,6 +16,7 @@ SEXP glm_colstats(SEXP X);
 SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP z);
 SEXP glm_linpred(SEXP X, SEXP icpt, SEXP xbar, SEXP B);
 SEXP transform_draws(SEXP x, SEXP lower, SEXP upper, SEXP layout, SEXP inverse);
+SEXP transform_logjac(SEXP zeta, SEXP lower, SEXP upper, SEXP layout);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -34,6 +35,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(glm_wcross, 5),
     CALLDEF(glm_linpred, 4),
     CALLDEF(transform_draws, 5),
+    CALLDEF(transform_logjac, 4),
     { NULL, NULL, 0 }
 };
 

@@ -375,33 +375,58 @@ void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
                      m->gtheta + (size_t) s * Dth, grad + (size_t) s * D);
 }
 
+/* A model without a target from .Call arguments: lower/upper (length Dth)
+   and a layout (NULL: elementwise). */
+static void layout_model(bbvi_model *m, SEXP lower, SEXP upper, SEXP layout)
+{
+    int Dth = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
+        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    m->Dth = Dth; m->D = Dth;
+    m->lower = REAL(lower); m->upper = REAL(upper);
+    m->target = NULL; m->max_batch = 0;
+    m->theta = m->gtheta = m->logjac = NULL;
+    if (Rf_isNull(layout)) {
+        int *ones = (int *) R_alloc(Dth, sizeof(int));
+        for (int d = 0; d < Dth; d++) ones[d] = 1;
+        layout_elementwise(m, Dth, ones);
+    } else {
+        layout_from_sexp(m, layout);
+    }
+}
+
 /* .Call(C_transform_draws, x, lower, upper, layout, inverse): the columns
    of x mapped by the layout (NULL: elementwise), zeta (D x S) -> theta
    (Dth x S), or back when inverse is TRUE. lower/upper have length Dth. */
 SEXP transform_draws(SEXP x, SEXP lower, SEXP upper, SEXP layout, SEXP inverse)
 {
-    int Dth = Rf_length(lower), inv = Rf_asLogical(inverse) == TRUE;
-    if (!Rf_isReal(x) || !Rf_isReal(lower) || !Rf_isReal(upper) ||
-        Rf_length(upper) != Dth || Dth < 1)
-        Rf_error("internal error: bad arguments to transform_draws");
+    int inv = Rf_asLogical(inverse) == TRUE;
     bbvi_model m;
-    m.Dth = Dth; m.D = Dth;
-    m.lower = REAL(lower); m.upper = REAL(upper);
-    m.target = NULL; m.max_batch = 0;
-    if (Rf_isNull(layout)) {
-        int *ones = (int *) R_alloc(Dth, sizeof(int));
-        for (int d = 0; d < Dth; d++) ones[d] = 1;
-        layout_elementwise(&m, Dth, ones);
-    } else {
-        layout_from_sexp(&m, layout);
-    }
-    int din = inv ? Dth : m.D, dout = inv ? m.D : Dth;
-    if (XLENGTH(x) % din != 0)
-        Rf_error("internal error: transform_draws needs %d rows", din);
+    layout_model(&m, lower, upper, layout);
+    int din = inv ? m.Dth : m.D, dout = inv ? m.D : m.Dth;
+    if (!Rf_isReal(x) || XLENGTH(x) % din != 0)
+        Rf_error("internal error: transform_draws needs doubles in %d rows", din);
     int S = (int) (XLENGTH(x) / din);
     SEXP out = PROTECT(Rf_allocMatrix(REALSXP, dout, S));
     if (inv) bbvi_model_unconstrain(&m, S, REAL(x), REAL(out));
     else bbvi_model_constrain(&m, S, REAL(x), REAL(out));
+    UNPROTECT(1);
+    return out;
+}
+
+/* .Call(C_transform_logjac, zeta, lower, upper, layout): the n_par x S
+   log-Jacobians of bbvi_model_logjac_par(), for tests. */
+SEXP transform_logjac(SEXP zeta, SEXP lower, SEXP upper, SEXP layout)
+{
+    bbvi_model m;
+    layout_model(&m, lower, upper, layout);
+    if (!Rf_isReal(zeta) || XLENGTH(zeta) % m.D != 0)
+        Rf_error("internal error: transform_logjac needs doubles in %d rows", m.D);
+    int S = (int) (XLENGTH(zeta) / m.D);
+    m.max_batch = S;
+    m.theta = (double *) R_alloc((size_t) m.Dth * (S > 0 ? S : 1), sizeof(double));
+    SEXP out = PROTECT(Rf_allocMatrix(REALSXP, m.n_par, S));
+    bbvi_model_logjac_par(&m, S, REAL(zeta), REAL(out));
     UNPROTECT(1);
     return out;
 }

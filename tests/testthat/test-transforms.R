@@ -51,6 +51,23 @@ test_that("the log-Jacobian and the chain rule match finite differences, for eve
   }
 })
 
+test_that("the per-parameter log-Jacobians add up to the model's", {
+  set.seed(14)
+  m <- linear_model(kinds$mixed, numeric(9))
+  z <- matrix(stats::rnorm(8 * 5), 8, 5)
+  lj <- .Call(bbvi:::C_transform_logjac, z, as.double(m$lower), as.double(m$upper),
+              bbvi:::transform_layout(m))
+  expect_equal(dim(lj), c(5L, 5L))
+  expect_equal(colSums(lj), as.double(unc_logdens(m, z)), tolerance = 1e-12)
+  # a (lower 0): zeta; b (free): 0; p (upper only): zeta
+  expect_equal(lj[1, ], z[1, ])
+  expect_equal(lj[3, ], numeric(5))
+  expect_equal(lj[5, ], z[8, ])
+  # without a layout: one coordinate, one parameter
+  lj1 <- .Call(bbvi:::C_transform_logjac, z[1:2, ], c(0, -Inf), c(Inf, Inf), NULL)
+  expect_equal(lj1, rbind(z[1, ], 0))
+})
+
 test_that("the log-Jacobian is log|det| of the transform's derivative", {
   set.seed(12)
   # simplex: the map to its first K - 1 elements is square
@@ -163,6 +180,11 @@ test_that("full-rank VI on a simplex recovers a Dirichlet posterior", {
   expect_equal(names(coef(fit)), colnames(dr))
   expect_equal(dim(confint(fit)), c(3L, 2L))
   expect_equal(dim(vcov(fit)), c(3L, 3L))
+  grDevices::pdf(NULL)
+  expect_no_error(plot(fit))
+  expect_no_error(plot(fit, plotfun = "intervals"))
+  grDevices::dev.off()
+  expect_output(print(fit), "w\\[3\\]")
   # the other families and the stochastic path run and land close (mean-field
   # cannot see the correlations of the stick-breaking coordinates: looser)
   for (method in c("meanfield", "lowrank")) {
@@ -176,6 +198,31 @@ test_that("full-rank VI on a simplex recovers a Dirichlet posterior", {
   f <- bbvi(case$model, method = "fullrank", init = list(w = c(0.1, 0.3, 0.6)),
             start = "init", seed = 4)
   expect_lt(max(abs(coef(f) - case$mean) / case$sd), 0.25)
+})
+
+test_that("summaries mix exact routes for scalars and draws for a simplex", {
+  a <- c(6, 10, 17)
+  m <- bbvi_model(function(theta, data) sum((data - 1) * log(theta$w)) +
+                    stats::dgamma(theta$s, 3, 2, log = TRUE),
+                  list(s = param(lower = 0), w = param(dim = 3, simplex = TRUE)),
+                  data = a, gradient = function(theta, data)
+                    list(s = 2 / theta$s - 2, w = (data - 1) / theta$w))
+  fit <- bbvi(m, method = "fullrank", seed = 8)
+  dr <- as.matrix(fit)
+  s <- summary(fit)$table
+  expect_equal(rownames(s), c("s", "w[1]", "w[2]", "w[3]"))
+  # the simplex's rows are the draws' summaries
+  expect_equal(s[-1, "mean"], colMeans(dr[, -1]), tolerance = 1e-12)
+  expect_equal(s[-1, "50%"], apply(dr[, -1], 2, stats::median), tolerance = 1e-12)
+  # the scale's are exact under q (quadrature, transformed quantiles): close
+  # to its draws within their Monte Carlo error, but not equal to them
+  mc_se <- stats::sd(dr[, "s"]) / sqrt(nrow(dr))
+  expect_lt(abs(s["s", "mean"] - mean(dr[, "s"])), 4 * mc_se)
+  expect_false(isTRUE(all.equal(s["s", "mean"], mean(dr[, "s"]), tolerance = 1e-12)))
+  q <- bbvi:::q_marginals(bbvi:::fit_q(fit))
+  expect_equal(s["s", "50%"], exp(q$mean[1]), tolerance = 1e-12)
+  # Gamma(3, 2) for s: mean 1.5, sd 0.87 (q is log-normal: close, not exact)
+  expect_lt(abs(s["s", "mean"] - 1.5) / sqrt(3) * 2, 0.15)
 })
 
 test_that("NUTS and RWM on a simplex recover a Dirichlet posterior", {
