@@ -80,7 +80,8 @@ void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
                      const double *upper, int D, int max_batch);
 /* n_par elementwise parameters of zdim[j] coordinates each (offsets are
    cumulative sums). When a layout with the same segments is already set
-   (bbvi_model_set_layout), it is kept. */
+   (bbvi_model_set_layout), it is kept; when one is still to come (D <
+   target->dim), the call does nothing and the layout sets the segments. */
 void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim);
 /* The layout from a target spec's `layout` entry (an integer 3 x n_par
    matrix: kind, theta length, zeta length per parameter), or elementwise

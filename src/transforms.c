@@ -314,6 +314,9 @@ void bbvi_model_set_layout(bbvi_model *m, SEXP spec)
 
 void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim)
 {
+    /* a layout still to come (zeta shorter than theta): it sets the
+       segments, which are the parameters' own */
+    if (m->n_par == 0) return;
     int same = m->n_par == n_par;
     for (int j = 0; same && j < n_par; j++) same = m->par_zdim[j] == zdim[j];
     if (same) return;
