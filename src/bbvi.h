@@ -68,6 +68,7 @@ typedef struct {
     int n_par;                     /* parameters (segments) */
     const int *par_z0, *par_zdim;  /* zeta offset and length, per parameter */
     const int *par_t0, *par_tdim, *par_kind;   /* theta offset, length, kind */
+    int elementwise;               /* every kind elementwise (D == Dth) */
     bbvi_target *target;
     int max_batch;
     double *theta, *gtheta;        /* scratch, Dth x max_batch */

@@ -239,6 +239,7 @@ static void layout_elementwise(bbvi_model *m, int n_par, const int *zdim)
     m->par_z0 = z0; m->par_t0 = z0;
     m->par_zdim = zdim; m->par_tdim = zdim;
     m->par_kind = kind;
+    m->elementwise = 1;
 }
 
 /* layout (integer 3 x n_par: kind, theta length, zeta length) -> m; sets
@@ -264,6 +265,9 @@ static void layout_from_sexp(bbvi_model *m, SEXP layout)
     }
     if (at != m->Dth)
         Rf_error("internal error: the layout covers %d coordinates, not %d", at, m->Dth);
+    int ew = 1;
+    for (int j = 0; j < n; j++) ew = ew && kind[j] == BBVI_TR_ELEMENTWISE;
+    m->elementwise = ew;
     m->D = az; m->n_par = n;
     m->par_kind = kind; m->par_t0 = t0; m->par_tdim = td;
     m->par_z0 = z0; m->par_zdim = zd;
@@ -362,15 +366,35 @@ void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
     if (S > m->max_batch)
         Rf_error("internal error: batch of %d draws exceeds %d", S, m->max_batch);
     if (m->n_par < 1) Rf_error("internal error: the model has no parameter layout");
+    double dth, lj, dlj;
     for (int s = 0; s < S; s++) {
         double acc = 0.0;
-        for (int j = 0; j < m->n_par; j++)
-            acc += par_forward(m, j, zeta + (size_t) s * D, m->theta + (size_t) s * Dth);
+        if (m->elementwise) {
+            /* coordinate by coordinate, without the per-parameter dispatch */
+            for (int d = 0; d < D; d++) {
+                size_t i = d + (size_t) s * D;
+                transform1(m->lower[d], m->upper[d], zeta[i], &m->theta[i],
+                           &dth, &lj, &dlj);
+                acc += lj;
+            }
+        } else {
+            for (int j = 0; j < m->n_par; j++)
+                acc += par_forward(m, j, zeta + (size_t) s * D, m->theta + (size_t) s * Dth);
+        }
         m->logjac[s] = acc;
     }
     m->target->eval(m->target, S, m->theta, lp, grad ? m->gtheta : NULL);
     for (int s = 0; s < S; s++) lp[s] += m->logjac[s];
     if (!grad) return;
+    if (m->elementwise) {
+        for (size_t i = 0; i < (size_t) D * S; i++) {
+            double th;
+            int d = (int) (i % D);
+            transform1(m->lower[d], m->upper[d], zeta[i], &th, &dth, &lj, &dlj);
+            grad[i] = m->gtheta[i] * dth + dlj;
+        }
+        return;
+    }
     /* m->theta still holds T(zeta): the target only reads it */
     for (int s = 0; s < S; s++)
         for (int j = 0; j < m->n_par; j++)
