@@ -137,9 +137,11 @@ bbvi.default <- function(x, ...) {
 #'   the evaluations of 100 for the same accuracy, where 25 let a drift
 #'   along a ridge through) and 100 otherwise.
 #' @param init Optional starting point: a named list of parameter values on
-#'   the constrained scale (default: 0 on the unconstrained scale).
+#'   the constrained scale (default: 0 on the unconstrained scale; a simplex
+#'   must sum to 1, an ordered vector must increase).
 #' @param init_sd Starting sd of q on the unconstrained scale: one number,
-#'   or one per scalar parameter. It is also the scale the optimiser works
+#'   or one per unconstrained coordinate (one per scalar parameter, but
+#'   `K - 1` for a simplex of `K`). It is also the scale the optimiser works
 #'   in: each coordinate is divided by its `init_sd`, so that giving rough
 #'   posterior sds for parameters of very different scales (say 1000 and
 #'   0.001) makes the steps fit each of them.
