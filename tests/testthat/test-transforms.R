@@ -51,6 +51,21 @@ test_that("the log-Jacobian and the chain rule match finite differences, for eve
   }
 })
 
+test_that("a compiled log-joint gets the constrained simplex too", {
+  set.seed(15)
+  mu <- c(0.2, 0.3, 0.5); P <- diag(3) * 50
+  lj <- native_logjoint("bbvi:mvnormal", has_gradient = TRUE, data = list(mu, P))
+  mn <- bbvi_model(lj, list(w = param(dim = 3, simplex = TRUE)))
+  mr <- bbvi_model(function(theta, data) -0.5 * sum((theta$w - mu) * (P %*% (theta$w - mu))),
+                   list(w = param(dim = 3, simplex = TRUE)),
+                   gradient = function(theta, data) list(w = -drop(P %*% (theta$w - mu))))
+  z <- matrix(stats::rnorm(2 * 4), 2, 4)
+  a <- unc_logdens(mn, z, TRUE)
+  b <- unc_logdens(mr, z, TRUE)
+  expect_equal(a - a[1], b - b[1], ignore_attr = TRUE, tolerance = 1e-10)
+  expect_equal(attr(a, "gradient"), attr(b, "gradient"), tolerance = 1e-10)
+})
+
 test_that("the per-parameter log-Jacobians add up to the model's", {
   set.seed(14)
   m <- linear_model(kinds$mixed, numeric(9))
