@@ -137,9 +137,11 @@ bbvi.default <- function(x, ...) {
 #'   the evaluations of 100 for the same accuracy, where 25 let a drift
 #'   along a ridge through) and 100 otherwise.
 #' @param init Optional starting point: a named list of parameter values on
-#'   the constrained scale (default: 0 on the unconstrained scale).
+#'   the constrained scale (default: 0 on the unconstrained scale; a simplex
+#'   must sum to 1, an ordered vector must increase).
 #' @param init_sd Starting sd of q on the unconstrained scale: one number,
-#'   or one per scalar parameter. It is also the scale the optimiser works
+#'   or one per unconstrained coordinate (one per scalar parameter, but
+#'   `K - 1` for a simplex of `K`). It is also the scale the optimiser works
 #'   in: each coordinate is divided by its `init_sd`, so that giving rough
 #'   posterior sds for parameters of very different scales (say 1000 and
 #'   0.001) makes the steps fit each of them.
@@ -519,7 +521,7 @@ check_dots_empty <- function(...) {
 
 init_unconstrained <- function(init, model) {
   D <- length(model$par_names)
-  if (is.null(init)) return(numeric(D))
+  if (is.null(init)) return(numeric(n_unconstrained(model)))
   if (!is.list(init) || is.null(names(init)) ||
       !setequal(names(init), names(model$parameters))) {
     abort_arg("init", "a named list with one element per parameter", init)
@@ -528,6 +530,14 @@ init_unconstrained <- function(init, model) {
   if (!is.numeric(theta) || length(theta) != D || anyNA(theta) ||
       any(theta <= model$lower) || any(theta >= model$upper)) {
     abort_arg("init", "inside each parameter's support, with the declared dims", init)
+  }
+  if (has_vector_transform(model)) {
+    why <- vector_support_problem(model, theta)
+    if (!is.null(why)) {
+      cli::cli_abort(c("{.arg init} is outside a parameter's support.", x = "{why}"),
+                     call = NULL)
+    }
+    return(as.double(unconstrain_theta(model, theta)))
   }
   as.double(unconstrain(theta, model$lower, model$upper))
 }
@@ -595,7 +605,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   if (is.null(eta)) eta <- if (optimizer == "adagrad") 0.5 else 0.05
   check_positive(eta, "eta")
   check_flag(progress, "progress")
-  D <- length(model$lower)
+  D <- n_unconstrained(model)
   rank <- if (method == "lowrank") resolve_rank(rank, method, D) else 0L
   check_dimension(D, method, rank)
   check_flag(control_variates, "control_variates")

@@ -133,13 +133,14 @@ gradient_check_points <- function(model, points, n) {
   if (is.null(points)) {
     # 0 on the unconstrained scale (where fits start), then deterministic
     # offsets in (-1, 1), different for every coordinate and point
-    z <- matrix(0, n, D)
+    Dz <- n_unconstrained(model)
+    z <- matrix(0, n, Dz)
     if (n > 1) {
       k <- seq_len(n - 1)
-      d <- seq_len(D)
+      d <- seq_len(Dz)
       z[-1, ] <- 2 * ((outer(k * 0.7548777, d * 0.5698403, "+") + 0.31) %% 1) - 1
     }
-    pts <- t(.Call(C_constrain, t(z), as.double(lower), as.double(upper)))
+    pts <- t(constrain_draws(model, t(z)))
   } else {
     pts <- points_matrix(model, points)
   }
@@ -174,6 +175,15 @@ points_matrix <- function(model, points) {
   inside <- t(t(points) > model$lower & t(points) < model$upper)
   if (anyNA(points) || !all(inside)) {
     abort_arg("points", "inside each parameter's support (not NA)", points)
+  }
+  if (has_vector_transform(model)) {
+    for (i in seq_len(nrow(points))) {
+      why <- vector_support_problem(model, points[i, ])
+      if (!is.null(why)) {
+        cli::cli_abort(c("{.arg points} must be inside each parameter's support.",
+                         x = "Point {i}: {why}"), call = NULL)
+      }
+    }
   }
   points
 }

@@ -9,6 +9,7 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
                          extra = list(), diagnostic_draws = 4000) {
   check_count(draws, "draws")
   nms <- model$par_names
+  unms <- unc_names(model)   # q's coordinates (nms unless a simplex or ordered)
   D <- length(nms)
   q <- if (!is.null(res$q)) q_from_c(res$q) else q_gauss_fr(res$mean, res$chol)
   # GLM code maps chol_unc when it un-centres the predictors: keep it dense
@@ -22,7 +23,7 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
     par_names = nms,
     lower = model$lower,
     upper = model$upper,
-    mean_unc = stats::setNames(q$mean, nms),
+    mean_unc = stats::setNames(q$mean, unms),
     lambda = res$lambda,
     elbo_trace = res$elbo,
     converged = isTRUE(res$converged),
@@ -36,7 +37,8 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
     n_draws = as.integer(draws)
   ), extra)
   if (dense) {
-    fit$chol_unc <- matrix(q_chol(q), D, D, dimnames = list(nms, nms))
+    fit$chol_unc <- matrix(q_chol(q), length(unms), length(unms),
+                           dimnames = list(unms, unms))
   } else {
     fit$q <- q
     if (inherits(q, "q_gauss_lr")) fit$rank <- ncol(q$B)
@@ -65,7 +67,7 @@ draws_budget <- function() {
 # constrained scale (n x D, one named column per scalar).
 q_sample <- function(fit, n) {
   smp <- q_draw(fit_q(fit), n)
-  theta <- t(.Call(C_constrain, smp$zeta, as.double(fit$lower), as.double(fit$upper)))
+  theta <- t(constrain_draws(fit, smp$zeta))
   colnames(theta) <- fit$par_names
   list(zeta = smp$zeta, log_q = smp$log_q, theta = theta)
 }
@@ -121,6 +123,7 @@ fit_own_draws <- function(fit, n = fit_n_draws(fit)) {
 # upper bound only) the p quantile of theta is the transformed 1 - p
 # quantile of zeta.
 marginal_quantiles <- function(fit, probs) {
+  if (has_vector_transform(fit)) return(vector_marginal_quantiles(fit, probs))
   q <- fit_q(fit)
   flip <- !is.finite(fit$lower) & is.finite(fit$upper)
   z <- matrix(q_quantile(q, probs), ncol = length(probs))
@@ -133,6 +136,49 @@ marginal_quantiles <- function(fit, probs) {
   q
 }
 
+# With a simplex or an ordered vector among the parameters, q's coordinates
+# are not theta's one for one. Elementwise parameters keep the exact routes
+# above (on their own coordinates of q); the elements of a simplex or an
+# ordered vector, which mix several coordinates of q, come from the fit's
+# draws (Monte Carlo error about sd / sqrt(draws)).
+vector_marginal_quantiles <- function(fit, probs) {
+  idx <- elementwise_index(fit)
+  ew <- !is.na(idx)
+  out <- matrix(NA_real_, length(fit$par_names), length(probs),
+                dimnames = list(fit$par_names, percent_labels(probs)))
+  if (any(ew)) {
+    sub <- elementwise_view(fit, idx[ew], ew)
+    out[ew, ] <- marginal_quantiles(sub, probs)
+  }
+  dr <- fit_own_draws(fit)[, !ew, drop = FALSE]
+  out[!ew, ] <- t(apply(dr, 2, stats::quantile, probs = probs, names = FALSE))
+  out
+}
+
+vector_marginal_moments <- function(fit) {
+  idx <- elementwise_index(fit)
+  ew <- !is.na(idx)
+  m <- s <- stats::setNames(numeric(length(fit$par_names)), fit$par_names)
+  if (any(ew)) {
+    mom <- marginal_moments(elementwise_view(fit, idx[ew], ew))
+    m[ew] <- mom$mean
+    s[ew] <- mom$sd
+  }
+  dr <- fit_own_draws(fit)[, !ew, drop = FALSE]
+  m[!ew] <- colMeans(dr)
+  s[!ew] <- apply(dr, 2, stats::sd)
+  list(mean = m, sd = s)
+}
+
+# The fit restricted to its elementwise parameters: q's marginals on the
+# coordinates zi, theta's coordinates ew. Only what the exact routes read.
+elementwise_view <- function(fit, zi, ew) {
+  q <- fit_q(fit)
+  mq <- q_marginals(q)
+  list(q = q_gauss_mf(mq$mean[zi], mq$sd[zi]), par_names = fit$par_names[ew],
+       lower = fit$lower[ew], upper = fit$upper[ew], model = list())
+}
+
 percent_labels <- function(probs) {
   paste0(vapply(100 * probs, format, character(1), digits = 4), "%")
 }
@@ -141,6 +187,7 @@ percent_labels <- function(probs) {
 # parameters, Gauss-Hermite quadrature (40 nodes) through the transform for
 # bounded ones, so summaries carry no Monte Carlo error. O(D).
 marginal_moments <- function(fit) {
+  if (has_vector_transform(fit)) return(vector_marginal_moments(fit))
   mq <- q_marginals(fit_q(fit))
   m <- mq$mean
   s <- mq$sd
@@ -198,11 +245,17 @@ coef.bbvi_fit <- function(object, ...) marginal_moments(object)$mean
 vcov.bbvi_fit <- function(object, ...) {
   mom <- marginal_moments(object)
   free <- !is.finite(object$lower) & !is.finite(object$upper)
-  S <- q_vcov(fit_q(object))   # dense: only when asked for
+  if (has_vector_transform(object)) {
+    # q's coordinates are not theta's: everything from the draws
+    free <- rep(FALSE, length(free))
+    S <- NULL
+  } else {
+    S <- q_vcov(fit_q(object))   # dense: only when asked for
+  }
   if (!all(free)) {
     # bounded parameters: correlations from the fit's draws, sds exact
     R <- stats::cor(fit_own_draws(object))
-    R[free, free] <- stats::cov2cor(S)[free, free]
+    if (any(free)) R[free, free] <- stats::cov2cor(S)[free, free]
     S <- R * outer(mom$sd, mom$sd)
   }
   dimnames(S) <- list(object$par_names, object$par_names)
@@ -275,7 +328,7 @@ print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L)
   print_fit_header(x$fit)
   cat("\n")
   print_table(x$table, digits)
-  cat(vi_summary_note())
+  cat(vi_summary_note(has_vector_transform(x$fit)))
   invisible(x)
 }
 
@@ -283,7 +336,13 @@ print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L)
 # transformed normal quantiles), so there is no Monte Carlo error to show;
 # their error as posterior summaries is q's own, which only the diagnostics
 # speak to. R-hat and ESS do not apply to independent draws from q.
-vi_summary_note <- function() {
+vi_summary_note <- function(from_draws = FALSE) {
+  if (from_draws) {
+    return(paste0("\nMean, sd and quantiles of q: exact for scalar parameters; for a simplex or\n",
+                  "an ordered vector from ", "the fit's draws from q (Monte Carlo error about\n",
+                  "sd / sqrt(draws)). How far they are from the posterior's is q's error:\n",
+                  "see the diagnostics above.\n"))
+  }
   paste0("\nMean, sd and quantiles of q, computed exactly (no Monte Carlo error);\n",
          "how far they are from the posterior's is q's error: see the diagnostics above.\n")
 }
@@ -342,7 +401,8 @@ check_digits <- function(digits) {
 vi_median_mad <- function(fit) {
   med <- marginal_quantiles(fit, 0.5)[, 1]
   mad_sd <- marginal_moments(fit)$sd
-  bounded <- is.finite(fit$lower) | is.finite(fit$upper)
+  bounded <- is.finite(fit$lower) | is.finite(fit$upper) |
+    is.na(elementwise_index(fit))
   if (any(bounded)) {
     dr <- as.matrix(fit)[, fit$par_names[bounded], drop = FALSE]
     mad_sd[bounded] <- apply(dr, 2, stats::mad)

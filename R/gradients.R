@@ -36,7 +36,7 @@ elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
   check_count(samples, "samples")
   check_count(n, "n")
   check_flag(control_variates, "control_variates")
-  nms <- if (is.null(fit$q_blocks)) lambda_names(fit$method, fit$par_names, fit$rank) else
+  nms <- if (is.null(fit$q_blocks)) lambda_names(fit$method, unc_names(fit), fit$rank) else
     block_lambda_names(fit)
   if (is.null(lambda)) lambda <- fit$lambda
   if (!is.numeric(lambda) || length(lambda) != length(nms) || anyNA(lambda)) {
@@ -76,6 +76,6 @@ lambda_names <- function(method, par_names, rank = NULL) {
 block_lambda_names <- function(fit) {
   ends <- cumsum(model_unc_sizes(fit$model))
   starts <- ends - model_unc_sizes(fit$model) + 1L
-  unlist(Map(function(a, b) lambda_names("meanfield", fit$par_names[a:b]), starts, ends),
+  unlist(Map(function(a, b) lambda_names("meanfield", unc_names(fit)[a:b]), starts, ends),
          use.names = FALSE)
 }

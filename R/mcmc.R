@@ -280,9 +280,10 @@ new_bbvi_mcmc <- function(model, res, method, iter, warmup, max_treedepth,
     lp__ = col("lp"), accept_stat__ = col("accept_stat"),
     treedepth__ = col("treedepth"), n_leapfrog__ = col("n_leapfrog"),
     divergent__ = col("divergent"), energy__ = col("energy"))
+  unms <- unc_names(model)   # the metric is on zeta's coordinates
   metric <- lapply(res, function(r) {
     m <- r$inv_metric
-    if (is.matrix(m)) dimnames(m) <- list(nms, nms) else names(m) <- nms
+    if (is.matrix(m)) dimnames(m) <- list(unms, unms) else names(m) <- unms
     m
   })
   diagn <- mcmc_diagnostics(draws)

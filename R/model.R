@@ -8,13 +8,36 @@
 #' @param dim Length of the parameter: a positive whole number.
 #' @param lower,upper Bounds of the support, either one number or one per
 #'   element (`-Inf`/`Inf` for none). `lower` must be below `upper`.
+#' @param simplex If `TRUE`, the parameter is a vector of `dim` (at least 2)
+#'   positive numbers that sum to 1, such as mixture weights or category
+#'   probabilities. It is mapped to `dim - 1` unconstrained numbers by
+#'   stick-breaking (with its log-Jacobian); the unconstrained point 0 is
+#'   the uniform simplex. A simplex takes no `lower` or `upper`.
+#' @param ordered If `TRUE`, the parameter is a strictly increasing vector,
+#'   such as the component means of a mixture (ordering them removes the
+#'   label switching that makes such posteriors multimodal). It is mapped
+#'   as `theta[1] = zeta[1]`, `theta[k] = theta[k-1] + exp(zeta[k])`. With
+#'   a finite `lower` (one number, the bound of every element) it is a
+#'   positive-ordered vector above `lower`: `theta[1] = lower +
+#'   exp(zeta[1])`. An ordered vector takes no finite `upper`.
+#' @details
+#' Results (draws, summaries, `init`) are always on the constrained scale,
+#' with one column per element (`w[1]`, ..., `w[K]` for a simplex `w`);
+#' an `init` for a simplex must sum to 1, one for an ordered vector must
+#' be increasing. Marginal summaries of a simplex or an ordered vector are
+#' computed from draws (its elements are not transforms of single
+#' coordinates of q).
 #' @return An object of class `bbvi_param`.
 #' @examples
 #' param()                      # a real number
 #' param(lower = 0)             # a positive number, e.g. a scale
 #' param(dim = 3, lower = 0, upper = 1)
+#' param(dim = 3, simplex = TRUE)          # weights that sum to 1
+#' param(dim = 2, ordered = TRUE)          # mixture means, mu[1] < mu[2]
+#' param(dim = 4, ordered = TRUE, lower = 0)   # positive and increasing
 #' @export
-param <- function(dim = 1, lower = -Inf, upper = Inf) {
+param <- function(dim = 1, lower = -Inf, upper = Inf, simplex = FALSE,
+                  ordered = FALSE) {
   if (!is.numeric(dim) || length(dim) != 1 || is.na(dim) || dim < 1 ||
       dim != round(dim) || !is.finite(dim) || dim > .Machine$integer.max) {
     abort_arg("dim", "a positive whole number", dim)
@@ -31,11 +54,59 @@ param <- function(dim = 1, lower = -Inf, upper = Inf) {
       x = "Element {bad} has lower = {lower[bad]} and upper = {upper[bad]}."
     ), call = NULL)
   }
-  new_bbvi_param(dim, lower, upper)
+  p <- new_bbvi_param(dim, lower, upper)
+  vector_param(p, simplex, ordered)
+}
+
+# simplex / ordered: checked and recorded on the param. A simplex's
+# elements have marginal support (0, 1), an ordered vector's (lower, Inf):
+# that is what lower/upper keep, for printing and for checks of points.
+vector_param <- function(p, simplex, ordered) {
+  for (a in c("simplex", "ordered")) {
+    v <- get(a)
+    if (!is.logical(v) || length(v) != 1 || is.na(v)) abort_arg(a, "TRUE or FALSE", v)
+  }
+  if (simplex && ordered) {
+    cli::cli_abort("A parameter cannot be both a {.arg simplex} and {.arg ordered}.",
+                   call = NULL)
+  }
+  if (simplex) {
+    if (p$dim < 2) {
+      cli::cli_abort(c("A simplex needs {.arg dim} of at least 2.",
+                       i = "A simplex of 1 is the constant 1: leave it out of the model."),
+                     call = NULL)
+    }
+    if (any(is.finite(p$lower)) || any(is.finite(p$upper))) {
+      cli::cli_abort(c("A simplex takes no {.arg lower} or {.arg upper}.",
+                       i = "Its elements lie in (0, 1) and sum to 1 by construction."),
+                     call = NULL)
+    }
+    p$lower <- rep(0, p$dim)
+    p$upper <- rep(1, p$dim)
+    p$simplex <- TRUE
+  }
+  if (ordered) {
+    if (any(is.finite(p$upper))) {
+      cli::cli_abort(c("An ordered vector takes no finite {.arg upper}.",
+                       i = "Only a lower bound (one number for every element) is supported: a positive-ordered vector is {.code param(dim, ordered = TRUE, lower = 0)}."),
+                     call = NULL)
+    }
+    if (length(unique(p$lower)) != 1) {
+      cli::cli_abort(c("An ordered vector takes one {.arg lower} for all its elements.",
+                       x = "It was given {length(unique(p$lower))} different values."),
+                     call = NULL)
+    }
+    p$ordered <- TRUE
+  }
+  p
 }
 
 new_bbvi_param <- function(dim, lower, upper) {
   structure(list(dim = dim, lower = lower, upper = upper), class = "bbvi_param")
+}
+
+vector_label <- function(p) {
+  if (isTRUE(p$simplex)) ", simplex" else if (isTRUE(p$ordered)) ", ordered" else ""
 }
 
 check_bound <- function(x, arg, dim) {
@@ -49,9 +120,9 @@ check_bound <- function(x, arg, dim) {
 
 #' @export
 print.bbvi_param <- function(x, ...) {
-  cat(sprintf("<bbvi_param> dim %d, support %s\n", x$dim,
+  cat(sprintf("<bbvi_param> dim %d, support %s%s\n", x$dim,
               paste(unique(sprintf("(%s, %s)", format(x$lower), format(x$upper))),
-                    collapse = " ")))
+                    collapse = " "), vector_label(x)))
   invisible(x)
 }
 
@@ -171,6 +242,7 @@ new_bbvi_model <- function(logjoint, gradient, parameters, data, vectorized,
     logjoint = logjoint, gradient = gradient, parameters = parameters,
     data = data, vectorized = vectorized, target = target, kind = kind,
     has_gradient = has_gradient, sizes = sizes,
+    unc_sizes = vapply(parameters, function(p) as.integer(param_unc_size(p)), integer(1)),
     lower = unlist(lapply(parameters, `[[`, "lower"), use.names = FALSE),
     upper = unlist(lapply(parameters, `[[`, "upper"), use.names = FALSE),
     par_names = scalar_names(parameters),
@@ -259,9 +331,9 @@ print.bbvi_model <- function(x, ...) {
       "\n")
   for (nm in names(x$parameters)) {
     p <- x$parameters[[nm]]
-    cat(sprintf("  %-12s dim %d  support %s\n", nm, p$dim,
+    cat(sprintf("  %-12s dim %d  support %s%s\n", nm, p$dim,
                 paste(unique(sprintf("(%s, %s)", format(p$lower), format(p$upper))),
-                      collapse = " ")))
+                      collapse = " "), vector_label(p)))
   }
   if (!is.null(x$factors)) {
     f <- x$factors
@@ -378,6 +450,7 @@ r_target_spec <- function(model, err_call = NULL) {
         is.character(model$logjoint$name)) {
       spec$fn <- native_logjoint(model$logjoint$name, package = model$logjoint$package)$address
     }
+    spec$layout <- transform_layout(model)
     return(spec)
   }
   logjoint <- model$logjoint
@@ -417,7 +490,7 @@ r_target_spec <- function(model, err_call = NULL) {
   c(list(type = "r", fn_call = as.call(list(fn, NULL)),
          gr_call = if (is.null(gr)) NULL else as.call(list(gr, NULL)),
          vectorized = vectorized, sizes = as.integer(sizes), names = nms,
-         rho = environment()),
+         rho = environment(), layout = transform_layout(model)),
     if (!is.null(factors)) factor_index(model))
 }
 

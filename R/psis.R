@@ -233,9 +233,9 @@ log_mean_exp <- function(x) {
 # accumulated over the chunks of draws (shifted by a point per coordinate,
 # so that a large mean does not swallow a small sd).
 psis_moments <- function(fit, smp, n, w) {
-  D <- length(fit$par_names)
-  acc <- function() list(c = NULL, s1 = numeric(D), s2 = numeric(D),
-                         w1 = numeric(D), w2 = numeric(D))
+  # the sums start at 0 and take their length (D of zeta or of theta,
+  # which differ with a simplex) from the first chunk
+  acc <- function() list(c = NULL, s1 = 0, s2 = 0, w1 = 0, w2 = 0)
   add <- function(a, X, wi) {
     if (is.null(a$c)) a$c <- ifelse(is.finite(X[1, ]), X[1, ], 0)
     Y <- sweep(X, 2, a$c)
@@ -262,14 +262,20 @@ psis_moments <- function(fit, smp, n, w) {
   unc <- one(unc)
   con <- one(con)
   bad_num <- function(x) ifelse(is.finite(x), x, Inf)
-  shift <- pmax(bad_num(unc$shift), bad_num(con$shift))
-  change <- pmax(abs(bad_num(unc$ratio) - 1), abs(bad_num(con$ratio) - 1))
+  shift <- bad_num(con$shift)
+  change <- abs(bad_num(con$ratio) - 1)
+  if (length(unc$shift) == length(shift)) {   # theta and zeta coordinate by coordinate
+    shift <- pmax(bad_num(unc$shift), shift)
+    change <- pmax(abs(bad_num(unc$ratio) - 1), change)
+  }   # else (a simplex) the table is theta's; the maxima are over both
+  max_shift <- max(shift, bad_num(unc$shift))
+  max_change <- max(change, abs(bad_num(unc$ratio) - 1))
   list(
     table = data.frame(parameter = fit$par_names, q_mean = con$m0, q_sd = con$s0,
                        psis_mean = con$m1, psis_sd = con$s1,
                        mean_shift = shift, sd_ratio = con$ratio,
                        row.names = NULL),
-    max_shift = max(shift), max_sd_change = max(change))
+    max_shift = max_shift, max_sd_change = max_change)
 }
 
 # "ok", or the reasons the fit is not to be trusted.

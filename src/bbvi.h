@@ -58,29 +58,59 @@ typedef double (*bbvi_native_logjoint)(int dim, const double *theta,
 /* Model: target + transforms to the real line (unconstrained zeta).         */
 /* ------------------------------------------------------------------------ */
 
+/* The parameter layout: parameter j occupies par_zdim[j] coordinates of
+   zeta from par_z0[j] and par_tdim[j] coordinates of theta from par_t0[j],
+   mapped by a transform of kind par_kind[j]:
+   - BBVI_TR_ELEMENTWISE: coordinate by coordinate by lower/upper (identity,
+     log, logit), zdim == tdim;
+   - BBVI_TR_SIMPLEX: stick-breaking, zdim = tdim - 1;
+   - BBVI_TR_ORDERED: theta_1 = zeta_1 (or L + exp(zeta_1) when the lower
+     bound L of the first coordinate is finite), theta_k = theta_{k-1} +
+     exp(zeta_k), zdim == tdim.
+   lower/upper are per theta coordinate (for a simplex, 0 and 1, unused). */
+enum { BBVI_TR_ELEMENTWISE = 0, BBVI_TR_SIMPLEX = 1, BBVI_TR_ORDERED = 2 };
+
 typedef struct {
-    int D;
-    const double *lower, *upper;   /* length D; -Inf / Inf when unbounded */
+    int D;                         /* coordinates of zeta */
+    int Dth;                       /* coordinates of theta (target->dim) */
+    const double *lower, *upper;   /* length Dth; -Inf / Inf when unbounded */
+    int n_par;                     /* parameters (segments) */
+    const int *par_z0, *par_zdim;  /* zeta offset and length, per parameter */
+    const int *par_t0, *par_tdim, *par_kind;   /* theta offset, length, kind */
+    int elementwise;               /* every kind elementwise (D == Dth) */
     bbvi_target *target;
     int max_batch;
-    double *theta, *gtheta;        /* scratch, D x max_batch */
+    double *theta, *gtheta;        /* scratch, Dth x max_batch */
     double *logjac;                /* scratch, max_batch */
-    /* parameter layout on zeta: parameter j is zeta[par_z0[j] ..
-       par_z0[j] + par_zdim[j]); without bbvi_model_set_params() n_par = D
-       and the arrays are NULL (each coordinate its own parameter) */
-    int n_par;
-    const int *par_z0, *par_zdim;
 } bbvi_model;
 
+/* D coordinates of zeta; the theta dimension is t->dim. Without a layout
+   call, each coordinate is its own elementwise parameter (D == t->dim). */
 void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
                      const double *upper, int D, int max_batch);
+/* n_par elementwise parameters of zdim[j] coordinates each (offsets are
+   cumulative sums). When a layout with the same segments is already set
+   (bbvi_model_set_layout), it is kept; when one is still to come (D <
+   target->dim), the call does nothing and the layout sets the segments. */
+void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim);
+/* The layout from a target spec's `layout` entry (an integer 3 x n_par
+   matrix: kind, theta length, zeta length per parameter), or elementwise
+   when absent. */
+void bbvi_model_set_layout(bbvi_model *m, SEXP spec);
+/* The number of zeta coordinates of a spec's layout (Dth when absent);
+   checks that the layout covers Dth theta coordinates. */
+int bbvi_layout_zdim(SEXP spec, int Dth);
 /* lp[s] = log p(T(zeta_s)) + log|det J_T(zeta_s)|; grad (D x S, wrt zeta)
    when not NULL. S <= max_batch. */
 void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
                         double *grad);
-void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim);
 /* out[j + s * n_par] = log|Jacobian| of parameter j's transform at draw s */
 void bbvi_model_logjac_par(bbvi_model *m, int S, const double *zeta, double *out);
+/* theta = T(zeta) (Dth x S) by the model's layout, and back */
+void bbvi_model_constrain(const bbvi_model *m, int S, const double *zeta,
+                          double *theta);
+void bbvi_model_unconstrain(const bbvi_model *m, int S, const double *theta,
+                            double *zeta);
 /* theta = T(zeta), elementwise by coordinate d = i % D. */
 void bbvi_constrain(int D, const double *lower, const double *upper, int S,
                     const double *zeta, double *theta);

@@ -19,6 +19,8 @@ SEXP glm_colstats(SEXP X);
 SEXP glm_wcross(SEXP X, SEXP icpt, SEXP xbar, SEXP wt, SEXP z);
 SEXP glm_linpred(SEXP X, SEXP icpt, SEXP xbar, SEXP B);
 SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control);
+SEXP transform_draws(SEXP x, SEXP lower, SEXP upper, SEXP layout, SEXP inverse);
+SEXP transform_logjac(SEXP zeta, SEXP lower, SEXP upper, SEXP layout);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -40,6 +42,8 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(glm_wcross, 5),
     CALLDEF(glm_linpred, 4),
     CALLDEF(rb_grad_variance, 4),
+    CALLDEF(transform_draws, 5),
+    CALLDEF(transform_logjac, 4),
     { NULL, NULL, 0 }
 };
 

@@ -442,9 +442,11 @@ static SEXP named_list(const char **names, int n)
    acceptance), init (unconstrained start or NULL), init_radius, stepsize. */
 SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    int D = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
+    /* lower/upper per coordinate of theta (Dth); D coordinates of zeta */
+    int Dth = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
         Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    int D = bbvi_layout_zdim(spec, Dth);
     SEXP meth = bbvi_list_get(control, "method");
     if (!Rf_isString(meth)) Rf_error("internal error: control needs `method`");
     int use_nuts = strcmp(CHAR(STRING_ELT(meth, 0)), "nuts") == 0;
@@ -463,17 +465,18 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int n_keep = iter - warmup;
 
     bbvi_target target;
-    bbvi_target_from_sexp(spec, D, 1, &target);
+    bbvi_target_from_sexp(spec, Dth, 1, &target);
     if (use_nuts && !target.has_grad)
         Rf_error("internal error: NUTS needs a gradient");
     bbvi_model model;
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, 1);
+    bbvi_model_set_layout(&model, spec);
 
     const char *names[] = { "draws", "lp", "accept_stat", "stepsize", "treedepth",
                             "n_leapfrog", "divergent", "energy", "inv_metric",
                             "warmup_divergent", "init" };
     SEXP out = PROTECT(named_list(names, 11));
-    SEXP draws = PROTECT(Rf_allocMatrix(REALSXP, D, n_keep));
+    SEXP draws = PROTECT(Rf_allocMatrix(REALSXP, Dth, n_keep));
     SEXP lp_s = PROTECT(Rf_allocVector(REALSXP, n_keep));
     SEXP acc_s = PROTECT(Rf_allocVector(REALSXP, n_keep));
     SEXP depth_s = PROTECT(Rf_allocVector(INTSXP, n_keep));
@@ -548,8 +551,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                 continue;
             }
             int k = it - warmup;
-            bbvi_constrain(D, REAL(lower), REAL(upper), 1, cur.q,
-                           REAL(draws) + (size_t) k * D);
+            bbvi_model_constrain(&model, 1, cur.q, REAL(draws) + (size_t) k * Dth);
             REAL(lp_s)[k] = cur.lp;
             REAL(acc_s)[k] = info.accept;
             INTEGER(depth_s)[k] = info.depth;
@@ -605,8 +607,7 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                 continue;
             }
             int k = it - warmup;
-            bbvi_constrain(D, REAL(lower), REAL(upper), 1, cur.q,
-                           REAL(draws) + (size_t) k * D);
+            bbvi_model_constrain(&model, 1, cur.q, REAL(draws) + (size_t) k * Dth);
             REAL(lp_s)[k] = cur.lp;
             REAL(acc_s)[k] = acc;
             INTEGER(depth_s)[k] = NA_INTEGER;

@@ -329,10 +329,12 @@ static int refine_scales(mode_ws *w, double *H)   /* H: length D */
    full), grad_max (in sd units), status, n_logp, n_grad). */
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    int D = Rf_length(lower);
+    int Dth = Rf_length(lower);
     SEXP init = bbvi_list_get(control, "init");
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1 ||
-        !Rf_isReal(init) || Rf_length(init) != D)
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
+        Rf_error("internal error: bad arguments to find_mode");
+    int D = bbvi_layout_zdim(spec, Dth);   /* coordinates of zeta */
+    if (!Rf_isReal(init) || Rf_length(init) != D)
         Rf_error("internal error: bad arguments to find_mode");
     int full = bbvi_need_int(control, "full");
     int maxit = bbvi_need_int(control, "maxit");
@@ -348,9 +350,10 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
        near 32 MB for large D */
     long cap = (1L << 22) / D;
     w.B = 2L * D + 1 < cap ? 2 * D + 1 : (cap < 16 ? 16 : (int) cap);
-    bbvi_target_from_sexp(spec, D, w.B, &target);
+    bbvi_target_from_sexp(spec, Dth, w.B, &target);
     bbvi_model model;
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, w.B);
+    bbvi_model_set_layout(&model, spec);
     w.m = &model; w.D = D; w.has_grad = target.has_grad;
     w.x0 = (double *) R_alloc(D, sizeof(double));
     w.scale = (double *) R_alloc(D, sizeof(double));

@@ -119,7 +119,11 @@ static void saa_gr(int n, double *lambda, double *g, void *ex)
    flat directions). Returns what vi_fit returns, plus grad_max and lbfgs_code. */
 SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    int D = Rf_length(lower);
+    /* lower/upper per coordinate of theta (Dth); D coordinates of zeta */
+    int Dth = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
+        Rf_error("internal error: bad arguments to vi_saa");
+    int D = bbvi_layout_zdim(spec, Dth);
     int M = bbvi_need_int(control, "samples");
     int maxit = bbvi_need_int(control, "maxit");
     int whiten = bbvi_need_int(control, "whiten");
@@ -130,8 +134,7 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SEXP preP = bbvi_list_get(control, "precond"), preD = bbvi_list_get(control, "precond_diag"),
         preS = bbvi_list_get(control, "shift");
     int dense = !Rf_isNull(preP);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1 ||
-        M < 2 || M % 2 != 0 || maxit < 1 ||
+    if (M < 2 || M % 2 != 0 || maxit < 1 ||
         (dense ? !Rf_isReal(preP) || XLENGTH(preP) != (R_xlen_t) D * D
                : !Rf_isReal(preD) || Rf_length(preD) != D) ||
         !Rf_isReal(preS) || Rf_length(preS) != D || (whiten && M <= D))
@@ -149,10 +152,11 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     }
 
     bbvi_target target;
-    bbvi_target_from_sexp(spec, D, M, &target);
+    bbvi_target_from_sexp(spec, Dth, M, &target);
     if (!target.has_grad) Rf_error("internal error: the fixed-draw phase needs a gradient");
     bbvi_model model;
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, M);
+    bbvi_model_set_layout(&model, spec);
     bbvi_estimator_ws ews;
     bbvi_estimator_ws_init(&ews, fam, &model, M);
     if (dense) bbvi_estimator_set_precond(&ews, P, shift);

@@ -1,5 +1,6 @@
-/* transforms.c: bounded parameters mapped to the real line, with the
-   log-Jacobian, and the model log density on the unconstrained scale. */
+/* transforms.c: parameters mapped to the real line (bounded scalars
+   coordinate by coordinate; simplexes and ordered vectors as a whole), with
+   the log-Jacobian, and the model log density on the unconstrained scale. */
 #include "bbvi.h"
 #include <math.h>
 #include <float.h>
@@ -17,7 +18,8 @@ static double inv_logit(double x)
     return e / (1.0 + e);
 }
 
-/* One coordinate: theta, dtheta/dzeta, log|dtheta/dzeta| and its derivative. */
+/* One coordinate: theta, dtheta/dzeta (negative for an upper bound only),
+   log|dtheta/dzeta| and its derivative. */
 static void transform1(double lo, double up, double zeta, double *theta,
                        double *dtheta, double *logjac, double *dlogjac)
 {
@@ -29,7 +31,7 @@ static void transform1(double lo, double up, double zeta, double *theta,
         *theta = lo + e; *dtheta = e; *logjac = zeta; *dlogjac = 1.0;
     } else if (!has_lo && has_up) {
         double e = exp(zeta);
-        *theta = up - e; *dtheta = e; *logjac = zeta; *dlogjac = 1.0;
+        *theta = up - e; *dtheta = -e; *logjac = zeta; *dlogjac = 1.0;
     } else {
         double p = inv_logit(zeta), w = up - lo;
         double th = lo + w * p;
@@ -69,85 +71,389 @@ void bbvi_unconstrain(int D, const double *lower, const double *upper, int S,
         }
 }
 
+/* ---- vector transforms ---------------------------------------------------
+
+   Simplex of K (stick-breaking on K - 1 coordinates). With r_1 = 1 the
+   stick left before piece k, for k = 1..K-1
+       x_k = zeta_k - log(K - k),  v_k = logistic(x_k),
+       theta_k = r_k v_k,  r_{k+1} = r_k (1 - v_k),  theta_K = r_K.
+   The offset makes zeta = 0 the uniform simplex (v_k = 1 / (K - k + 1)).
+   theta_{1..K-1} is triangular in zeta, so
+       log|J| = sum_k log r_k + log v_k + log(1 - v_k).
+   Everything runs on log r, so that a piece that underflows leaves the
+   log-Jacobian finite.
+
+   Ordered of K: theta_1 = zeta_1 (L + exp(zeta_1) with a finite lower bound
+   L), theta_k = theta_{k-1} + exp(zeta_k): log|J| = sum_{k>1} zeta_k (plus
+   zeta_1 with L). */
+
+static double simplex_forward(int K, const double *z, double *th)
+{
+    double logr = 0.0, lj = 0.0;
+    for (int k = 0; k < K - 1; k++) {
+        double x = z[k] - log((double) (K - 1 - k));
+        double lv = log_inv_logit(x), l1v = log_inv_logit(-x);
+        th[k] = exp(logr + lv);
+        lj += logr + lv + l1v;
+        logr += l1v;
+    }
+    th[K - 1] = exp(logr);
+    return lj;
+}
+
+/* reverse pass of simplex_forward (th from it), g = d f / d theta:
+   gz = d (f + log|J|) / d zeta. B is the derivative with respect to log r
+   of the pieces after the current one. */
+static void simplex_grad(int K, const double *z, const double *th,
+                         const double *g, double *gz)
+{
+    double B = g[K - 1] * th[K - 1];
+    for (int k = K - 2; k >= 0; k--) {
+        double x = z[k] - log((double) (K - 1 - k));
+        double v = inv_logit(x), w = inv_logit(-x);
+        gz[k] = g[k] * th[k] * w - B * v + w - v;
+        B += g[k] * th[k] + 1.0;
+    }
+}
+
+static void simplex_inverse(int K, const double *th, double *z)
+{
+    /* the stick left after piece k as the sum of the later pieces, which
+       stays accurate when the earlier ones are large */
+    double rem = th[K - 1];
+    for (int k = K - 2; k >= 0; k--) {
+        z[k] = log(th[k]) - log(rem) + log((double) (K - 1 - k));
+        rem += th[k];
+    }
+}
+
+static double ordered_forward(int K, double lo, const double *z, double *th)
+{
+    int has_lo = isfinite(lo);
+    double lj = has_lo ? z[0] : 0.0;
+    th[0] = has_lo ? lo + exp(z[0]) : z[0];
+    for (int k = 1; k < K; k++) {
+        th[k] = th[k - 1] + exp(z[k]);
+        lj += z[k];
+    }
+    return lj;
+}
+
+static void ordered_grad(int K, double lo, const double *z, const double *g,
+                         double *gz)
+{
+    double G = 0.0;   /* sum of g over the later coordinates */
+    for (int k = K - 1; k >= 1; k--) {
+        G += g[k];
+        gz[k] = G * exp(z[k]) + 1.0;
+    }
+    G += g[0];
+    gz[0] = isfinite(lo) ? G * exp(z[0]) + 1.0 : G;
+}
+
+static void ordered_inverse(int K, double lo, const double *th, double *z)
+{
+    z[0] = isfinite(lo) ? log(th[0] - lo) : th[0];
+    for (int k = 1; k < K; k++) z[k] = log(th[k] - th[k - 1]);
+}
+
+/* ---- one parameter ------------------------------------------------------- */
+
+/* theta of parameter j from zeta (both one draw, full length); returns
+   its log|J| */
+static double par_forward(const bbvi_model *m, int j, const double *zeta,
+                          double *theta)
+{
+    int z0 = m->par_z0[j], t0 = m->par_t0[j], n = m->par_tdim[j];
+    switch (m->par_kind[j]) {
+    case BBVI_TR_SIMPLEX:
+        return simplex_forward(n, zeta + z0, theta + t0);
+    case BBVI_TR_ORDERED:
+        return ordered_forward(n, m->lower[t0], zeta + z0, theta + t0);
+    default: {
+        double dth, lj, dlj, acc = 0.0;
+        for (int i = 0; i < n; i++) {
+            transform1(m->lower[t0 + i], m->upper[t0 + i], zeta[z0 + i],
+                       &theta[t0 + i], &dth, &lj, &dlj);
+            acc += lj;
+        }
+        return acc;
+    }
+    }
+}
+
+/* grad (zeta's length) of f + log|J| for parameter j, from g = df/dtheta
+   and theta = T(zeta) */
+static void par_grad(const bbvi_model *m, int j, const double *zeta,
+                     const double *theta, const double *g, double *grad)
+{
+    int z0 = m->par_z0[j], t0 = m->par_t0[j], n = m->par_tdim[j];
+    switch (m->par_kind[j]) {
+    case BBVI_TR_SIMPLEX:
+        simplex_grad(n, zeta + z0, theta + t0, g + t0, grad + z0);
+        break;
+    case BBVI_TR_ORDERED:
+        ordered_grad(n, m->lower[t0], zeta + z0, g + t0, grad + z0);
+        break;
+    default: {
+        double th, dth, lj, dlj;
+        for (int i = 0; i < n; i++) {
+            transform1(m->lower[t0 + i], m->upper[t0 + i], zeta[z0 + i],
+                       &th, &dth, &lj, &dlj);
+            grad[z0 + i] = g[t0 + i] * dth + dlj;
+        }
+    }
+    }
+}
+
+static void par_inverse(const bbvi_model *m, int j, const double *theta,
+                        double *zeta)
+{
+    int z0 = m->par_z0[j], t0 = m->par_t0[j], n = m->par_tdim[j];
+    switch (m->par_kind[j]) {
+    case BBVI_TR_SIMPLEX:
+        simplex_inverse(n, theta + t0, zeta + z0);
+        break;
+    case BBVI_TR_ORDERED:
+        ordered_inverse(n, m->lower[t0], theta + t0, zeta + z0);
+        break;
+    default:
+        bbvi_unconstrain(n, m->lower + t0, m->upper + t0, 1, theta + t0,
+                         zeta + z0);
+    }
+}
+
+/* ---- the layout ---------------------------------------------------------- */
+
+static void layout_elementwise(bbvi_model *m, int n_par, const int *zdim)
+{
+    int *z0 = (int *) R_alloc(n_par, sizeof(int));
+    int *kind = (int *) R_alloc(n_par, sizeof(int));
+    int acc = 0;
+    for (int j = 0; j < n_par; j++) {
+        z0[j] = acc; kind[j] = BBVI_TR_ELEMENTWISE; acc += zdim[j];
+    }
+    if (acc != m->D || acc != m->Dth)
+        Rf_error("internal error: parameter lengths add to %d, not %d", acc, m->D);
+    m->n_par = n_par;
+    m->par_z0 = z0; m->par_t0 = z0;
+    m->par_zdim = zdim; m->par_tdim = zdim;
+    m->par_kind = kind;
+    m->elementwise = 1;
+}
+
+/* layout (integer 3 x n_par: kind, theta length, zeta length) -> m; sets
+   m->D and checks the theta length against m->Dth */
+static void layout_from_sexp(bbvi_model *m, SEXP layout)
+{
+    if (!Rf_isInteger(layout) || XLENGTH(layout) % 3 != 0 || XLENGTH(layout) < 3)
+        Rf_error("internal error: `layout` must be an integer 3 x n matrix");
+    int n = (int) (XLENGTH(layout) / 3);
+    const int *L = INTEGER(layout);
+    int *kind = (int *) R_alloc(n, sizeof(int));
+    int *t0 = (int *) R_alloc(n, sizeof(int)), *td = (int *) R_alloc(n, sizeof(int));
+    int *z0 = (int *) R_alloc(n, sizeof(int)), *zd = (int *) R_alloc(n, sizeof(int));
+    int at = 0, az = 0;
+    for (int j = 0; j < n; j++) {
+        kind[j] = L[3 * j]; td[j] = L[3 * j + 1]; zd[j] = L[3 * j + 2];
+        int ok = td[j] >= 1 &&
+            (kind[j] == BBVI_TR_SIMPLEX ? td[j] >= 2 && zd[j] == td[j] - 1
+             : (kind[j] == BBVI_TR_ORDERED || kind[j] == BBVI_TR_ELEMENTWISE) &&
+               zd[j] == td[j]);
+        if (!ok) Rf_error("internal error: bad layout of parameter %d", j + 1);
+        t0[j] = at; z0[j] = az; at += td[j]; az += zd[j];
+    }
+    if (at != m->Dth)
+        Rf_error("internal error: the layout covers %d coordinates, not %d", at, m->Dth);
+    int ew = 1;
+    for (int j = 0; j < n; j++) ew = ew && kind[j] == BBVI_TR_ELEMENTWISE;
+    m->elementwise = ew;
+    m->D = az; m->n_par = n;
+    m->par_kind = kind; m->par_t0 = t0; m->par_tdim = td;
+    m->par_z0 = z0; m->par_zdim = zd;
+}
+
+int bbvi_layout_zdim(SEXP spec, int Dth)
+{
+    SEXP layout = bbvi_list_get(spec, "layout");
+    if (Rf_isNull(layout)) return Dth;
+    bbvi_model m;
+    m.Dth = Dth;
+    layout_from_sexp(&m, layout);
+    return m.D;
+}
+
 void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
                      const double *upper, int D, int max_batch)
 {
+    int Dth = t ? t->dim : D;
     m->D = D;
+    m->Dth = Dth;
     m->lower = lower;
     m->upper = upper;
     m->target = t;
     m->max_batch = max_batch;
-    m->theta = (double *) R_alloc((size_t) D * max_batch, sizeof(double));
-    m->gtheta = (double *) R_alloc((size_t) D * max_batch, sizeof(double));
+    m->theta = (double *) R_alloc((size_t) Dth * max_batch, sizeof(double));
+    m->gtheta = (double *) R_alloc((size_t) Dth * max_batch, sizeof(double));
     m->logjac = (double *) R_alloc((size_t) max_batch, sizeof(double));
-    m->n_par = D;
-    m->par_z0 = m->par_zdim = NULL;
+    if (D == Dth) {
+        int *ones = (int *) R_alloc(D, sizeof(int));
+        for (int d = 0; d < D; d++) ones[d] = 1;
+        layout_elementwise(m, D, ones);
+    } else {
+        m->n_par = 0;   /* bbvi_model_set_layout() must follow */
+    }
+}
+
+void bbvi_model_set_layout(bbvi_model *m, SEXP spec)
+{
+    SEXP layout = bbvi_list_get(spec, "layout");
+    if (Rf_isNull(layout)) return;
+    int D = m->D;
+    layout_from_sexp(m, layout);
+    if (m->D != D)
+        Rf_error("internal error: the layout has %d unconstrained coordinates, not %d",
+                 m->D, D);
+}
+
+void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim)
+{
+    /* a layout still to come (zeta shorter than theta): it sets the
+       segments, which are the parameters' own */
+    if (m->n_par == 0) return;
+    int same = m->n_par == n_par;
+    for (int j = 0; same && j < n_par; j++) same = m->par_zdim[j] == zdim[j];
+    if (same) return;
+    for (int j = 0; j < m->n_par; j++)
+        if (m->par_kind[j] != BBVI_TR_ELEMENTWISE)
+            Rf_error("internal error: parameter lengths do not match the model's layout");
+    int *zd = (int *) R_alloc(n_par, sizeof(int));
+    for (int j = 0; j < n_par; j++) zd[j] = zdim[j];
+    layout_elementwise(m, n_par, zd);
+}
+
+void bbvi_model_constrain(const bbvi_model *m, int S, const double *zeta,
+                          double *theta)
+{
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < m->n_par; j++)
+            par_forward(m, j, zeta + (size_t) s * m->D, theta + (size_t) s * m->Dth);
+}
+
+void bbvi_model_unconstrain(const bbvi_model *m, int S, const double *theta,
+                            double *zeta)
+{
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < m->n_par; j++)
+            par_inverse(m, j, theta + (size_t) s * m->Dth, zeta + (size_t) s * m->D);
+}
+
+void bbvi_model_logjac_par(bbvi_model *m, int S, const double *zeta, double *out)
+{
+    if (S > m->max_batch)
+        Rf_error("internal error: batch of %d draws exceeds %d", S, m->max_batch);
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < m->n_par; j++)
+            out[j + (size_t) s * m->n_par] =
+                par_forward(m, j, zeta + (size_t) s * m->D,
+                            m->theta + (size_t) s * m->Dth);
 }
 
 void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
                         double *grad)
 {
-    int D = m->D;
-    double dth, lj, dlj;
+    int D = m->D, Dth = m->Dth;
     if (S > m->max_batch)
         Rf_error("internal error: batch of %d draws exceeds %d", S, m->max_batch);
+    if (m->n_par < 1) Rf_error("internal error: the model has no parameter layout");
+    double dth, lj, dlj;
     for (int s = 0; s < S; s++) {
         double acc = 0.0;
-        for (int d = 0; d < D; d++) {
-            size_t i = d + (size_t) s * D;
-            transform1(m->lower[d], m->upper[d], zeta[i], &m->theta[i], &dth,
-                       &lj, &dlj);
-            acc += lj;
+        if (m->elementwise) {
+            /* coordinate by coordinate, without the per-parameter dispatch */
+            for (int d = 0; d < D; d++) {
+                size_t i = d + (size_t) s * D;
+                transform1(m->lower[d], m->upper[d], zeta[i], &m->theta[i],
+                           &dth, &lj, &dlj);
+                acc += lj;
+            }
+        } else {
+            for (int j = 0; j < m->n_par; j++)
+                acc += par_forward(m, j, zeta + (size_t) s * D, m->theta + (size_t) s * Dth);
         }
         m->logjac[s] = acc;
     }
     m->target->eval(m->target, S, m->theta, lp, grad ? m->gtheta : NULL);
     for (int s = 0; s < S; s++) lp[s] += m->logjac[s];
     if (!grad) return;
-    for (int s = 0; s < S; s++)
-        for (int d = 0; d < D; d++) {
-            size_t i = d + (size_t) s * D;
+    if (m->elementwise) {
+        for (size_t i = 0; i < (size_t) D * S; i++) {
             double th;
+            int d = (int) (i % D);
             transform1(m->lower[d], m->upper[d], zeta[i], &th, &dth, &lj, &dlj);
             grad[i] = m->gtheta[i] * dth + dlj;
         }
-}
-
-/* The parameter layout: parameter j covers zdim[j] consecutive
-   coordinates of zeta, in order. */
-void bbvi_model_set_params(bbvi_model *m, int n_par, const int *zdim)
-{
-    int *z0 = (int *) R_alloc(n_par, sizeof(int));
-    int *zd = (int *) R_alloc(n_par, sizeof(int));
-    int off = 0;
-    for (int j = 0; j < n_par; j++) {
-        if (zdim[j] < 1) Rf_error("internal error: parameter sizes must be >= 1");
-        z0[j] = off; zd[j] = zdim[j];
-        off += zdim[j];
+        return;
     }
-    if (off != m->D)
-        Rf_error("internal error: parameter sizes add to %d, not %d", off, m->D);
-    m->n_par = n_par;
-    m->par_z0 = z0;
-    m->par_zdim = zd;
+    /* m->theta still holds T(zeta): the target only reads it */
+    for (int s = 0; s < S; s++)
+        for (int j = 0; j < m->n_par; j++)
+            par_grad(m, j, zeta + (size_t) s * D, m->theta + (size_t) s * Dth,
+                     m->gtheta + (size_t) s * Dth, grad + (size_t) s * D);
 }
 
-/* Per-parameter log-Jacobian, for transforms that act coordinate by
-   coordinate: the sum of the coordinates' log-Jacobians. */
-void bbvi_model_logjac_par(bbvi_model *m, int S, const double *zeta, double *out)
+/* A model without a target from .Call arguments: lower/upper (length Dth)
+   and a layout (NULL: elementwise). */
+static void layout_model(bbvi_model *m, SEXP lower, SEXP upper, SEXP layout)
 {
-    int D = m->D, P = m->n_par;
-    double th, dth, lj, dlj;
-    for (int s = 0; s < S; s++)
-        for (int j = 0; j < P; j++) {
-            int z0 = m->par_z0 ? m->par_z0[j] : j;
-            int zd = m->par_zdim ? m->par_zdim[j] : 1;
-            double acc = 0.0;
-            for (int d = z0; d < z0 + zd; d++) {
-                transform1(m->lower[d], m->upper[d], zeta[d + (size_t) s * D],
-                           &th, &dth, &lj, &dlj);
-                acc += lj;
-            }
-            out[j + (size_t) s * P] = acc;
-        }
+    int Dth = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
+        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    m->Dth = Dth; m->D = Dth;
+    m->lower = REAL(lower); m->upper = REAL(upper);
+    m->target = NULL; m->max_batch = 0;
+    m->theta = m->gtheta = m->logjac = NULL;
+    if (Rf_isNull(layout)) {
+        int *ones = (int *) R_alloc(Dth, sizeof(int));
+        for (int d = 0; d < Dth; d++) ones[d] = 1;
+        layout_elementwise(m, Dth, ones);
+    } else {
+        layout_from_sexp(m, layout);
+    }
+}
+
+/* .Call(C_transform_draws, x, lower, upper, layout, inverse): the columns
+   of x mapped by the layout (NULL: elementwise), zeta (D x S) -> theta
+   (Dth x S), or back when inverse is TRUE. lower/upper have length Dth. */
+SEXP transform_draws(SEXP x, SEXP lower, SEXP upper, SEXP layout, SEXP inverse)
+{
+    int inv = Rf_asLogical(inverse) == TRUE;
+    bbvi_model m;
+    layout_model(&m, lower, upper, layout);
+    int din = inv ? m.Dth : m.D, dout = inv ? m.D : m.Dth;
+    if (!Rf_isReal(x) || XLENGTH(x) % din != 0)
+        Rf_error("internal error: transform_draws needs doubles in %d rows", din);
+    int S = (int) (XLENGTH(x) / din);
+    SEXP out = PROTECT(Rf_allocMatrix(REALSXP, dout, S));
+    if (inv) bbvi_model_unconstrain(&m, S, REAL(x), REAL(out));
+    else bbvi_model_constrain(&m, S, REAL(x), REAL(out));
+    UNPROTECT(1);
+    return out;
+}
+
+/* .Call(C_transform_logjac, zeta, lower, upper, layout): the n_par x S
+   log-Jacobians of bbvi_model_logjac_par(), for tests. */
+SEXP transform_logjac(SEXP zeta, SEXP lower, SEXP upper, SEXP layout)
+{
+    bbvi_model m;
+    layout_model(&m, lower, upper, layout);
+    if (!Rf_isReal(zeta) || XLENGTH(zeta) % m.D != 0)
+        Rf_error("internal error: transform_logjac needs doubles in %d rows", m.D);
+    int S = (int) (XLENGTH(zeta) / m.D);
+    m.max_batch = S;
+    m.theta = (double *) R_alloc((size_t) m.Dth * (S > 0 ? S : 1), sizeof(double));
+    SEXP out = PROTECT(Rf_allocMatrix(REALSXP, m.n_par, S));
+    bbvi_model_logjac_par(&m, S, REAL(zeta), REAL(out));
+    UNPROTECT(1);
+    return out;
 }

@@ -368,9 +368,11 @@ typedef struct {
 static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
                           SEXP control, int S)
 {
-    int D = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
+    /* lower/upper per coordinate of theta (Dth); D coordinates of zeta */
+    int Dth = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
         Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    int D = bbvi_layout_zdim(spec, Dth);
     SEXP fam_name = bbvi_list_get(control, "family");
     SEXP est_name = bbvi_list_get(control, "estimator");
     if (!Rf_isString(fam_name) || !Rf_isString(est_name))
@@ -379,10 +381,11 @@ static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
     v->D = D;
     v->fam = bbvi_family_from_control(control, D);
     int use_reparam = strcmp(CHAR(STRING_ELT(est_name, 0)), "reparam") == 0;
-    bbvi_target_from_sexp(spec, D, S, &v->target);
+    bbvi_target_from_sexp(spec, Dth, S, &v->target);
     if (use_reparam && !v->target.has_grad)
         Rf_error("internal error: reparameterization needs a gradient");
     bbvi_model_init(&v->model, &v->target, REAL(lower), REAL(upper), D, S);
+    bbvi_model_set_layout(&v->model, spec);
     SEXP ps = bbvi_list_get(control, "par_sizes");   /* optional layout */
     if (Rf_isInteger(ps)) bbvi_model_set_params(&v->model, Rf_length(ps), INTEGER(ps));
     bbvi_estimator_ws_init(&v->ews, v->fam, &v->model, S);
@@ -663,18 +666,21 @@ SEXP constrain(SEXP zeta, SEXP lower, SEXP upper)
    tests and diagnostics. */
 SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
 {
-    int D = Rf_length(lower);
-    if (!Rf_isReal(zeta) || !Rf_isReal(lower) || !Rf_isReal(upper) ||
-        Rf_length(upper) != D || D < 1 || XLENGTH(zeta) % D != 0)
+    int Dth = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
+        Rf_error("internal error: bad arguments to logdens");
+    int D = bbvi_layout_zdim(spec, Dth);   /* coordinates of zeta */
+    if (!Rf_isReal(zeta) || XLENGTH(zeta) % D != 0)
         Rf_error("internal error: bad arguments to logdens");
     int S = (int) (XLENGTH(zeta) / D);
     int wg = Rf_asLogical(want_grad) == TRUE;
     bbvi_rng_not_held();
     bbvi_target target;
-    bbvi_target_from_sexp(spec, D, S, &target);
+    bbvi_target_from_sexp(spec, Dth, S, &target);
     if (wg && !target.has_grad) Rf_error("internal error: target has no gradient");
     bbvi_model model;
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
+    bbvi_model_set_layout(&model, spec);
     SEXP lp = PROTECT(Rf_allocVector(REALSXP, S));
     SEXP gr = PROTECT(wg ? Rf_allocMatrix(REALSXP, D, S) : R_NilValue);
     bbvi_model_logdens(&model, S, REAL(zeta), REAL(lp), wg ? REAL(gr) : NULL);
