@@ -71,9 +71,12 @@ test_that("a wrong gradient stops bbvi() and sample_mcmc() before they start, na
   # check catches it
   swapped <- normal_sd_model(function(theta, data) c(grad_s(theta, data), grad_mu(theta, data)))
   expect_error(bbvi(swapped, seed = 1), "disagrees with finite differences")
-  # named, in the other order: matched by name, and fitted
+  # named, in the other order: matched by name, and fitted (four data
+  # points and a flat prior on s: a heavy-tailed posterior whose fixed-draw
+  # answers may still move by more than tol, which the fit says; that is
+  # not what this test is about)
   named <- normal_sd_model(function(theta, data) c(s = grad_s(theta, data), mu = grad_mu(theta, data)))
-  expect_s3_class(bbvi(named, seed = 1), "bbvi_fit")
+  expect_s3_class(suppressWarnings(bbvi(named, seed = 1)), "bbvi_fit")
 })
 
 test_that("check_gradient() checks a vectorized gradient with one call at all points", {
