@@ -109,7 +109,7 @@ glm_blocks_model <- function(blocks, coef_names, family = stats::binomial(),
     last$grad <- if (with_grad) t(g + pr$grad) else NULL   # S x P
     invisible()
   }
-  bbvi_model(
+  m <- bbvi_model(
     logjoint = function(theta, data) { pass(theta, FALSE); last$lp },
     parameters = list(beta = param(dim = P)),
     gradient = function(theta, data) {
@@ -119,6 +119,181 @@ glm_blocks_model <- function(blocks, coef_names, family = stats::binomial(),
       list(beta = if (nrow(g) == 1L) drop(g) else g)
     },
     vectorized = TRUE)
+  m$glm_blocks <- list(blocks = blocks, family = family$family, prior = prior,
+                       coef_names = coef_names)
+  class(m) <- c("bbvi_glm_blocks_model", class(m))
+  m
+}
+
+#' @rdname glm_blocks_model
+#' @param x A model made by `glm_blocks_model()`.
+#' @param method `"fullrank"` (the default) or `"meanfield"`.
+#' @param path `"minibatch"` (the default): epochs over the blocks on the
+#'   quadrature path, a few passes over the data; `"stochastic"`: the
+#'   black-box fit of [bbvi.bbvi_model()] on the model's log-joint (50 to 100
+#'   passes), to which `...` goes.
+#' @param tol,max_iter For `path = "minibatch"`: the fit converges when a
+#'   full-data Newton step is below `tol` (default 1e-4) posterior sds;
+#'   `max_iter` bounds the epochs (default 50).
+#' @param nodes Gauss-Hermite nodes (binomial).
+#' @param seed,draws,diagnostic_draws As for [bbvi()].
+#' @export
+bbvi.bbvi_glm_blocks_model <- function(x, method = c("fullrank", "meanfield"),
+                                       path = c("minibatch", "stochastic"),
+                                       tol = NULL, max_iter = 50, seed = NULL,
+                                       draws = 4000, diagnostic_draws = 4000,
+                                       nodes = 32, ...) {
+  call <- match.call()
+  call[[1]] <- as.name("bbvi")
+  method <- match_arg(method, c("fullrank", "meanfield"), "method")
+  path <- match_arg(path, c("minibatch", "stochastic"), "path")
+  if (path == "stochastic") {
+    return(bbvi.bbvi_model(x, method = method, seed = seed, draws = draws,
+                           diagnostic_draws = diagnostic_draws, tol = tol,
+                           max_iter = if (missing(max_iter)) 10000 else max_iter, ...))
+  }
+  check_dots_empty(...)
+  check_count(max_iter, "max_iter")
+  if (!is.null(tol)) check_positive(tol, "tol")
+  check_count(nodes, "nodes", min = 2)
+  with_seed(seed, {
+    t0 <- proc.time()[["elapsed"]]
+    res <- glm_blocks_quad(x, method, tol = if (is.null(tol)) 1e-4 else tol,
+                           max_epochs = max_iter, nodes = nodes)
+    res$time <- proc.time()[["elapsed"]] - t0
+    fit <- new_bbvi_fit(x, res, call = call, draws = draws,
+                        diagnostic_draws = diagnostic_draws,
+                        extra = list(epochs = res$iterations))
+    if (!fit$converged) {
+      cli::cli_warn(c("The minibatch fit did not converge in {res$iterations} epoch{?s}: the last full-data Newton step was {format(res$newton_step, digits = 2)} posterior sds.",
+                      i = "Increase {.arg max_iter}, or give the coefficients proper priors."),
+                    class = "bbvi_not_converged")
+    }
+    fit
+  })
+}
+
+# Minibatch epochs over the blocks (see ?bbvi.formula, Minibatches): each
+# block's share of the Newton sums (src/glm_quad.c, glm_quad_sums) under the
+# current q replaces its last one, and q moves to the fixed point of the
+# sums and the normal prior (in the first epoch, of the rows read so far);
+# once an epoch moves no mean by more than 0.1 sd, passes at a fixed q give
+# full-data Newton steps, until one is below tol sds. The blocks come in
+# their fixed order (a database query reads them in sequence).
+glm_blocks_quad <- function(model, method, tol, max_epochs, nodes) {
+  gb <- model$glm_blocks
+  P <- length(gb$coef_names)
+  pr <- if (is.null(gb$prior)) list(prec = rep(0, P), rhs = rep(0, P), loc = rep(0, P), sc = rep(Inf, P)) else {
+    loc <- rep_len(as.double(gb$prior$location), P)
+    sc <- rep_len(as.double(gb$prior$scale), P)
+    list(prec = 1 / sc^2, rhs = loc / sc^2, loc = loc, sc = sc)
+  }
+  control <- quad_control(method, nodes)
+  fam_code <- match(gb$family, c("gaussian", "binomial", "poisson")) - 1L
+  spec_for <- function(x, y) {
+    list(type = "glm", family = fam_code, X = x, intercept = 0L, xbar = NULL,
+         names = gb$coef_names, y = as.double(y), prior_type = integer(P),
+         prior_par = rep(c(0, 1, 1), P), aux_type = 0L, aux_par = c(0, 1, 1),
+         llconst = 0, threads = glm_threads())
+  }
+  st <- new.env(parent = emptyenv())
+  st$A <- matrix(0, P, P); st$c <- numeric(P); st$ell <- 0
+  st$parts <- list(); st$rows <- 0
+  st$mu <- pr$loc * is.finite(pr$sc)
+  st$L <- matrix(0, P, P)   # a point mass: the first block's Newton step
+  # q from the sums (scaled), the prior and the family of q
+  solve_q <- function(scale) {
+    Lam <- scale * st$A + diag(pr$prec, P)
+    R <- glm_chol_ridge(Lam)
+    mu <- drop(backsolve(R, forwardsolve(t(R), scale * st$c + pr$rhs)))
+    Sigma <- if (method == "fullrank") chol2inv(R) else diag(1 / diag(Lam), P)
+    list(mu = mu, L = t(glm_chol_ridge(Sigma)))
+  }
+  elbo <- function() {
+    s2 <- rowSums(st$L^2)
+    lp <- if (is.null(gb$prior)) 0 else
+      sum(-0.5 * ((st$mu - pr$loc)^2 + s2) / pr$sc^2 - log(pr$sc) - 0.5 * log(2 * pi))
+    st$ell + lp + sum(log(diag(st$L))) + 0.5 * P * (1 + log(2 * pi))
+  }
+  epoch <- 0L
+  frozen <- FALSE
+  converged <- FALSE
+  step <- NA_real_
+  trace <- numeric()
+  while (epoch < max_epochs) {
+    mu0 <- st$mu
+    k <- 0L
+    gb$blocks(function(x, y) {
+      k <<- k + 1L
+      x <- as.matrix(x)
+      if (!is.numeric(x) || ncol(x) != P || length(y) != nrow(x)) {
+        cli::cli_abort("A block has {ncol(x)} predictor column{?s} and {length(y)} responses for {nrow(x)} rows; {.arg coef_names} names {P}.",
+                       call = NULL)
+      }
+      storage.mode(x) <- "double"
+      s <- .Call(C_glm_quad_sums, spec_for(x, y), control, st$mu, st$L)
+      old <- if (k <= length(st$parts)) st$parts[[k]]
+      if (is.null(old)) {
+        st$rows <- st$rows + nrow(x)
+        old <- list(A = 0, c = 0, ell = 0)
+      }
+      st$A <- st$A + s$A - old$A
+      st$c <- st$c + s$c - old$c
+      st$ell <- st$ell + s$ell - old$ell
+      st$parts[[k]] <- s
+      if (!frozen) {
+        # in the first epoch the sums cover the rows read so far: q is the
+        # posterior given them (the total is not known before the end)
+        q <- solve_q(1)
+        st$mu <- q$mu
+        st$L <- q$L
+      }
+    })
+    epoch <- epoch + 1L
+    if (k == 0L) cli::cli_abort("{.arg blocks} gave no rows.", call = NULL)
+    trace <- c(trace, elbo())
+    if (frozen) {
+      q <- solve_q(1)
+      sd_new <- sqrt(rowSums(q$L^2))
+      step <- max(abs(q$mu - st$mu) / sd_new,
+                  0.5 * abs(log(sd_new^2 / rowSums(st$L^2))))
+      st$mu <- q$mu
+      st$L <- q$L
+      if (step < tol) { converged <- TRUE; break }
+    } else {
+      moved <- max(abs(st$mu - mu0) / sqrt(rowSums(st$L^2)))
+      frozen <- epoch >= 2L && moved < 0.1
+    }
+  }
+  list(mean = st$mu, chol = st$L, lambda = quad_lambda(st$mu, st$L, method),
+       elbo = trace, converged = converged, iterations = epoch,
+       newton_step = step, time = NA_real_, restarts = 0L, dropped_draws = 0,
+       control = list(samples = NA_integer_, nodes = as.integer(nodes)),
+       method = method, estimator = "reparam", optimizer = "newton",
+       path = "quadrature, minibatches (the blocks)",
+       stop_reason = if (converged) "converged" else
+         sprintf("%d epochs without a full-data Newton step below tol", epoch))
+}
+
+# The upper Cholesky factor of a symmetric matrix, with the smallest ridge
+# that makes it positive definite (the first blocks of a flat-prior fit).
+glm_chol_ridge <- function(A) {
+  R <- tryCatch(chol(A), error = function(e) NULL)
+  r <- 1e-10 * max(1, abs(diag(A)))
+  while (is.null(R)) {
+    R <- tryCatch(chol(A + diag(r, nrow(A))), error = function(e) NULL)
+    r <- r * 10
+  }
+  R
+}
+
+# lambda in the layout of the variational families (see families.c)
+quad_lambda <- function(mu, L, method) {
+  if (method == "meanfield") return(c(mu, log(diag(L))))
+  low <- L[lower.tri(L, diag = TRUE)]
+  dg <- which(row(L)[lower.tri(L, diag = TRUE)] == col(L)[lower.tri(L, diag = TRUE)])
+  low[dg] <- log(low[dg])
+  c(mu, low)
 }
 
 # Log-likelihood of each row and draw (up to the data's constant), and its

@@ -520,6 +520,7 @@ khat_label <- function(k, threshold = 0.7) {
 
 fit_estimator_label <- function(fit) {
   if (identical(fit$optimizer, "lbfgs")) return("reparameterization")
+  if (identical(fit$optimizer, "newton")) return("exact expectations (quadrature), variational Newton steps")
   switch(fit$estimator,
          score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),

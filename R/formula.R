@@ -753,14 +753,9 @@ glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
                      quiet = FALSE, subsample = NULL) {
   check_count(max_iter, "max_iter")
   check_positive(tol, "tol")
-  gh <- gauss_hermite(nodes)
-  gh2 <- gauss_hermite(min(nodes, 10L))
-  gh3 <- gauss_hermite(min(nodes, 5L))
-  control <- list(family = method, max_iter = as.integer(max_iter),
-                  tol = as.double(tol), gh_x = sqrt(2) * gh$x,
-                  gh_w = gh$w / sqrt(pi), gh_x2 = sqrt(2) * gh2$x,
-                  gh_w2 = gh2$w / sqrt(pi), gh_x3 = sqrt(2) * gh3$x,
-                  gh_w3 = gh3$w / sqrt(pi), init_mean = model$target$init)
+  control <- c(quad_control(method, nodes),
+               list(max_iter = as.integer(max_iter), tol = as.double(tol),
+                    init_mean = model$target$init))
   start <- proc.time()[["elapsed"]]
   if (is.null(subsample)) {
     res <- .Call(C_glm_quad_fit, model$target, control)
@@ -777,6 +772,18 @@ glm_quad <- function(model, method, nodes = 32, max_iter = 200, tol = 1e-6,
   res$path <- if (is.null(subsample)) "quadrature" else
     sprintf("quadrature, minibatches of %s rows", format(subsample, big.mark = ","))
   glm_quad_status(res, model, quiet)   # R/glm-status.R: stop reason, warnings
+}
+
+# The quadrature rules of q's family for src/glm_quad.c: `nodes`
+# Gauss-Hermite nodes for N(0, 1), and shorter rules for predictors with
+# small sds.
+quad_control <- function(method, nodes) {
+  gh <- gauss_hermite(nodes)
+  gh2 <- gauss_hermite(min(nodes, 10L))
+  gh3 <- gauss_hermite(min(nodes, 5L))
+  list(family = method, gh_x = sqrt(2) * gh$x, gh_w = gh$w / sqrt(pi),
+       gh_x2 = sqrt(2) * gh2$x, gh_w2 = gh2$w / sqrt(pi),
+       gh_x3 = sqrt(2) * gh3$x, gh_w3 = gh3$w / sqrt(pi))
 }
 
 # Minibatch epochs (src/glm_quad.c, glm_incr_fit), then, if they did not

@@ -63,6 +63,39 @@ test_that("a SQLite table read in blocks gives the in-memory answer", {
   expect_equal(vcov(fd), vcov(fm))
 })
 
+test_that("minibatch epochs over the blocks reach the in-memory quadrature answer", {
+  cs <- blocks_case(n = 3000, seed = 4)
+  for (method in c("fullrank", "meanfield")) {
+    m <- glm_blocks_model(matrix_blocks(cs$X, cs$y, block_rows = 250), colnames(cs$X),
+                          prior = normal(0, c(10, 2.5, 2.5)))
+    fb <- bbvi(m, method = method, seed = 1)
+    fq <- bbvi(cs$X, cs$y, family = binomial(), intercept = FALSE, method = method,
+               prior = normal(0, c(10, 2.5, 2.5), autoscale = FALSE), seed = 1)
+    expect_true(fb$converged)
+    expect_match(fb$path, "minibatches")
+    # both stop when a full-data Newton step is below 1e-4 sds
+    sd_q <- sqrt(diag(vcov(fq)))
+    expect_lt(max(abs(coef(fb) - coef(fq)) / sd_q), 1e-3)
+    expect_lt(max(abs(sqrt(diag(vcov(fb))) / sd_q - 1)), 1e-3)
+    # a few passes over the data, not the 50-100 of the black-box path
+    expect_lte(fb$epochs, 8)
+  }
+  # poisson and a flat prior
+  set.seed(5)
+  k <- stats::rpois(3000, exp(0.3 + 0.4 * cs$X[, 2]))
+  mp <- glm_blocks_model(matrix_blocks(cs$X, k, block_rows = 500), colnames(cs$X),
+                         family = poisson(), prior = NULL)
+  fp <- bbvi(mp, seed = 1)
+  gp <- stats::glm(k ~ cs$X - 1, family = poisson())
+  expect_lt(max(abs(coef(fp) - coef(gp)) / sqrt(diag(vcov(gp)))), 0.05)
+  # the black-box path is still there
+  fs <- bbvi(mp, path = "stochastic", seed = 1)
+  expect_false(grepl("minibatch", fs$path))
+  # too few epochs: not converged, and said
+  expect_warning(f1 <- bbvi(mp, max_iter = 1, seed = 1), class = "bbvi_not_converged")
+  expect_false(f1$converged)
+})
+
 test_that("glm_blocks_model() checks its arguments and the blocks", {
   cs <- blocks_case()
   expect_snapshot(error = TRUE, glm_blocks_model(1, "a"))
