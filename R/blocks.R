@@ -10,10 +10,15 @@
 #' `matrix_blocks()` cuts an in-memory matrix into blocks (for tests, and
 #' to check a database route against the in-memory fit).
 #'
-#' Fit with `bbvi(model, method = "fullrank")`: the model has a gradient, so
-#' the fit takes the fixed-draw path, about 50 to 100 passes over the data
-#' (mode search, L-BFGS, and the diagnostics' 1000 to 4000 draws in passes
-#' of 1000). The priors are used as written (no autoscaling: that would need
+#' Fit with `bbvi(model)`: minibatch epochs over the blocks on the
+#' quadrature path of formula GLMs (see Minibatches in [bbvi.formula()]):
+#' each block's share of the Newton sums is replaced under the current q,
+#' then full-data Newton steps finish the fit, so it takes a few passes over
+#' the data (`fit$epochs`, typically 4 to 6) plus one or more for the
+#' diagnostics' 1000 to 4000 draws (in passes of 1000), and gives the
+#' in-memory quadrature answer. `path = "stochastic"` runs the black-box fit
+#' on the model's log-joint instead (the fixed-draw path: 50 to 100
+#' passes). The priors are used as written (no autoscaling: that would need
 #' a pass over the data before the model exists); an intercept is a column
 #' of ones among the predictors (e.g. `SELECT 1 AS intercept, x1, x2, y
 #' FROM ...`).
@@ -35,7 +40,7 @@
 #' y <- rbinom(500, 1, plogis(X %*% c(-0.5, 1)))
 #' m <- glm_blocks_model(matrix_blocks(X, y, block_rows = 100), colnames(X),
 #'                       family = binomial(), prior = normal(0, 2.5))
-#' fit <- bbvi(m, method = "fullrank", seed = 1)
+#' fit <- bbvi(m, seed = 1)
 #' coef(fit)
 #' \donttest{
 #' if (requireNamespace("RSQLite", quietly = TRUE)) {
