@@ -74,3 +74,11 @@ expect_matches_exact <- function(fit, case, tol_mean, tol_sd) {
   expect_lt(abs(coef(fit)[[1]] - case$mean) / case$sd, tol_mean)
   expect_lt(abs(sqrt(vcov(fit)[1, 1]) / case$sd - 1), tol_sd)
 }
+
+# Two fits of one posterior that should agree to `tol` posterior sds in
+# every mean and to a fraction `tol` in every sd (of the reference).
+expect_same_q <- function(fit, ref, tol) {
+  sd_ref <- sqrt(diag(vcov(ref)))
+  expect_lt(max(abs(coef(fit) - coef(ref)) / sd_ref), tol)
+  expect_lt(max(abs(sqrt(diag(vcov(fit))) / sd_ref - 1)), tol)
+}
