@@ -130,7 +130,13 @@ glm_blocks_model <- function(blocks, coef_names, family = stats::binomial(),
   m
 }
 
-#' @rdname glm_blocks_model
+#' Fit a GLM read in row blocks
+#'
+#' The fit of a [glm_blocks_model()]: minibatch epochs over the blocks on
+#' the quadrature path (see Minibatches in [bbvi.formula()]), a few passes
+#' over the data, with the in-memory answer; or the black-box fit of
+#' [bbvi.bbvi_model()] on the model's log-joint.
+#'
 #' @param x A model made by `glm_blocks_model()`.
 #' @param method `"fullrank"` (the default) or `"meanfield"`.
 #' @param path `"minibatch"` (the default): epochs over the blocks on the
@@ -142,6 +148,15 @@ glm_blocks_model <- function(blocks, coef_names, family = stats::binomial(),
 #'   `max_iter` bounds the epochs (default 50).
 #' @param nodes Gauss-Hermite nodes (binomial).
 #' @param seed,draws,diagnostic_draws As for [bbvi()].
+#' @param ... For `path = "stochastic"`: passed on to [bbvi.bbvi_model()].
+#' @return A `bbvi_fit`; `fit$epochs` counts the passes over the blocks.
+#' @examples
+#' set.seed(1)
+#' X <- cbind(intercept = 1, x = rnorm(2000))
+#' y <- rbinom(2000, 1, plogis(X %*% c(-0.5, 1)))
+#' m <- glm_blocks_model(matrix_blocks(X, y, block_rows = 500), colnames(X))
+#' fit <- bbvi(m, seed = 1)
+#' fit$epochs
 #' @export
 bbvi.bbvi_glm_blocks_model <- function(x, method = c("fullrank", "meanfield"),
                                        path = c("minibatch", "stochastic"),
