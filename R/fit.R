@@ -265,7 +265,8 @@ summary.bbvi_fit <- function(object, ...) {
   mom <- marginal_moments(object)
   q <- marginal_quantiles(object, c(0.025, 0.5, 0.975))
   tab <- cbind(mean = mom$mean, sd = mom$sd, q)
-  structure(list(table = tab, fit = object), class = "summary.bbvi_fit")
+  structure(list(table = tab, discrete = discrete_summary(object), fit = object),
+            class = "summary.bbvi_fit")
 }
 
 #' @rdname bbvi_fit-methods
@@ -275,6 +276,10 @@ print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L)
   print_fit_header(x$fit)
   cat("\n")
   print_table(x$table, digits)
+  if (!is.null(x$discrete)) {
+    cat("\nDiscrete parameters (q's probabilities of every value: probabilities(fit)):\n")
+    print_table(x$discrete, digits, integer = "mode")
+  }
   cat(vi_summary_note())
   invisible(x)
 }
@@ -393,8 +398,14 @@ format_seconds <- function(x) {
 print_fit_header <- function(fit) {
   cat("Variational fit (bbvi)\n")
   say_call(fit$call)
-  say(sprintf("Family: %s Gaussian; gradient: %s; path: %s",
-              fit$method, fit_estimator_label(fit), fit$path))
+  other <- if (!is.null(fit$families)) unique(fit$families[fit$families != "gaussian"])
+  say(sprintf("Family: %s; gradient: %s; path: %s",
+              if (length(other) == 0) paste(fit$method, "Gaussian") else
+                sprintf("%s Gaussian blocks with %s", fit$method,
+                        paste(sprintf("%s (%s)", other, vapply(other, function(f)
+                          paste(names(fit$families)[fit$families == f], collapse = ", "),
+                          character(1))), collapse = ", ")),
+              fit_estimator_label(fit), fit$path))
   print_fit_status(fit)
 }
 
@@ -461,6 +472,7 @@ fit_estimator_label <- function(fit) {
   switch(fit$estimator,
          score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),
+         mixed = sprintf("reparameterization (Gaussian blocks) and score function + control variates (the others), %d draws/iteration", fit$samples),
          fit$estimator)
 }
 

@@ -8,13 +8,20 @@
 #' @param dim Length of the parameter: a positive whole number.
 #' @param lower,upper Bounds of the support, either one number or one per
 #'   element (`-Inf`/`Inf` for none). `lower` must be below `upper`.
+#' @param integer `TRUE` for a discrete parameter taking the whole numbers
+#'   `lower`, `lower + 1`, ..., `upper` (both bounds included, finite and
+#'   whole, at most 1000 values per element). [bbvi()] fits it with a
+#'   categorical q (a Bernoulli for \{0, 1\}) by the score-function
+#'   gradient; [sample_mcmc()] cannot sample it. The log-joint receives its
+#'   values as whole numbers stored as doubles.
 #' @return An object of class `bbvi_param`.
 #' @examples
 #' param()                      # a real number
 #' param(lower = 0)             # a positive number, e.g. a scale
 #' param(dim = 3, lower = 0, upper = 1)
+#' param(lower = 1851, upper = 1962, integer = TRUE)   # a year
 #' @export
-param <- function(dim = 1, lower = -Inf, upper = Inf) {
+param <- function(dim = 1, lower = -Inf, upper = Inf, integer = FALSE) {
   if (!is.numeric(dim) || length(dim) != 1 || is.na(dim) || dim < 1 ||
       dim != round(dim) || !is.finite(dim) || dim > .Machine$integer.max) {
     abort_arg("dim", "a positive whole number", dim)
@@ -31,7 +38,37 @@ param <- function(dim = 1, lower = -Inf, upper = Inf) {
       x = "Element {bad} has lower = {lower[bad]} and upper = {upper[bad]}."
     ), call = NULL)
   }
-  new_bbvi_param(dim, lower, upper)
+  out <- new_bbvi_param(dim, lower, upper)
+  check_flag(integer, "integer")
+  if (integer) {
+    check_integer_support(lower, upper)
+    out$integer <- TRUE
+  }
+  out
+}
+
+# The most values a discrete parameter's element may take: its q has one
+# probability per value (src/families_ext.c, BBVI_MAX_CATEGORIES).
+max_integer_values <- 1000L
+
+check_integer_support <- function(lower, upper) {
+  for (arg in c("lower", "upper")) {
+    x <- if (arg == "lower") lower else upper
+    if (any(!is.finite(x)) || any(x != round(x)) || any(abs(x) > 1e9)) {
+      cli::cli_abort(c("An integer parameter needs finite whole-number bounds.",
+                       x = "{.arg {arg}} is {describe(x)}.",
+                       i = "Give both {.arg lower} and {.arg upper}, e.g. {.code param(lower = 0, upper = 1, integer = TRUE)}."),
+                     call = NULL)
+    }
+  }
+  n <- upper - lower + 1
+  if (any(n > max_integer_values)) {
+    cli::cli_abort(c("An integer parameter can take at most {max_integer_values} values per element.",
+                     x = "It has {max(n)} values ({.arg lower} {lower[which.max(n)]} to {.arg upper} {upper[which.max(n)]}).",
+                     i = "Treat a parameter with that many values as continuous."),
+                   call = NULL)
+  }
+  invisible(TRUE)
 }
 
 new_bbvi_param <- function(dim, lower, upper) {
@@ -49,7 +86,8 @@ check_bound <- function(x, arg, dim) {
 
 #' @export
 print.bbvi_param <- function(x, ...) {
-  cat(sprintf("<bbvi_param> dim %d, support %s\n", x$dim,
+  cat(sprintf("<bbvi_param> dim %d, %ssupport %s\n", x$dim,
+              if (isTRUE(x$integer)) "integer, " else "",
               paste(unique(sprintf("(%s, %s)", format(x$lower), format(x$upper))),
                     collapse = " ")))
   invisible(x)
@@ -186,7 +224,8 @@ print.bbvi_model <- function(x, ...) {
       "\n")
   for (nm in names(x$parameters)) {
     p <- x$parameters[[nm]]
-    cat(sprintf("  %-12s dim %d  support %s\n", nm, p$dim,
+    cat(sprintf("  %-12s dim %d  %ssupport %s\n", nm, p$dim,
+                if (isTRUE(p$integer)) "integer, " else "",
                 paste(unique(sprintf("(%s, %s)", format(p$lower), format(p$upper))),
                       collapse = " ")))
   }
@@ -306,6 +345,7 @@ r_target_spec <- function(model, err_call = NULL) {
   sizes <- model$sizes
   nms <- names(model$parameters)
   par_names <- model$par_names
+  discrete <- integer_parameters(model)
   fn <- function(theta) {
     val <- tryCatch(logjoint(theta, data),
                     error = function(e) abort_callback("logjoint", e, err_call))
@@ -324,13 +364,23 @@ r_target_spec <- function(model, err_call = NULL) {
       g <- tryCatch(gradient(theta, data),
                     error = function(e) abort_callback("gradient", e, err_call))
       n <- if (vectorized) nrow_draws(theta) else 1L
-      flatten_gradient(g, n, sizes, nms, err_call, par_names)
+      flatten_gradient(g, n, sizes, nms, err_call, par_names, optional = discrete)
     }
   }
   list(type = "r", fn_call = as.call(list(fn, NULL)),
        gr_call = if (is.null(gr)) NULL else as.call(list(gr, NULL)),
        vectorized = vectorized, sizes = as.integer(sizes), names = nms,
        rho = environment())
+}
+
+# Names of the model's integer (discrete) parameters.
+integer_parameters <- function(model) {
+  names(model$parameters)[vapply(model$parameters, function(p) isTRUE(p$integer), logical(1))]
+}
+
+# One flag per scalar parameter: is it discrete?
+integer_coords <- function(model) {
+  rep(vapply(model$parameters, function(p) isTRUE(p$integer), logical(1)), model$sizes)
 }
 
 nrow_draws <- function(theta) {
@@ -364,11 +414,26 @@ check_callback_value <- function(val, n, what, vectorized, call) {
 # draw) or a matrix with column names must carry the scalar names
 # `par_names` (any order). Other names are an error naming them; no names
 # means the order of `parameters`.
-flatten_gradient <- function(g, n, sizes, nms, call, par_names = NULL) {
+#
+# `optional`: names of parameters (the discrete ones) whose entries a list
+# may leave out (given by name, or an unnamed list of the others in order):
+# their gradient is taken as 0, which no estimator uses.
+flatten_gradient <- function(g, n, sizes, nms, call, par_names = NULL,
+                             optional = character()) {
   D <- sum(sizes)
   bad <- function() {
     cli::cli_abort(c("{.arg gradient} must return a list shaped like {.arg theta}, or {D * n} numbers.",
                      x = "It returned {describe(g)}."), call = call)
+  }
+  if (is.list(g) && length(optional) > 0 && length(g) < length(sizes)) {
+    rest <- setdiff(nms, optional)
+    if (is.null(names(g))) {
+      if (length(g) != length(rest)) bad()
+      names(g) <- rest
+    }
+    fill <- setdiff(optional, names(g))
+    zero <- lapply(sizes[match(fill, nms)], function(sz) numeric(n * sz))
+    g <- c(g, stats::setNames(zero, fill))
   }
   if (is.list(g)) {
     if (length(g) != length(sizes)) bad()

@@ -136,6 +136,19 @@ const bbvi_family *bbvi_family_from_control(SEXP control, int D);
 int bbvi_family_is_fullrank(const bbvi_family *f);
 /* a low-rank family's starting B (D x rank, in units of the starting sds) */
 void bbvi_family_set_start(const bbvi_family *f, const double *B0);
+/* Families on the constrained (natural) scale (families_ext.c): "gamma",
+   "beta" and "categorical". reparam_grad is NULL for them (score only); a
+   product skips such blocks in its reparam_grad, and
+   bbvi_family_score_mask() marks their lambda entries. A categorical
+   coordinate takes the values lo[d] .. lo[d] + n[d] - 1, 2 <= n[d] <=
+   BBVI_MAX_CATEGORIES. */
+#define BBVI_MAX_CATEGORIES 1000
+int bbvi_family_is_natural(const char *name);
+const bbvi_family *bbvi_family_natural(const char *name);
+const bbvi_family *bbvi_family_categorical(int D, const int *lo, const int *n);
+/* mask[k] = 1 for the lambda entries (K) that need the score gradient
+   (blocks without reparam_grad); returns how many there are */
+int bbvi_family_score_mask(const bbvi_family *f, int D, int *mask);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */
@@ -154,6 +167,8 @@ typedef struct {
     int use_cv;          /* score estimator: apply control variates */
     int fixed_base;      /* 1: keep the current eps (common random numbers,
                             the caller fills or keeps it), 0: fresh draws */
+    int *score_mask;     /* mixed estimator: K flags, 1 = score gradient */
+    double *work2;       /* K */
     /* optional fixed affine preconditioner: q lives on z with
        zeta = shift + P z, so that the optimiser works on a problem of unit
        scale (and, with a full P, unit correlation). P is either dense
@@ -177,6 +192,10 @@ typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,
 double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad);
 double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
                          double *grad);
+/* pathwise for the lambda entries of blocks with a reparam_grad, score
+   (with control variates) for the entries in w->score_mask; needs the
+   target's gradient (zeros at coordinates of score-only blocks will do) */
+double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad);
 
 /* ------------------------------------------------------------------------ */
 /* Step-size rules (gradient ascent).                                        */

@@ -20,6 +20,8 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->h = (double *) R_alloc((size_t) K * S, sizeof(double));
     w->f = (double *) R_alloc((size_t) K * S, sizeof(double));
     w->work = (double *) R_alloc((size_t) K, sizeof(double));
+    w->work2 = (double *) R_alloc((size_t) K, sizeof(double));
+    w->score_mask = NULL;
     w->n_finite = 0;
     w->use_cv = 1;
     w->fixed_base = 0;
@@ -111,42 +113,43 @@ static void draw(bbvi_estimator_ws *w, const double *lambda)
 
 static int finite_lp(double x) { return isfinite(x); }
 
-double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
+/* The score part of a draw: h = grad log q and f = h (log p - log q) into
+   slot n of w->h, w->f; its weight log p - log q, or NaN when log q is not
+   finite (a Gamma or Beta draw that underflowed to the edge of its support:
+   left out like a non-finite log p). */
+static double score_draw(bbvi_estimator_ws *w, const double *lambda, int s, int n)
 {
-    int D = w->D, K = w->K, S = w->S;
-    draw(w, lambda);
-    eval_draws(w, NULL);
+    int D = w->D, K = w->K;
+    const double *e = w->eps + (size_t) s * w->NB;
+    double lq = w->fam->log_q(w->fam, D, lambda, e);
+    if (!isfinite(lq)) return R_NaN;
+    double wt = w->lp[s] - lq;
+    double *h = w->h + (size_t) n * K, *f = w->f + (size_t) n * K;
+    w->fam->score(w->fam, D, lambda, e, h);
+    for (int k = 0; k < K; k++) f[k] = h[k] * wt;
+    return wt;
+}
 
-    /* keep the finite draws, packed at the front of h and f */
-    int n = 0;
-    double elbo = 0.0;
-    for (int s = 0; s < S; s++) {
-        if (!finite_lp(w->lp[s])) continue;
-        const double *e = w->eps + (size_t) s * w->NB;
-        double wt = w->lp[s] - w->fam->log_q(w->fam, D, lambda, e);
-        double *h = w->h + (size_t) n * K, *f = w->f + (size_t) n * K;
-        w->fam->score(w->fam, D, lambda, e, h);
-        for (int k = 0; k < K; k++) f[k] = h[k] * wt;
-        elbo += wt;
-        n++;
-    }
-    w->n_finite = n;
-    memset(grad, 0, sizeof(double) * K);
-    if (n == 0) return R_NaN;
-    elbo /= n;
-    if (n < 3 || !w->use_cv) {   /* plain average (too few draws for a CV) */
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < K; k++) grad[k] += w->f[k + (size_t) i * K] / n;
-        return elbo;
-    }
-    /* Control variate a_k = Cov(f_k, h_k) / Var(h_k), estimated leaving draw
-       s out when it is applied to draw s, so it is independent of that draw
-       and the estimate stays unbiased. */
+/* grad[k] for the entries with mask[k] (all when mask is NULL) from the n
+   packed draws of h and f. Control variate a_k = Cov(f_k, h_k) / Var(h_k),
+   estimated leaving draw s out when it is applied to draw s, so it is
+   independent of that draw and the estimate stays unbiased. */
+static void score_average(bbvi_estimator_ws *w, int n, const int *mask,
+                          double *grad)
+{
+    int K = w->K;
     for (int k = 0; k < K; k++) {
+        if (mask && !mask[k]) continue;
         double sf = 0, sh = 0, sfh = 0, shh = 0;
         for (int i = 0; i < n; i++) {
             double fi = w->f[k + (size_t) i * K], hi = w->h[k + (size_t) i * K];
             sf += fi; sh += hi; sfh += fi * hi; shh += hi * hi;
+        }
+        if (n < 3 || !w->use_cv) {   /* plain average (too few draws for a CV) */
+            double a = 0.0;
+            for (int i = 0; i < n; i++) a += w->f[k + (size_t) i * K] / n;
+            grad[k] = a;
+            continue;
         }
         double m = n - 1, acc = 0.0;
         for (int i = 0; i < n; i++) {
@@ -159,7 +162,63 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
         }
         grad[k] = acc / n;
     }
-    return elbo;
+}
+
+double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
+{
+    int K = w->K, S = w->S;
+    draw(w, lambda);
+    eval_draws(w, NULL);
+
+    /* keep the finite draws, packed at the front of h and f */
+    int n = 0;
+    double elbo = 0.0;
+    for (int s = 0; s < S; s++) {
+        if (!finite_lp(w->lp[s])) continue;
+        double wt = score_draw(w, lambda, s, n);
+        if (!isfinite(wt)) continue;
+        elbo += wt;
+        n++;
+    }
+    w->n_finite = n;
+    memset(grad, 0, sizeof(double) * K);
+    if (n == 0) return R_NaN;
+    score_average(w, n, NULL, grad);
+    return elbo / n;
+}
+
+/* Pathwise for the blocks that have it, score for the others: both are
+   unbiased for their own entries of the gradient (the pathwise one because
+   the other blocks' draws do not depend on these entries), so the mix is. */
+double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
+{
+    int D = w->D, K = w->K, S = w->S;
+    const int *mask = w->score_mask;
+    draw(w, lambda);
+    eval_draws(w, w->gz);
+    double *path = w->work2;
+    memset(path, 0, sizeof(double) * K);
+    int n = 0;
+    double elbo = 0.0;
+    for (int s = 0; s < S; s++) {
+        const double *g = w->gz + (size_t) s * D;
+        int ok = finite_lp(w->lp[s]);
+        for (int d = 0; ok && d < D; d++) ok = isfinite(g[d]);
+        if (!ok) continue;
+        double wt = score_draw(w, lambda, s, n);
+        if (!isfinite(wt)) continue;
+        w->fam->reparam_grad(w->fam, D, lambda, w->eps + (size_t) s * w->NB, g, path);
+        elbo += wt;
+        n++;
+    }
+    w->n_finite = n;
+    memset(grad, 0, sizeof(double) * K);
+    if (n == 0) return R_NaN;
+    score_average(w, n, mask, grad);
+    w->fam->entropy_grad(w->fam, D, lambda, w->work);
+    for (int k = 0; k < K; k++)
+        if (!mask[k]) grad[k] = path[k] / n + w->work[k];
+    return elbo / n;
 }
 
 double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,

@@ -386,6 +386,13 @@ static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
     bbvi_estimator_ws_init(&v->ews, v->fam, &v->model, S);
     v->ews.use_cv = bbvi_need_int(control, "control_variates");
     v->estimate = use_reparam ? bbvi_grad_reparam : bbvi_grad_score;
+    /* blocks without a pathwise gradient (Gamma, Beta, categorical): with
+       the target's gradient, the mixed estimator; without, score for all */
+    int *mask = (int *) R_alloc(v->ews.K, sizeof(int));
+    if (bbvi_family_score_mask(v->fam, D, mask) > 0 && use_reparam) {
+        v->ews.score_mask = mask;
+        v->estimate = bbvi_grad_mixed;
+    }
 }
 
 static int finite_positive(const double *x, int n)
@@ -499,6 +506,15 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         } else {
             for (int d = 0; d < D; d++) mz[d] = (REAL(init_mean)[d] - shift[d]) / Pd[d];
         }
+        /* optional init_log_sd_z: the start's log sds in z (default 0, q's
+           sds are P's); natural-scale families, which P leaves alone (scale
+           1, shift 0), take their own log sds from here */
+        SEXP lsz = bbvi_list_get(control, "init_log_sd_z");
+        if (!Rf_isNull(lsz)) {
+            if (!Rf_isReal(lsz) || Rf_length(lsz) != D)
+                Rf_error("internal error: init_log_sd_z must be %d doubles", D);
+            memcpy(zero, REAL(lsz), sizeof(double) * D);
+        }
         fam->init(fam, D, mz, zero, lambda);
     }
     memcpy(good, lambda, sizeof(double) * K);
@@ -533,7 +549,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         double elbo = estimate(ews, lambda, grad);
         n_logp += S;
-        if (estimate == bbvi_grad_reparam) n_grad += S;
+        if (estimate != bbvi_grad_score) n_grad += S;
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
         if (ews->n_finite == 0 && ++nofinite_streak < 10) continue;
