@@ -149,7 +149,9 @@ marginal_moments <- function(fit) {
     gh <- gauss_hermite(40)
     w <- gh$w / sqrt(pi)
     z <- m[bounded] + sqrt(2) * outer(s[bounded], gh$x)   # nb x 40
-    th <- .Call(C_constrain, as.double(t(z)), as.double(fit$lower[bounded]),
+    # z is nb x 40: as.double(z) is node by node, coordinate fastest, the
+    # layout C_constrain reads (nb coordinates per point)
+    th <- .Call(C_constrain, as.double(z), as.double(fit$lower[bounded]),
                 as.double(fit$upper[bounded]))            # nb x 40, by node
     th <- matrix(th, nrow = length(bounded))
     mb <- drop(th %*% w)
@@ -401,7 +403,8 @@ print_fit_header <- function(fit) {
   other <- if (!is.null(fit$families)) unique(fit$families[fit$families != "gaussian"])
   say(sprintf("Family: %s; gradient: %s; path: %s",
               if (length(other) == 0) paste(fit$method, "Gaussian") else
-                sprintf("%s Gaussian blocks with %s", fit$method,
+                sprintf("%s%s",
+                        if (all(fit$families != "gaussian")) "" else paste(fit$method, "Gaussian blocks with "),
                         paste(sprintf("%s (%s)", other, vapply(other, function(f)
                           paste(names(fit$families)[fit$families == f], collapse = ", "),
                           character(1))), collapse = ", ")),

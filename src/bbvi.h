@@ -169,6 +169,7 @@ typedef struct {
                             the caller fills or keeps it), 0: fresh draws */
     int *score_mask;     /* mixed estimator: K flags, 1 = score gradient */
     double *work2;       /* K */
+    double *wt;          /* S: the score weights log p - log q, packed */
     /* optional fixed affine preconditioner: q lives on z with
        zeta = shift + P z, so that the optimiser works on a problem of unit
        scale (and, with a full P, unit correlation). P is either dense

@@ -21,6 +21,7 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->f = (double *) R_alloc((size_t) K * S, sizeof(double));
     w->work = (double *) R_alloc((size_t) K, sizeof(double));
     w->work2 = (double *) R_alloc((size_t) K, sizeof(double));
+    w->wt = (double *) R_alloc((size_t) S, sizeof(double));
     w->score_mask = NULL;
     w->n_finite = 0;
     w->use_cv = 1;
@@ -127,17 +128,26 @@ static double score_draw(bbvi_estimator_ws *w, const double *lambda, int s, int 
     double *h = w->h + (size_t) n * K, *f = w->f + (size_t) n * K;
     w->fam->score(w->fam, D, lambda, e, h);
     for (int k = 0; k < K; k++) f[k] = h[k] * wt;
+    w->wt[n] = wt;
     return wt;
 }
 
 /* grad[k] for the entries with mask[k] (all when mask is NULL) from the n
    packed draws of h and f. Control variate a_k = Cov(f_k, h_k) / Var(h_k),
    estimated leaving draw s out when it is applied to draw s, so it is
-   independent of that draw and the estimate stays unbiased. */
+   independent of that draw and the estimate stays unbiased. Where h_k
+   does not vary over the other draws (a category that none of them drew:
+   h_k = -p_k for all), the covariance says nothing, and the control
+   variate is the other draws' mean weight instead (a baseline, just as
+   independent of the draw): without it such an entry's estimate is
+   -p_k times the ELBO, a constant far from 0 until the category is drawn,
+   which the convergence rule reads as a gradient that never vanishes. */
 static void score_average(bbvi_estimator_ws *w, int n, const int *mask,
                           double *grad)
 {
     int K = w->K;
+    double sw = 0.0;
+    for (int i = 0; i < n; i++) sw += w->wt[i];
     for (int k = 0; k < K; k++) {
         if (mask && !mask[k]) continue;
         double sf = 0, sh = 0, sfh = 0, shh = 0;
@@ -157,7 +167,8 @@ static void score_average(bbvi_estimator_ws *w, int n, const int *mask,
             double f1 = sf - fi, h1 = sh - hi;
             double cov = (sfh - fi * hi) - f1 * h1 / m;
             double var = (shh - hi * hi) - h1 * h1 / m;
-            double a = var > 0 ? cov / var : 0.0;
+            double a = var > 1e-10 * (shh - hi * hi) && var > 0 ? cov / var :
+                (sw - w->wt[i]) / m;
             acc += fi - a * hi;
         }
         grad[k] = acc / n;
