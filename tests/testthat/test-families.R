@@ -1,0 +1,155 @@
+# Non-Gaussian families of q (src/families_ext.c, R/q.R, R/discrete.R):
+# Gamma, Beta and categorical blocks, the mixed estimator, and fits with
+# them against exact answers.
+
+ev_blocks <- function(blocks, D, lambda, eps) {
+  .Call(bbvi:::C_family_eval,
+        list(blocks = blocks, D = as.integer(D), lambda = as.double(lambda),
+             eps = as.double(eps), gz = as.double(matrix(0, D, ncol(eps)))))
+}
+
+fd <- function(f, x, h = 1e-6) {
+  vapply(seq_along(x), function(k) {
+    xp <- x; xm <- x
+    xp[k] <- xp[k] + h; xm[k] <- xm[k] - h
+    (f(xp) - f(xm)) / (2 * h)
+  }, numeric(1))
+}
+
+nat_blocks <- list(
+  list(family = "gamma", rank = 0L, dim = 2L),
+  list(family = "beta", rank = 0L, dim = 2L),
+  list(family = "categorical", rank = 0L, dim = 2L, lower = c(0L, 3L),
+       n_values = c(2L, 5L)))
+nat_K <- 4L + 4L + 1L + 4L
+
+test_that("Gamma, Beta and categorical blocks: score and entropy gradient agree with finite differences", {
+  set.seed(21)
+  lambda <- stats::rnorm(nat_K, sd = 0.5)
+  eps <- matrix(stats::rnorm(6 * 3), 6, 3)
+  r <- ev_blocks(nat_blocks, 6, lambda, eps)
+  expect_equal(r$n_lambda, nat_K)
+  expect_equal(r$n_base, 6L)
+  # no pathwise gradient: reparam_grad leaves its output at 0
+  expect_equal(r$reparam_grad, matrix(0, nat_K, 3))
+  expect_equal(r$entropy_grad,
+               fd(function(l) ev_blocks(nat_blocks, 6, l, eps)$entropy, lambda),
+               tolerance = 1e-6)
+  for (s in 1:3) {
+    # d log q(z) / d lambda at the draw's z held fixed
+    lq <- function(l) {
+      bbvi:::q_log_density(bbvi:::q_from_c(ev_blocks(nat_blocks, 6, l, eps)$q),
+                           matrix(r$z[, s]))
+    }
+    expect_equal(r$score[, s], fd(lq, lambda), tolerance = 1e-6)
+  }
+  # the R q object maps the same base draws to the same points and log q
+  q <- bbvi:::q_from_c(r$q)
+  expect_equal(bbvi:::q_from_base(q, eps)$zeta, r$z)
+  expect_equal(bbvi:::q_log_density(q, r$z), r$log_q)
+  expect_equal(bbvi:::q_marginals(q)$mean, r$mean)
+  # discrete draws are whole numbers inside the support
+  expect_true(all(r$z[5, ] %in% 0:1) && all(r$z[6, ] %in% 3:7))
+})
+
+test_that("natural families: entropy, means and sds match Monte Carlo; quantiles are exact", {
+  set.seed(22)
+  lambda <- stats::rnorm(nat_K, sd = 0.5)
+  r <- ev_blocks(nat_blocks, 6, lambda, matrix(0, 6, 1))
+  q <- bbvi:::q_from_c(r$q)
+  n <- 40000
+  smp <- bbvi:::q_from_base(q, matrix(stats::rnorm(6 * n), 6, n))
+  # 5 Monte Carlo standard errors
+  expect_lt(abs(-mean(smp$log_q) - r$entropy), 5 * stats::sd(smp$log_q) / sqrt(n))
+  m <- bbvi:::q_marginals(q)
+  expect_true(all(abs(rowMeans(smp$zeta) - m$mean) < 5 * m$sd / sqrt(n)))
+  # sample sd: relative se about 1 / sqrt(2 n) for these light tails (x 2)
+  expect_equal(apply(smp$zeta, 1, stats::sd), m$sd, tolerance = 10 / sqrt(2 * n))
+  qq <- bbvi:::q_quantile(q, c(0.1, 0.9))
+  expect_equal(qq[1, ], stats::qgamma(c(0.1, 0.9), q$parts[[1]]$shape[1], q$parts[[1]]$rate[1]))
+  expect_equal(qq[3, ], stats::qbeta(c(0.1, 0.9), q$parts[[2]]$a[1], q$parts[[2]]$b[1]))
+  p5 <- q$parts[[3]]$probs[[1]]
+  expect_equal(qq[5, ], c(if (p5[1] >= 0.1) 0 else 1, if (p5[1] >= 0.9) 0 else 1))
+  # the C side's sds are the exact ones (categorical: floored at 0.25)
+  expect_equal(r$sd[1:4], m$sd[1:4])
+  expect_equal(r$sd[5:6], pmax(m$sd[5:6], 0.25))
+})
+
+test_that("natural families: far tails of the base draws stay finite and ordered", {
+  lambda <- c(log(c(0.5, 20)), log(c(2, 3)), log(c(0.3, 30)), log(c(4, 0.2)), 3, -2, 0, 1, 2)
+  eps <- rbind(c(-30, -8, 8, 30), c(-30, -8, 8, 30), c(-30, -8, 8, 30),
+               c(-30, -8, 8, 30), c(-30, -8, 8, 30), c(-30, -8, 8, 30))
+  r <- ev_blocks(nat_blocks, 6, lambda, eps)
+  expect_true(all(is.finite(r$z)))
+  expect_true(all(apply(r$z, 1, function(z) all(diff(z) >= 0))))
+  expect_true(all(r$z[1:2, ] >= 0) && all(r$z[3:4, ] >= 0 & r$z[3:4, ] <= 1))
+  expect_equal(r$z[5, ], c(0, 0, 1, 1))
+  expect_equal(r$z[6, ], c(3, 3, 7, 7))
+})
+
+# The estimators at a fixed lambda, n times (C_grad_samples).
+grad_draws <- function(model, blocks, lambda, estimator, n, samples = 10L) {
+  spec <- bbvi:::r_target_spec(model)
+  D <- length(model$par_names)
+  ctl <- list(family = "blocks", rank = 0L, blocks = blocks, estimator = estimator,
+              samples = as.integer(samples), lambda = as.double(lambda),
+              n = as.integer(n), control_variates = 1L)
+  .Call(bbvi:::C_grad_samples, spec, rep(-Inf, D), rep(Inf, D), ctl)
+}
+
+# mean of the n estimates within 4.5 standard errors of the exact gradient
+# (about 1 in 10^5 for each entry by chance)
+expect_unbiased <- function(g, exact) {
+  m <- rowMeans(g)
+  se <- apply(g, 1, stats::sd) / sqrt(ncol(g))
+  expect_true(all(abs(m - exact) <= 4.5 * se + 1e-8),
+              label = paste(format(signif((m - exact) / pmax(se, 1e-12), 3)), collapse = " "))
+}
+
+test_that("score estimator with a Gamma and a Beta block is unbiased (closed-form ELBO)", {
+  set.seed(23)
+  # log p = 6 log(lam) - 3 lam + 2 log(p) + 4 log(1 - p)
+  m <- bbvi_model(function(theta, data) {
+    6 * log(theta$lam) - 3 * theta$lam + 2 * log(theta$p) + 4 * log1p(-theta$p)
+  }, list(lam = param(lower = 0), p = param(lower = 0, upper = 1)))
+  blocks <- list(list(family = "gamma", rank = 0L, dim = 1L),
+                 list(family = "beta", rank = 0L, dim = 1L))
+  elbo <- function(l) {
+    a <- exp(l[1]); b <- exp(l[2]); u <- exp(l[3]); v <- exp(l[4])
+    H <- a - log(b) + lgamma(a) + (1 - a) * digamma(a) +
+      lbeta(u, v) - (u - 1) * digamma(u) - (v - 1) * digamma(v) + (u + v - 2) * digamma(u + v)
+    6 * (digamma(a) - log(b)) - 3 * a / b +
+      2 * (digamma(u) - digamma(u + v)) + 4 * (digamma(v) - digamma(u + v)) + H
+  }
+  lambda <- c(log(3), log(1.5), log(2), log(2.5))
+  g <- grad_draws(m, blocks, lambda, "score", 3000)
+  expect_unbiased(g$grad, fd(elbo, lambda))
+  # ... and the ELBO estimate too
+  expect_lt(abs(mean(g$elbo) - elbo(lambda)), 4.5 * stats::sd(g$elbo) / sqrt(3000))
+})
+
+test_that("mixed estimator (categorical + pathwise Gaussian) is unbiased (closed-form ELBO)", {
+  set.seed(24)
+  tab <- c(0.3, -1, 2, 0.5)
+  # s in 0..3 with log weight tab[s + 1]; mu | s ~ N(s, 1); gradient for mu only
+  m <- bbvi_model(function(theta, data) tab[theta$s + 1] + stats::dnorm(theta$mu, theta$s, 1, log = TRUE),
+                  list(s = param(lower = 0, upper = 3, integer = TRUE), mu = param()),
+                  gradient = function(theta, data) list(mu = -(theta$mu - theta$s)))
+  blocks <- list(list(family = "categorical", rank = 0L, dim = 1L, lower = 0L, n_values = 4L),
+                 list(family = "meanfield", rank = 0L, dim = 1L))
+  elbo <- function(l) {
+    p <- exp(c(0, l[1:3])); p <- p / sum(p)
+    mu <- l[4]; sd <- exp(l[5])
+    Es <- sum(p * 0:3); Vs <- sum(p * (0:3)^2) - Es^2
+    sum(p * tab) - 0.5 * log(2 * pi) - 0.5 * (sd^2 + (mu - Es)^2 + Vs) -
+      sum(p * log(p)) + 0.5 * log(2 * pi * exp(1)) + log(sd)
+  }
+  lambda <- c(0.2, -0.4, 0.7, 1.1, log(0.8))
+  exact <- fd(elbo, lambda)
+  mixed <- grad_draws(m, blocks, lambda, "reparam", 3000)
+  expect_unbiased(mixed$grad, exact)
+  score <- grad_draws(m, blocks, lambda, "score", 3000)
+  expect_unbiased(score$grad, exact)
+  # the pathwise entries are the less noisy ones
+  expect_true(all(apply(mixed$grad[4:5, ], 1, stats::var) < apply(score$grad[4:5, ], 1, stats::var)))
+})
