@@ -7,8 +7,8 @@
    None has a pathwise gradient here (reparam_grad = NULL: the estimators
    use the score gradient for them), and none takes a preconditioner (the
    R side passes scale 1 and shift 0 for their coordinates).
-     gamma:       lambda = (log shape[D], log rate[D])
-     beta:        lambda = (log a[D], log b[D])
+     gamma:       lambda = (log mean[D], log shape[D])
+     beta:        lambda = (logit mean[D], log(a + b)[D])
      categorical: coordinate d takes the n_d values lo_d .. lo_d + n_d - 1;
                   lambda holds n_d - 1 logits per coordinate (the first
                   value is the reference, logit 0), coordinate after
@@ -58,11 +58,15 @@ static SEXP list_of(const char **names, int n, SEXP *v)
     return out;
 }
 
-/* ---- Gamma (shape a, rate b) --------------------------------------------- */
+/* ---- Gamma: lambda = (log mean, log shape) -------------------------------
+   Mean and shape are orthogonal parameters of the Gamma (its Fisher
+   information is diagonal in them), where shape and rate are strongly
+   coupled: a posterior Gamma of shape 70 and mean 3 is reached by moving
+   two nearly independent coordinates instead of along a narrow ridge. */
 
 static int two_D(const bbvi_family *f, int D) { (void) f; return 2 * D; }
 
-/* moment matching: a = m^2 / s^2, b = m / s^2 (m floored above 0, a kept
+/* moment matching: shape m^2 / s^2 (m floored above 0, the shape kept
    within [0.1, 1e8] so the start is a proper, not degenerate, Gamma) */
 static void ga_init(const bbvi_family *f, int D, const double *mean,
                     const double *log_sd, double *lambda)
@@ -71,15 +75,15 @@ static void ga_init(const bbvi_family *f, int D, const double *mean,
     for (int d = 0; d < D; d++) {
         double m = mean[d] > 1e-8 ? mean[d] : 1e-8;
         double s = exp(clamp(log_sd[d], -30, 30));
-        double a = clamp(m * m / (s * s), 0.1, 1e8);
-        lambda[d] = log(a);
-        lambda[D + d] = log(a / m);
+        lambda[d] = log(m);
+        lambda[D + d] = log(clamp(m * m / (s * s), 0.1, 1e8));
     }
 }
 
-static double ga_z(double la, double lb, double e)
+/* shape a and scale mean / a */
+static double ga_z(double lm, double la, double e)
 {
-    return Rf_qgamma(log_tail(e), exp(la), exp(-lb), e <= 0, 1);
+    return Rf_qgamma(log_tail(e), exp(la), exp(lm - la), e <= 0, 1);
 }
 
 static void ga_reparam(const bbvi_family *f, int D, const double *lambda,
@@ -98,20 +102,21 @@ static double ga_log_q(const bbvi_family *f, int D, const double *lambda,
     double a = 0.0;
     for (int d = 0; d < D; d++) {
         double z = ga_z(lambda[d], lambda[D + d], eps[d]);
-        a += Rf_dgamma(z, exp(lambda[d]), exp(-lambda[D + d]), 1);
+        a += Rf_dgamma(z, exp(lambda[D + d]), exp(lambda[d] - lambda[D + d]), 1);
     }
     return a;
 }
 
+/* log q = a log b - lgamma(a) + (a - 1) log z - b z, b = a / mean */
 static void ga_score(const bbvi_family *f, int D, const double *lambda,
                      const double *eps, double *h)
 {
     (void) f;
     for (int d = 0; d < D; d++) {
-        double al = exp(lambda[d]), be = exp(lambda[D + d]);
+        double a = exp(lambda[D + d]), lb = lambda[D + d] - lambda[d], b = exp(lb);
         double z = ga_z(lambda[d], lambda[D + d], eps[d]);
-        h[d] = al * (lambda[D + d] + log(z) - Rf_digamma(al));
-        h[D + d] = al - be * z;
+        h[d] = b * z - a;
+        h[D + d] = a * (lb + 1 - Rf_digamma(a) + log(z) - b * z / a);
     }
 }
 
@@ -121,8 +126,8 @@ static double ga_entropy(const bbvi_family *f, int D, const double *lambda)
     (void) f;
     double h = 0.0;
     for (int d = 0; d < D; d++) {
-        double al = exp(lambda[d]);
-        h += al - lambda[D + d] + Rf_lgammafn(al) + (1 - al) * Rf_digamma(al);
+        double a = exp(lambda[D + d]);
+        h += a - (lambda[D + d] - lambda[d]) + Rf_lgammafn(a) + (1 - a) * Rf_digamma(a);
     }
     return h;
 }
@@ -132,9 +137,9 @@ static void ga_entropy_grad(const bbvi_family *f, int D, const double *lambda,
 {
     (void) f;
     for (int d = 0; d < D; d++) {
-        double al = exp(lambda[d]);
-        g[d] = al * (1 + (1 - al) * Rf_trigamma(al));
-        g[D + d] = -1.0;
+        double a = exp(lambda[D + d]);
+        g[d] = 1.0;
+        g[D + d] = a * (1 + (1 - a) * Rf_trigamma(a)) - 1.0;
     }
 }
 
@@ -143,28 +148,22 @@ static void ga_marginals(const bbvi_family *f, int D, const double *lambda,
 {
     (void) f;
     for (int d = 0; d < D; d++) {
-        double al = exp(lambda[d]), be = exp(lambda[D + d]);
-        mean[d] = al / be;
-        sd[d] = sqrt(al) / be;
+        mean[d] = exp(lambda[d]);
+        sd[d] = mean[d] / sqrt(exp(lambda[D + d]));
     }
 }
 
 static SEXP two_par_sexp(const char *fam, const char *n1, const char *n2,
-                         const bbvi_family *f, int D, const double *lambda,
-                         void (*marg)(const bbvi_family *, int, const double *,
-                                      double *, double *))
+                         int D, const double *mean, const double *sd,
+                         const double *p1, const double *p2)
 {
     const char *names[] = { "family", "mean", "sd", n1, n2, "" };
     SEXP v[5];
     v[0] = PROTECT(Rf_mkString(fam));
-    v[1] = PROTECT(Rf_allocVector(REALSXP, D));
-    v[2] = PROTECT(Rf_allocVector(REALSXP, D));
-    marg(f, D, lambda, REAL(v[1]), REAL(v[2]));
-    v[3] = PROTECT(Rf_allocVector(REALSXP, D));
-    v[4] = PROTECT(Rf_allocVector(REALSXP, D));
-    for (int d = 0; d < D; d++) {
-        REAL(v[3])[d] = exp(lambda[d]);
-        REAL(v[4])[d] = exp(lambda[D + d]);
+    const double *src[4] = { mean, sd, p1, p2 };
+    for (int i = 0; i < 4; i++) {
+        v[i + 1] = PROTECT(Rf_allocVector(REALSXP, D));
+        memcpy(REAL(v[i + 1]), src[i], sizeof(double) * D);
     }
     SEXP out = list_of(names, 5, v);
     UNPROTECT(5);
@@ -173,7 +172,14 @@ static SEXP two_par_sexp(const char *fam, const char *n1, const char *n2,
 
 static SEXP ga_to_sexp(const bbvi_family *f, int D, const double *lambda)
 {
-    return two_par_sexp("gamma", "shape", "rate", f, D, lambda, ga_marginals);
+    double *m = (double *) R_alloc(D, sizeof(double)), *s = (double *) R_alloc(D, sizeof(double));
+    double *a = (double *) R_alloc(D, sizeof(double)), *b = (double *) R_alloc(D, sizeof(double));
+    ga_marginals(f, D, lambda, m, s);
+    for (int d = 0; d < D; d++) {
+        a[d] = exp(lambda[D + d]);
+        b[d] = exp(lambda[D + d] - lambda[d]);
+    }
+    return two_par_sexp("gamma", "shape", "rate", D, m, s, a, b);
 }
 
 static const bbvi_family gamma_family = {
@@ -182,7 +188,16 @@ static const bbvi_family gamma_family = {
     no_affine, no_affine_diag, ga_to_sexp
 };
 
-/* ---- Beta (a, b) ------------------------------------------------------------ */
+/* ---- Beta: lambda = (logit mean, log concentration) --------------------------
+   a = m n, b = (1 - m) n: mean and concentration are nearly orthogonal,
+   where a and b move together along a ridge. */
+
+static void be_ab(double lm, double ln, double *a, double *b)
+{
+    double n = exp(ln);
+    *a = n * Rf_plogis(lm, 0.0, 1.0, 1, 0);
+    *b = n * Rf_plogis(lm, 0.0, 1.0, 0, 0);
+}
 
 /* moment matching with m in [1e-6, 1 - 1e-6] and the variance below the
    largest a Beta of that mean can have (a + b kept >= 0.2) */
@@ -193,15 +208,16 @@ static void be_init(const bbvi_family *f, int D, const double *mean,
     for (int d = 0; d < D; d++) {
         double m = clamp(mean[d], 1e-6, 1 - 1e-6);
         double v = exp(2 * clamp(log_sd[d], -30, 0));
-        double n = clamp(m * (1 - m) / v - 1, 0.2, 1e8);
-        lambda[d] = log(m * n);
-        lambda[D + d] = log((1 - m) * n);
+        lambda[d] = log(m) - log1p(-m);
+        lambda[D + d] = log(clamp(m * (1 - m) / v - 1, 0.2, 1e8));
     }
 }
 
-static double be_z(double la, double lb, double e)
+static double be_z(double lm, double ln, double e)
 {
-    return Rf_qbeta(log_tail(e), exp(la), exp(lb), e <= 0, 1);
+    double a, b;
+    be_ab(lm, ln, &a, &b);
+    return Rf_qbeta(log_tail(e), a, b, e <= 0, 1);
 }
 
 static void be_reparam(const bbvi_family *f, int D, const double *lambda,
@@ -217,24 +233,29 @@ static double be_log_q(const bbvi_family *f, int D, const double *lambda,
                        const double *eps)
 {
     (void) f;
-    double a = 0.0;
+    double acc = 0.0;
     for (int d = 0; d < D; d++) {
-        double z = be_z(lambda[d], lambda[D + d], eps[d]);
-        a += Rf_dbeta(z, exp(lambda[d]), exp(lambda[D + d]), 1);
+        double a, b;
+        be_ab(lambda[d], lambda[D + d], &a, &b);
+        acc += Rf_dbeta(be_z(lambda[d], lambda[D + d], eps[d]), a, b, 1);
     }
-    return a;
+    return acc;
 }
 
+/* chain rule from (a, b): da/dl = -db/dl = n m (1 - m) = a b / n,
+   da/dln = a, db/dln = b */
 static void be_score(const bbvi_family *f, int D, const double *lambda,
                      const double *eps, double *h)
 {
     (void) f;
     for (int d = 0; d < D; d++) {
-        double a = exp(lambda[d]), b = exp(lambda[D + d]);
+        double a, b;
+        be_ab(lambda[d], lambda[D + d], &a, &b);
         double z = be_z(lambda[d], lambda[D + d], eps[d]);
         double dab = Rf_digamma(a + b);
-        h[d] = a * (log(z) - Rf_digamma(a) + dab);
-        h[D + d] = b * (log1p(-z) - Rf_digamma(b) + dab);
+        double ga = log(z) - Rf_digamma(a) + dab, gb = log1p(-z) - Rf_digamma(b) + dab;
+        h[d] = a * b / (a + b) * (ga - gb);
+        h[D + d] = a * ga + b * gb;
     }
 }
 
@@ -244,7 +265,8 @@ static double be_entropy(const bbvi_family *f, int D, const double *lambda)
     (void) f;
     double h = 0.0;
     for (int d = 0; d < D; d++) {
-        double a = exp(lambda[d]), b = exp(lambda[D + d]);
+        double a, b;
+        be_ab(lambda[d], lambda[D + d], &a, &b);
         h += Rf_lbeta(a, b) - (a - 1) * Rf_digamma(a) - (b - 1) * Rf_digamma(b) +
             (a + b - 2) * Rf_digamma(a + b);
     }
@@ -256,10 +278,12 @@ static void be_entropy_grad(const bbvi_family *f, int D, const double *lambda,
 {
     (void) f;
     for (int d = 0; d < D; d++) {
-        double a = exp(lambda[d]), b = exp(lambda[D + d]);
+        double a, b;
+        be_ab(lambda[d], lambda[D + d], &a, &b);
         double tab = (a + b - 2) * Rf_trigamma(a + b);
-        g[d] = a * (tab - (a - 1) * Rf_trigamma(a));
-        g[D + d] = b * (tab - (b - 1) * Rf_trigamma(b));
+        double ha = tab - (a - 1) * Rf_trigamma(a), hb = tab - (b - 1) * Rf_trigamma(b);
+        g[d] = a * b / (a + b) * (ha - hb);
+        g[D + d] = a * ha + b * hb;
     }
 }
 
@@ -268,7 +292,9 @@ static void be_marginals(const bbvi_family *f, int D, const double *lambda,
 {
     (void) f;
     for (int d = 0; d < D; d++) {
-        double a = exp(lambda[d]), b = exp(lambda[D + d]), n = a + b;
+        double a, b;
+        be_ab(lambda[d], lambda[D + d], &a, &b);
+        double n = a + b;
         mean[d] = a / n;
         sd[d] = sqrt(a * b / (n * n * (n + 1)));
     }
@@ -276,7 +302,11 @@ static void be_marginals(const bbvi_family *f, int D, const double *lambda,
 
 static SEXP be_to_sexp(const bbvi_family *f, int D, const double *lambda)
 {
-    return two_par_sexp("beta", "a", "b", f, D, lambda, be_marginals);
+    double *m = (double *) R_alloc(D, sizeof(double)), *s = (double *) R_alloc(D, sizeof(double));
+    double *a = (double *) R_alloc(D, sizeof(double)), *b = (double *) R_alloc(D, sizeof(double));
+    be_marginals(f, D, lambda, m, s);
+    for (int d = 0; d < D; d++) be_ab(lambda[d], lambda[D + d], a + d, b + d);
+    return two_par_sexp("beta", "a", "b", D, m, s, a, b);
 }
 
 static const bbvi_family beta_family = {

@@ -54,7 +54,8 @@ test_that("Gamma, Beta and categorical blocks: score and entropy gradient agree 
 
 test_that("natural families: entropy, means and sds match Monte Carlo; quantiles are exact", {
   set.seed(22)
-  lambda <- stats::rnorm(nat_K, sd = 0.5)
+  # shapes and concentrations of a few units: no draw at the edge of the support
+  lambda <- c(0.3, -0.2, log(3), log(5), 0.4, -0.3, log(6), log(8), 0.5, 0.2, -0.3, 0.1, 0.4)
   r <- ev_blocks(nat_blocks, 6, lambda, matrix(0, 6, 1))
   q <- bbvi:::q_from_c(r$q)
   n <- 40000
@@ -115,13 +116,15 @@ test_that("score estimator with a Gamma and a Beta block is unbiased (closed-for
   blocks <- list(list(family = "gamma", rank = 0L, dim = 1L),
                  list(family = "beta", rank = 0L, dim = 1L))
   elbo <- function(l) {
-    a <- exp(l[1]); b <- exp(l[2]); u <- exp(l[3]); v <- exp(l[4])
+    # lambda = (log mean, log shape) and (logit mean, log(a + b))
+    a <- exp(l[2]); b <- exp(l[2] - l[1])
+    u <- exp(l[4]) * stats::plogis(l[3]); v <- exp(l[4]) * stats::plogis(-l[3])
     H <- a - log(b) + lgamma(a) + (1 - a) * digamma(a) +
       lbeta(u, v) - (u - 1) * digamma(u) - (v - 1) * digamma(v) + (u + v - 2) * digamma(u + v)
     6 * (digamma(a) - log(b)) - 3 * a / b +
       2 * (digamma(u) - digamma(u + v)) + 4 * (digamma(v) - digamma(u + v)) + H
   }
-  lambda <- c(log(3), log(1.5), log(2), log(2.5))
+  lambda <- c(log(2), log(3), -0.2, log(4.5))
   g <- grad_draws(m, blocks, lambda, "score", 3000)
   expect_unbiased(g$grad, fd(elbo, lambda))
   # ... and the ELBO estimate too
