@@ -108,8 +108,11 @@ model_for_families <- function(model, fams) {
 }
 
 # A natural-scale coordinate's starting mean and sd, from a Gaussian start
-# (mean m, sd s) on the declared transform's scale: Gamma by the lognormal's
-# moments, Beta by the delta method, categorical centred at the rounded
+# (mean m, sd s) on the declared transform's scale: a Gamma whose log has
+# mean m and sd about s (shape 1 / s^2 + 1/2 matches trigamma(shape) = s^2
+# closely; the lognormal's own moments would give shape 0.58 at s = 1, a
+# density infinite at 0 whose draws near 0 swamp the first score
+# gradients), Beta by the delta method, categorical centred at the rounded
 # value with an sd of the number of values (nearly uniform).
 natural_start <- function(model, fams, m, s) {
   nat <- natural_coords(model, fams)
@@ -118,8 +121,9 @@ natural_start <- function(model, fams, m, s) {
   mean <- theta
   sd <- s
   g <- fam == "gamma"
-  mean[g] <- exp(m[g] + s[g]^2 / 2)
-  sd[g] <- mean[g] * sqrt(expm1(pmin(s[g]^2, 50)))
+  shape <- 1 / s[g]^2 + 0.5
+  mean[g] <- shape * exp(m[g] - digamma(shape))
+  sd[g] <- mean[g] / sqrt(shape)
   b <- fam == "beta"
   sd[b] <- pmin(theta[b] * (1 - theta[b]) * s[b], 0.5 * sqrt(theta[b] * (1 - theta[b])))
   k <- fam == "categorical"
