@@ -17,7 +17,7 @@ resolve_families <- function(model, families = NULL, call = NULL) {
   if (is.character(families)) families <- as.list(families)
   if (!is.list(families) || length(families) == 0 || is.null(names(families)) ||
       any(names(families) == "") || anyDuplicated(names(families))) {
-    abort_arg("families", "a named list such as {.code list(lambda = \"gamma\", p = \"beta\")}",
+    abort_arg("families", "a named list such as list(lambda = \"gamma\", p = \"beta\")",
               families, call = call)
   }
   unknown <- setdiff(names(families), names(pars))

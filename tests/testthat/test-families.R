@@ -255,3 +255,75 @@ test_that("a change point with a categorical q: close to the exact posterior by 
   expect_lt(abs(coef(fit)[["s"]] - ex_mean) / ex_sd, 0.3)
   expect_lt(max(abs(pr$probability - cp$p)), 0.1)
 })
+
+# ---- the R side: declarations, errors, methods -------------------------------------
+
+test_that("param(integer = TRUE) checks its bounds", {
+  p <- param(lower = 0, upper = 1, integer = TRUE)
+  expect_true(p$integer)
+  expect_null(param()$integer)
+  expect_snapshot(error = TRUE, param(lower = 0, integer = TRUE))
+  expect_snapshot(error = TRUE, param(lower = 0.5, upper = 3, integer = TRUE))
+  expect_snapshot(error = TRUE, param(lower = 1, upper = 2000, integer = TRUE))
+  expect_snapshot(error = TRUE, param(integer = NA))
+  expect_snapshot(print(param(dim = 2, lower = 0, upper = 3, integer = TRUE)))
+})
+
+cp_small <- function() {
+  set.seed(5)
+  y <- c(stats::rpois(8, 3), stats::rpois(7, 1))
+  bbvi_model(function(theta, data) {
+    s <- theta$s
+    sum(stats::dpois(data[1:s], theta$r1, log = TRUE)) +
+      sum(stats::dpois(data[-(1:s)], theta$r2, log = TRUE)) +
+      stats::dexp(theta$r1, 1, log = TRUE) + stats::dexp(theta$r2, 1, log = TRUE)
+  }, list(s = param(lower = 1, upper = 14, integer = TRUE),
+          r1 = param(lower = 0), r2 = param(lower = 0)), data = y)
+}
+
+test_that("bbvi(families =) and discrete models: clear errors naming the argument", {
+  m <- cp_small()
+  expect_snapshot(print(m))
+  expect_snapshot(error = TRUE, bbvi(m, families = list(r3 = "gamma")))
+  expect_snapshot(error = TRUE, bbvi(m, families = list(r1 = "beta")))
+  expect_snapshot(error = TRUE, bbvi(m, families = list(r1 = "weibull")))
+  expect_snapshot(error = TRUE, bbvi(m, families = list(s = "gamma")))
+  expect_snapshot(error = TRUE, bbvi(m, families = "gamma"))
+  expect_snapshot(error = TRUE, bbvi(m, optimizer = "lbfgs"))
+  expect_snapshot(error = TRUE, bbvi(m, init = list(s = 2.5, r1 = 1, r2 = 1)))
+  expect_snapshot(error = TRUE, sample_mcmc(m))
+})
+
+test_that("a discrete model with a gradient for its continuous parameters only", {
+  set.seed(6)
+  y <- c(stats::rnorm(10, -1), stats::rnorm(10, 2))
+  # z in {0, 1}: which of two known means the second half has; mu continuous
+  m <- bbvi_model(function(theta, data) {
+    sum(stats::dnorm(data[1:10], theta$mu, 1, log = TRUE)) +
+      sum(stats::dnorm(data[11:20], theta$mu + 3 * theta$z, 1, log = TRUE)) +
+      stats::dnorm(theta$mu, 0, 5, log = TRUE)
+  }, list(z = param(lower = 0, upper = 1, integer = TRUE), mu = param()),
+  data = y,
+  gradient = function(theta, data) {
+    list(mu = sum(data[1:10] - theta$mu) + sum(data[11:20] - theta$mu - 3 * theta$z) -
+           theta$mu / 25)
+  })
+  # the gradient check skips the discrete parameter
+  chk <- check_gradient(m)
+  expect_true(attr(chk, "ok"))
+  expect_false("z" %in% chk$parameter)
+  fit <- bbvi(m, seed = 1)
+  expect_equal(fit$estimator, "mixed")
+  expect_true(fit$converged)
+  # exact: z = 1 has almost all the mass; mu | z = 1 ~ N(sum(y - 3 * (i > 10)) / (20 + 1/25), ...)
+  pr <- probabilities(fit, "z")
+  expect_equal(pr$value, 0:1)
+  expect_gt(pr$probability[2], 0.999)
+  prec <- 20 + 1 / 25
+  mu_exact <- sum(y - 3 * (seq_along(y) > 10)) / prec
+  expect_lt(abs(coef(fit)[["mu"]] - mu_exact) * sqrt(prec), 0.1)
+  expect_equal(unname(summary(fit)$table["mu", "sd"]), 1 / sqrt(prec), tolerance = 0.05)
+  expect_snapshot(print(fit$families))
+  expect_true(all(as.matrix(fit, draws = 50)[, "z"] %in% 0:1))
+  expect_snapshot(error = TRUE, probabilities(fit, "mu"))
+})
