@@ -350,6 +350,8 @@ vi_median_mad <- function(fit) {
   med <- marginal_quantiles(fit, 0.5)[, 1]
   mad_sd <- marginal_moments(fit)$sd
   bounded <- is.finite(fit$lower) | is.finite(fit$upper)
+  # natural-scale families (Gamma, Beta, categorical) are not normal either
+  if (!is.null(fit$families)) bounded <- bounded | rep(fit$families != "gaussian", fit$model$sizes)
   if (any(bounded)) {
     dr <- as.matrix(fit)[, fit$par_names[bounded], drop = FALSE]
     mad_sd[bounded] <- apply(dr, 2, stats::mad)
