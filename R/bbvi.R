@@ -190,6 +190,14 @@ bbvi.default <- function(x, ...) {
 #'   A model with integer parameters starts from `init` (categorical q
 #'   nearly uniform, centred on `init` when given); otherwise Gamma and Beta
 #'   blocks start from the Laplace approximation by moment matching.
+#' @param enumerate For integer parameters: compute the gradient of each
+#'   one's probabilities by evaluating the log-joint at every value it can
+#'   take, at the other parameters' draws (exact in that parameter; costs
+#'   its number of values times `samples` more evaluations per iteration,
+#'   batched when the log-joint is vectorized). `FALSE` uses the score
+#'   gradient alone, which is cheaper per iteration but lets values that q
+#'   draws rarely stay rare: on the coal-mining change point it ends with
+#'   the mode's probability about twice the optimum's.
 #' @examples
 #' y <- c(1.2, 0.4, 2.1, 1.7)
 #' m <- bbvi_model(
@@ -208,7 +216,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                             eta = NULL, window = NULL, init = NULL, init_sd = 1,
                             draws = 4000, restarts = 1,
                             control_variates = TRUE, start = c("mode", "init"),
-                            diagnostic_draws = 4000, families = NULL, ...) {
+                            diagnostic_draws = 4000, families = NULL,
+                            enumerate = TRUE, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -237,7 +246,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                         init_sd = init_sd, draws = draws, restarts = restarts,
                         control_variates = control_variates,
                         start_at = match_arg(start, c("mode", "init"), "start"),
-                        diagnostic_draws = diagnostic_draws))
+                        diagnostic_draws = diagnostic_draws,
+                        enumerate = check_flag(enumerate, "enumerate")))
   }
   if (optimizer == "lbfgs" && estimator != "reparam") {
     cli::cli_abort(c("{.code optimizer = \"lbfgs\"} needs the reparameterization estimator, and so the model's gradient.",
@@ -604,7 +614,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
                       progress = FALSE, control_variates = TRUE,
                       precond = NULL, shift = NULL, rank = NULL,
-                      blocks = NULL, init_B = NULL, init_log_sd_z = NULL) {
+                      blocks = NULL, init_B = NULL, init_log_sd_z = NULL,
+                      enumerate = FALSE) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -633,6 +644,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   init_mean = as.double(init_mean),
                   init_log_sd = as.double(init_log_sd),
                   init_log_sd_z = if (!is.null(init_log_sd_z)) as.double(init_log_sd_z),
+                  enumerate = as.integer(enumerate),
                   progress = progress,
                   progress_config = list(
                     name = "bbvi",

@@ -217,7 +217,7 @@ discrete_summary <- function(fit) {
 bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                          max_iter, tol, seed, progress, optimizer, eta, window,
                          init, init_sd, draws, restarts, control_variates,
-                         start_at, diagnostic_draws) {
+                         start_at, diagnostic_draws, enumerate = TRUE) {
   err_call <- call("bbvi")
   xc <- model_for_families(x, fams)
   D <- length(x$par_names)
@@ -285,7 +285,8 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                        init_log_sd = lsd_z, init_log_sd_z = lsd_z,
                        precond = precond, shift = shift, blocks = blocks,
                        progress = progress && !dispersed,
-                       control_variates = control_variates)
+                       control_variates = control_variates,
+                       enumerate = enumerate && has_cat)
       res$method <- method
       if (estimator == "reparam") res$estimator <- "mixed"
       t0 <- proc.time()[["elapsed"]]

@@ -149,6 +149,9 @@ const bbvi_family *bbvi_family_categorical(int D, const int *lo, const int *n);
 /* mask[k] = 1 for the lambda entries (K) that need the score gradient
    (blocks without reparam_grad); returns how many there are */
 int bbvi_family_score_mask(const bbvi_family *f, int D, int *mask);
+int bbvi_categorical_coord(const bbvi_family *f, int d, int *lo, int *nv, int *k0);
+int bbvi_family_categorical_coords(const bbvi_family *f, int D, int *zd,
+                                   int *lo, int *nv, int *koff);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */
@@ -170,6 +173,12 @@ typedef struct {
     int *score_mask;     /* mixed estimator: K flags, 1 = score gradient */
     double *work2;       /* K */
     double *wt;          /* S: the score weights log p - log q, packed */
+    int *used;           /* S: the draws behind the packed ones */
+    /* categorical coordinates whose gradient is computed by enumerating
+       their values (bbvi_estimator_enumerate), or n_cat = 0 */
+    int n_cat, *cat_zd, *cat_lo, *cat_nv, *cat_k;
+    double *zalt, *lpalt, *pcat;
+    double n_extra;      /* log-density evaluations beyond S, last call */
     /* optional fixed affine preconditioner: q lives on z with
        zeta = shift + P z, so that the optimiser works on a problem of unit
        scale (and, with a full P, unit correlation). P is either dense
@@ -186,6 +195,11 @@ void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
                                 const double *shift);
 void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
                                      const double *shift);
+/* Enumerate the values of every categorical coordinate of q in the
+   gradient: exact in that coordinate given the other coordinates' draws
+   (Rao-Blackwellized), at the cost of (number of values) x S more
+   evaluations of the log density per coordinate. */
+void bbvi_estimator_enumerate(bbvi_estimator_ws *w);
 /* Both estimators: draw S points, fill grad (K), return the ELBO estimate
    (NaN when no draw had a finite log density). Non-finite draws are left out. */
 typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,

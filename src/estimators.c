@@ -22,6 +22,9 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->work = (double *) R_alloc((size_t) K, sizeof(double));
     w->work2 = (double *) R_alloc((size_t) K, sizeof(double));
     w->wt = (double *) R_alloc((size_t) S, sizeof(double));
+    w->used = (int *) R_alloc((size_t) S, sizeof(int));
+    w->n_cat = 0;
+    w->n_extra = 0.0;
     w->score_mask = NULL;
     w->n_finite = 0;
     w->use_cv = 1;
@@ -59,21 +62,22 @@ void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
     set_precond(w, NULL, scale, shift);
 }
 
-/* log density (and gradient) at the current draws, through the
-   preconditioner when there is one */
-static void eval_draws(bbvi_estimator_ws *w, double *gz)
+/* log density (and gradient) at S points zz (D x S, S <= w->S) into lp,
+   through the preconditioner when there is one */
+static void eval_points(bbvi_estimator_ws *w, const double *zz, int S,
+                        double *lp, double *gz)
 {
-    int D = w->D, S = w->S;
+    int D = w->D;
     if (w->Pdiag) {
         const double *p = w->Pdiag;
         for (int s = 0; s < S; s++) {
-            const double *z = w->z + (size_t) s * D;
+            const double *z = zz + (size_t) s * D;
             double *zs = w->zs + (size_t) s * D;
             for (int i = 0; i < D; i++) zs[i] = w->shift[i] + p[i] * z[i];
         }
-        bbvi_model_logdens(w->model, S, w->zs, w->lp, gz);
+        bbvi_model_logdens(w->model, S, w->zs, lp, gz);
         for (int s = 0; s < S; s++) {
-            w->lp[s] += w->log_det_P;
+            lp[s] += w->log_det_P;
             if (!gz) continue;
             double *g = gz + (size_t) s * D;
             for (int i = 0; i < D; i++) g[i] *= p[i];
@@ -81,20 +85,20 @@ static void eval_draws(bbvi_estimator_ws *w, double *gz)
         return;
     }
     if (!w->P) {
-        bbvi_model_logdens(w->model, S, w->z, w->lp, gz);
+        bbvi_model_logdens(w->model, S, zz, lp, gz);
         return;
     }
     const double *P = w->P;
     for (int s = 0; s < S; s++) {
-        const double *z = w->z + (size_t) s * D;
+        const double *z = zz + (size_t) s * D;
         double *zs = w->zs + (size_t) s * D;
         for (int i = 0; i < D; i++) zs[i] = w->shift[i];
         for (int j = 0; j < D; j++)
             for (int i = j; i < D; i++) zs[i] += P[i + (size_t) j * D] * z[j];
     }
-    bbvi_model_logdens(w->model, S, w->zs, w->lp, gz);
+    bbvi_model_logdens(w->model, S, w->zs, lp, gz);
     for (int s = 0; s < S; s++) {
-        w->lp[s] += w->log_det_P;
+        lp[s] += w->log_det_P;
         if (!gz) continue;
         /* gradient wrt z = P' (gradient wrt zeta), in place from the top */
         double *g = gz + (size_t) s * D;
@@ -102,6 +106,91 @@ static void eval_draws(bbvi_estimator_ws *w, double *gz)
             double a = 0.0;
             for (int i = j; i < D; i++) a += P[i + (size_t) j * D] * g[i];
             g[j] = a;
+        }
+    }
+}
+
+static void eval_draws(bbvi_estimator_ws *w, double *gz)
+{
+    eval_points(w, w->z, w->S, w->lp, gz);
+}
+
+void bbvi_estimator_enumerate(bbvi_estimator_ws *w)
+{
+    int n = bbvi_family_categorical_coords(w->fam, w->D, NULL, NULL, NULL, NULL);
+    if (n == 0) return;
+    w->n_cat = n;
+    w->cat_zd = (int *) R_alloc(n, sizeof(int));
+    w->cat_lo = (int *) R_alloc(n, sizeof(int));
+    w->cat_nv = (int *) R_alloc(n, sizeof(int));
+    w->cat_k = (int *) R_alloc(n, sizeof(int));
+    bbvi_family_categorical_coords(w->fam, w->D, w->cat_zd, w->cat_lo, w->cat_nv, w->cat_k);
+    int nmax = 2;
+    for (int c = 0; c < n; c++) if (w->cat_nv[c] > nmax) nmax = w->cat_nv[c];
+    w->zalt = (double *) R_alloc((size_t) w->D * w->S, sizeof(double));
+    w->lpalt = (double *) R_alloc((size_t) w->S * nmax, sizeof(double));
+    w->pcat = (double *) R_alloc(nmax, sizeof(double));
+}
+
+/* The gradient of the categorical coordinates' logits by enumeration: for
+   coordinate c with probabilities p over its values and the n used draws
+   of everything else, d ELBO / d l_k = E[p_k (lp(k) - sum_v p_v lp(v))] +
+   dH / d l_k, the expectation over the other coordinates' draws only
+   (their log q does not depend on c's value, so it drops out). The score
+   estimator's noise from c's own draw (worst for values it rarely draws,
+   which then stay rare) is gone. Draws where some value has a non-finite
+   log density are left out of that coordinate's average. */
+#define P_FROZEN 1e-3
+static void enumerate_grad(bbvi_estimator_ws *w, const double *lambda, int n,
+                           double *grad)
+{
+    int D = w->D;
+    w->n_extra = 0.0;
+    for (int c = 0; c < w->n_cat; c++) {
+        int nv = w->cat_nv[c], zd = w->cat_zd[c];
+        const double *l = lambda + w->cat_k[c];
+        double *p = w->pcat;
+        double mx = 0.0, sum = 0.0, H = 0.0;
+        for (int k = 1; k < nv; k++) if (l[k - 1] > mx) mx = l[k - 1];
+        p[0] = exp(-mx); sum = p[0];
+        for (int k = 1; k < nv; k++) { p[k] = exp(l[k - 1] - mx); sum += p[k]; }
+        for (int k = 0; k < nv; k++) {
+            p[k] /= sum;
+            if (p[k] > 0) H -= p[k] * log(p[k]);
+        }
+        for (int i = 0; i < n; i++)
+            memcpy(w->zalt + (size_t) i * D, w->z + (size_t) w->used[i] * D,
+                   sizeof(double) * D);
+        for (int v = 0; v < nv; v++) {
+            for (int i = 0; i < n; i++) w->zalt[zd + (size_t) i * D] = w->cat_lo[c] + v;
+            eval_points(w, w->zalt, n, w->lpalt + (size_t) v * n, NULL);
+        }
+        w->n_extra += (double) nv * n;
+        double *g = grad + w->cat_k[c];
+        for (int k = 1; k < nv; k++) g[k - 1] = 0.0;
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            double eb = 0.0;
+            int ok = 1;
+            for (int v = 0; v < nv && ok; v++) {
+                double x = w->lpalt[i + (size_t) v * n];
+                ok = isfinite(x);
+                eb += p[v] * x;
+            }
+            if (!ok) continue;
+            for (int k = 1; k < nv; k++)
+                g[k - 1] += p[k] * (w->lpalt[i + (size_t) k * n] - eb);
+            m++;
+        }
+        for (int k = 1; k < nv; k++) {
+            if (m > 0) g[k - 1] /= m;
+            g[k - 1] -= p[k] > 0 ? p[k] * (log(p[k]) + H) : 0.0;
+            /* a value below P_FROZEN / nv that the gradient pushes lower
+               still stays where it is: its logit would creep down for
+               ever (more slowly with every cut of the step size), and the
+               convergence rule would never see its gradient vanish; all
+               such values together hold at most P_FROZEN of the mass */
+            if (p[k] < P_FROZEN / nv && g[k - 1] < 0) g[k - 1] = 0.0;
         }
     }
 }
@@ -129,6 +218,7 @@ static double score_draw(bbvi_estimator_ws *w, const double *lambda, int s, int 
     w->fam->score(w->fam, D, lambda, e, h);
     for (int k = 0; k < K; k++) f[k] = h[k] * wt;
     w->wt[n] = wt;
+    w->used[n] = s;
     return wt;
 }
 
@@ -195,6 +285,7 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
     memset(grad, 0, sizeof(double) * K);
     if (n == 0) return R_NaN;
     score_average(w, n, NULL, grad);
+    if (w->n_cat) enumerate_grad(w, lambda, n, grad);
     return elbo / n;
 }
 
@@ -229,6 +320,7 @@ double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
     w->fam->entropy_grad(w->fam, D, lambda, w->work);
     for (int k = 0; k < K; k++)
         if (!mask[k]) grad[k] = path[k] / n + w->work[k];
+    if (w->n_cat) enumerate_grad(w, lambda, n, grad);
     return elbo / n;
 }
 

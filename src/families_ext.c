@@ -528,3 +528,14 @@ const bbvi_family *bbvi_family_categorical(int D, const int *lo, const int *n)
     f->ws = w;
     return f;
 }
+
+/* coordinate d of a categorical family: its first value, number of values
+   and the offset of its logits in the family's lambda; 0 if f is not
+   categorical */
+int bbvi_categorical_coord(const bbvi_family *f, int d, int *lo, int *nv, int *k0)
+{
+    if (strcmp(f->name, "categorical") != 0) return 0;
+    const cat_ws *w = CW(f);
+    *lo = w->lo[d]; *nv = w->n[d]; *k0 = w->k0[d];
+    return 1;
+}

@@ -224,6 +224,32 @@ const bbvi_family *bbvi_family_product(int n, const char **names,
     return product_of(n, names, ranks, dims, NULL, D);
 }
 
+/* The categorical coordinates of q (one-block or product): for each, its
+   coordinate zd in z, first value lo, number of values nv and the offset
+   koff of its logits in lambda. Returns how many; the arrays may be NULL
+   to count them. */
+int bbvi_family_categorical_coords(const bbvi_family *f, int D, int *zd,
+                                   int *lo, int *nv, int *koff)
+{
+    int n = 0, l, m, k;
+    if (strcmp(f->name, "blocks") != 0) {
+        for (int d = 0; d < D && bbvi_categorical_coord(f, d, &l, &m, &k); d++) {
+            if (zd) { zd[n] = d; lo[n] = l; nv[n] = m; koff[n] = k; }
+            n++;
+        }
+        return n;
+    }
+    const bbvi_q *q = Q(f);
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        for (int d = 0; d < b->dim && bbvi_categorical_coord(b->fam, d, &l, &m, &k); d++) {
+            if (zd) { zd[n] = b->z0 + d; lo[n] = l; nv[n] = m; koff[n] = b->k0 + k; }
+            n++;
+        }
+    }
+    return n;
+}
+
 int bbvi_family_score_mask(const bbvi_family *f, int D, int *mask)
 {
     int K = f->n_lambda(f, D), n = 0;
