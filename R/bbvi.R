@@ -177,6 +177,29 @@ bbvi.default <- function(x, ...) {
 #'   L'Ecuyer-CMRG stream derived from `seed` (or R's stream), so the
 #'   result does not depend on the plan or the number of workers; global
 #'   variables used by the model's functions are sent to the workers.
+#' @param families Non-Gaussian q for some parameters: a named list such as
+#'   `list(lambda = "gamma", p = "beta")`. `"gamma"` is for a parameter
+#'   declared `param(lower = 0)` (shape and rate fitted), `"beta"` for
+#'   `param(lower = 0, upper = 1)`; both live on the parameter's own scale
+#'   (no transform, no Jacobian), so conjugate models come out exact.
+#'   Integer parameters (`param(integer = TRUE)`) always get a categorical
+#'   q (one probability per value; see [probabilities()]). With any of
+#'   these, q is a product of one block per parameter (Gaussian parameters
+#'   take `method`), fitted on the stochastic path: the non-Gaussian blocks
+#'   by the score gradient with control variates, the Gaussian ones by the
+#'   reparameterization gradient when the model has a gradient (which may
+#'   leave out the integer parameters), else by the score gradient too.
+#'   A model with integer parameters starts from `init` (categorical q
+#'   nearly uniform, centred on `init` when given); otherwise Gamma and Beta
+#'   blocks start from the Laplace approximation by moment matching.
+#' @param enumerate For integer parameters: compute the gradient of each
+#'   one's probabilities by evaluating the log-joint at every value it can
+#'   take, at the other parameters' draws (exact in that parameter; costs
+#'   its number of values times `samples` more evaluations per iteration,
+#'   batched when the log-joint is vectorized). `FALSE` uses the score
+#'   gradient alone, which is cheaper per iteration but lets values that q
+#'   draws rarely stay rare: on the coal-mining change point it ends with
+#'   the mode's probability about twice the optimum's.
 #' @examples
 #' y <- c(1.2, 0.4, 2.1, 1.7)
 #' m <- bbvi_model(
@@ -195,7 +218,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                             eta = NULL, window = NULL, init = NULL, init_sd = 1,
                             draws = 4000, restarts = 1,
                             control_variates = TRUE, start = c("mode", "init"),
-                            diagnostic_draws = 4000, ...) {
+                            diagnostic_draws = 4000, families = NULL,
+                            enumerate = TRUE, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -208,6 +232,25 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   optimizer <- match_arg(optimizer, c("auto", "lbfgs", "adam", "adagrad"), "optimizer")
   estimator <- resolve_estimator(estimator, x$has_gradient)
+  fams <- resolve_families(x, families, call = call("bbvi"))
+  if (any(fams != "gaussian")) {
+    if (optimizer == "lbfgs") {
+      cli::cli_abort(c("{.code optimizer = \"lbfgs\"} (fixed draws) is for Gaussian q only.",
+                       i = "This fit has {.val {unique(fams[fams != 'gaussian'])}} blocks; use {.code optimizer = \"adam\"}."),
+                     call = call("bbvi"))
+    }
+    return(bbvi_natural(x, fams, call = call, method = method, rank = rank,
+                        estimator = estimator, samples = samples,
+                        max_iter = max_iter, tol = tol, seed = seed,
+                        progress = progress,
+                        optimizer = if (optimizer == "auto") "adam" else optimizer,
+                        eta = eta, window = window, init = init,
+                        init_sd = init_sd, draws = draws, restarts = restarts,
+                        control_variates = control_variates,
+                        start_at = match_arg(start, c("mode", "init"), "start"),
+                        diagnostic_draws = diagnostic_draws,
+                        enumerate = check_flag(enumerate, "enumerate")))
+  }
   if (optimizer == "lbfgs" && estimator != "reparam") {
     cli::cli_abort(c("{.code optimizer = \"lbfgs\"} needs the reparameterization estimator, and so the model's gradient.",
                      i = "Give {.arg gradient} to {.fn bbvi_model}, or use {.code optimizer = \"adam\"}."),
@@ -595,7 +638,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       optimizer, eta, window, init_mean, init_log_sd,
                       progress = FALSE, control_variates = TRUE,
                       precond = NULL, shift = NULL, rank = NULL,
-                      blocks = NULL, init_B = NULL, par_sizes = NULL) {
+                      blocks = NULL, init_B = NULL, init_log_sd_z = NULL,
+                      enumerate = FALSE, par_sizes = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -624,6 +668,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   window = as.integer(window), passes = 2L, max_restarts = 5L,
                   init_mean = as.double(init_mean),
                   init_log_sd = as.double(init_log_sd),
+                  init_log_sd_z = if (!is.null(init_log_sd_z)) as.double(init_log_sd_z),
+                  enumerate = as.integer(enumerate),
                   progress = progress,
                   progress_config = list(
                     name = "bbvi",

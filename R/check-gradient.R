@@ -52,7 +52,17 @@ check_gradient <- function(model, points = NULL, n = 3, tol = 1e-3) {
   check_count(n, "n")
   check_positive(tol, "tol")
   pts <- gradient_check_points(model, points, n)
-  gradient_check_table(model, pts, tol, err_call = call("check_gradient"))
+  gradient_check_table(model, pts, tol, err_call = call("check_gradient"),
+                       coords = continuous_coords(model))
+}
+
+# Coordinates a gradient is checked at: all but the discrete ones (NULL:
+# all), which have no derivative and need no entry in the gradient.
+continuous_coords <- function(model, coords = NULL) {
+  disc <- integer_coords(model)
+  if (!any(disc)) return(coords)
+  keep <- which(!disc)
+  if (is.null(coords)) keep else intersect(coords, keep)
 }
 
 # The check run before a fit: the R callbacks of a model (a vectorized
@@ -81,6 +91,7 @@ assert_gradient_ok <- function(model, err_call = call("bbvi"), points = NULL) {
   # log-joint evaluations of D numbers each per point
   D <- ncol(points)
   coords <- if (D > 200) unique(round(seq(1, D, length.out = 200)))
+  coords <- continuous_coords(model, coords)
   tab <- gradient_check_table(model, points, 1e-3, err_call, coords = coords)
   if (isTRUE(attr(tab, "ok"))) return(invisible(TRUE))
   bad <- tab[!is.na(tab$ok) & !tab$ok, , drop = FALSE]
@@ -141,6 +152,11 @@ gradient_check_points <- function(model, points, n) {
       z[-1, ] <- 2 * ((outer(k * 0.7548777, d * 0.5698403, "+") + 0.31) %% 1) - 1
     }
     pts <- t(constrain_draws(model, t(z)))
+    # discrete parameters at whole numbers inside their bounds
+    disc <- integer_coords(model)
+    if (any(disc)) {
+      pts[, disc] <- t(pmin(pmax(round(t(pts[, disc, drop = FALSE])), lower[disc]), upper[disc]))
+    }
   } else {
     pts <- points_matrix(model, points)
   }
@@ -172,7 +188,10 @@ points_matrix <- function(model, points) {
     if (!setequal(colnames(points), model$par_names)) abort_arg("points", want, points)
     points <- points[, model$par_names, drop = FALSE]
   }
-  inside <- t(t(points) > model$lower & t(points) < model$upper)
+  disc <- integer_coords(model)
+  inside <- t((t(points) > model$lower & t(points) < model$upper) |
+                (disc & t(points) >= model$lower & t(points) <= model$upper &
+                   t(points) == round(t(points))))
   if (anyNA(points) || !all(inside)) {
     abort_arg("points", "inside each parameter's support (not NA)", points)
   }

@@ -196,7 +196,9 @@ marginal_moments <- function(fit) {
     gh <- gauss_hermite(40)
     w <- gh$w / sqrt(pi)
     z <- m[bounded] + sqrt(2) * outer(s[bounded], gh$x)   # nb x 40
-    th <- .Call(C_constrain, as.double(t(z)), as.double(fit$lower[bounded]),
+    # z is nb x 40: as.double(z) is node by node, coordinate fastest, the
+    # layout C_constrain reads (nb coordinates per point)
+    th <- .Call(C_constrain, as.double(z), as.double(fit$lower[bounded]),
                 as.double(fit$upper[bounded]))            # nb x 40, by node
     th <- matrix(th, nrow = length(bounded))
     mb <- drop(th %*% w)
@@ -318,7 +320,8 @@ summary.bbvi_fit <- function(object, ...) {
   mom <- marginal_moments(object)
   q <- marginal_quantiles(object, c(0.025, 0.5, 0.975))
   tab <- cbind(mean = mom$mean, sd = mom$sd, q)
-  structure(list(table = tab, fit = object), class = "summary.bbvi_fit")
+  structure(list(table = tab, discrete = discrete_summary(object), fit = object),
+            class = "summary.bbvi_fit")
 }
 
 #' @rdname bbvi_fit-methods
@@ -328,6 +331,10 @@ print.summary.bbvi_fit <- function(x, digits = max(3L, getOption("digits") - 3L)
   print_fit_header(x$fit)
   cat("\n")
   print_table(x$table, digits)
+  if (!is.null(x$discrete)) {
+    cat("\nDiscrete parameters (q's probabilities of every value: probabilities(fit)):\n")
+    print_table(x$discrete, digits, integer = "mode")
+  }
   cat(vi_summary_note(has_vector_transform(x$fit)))
   invisible(x)
 }
@@ -403,6 +410,8 @@ vi_median_mad <- function(fit) {
   mad_sd <- marginal_moments(fit)$sd
   bounded <- is.finite(fit$lower) | is.finite(fit$upper) |
     is.na(elementwise_index(fit))
+  # natural-scale families (Gamma, Beta, categorical) are not normal either
+  if (!is.null(fit$families)) bounded <- bounded | rep(fit$families != "gaussian", fit$model$sizes)
   if (any(bounded)) {
     dr <- as.matrix(fit)[, fit$par_names[bounded], drop = FALSE]
     mad_sd[bounded] <- apply(dr, 2, stats::mad)
@@ -453,8 +462,15 @@ format_seconds <- function(x) {
 print_fit_header <- function(fit) {
   cat("Variational fit (bbvi)\n")
   say_call(fit$call)
-  say(sprintf("Family: %s Gaussian; gradient: %s; path: %s",
-              fit$method, fit_estimator_label(fit), fit$path))
+  other <- if (!is.null(fit$families)) unique(fit$families[fit$families != "gaussian"])
+  say(sprintf("Family: %s; gradient: %s; path: %s",
+              if (length(other) == 0) paste(fit$method, "Gaussian") else
+                sprintf("%s%s",
+                        if (all(fit$families != "gaussian")) "" else paste(fit$method, "Gaussian blocks with "),
+                        paste(sprintf("%s (%s)", other, vapply(other, function(f)
+                          paste(names(fit$families)[fit$families == f], collapse = ", "),
+                          character(1))), collapse = ", ")),
+              fit_estimator_label(fit), fit$path))
   print_fit_status(fit)
 }
 
@@ -524,6 +540,7 @@ fit_estimator_label <- function(fit) {
   switch(fit$estimator,
          score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),
+         mixed = sprintf("reparameterization (Gaussian blocks) and score function + control variates (the others), %d draws/iteration", fit$samples),
          fit$estimator)
 }
 

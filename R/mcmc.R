@@ -120,6 +120,13 @@ sample_mcmc.bbvi_model <- function(x, ..., method = c("nuts", "rwm"),
   call <- match.call()
   call[[1]] <- quote(sample_mcmc)
   check_dots_empty(...)
+  disc <- integer_parameters(x)
+  if (length(disc) > 0) {
+    cli::cli_abort(c("{.fn sample_mcmc} cannot sample discrete parameters.",
+                     x = "{.field {disc}} {?is an/are} integer parameter{?s} ({.code param(integer = TRUE)}).",
+                     i = "Fit the model with {.fn bbvi}, which gives discrete parameters a categorical q, or sum them out of the log-joint and sample the rest."),
+                   call = call("sample_mcmc"))
+  }
   assert_model_ok(x, err_call = call("sample_mcmc"))
   mcmc_engine(x, r_target_spec(x, err_call = call("sample_mcmc")),
               method = method, chains = chains, iter = iter, warmup = warmup,

@@ -20,6 +20,12 @@
 #'   a finite `lower` (one number, the bound of every element) it is a
 #'   positive-ordered vector above `lower`: `theta[1] = lower +
 #'   exp(zeta[1])`. An ordered vector takes no finite `upper`.
+#' @param integer `TRUE` for a discrete parameter taking the whole numbers
+#'   `lower`, `lower + 1`, ..., `upper` (both bounds included, finite and
+#'   whole, at most 1000 values per element). [bbvi()] fits it with a
+#'   categorical q (a Bernoulli for \{0, 1\}) by the score-function
+#'   gradient; [sample_mcmc()] cannot sample it. The log-joint receives its
+#'   values as whole numbers stored as doubles.
 #' @details
 #' Results (draws, summaries, `init`) are always on the constrained scale,
 #' with one column per element (`w[1]`, ..., `w[K]` for a simplex `w`);
@@ -35,9 +41,10 @@
 #' param(dim = 3, simplex = TRUE)          # weights that sum to 1
 #' param(dim = 2, ordered = TRUE)          # mixture means, mu[1] < mu[2]
 #' param(dim = 4, ordered = TRUE, lower = 0)   # positive and increasing
+#' param(lower = 1851, upper = 1962, integer = TRUE)   # a year
 #' @export
-param <- function(dim = 1, lower = -Inf, upper = Inf, simplex = FALSE,
-                  ordered = FALSE) {
+param <- function(dim = 1, lower = -Inf, upper = Inf, integer = FALSE,
+                  simplex = FALSE, ordered = FALSE) {
   if (!is.numeric(dim) || length(dim) != 1 || is.na(dim) || dim < 1 ||
       dim != round(dim) || !is.finite(dim) || dim > .Machine$integer.max) {
     abort_arg("dim", "a positive whole number", dim)
@@ -55,6 +62,15 @@ param <- function(dim = 1, lower = -Inf, upper = Inf, simplex = FALSE,
     ), call = NULL)
   }
   p <- new_bbvi_param(dim, lower, upper)
+  check_flag(integer, "integer")
+  if (integer) {
+    if (isTRUE(simplex) || isTRUE(ordered)) {
+      cli::cli_abort("An {.arg integer} parameter cannot be a {.arg simplex} or {.arg ordered}.",
+                     call = NULL)
+    }
+    check_integer_support(lower, upper)
+    p$integer <- TRUE
+  }
   vector_param(p, simplex, ordered)
 }
 
@@ -101,6 +117,30 @@ vector_param <- function(p, simplex, ordered) {
   p
 }
 
+# The most values a discrete parameter's element may take: its q has one
+# probability per value (src/families_ext.c, BBVI_MAX_CATEGORIES).
+max_integer_values <- 1000L
+
+check_integer_support <- function(lower, upper) {
+  for (arg in c("lower", "upper")) {
+    x <- if (arg == "lower") lower else upper
+    if (any(!is.finite(x)) || any(x != round(x)) || any(abs(x) > 1e9)) {
+      cli::cli_abort(c("An integer parameter needs finite whole-number bounds.",
+                       x = "{.arg {arg}} is {describe(x)}.",
+                       i = "Give both {.arg lower} and {.arg upper}, e.g. {.code param(lower = 0, upper = 1, integer = TRUE)}."),
+                     call = NULL)
+    }
+  }
+  n <- upper - lower + 1
+  if (any(n > max_integer_values)) {
+    cli::cli_abort(c("An integer parameter can take at most {max_integer_values} values per element.",
+                     x = "It has {max(n)} values ({.arg lower} {lower[which.max(n)]} to {.arg upper} {upper[which.max(n)]}).",
+                     i = "Treat a parameter with that many values as continuous."),
+                   call = NULL)
+  }
+  invisible(TRUE)
+}
+
 new_bbvi_param <- function(dim, lower, upper) {
   structure(list(dim = dim, lower = lower, upper = upper), class = "bbvi_param")
 }
@@ -120,7 +160,8 @@ check_bound <- function(x, arg, dim) {
 
 #' @export
 print.bbvi_param <- function(x, ...) {
-  cat(sprintf("<bbvi_param> dim %d, support %s%s\n", x$dim,
+  cat(sprintf("<bbvi_param> dim %d, %ssupport %s%s\n", x$dim,
+              if (isTRUE(x$integer)) "integer, " else "",
               paste(unique(sprintf("(%s, %s)", format(x$lower), format(x$upper))),
                     collapse = " "), vector_label(x)))
   invisible(x)
@@ -331,7 +372,8 @@ print.bbvi_model <- function(x, ...) {
       "\n")
   for (nm in names(x$parameters)) {
     p <- x$parameters[[nm]]
-    cat(sprintf("  %-12s dim %d  support %s%s\n", nm, p$dim,
+    cat(sprintf("  %-12s dim %d  %ssupport %s%s\n", nm, p$dim,
+                if (isTRUE(p$integer)) "integer, " else "",
                 paste(unique(sprintf("(%s, %s)", format(p$lower), format(p$upper))),
                       collapse = " "), vector_label(p)))
   }
@@ -462,6 +504,7 @@ r_target_spec <- function(model, err_call = NULL) {
   nms <- names(model$parameters)
   par_names <- model$par_names
   factors <- model$factors
+  discrete <- integer_parameters(model)
   fn <- function(theta) {
     val <- tryCatch(logjoint(theta, data),
                     error = function(e) abort_callback("logjoint", e, err_call))
@@ -484,7 +527,7 @@ r_target_spec <- function(model, err_call = NULL) {
       g <- tryCatch(gradient(theta, data),
                     error = function(e) abort_callback("gradient", e, err_call))
       n <- if (vectorized) nrow_draws(theta) else 1L
-      flatten_gradient(g, n, sizes, nms, err_call, par_names)
+      flatten_gradient(g, n, sizes, nms, err_call, par_names, optional = discrete)
     }
   }
   c(list(type = "r", fn_call = as.call(list(fn, NULL)),
@@ -538,6 +581,16 @@ factor_values <- function(val, n, fnames, vectorized, call) {
   as.double(val)
 }
 
+# Names of the model's integer (discrete) parameters.
+integer_parameters <- function(model) {
+  names(model$parameters)[vapply(model$parameters, function(p) isTRUE(p$integer), logical(1))]
+}
+
+# One flag per scalar parameter: is it discrete?
+integer_coords <- function(model) {
+  rep(vapply(model$parameters, function(p) isTRUE(p$integer), logical(1)), model$sizes)
+}
+
 nrow_draws <- function(theta) {
   x <- theta[[1]]
   if (is.matrix(x)) nrow(x) else length(x)
@@ -569,11 +622,26 @@ check_callback_value <- function(val, n, what, vectorized, call) {
 # draw) or a matrix with column names must carry the scalar names
 # `par_names` (any order). Other names are an error naming them; no names
 # means the order of `parameters`.
-flatten_gradient <- function(g, n, sizes, nms, call, par_names = NULL) {
+#
+# `optional`: names of parameters (the discrete ones) whose entries a list
+# may leave out (given by name, or an unnamed list of the others in order):
+# their gradient is taken as 0, which no estimator uses.
+flatten_gradient <- function(g, n, sizes, nms, call, par_names = NULL,
+                             optional = character()) {
   D <- sum(sizes)
   bad <- function() {
     cli::cli_abort(c("{.arg gradient} must return a list shaped like {.arg theta}, or {D * n} numbers.",
                      x = "It returned {describe(g)}."), call = call)
+  }
+  if (is.list(g) && length(optional) > 0 && length(g) < length(sizes)) {
+    rest <- setdiff(nms, optional)
+    if (is.null(names(g))) {
+      if (length(g) != length(rest)) bad()
+      names(g) <- rest
+    }
+    fill <- setdiff(optional, names(g))
+    zero <- lapply(sizes[match(fill, nms)], function(sz) numeric(n * sz))
+    g <- c(g, stats::setNames(zero, fill))
   }
   if (is.list(g)) {
     if (length(g) != length(sizes)) bad()

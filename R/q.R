@@ -7,6 +7,9 @@
 #   q_gauss_mf(mean, sd)        diagonal Gaussian
 #   q_gauss_fr(mean, chol)      Gaussian with a lower Cholesky factor
 #   q_gauss_lr(mean, B, d)      covariance B B' + diag(d^2), B of D x rank
+#   q_gamma(shape, rate)        independent Gammas   } on the constrained
+#   q_beta(a, b)                independent Betas    } (natural) scale,
+#   q_categorical(lower, probs) independent discrete } see src/families_ext.c
 #   q_product(parts)            independent blocks over consecutive
 #                               coordinates, each one of the above
 
@@ -34,6 +37,9 @@ q_from_c <- function(x) {
          meanfield = q_gauss_mf(x$mean, x$sd),
          fullrank = q_gauss_fr(x$mean, x$chol),
          lowrank = q_gauss_lr(x$mean, x$B, x$d),
+         gamma = q_gamma(x$shape, x$rate),
+         beta = q_beta(x$a, x$b),
+         categorical = q_categorical(x$lower, x$probs),
          blocks = q_product(lapply(x$blocks, function(b) q_from_c(b$q))),
          cli::cli_abort("internal error: unknown family {.val {x$family}}."))
 }
@@ -195,3 +201,153 @@ block_diag <- function(q, f) {
 }
 q_vcov.q_product <- function(q) block_diag(q, q_vcov)
 q_chol.q_product <- function(q) block_diag(q, q_chol)
+
+# ---- natural-scale families: Gamma, Beta, categorical ---------------------------
+#
+# A base draw e becomes u = Phi(e) and then the marginal's inverse CDF, as
+# in C (src/families_ext.c): the small tail of Phi on the log scale, so the
+# same base draws give the same points on both sides.
+
+q_gamma <- function(shape, rate) {
+  structure(list(family = "gamma", mean = as.double(shape / rate),
+                 shape = as.double(shape), rate = as.double(rate)),
+            class = c("q_gamma", "bbvi_q"))
+}
+
+q_beta <- function(a, b) {
+  structure(list(family = "beta", mean = as.double(a / (a + b)),
+                 a = as.double(a), b = as.double(b)),
+            class = c("q_beta", "bbvi_q"))
+}
+
+# lower: the first value of each coordinate; probs: one vector of
+# probabilities per coordinate, for lower, lower + 1, ...
+q_categorical <- function(lower, probs) {
+  probs <- lapply(probs, as.double)
+  mean <- vapply(seq_along(probs), function(d) {
+    sum((lower[d] + seq_along(probs[[d]]) - 1) * probs[[d]])
+  }, numeric(1))
+  structure(list(family = "categorical", mean = mean, lower = as.integer(lower),
+                 probs = probs),
+            class = c("q_categorical", "bbvi_q"))
+}
+
+# quantile function qf(p, log.p = TRUE, lower.tail) at the base draws eps,
+# elementwise (eps recycled over the rows = coordinates)
+natural_from_base <- function(eps, qf) {
+  z <- eps
+  neg <- eps <= 0
+  lt <- stats::pnorm(eps, lower.tail = FALSE, log.p = TRUE)
+  lt[neg] <- stats::pnorm(eps[neg], log.p = TRUE)
+  z[neg] <- qf(lt[neg], which(neg), TRUE)
+  z[!neg] <- qf(lt[!neg], which(!neg), FALSE)
+  z
+}
+
+q_n_base.q_gamma <- function(q) q_dim(q)
+q_n_base.q_beta <- function(q) q_dim(q)
+q_n_base.q_categorical <- function(q) q_dim(q)
+
+q_from_base.q_gamma <- function(q, eps) {
+  D <- q_dim(q)
+  row <- function(i) (i - 1L) %% D + 1L
+  z <- natural_from_base(eps, function(lp, i, lower) {
+    stats::qgamma(lp, q$shape[row(i)], q$rate[row(i)], lower.tail = lower, log.p = TRUE)
+  })
+  z <- matrix(z, D)
+  list(zeta = z, log_q = q_log_density(q, z))
+}
+
+q_from_base.q_beta <- function(q, eps) {
+  D <- q_dim(q)
+  row <- function(i) (i - 1L) %% D + 1L
+  z <- natural_from_base(eps, function(lp, i, lower) {
+    stats::qbeta(lp, q$a[row(i)], q$b[row(i)], lower.tail = lower, log.p = TRUE)
+  })
+  z <- matrix(z, D)
+  list(zeta = z, log_q = q_log_density(q, z))
+}
+
+# the smallest c with F(c) >= Phi(e), or from the upper tail for e > 0 (as
+# in C, with the cumulative sums taken in the same order)
+q_from_base.q_categorical <- function(q, eps) {
+  D <- q_dim(q)
+  z <- matrix(0, D, ncol(eps))
+  for (d in seq_len(D)) {
+    p <- q$probs[[d]]
+    n <- length(p)
+    Fc <- cumsum(p)[-n]
+    Tc <- rev(cumsum(rev(p)))[-1]
+    e <- eps[d, ]
+    lt <- ifelse(e <= 0, stats::pnorm(e, log.p = TRUE),
+                 stats::pnorm(e, lower.tail = FALSE, log.p = TRUE))
+    u <- exp(lt)
+    k <- ifelse(e <= 0,
+                vapply(u, function(x) sum(Fc < x), numeric(1)),
+                vapply(u, function(x) sum(Tc > x), numeric(1)))
+    z[d, ] <- q$lower[d] + k
+  }
+  list(zeta = z, log_q = q_log_density(q, z))
+}
+
+q_log_density.q_gamma <- function(q, zeta) {
+  colSums(matrix(stats::dgamma(zeta, q$shape, q$rate, log = TRUE), q_dim(q)))
+}
+q_log_density.q_beta <- function(q, zeta) {
+  colSums(matrix(stats::dbeta(zeta, q$a, q$b, log = TRUE), q_dim(q)))
+}
+q_log_density.q_categorical <- function(q, zeta) {
+  zeta <- matrix(zeta, q_dim(q))
+  out <- numeric(ncol(zeta))
+  for (d in seq_len(q_dim(q))) {
+    k <- zeta[d, ] - q$lower[d] + 1
+    ok <- k >= 1 & k <= length(q$probs[[d]]) & k == round(k)
+    out <- out + ifelse(ok, log(q$probs[[d]][ifelse(ok, k, 1)]), -Inf)
+  }
+  out
+}
+
+q_marginals.q_gamma <- function(q) list(mean = q$mean, sd = sqrt(q$shape) / q$rate)
+q_marginals.q_beta <- function(q) {
+  n <- q$a + q$b
+  list(mean = q$mean, sd = sqrt(q$a * q$b / (n^2 * (n + 1))))
+}
+q_marginals.q_categorical <- function(q) {
+  sd <- vapply(seq_len(q_dim(q)), function(d) {
+    v <- seq_along(q$probs[[d]]) - 1
+    sqrt(max(sum(v^2 * q$probs[[d]]) - sum(v * q$probs[[d]])^2, 0))
+  }, numeric(1))
+  list(mean = q$mean, sd = sd)
+}
+
+# exact quantiles (D x length(p))
+q_quantile.q_gamma <- function(q, p) {
+  vapply(p, function(pj) stats::qgamma(pj, q$shape, q$rate), numeric(q_dim(q)))
+}
+q_quantile.q_beta <- function(q, p) {
+  vapply(p, function(pj) stats::qbeta(pj, q$a, q$b), numeric(q_dim(q)))
+}
+# the smallest value whose CDF reaches p
+q_quantile.q_categorical <- function(q, p) {
+  out <- vapply(p, function(pj) vapply(seq_len(q_dim(q)), function(d) {
+    Fc <- cumsum(q$probs[[d]])
+    q$lower[d] + min(which(Fc >= pj - 1e-12)) - 1
+  }, numeric(1)), numeric(q_dim(q)))
+  matrix(out, q_dim(q))
+}
+
+q_vcov.q_gamma <- function(q) diag(q_marginals(q)$sd^2, q_dim(q))
+q_vcov.q_beta <- q_vcov.q_gamma
+q_vcov.q_categorical <- q_vcov.q_gamma
+q_chol.q_gamma <- function(q) diag(q_marginals(q)$sd, q_dim(q))
+q_chol.q_beta <- q_chol.q_gamma
+q_chol.q_categorical <- q_chol.q_gamma
+
+# block by block: a family with exact non-Gaussian quantiles keeps them
+q_quantile.q_product <- function(q, p) {
+  out <- matrix(0, q_dim(q), length(p))
+  for (j in seq_along(q$parts)) {
+    out[q_rows(q, j), ] <- matrix(q_quantile(q$parts[[j]], p), ncol = length(p))
+  }
+  out
+}

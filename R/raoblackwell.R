@@ -15,15 +15,6 @@ model_unc_sizes <- function(model) {
   as.integer(if (is.null(model$unc_sizes)) model$sizes else model$unc_sizes)
 }
 
-# q as a product of one block per parameter, in parameter order, as the C
-# `blocks` control takes it. Mean-field only here: the families branch
-# (s16-fam) replaces this function with its own of the same signature.
-q_blocks_for <- function(model, method, families = NULL) {
-  lapply(model_unc_sizes(model), function(d) {
-    list(family = "meanfield", rank = 0L, dim = as.integer(d))
-  })
-}
-
 #' Variance of the plain and the Rao-Blackwellized score gradients
 #'
 #' At a fit's q, draws `draws` points once and computes, coordinate by

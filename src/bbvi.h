@@ -189,6 +189,22 @@ void bbvi_family_set_start(const bbvi_family *f, const double *B0);
 int bbvi_family_n_blocks(const bbvi_family *f);
 const bbvi_family *bbvi_family_block(const bbvi_family *f, int j, int *z0,
                                      int *dim, int *k0, int *K, int *e0);
+/* Families on the constrained (natural) scale (families_ext.c): "gamma",
+   "beta" and "categorical". reparam_grad is NULL for them (score only); a
+   product skips such blocks in its reparam_grad, and
+   bbvi_family_score_mask() marks their lambda entries. A categorical
+   coordinate takes the values lo[d] .. lo[d] + n[d] - 1, 2 <= n[d] <=
+   BBVI_MAX_CATEGORIES. */
+#define BBVI_MAX_CATEGORIES 1000
+int bbvi_family_is_natural(const char *name);
+const bbvi_family *bbvi_family_natural(const char *name);
+const bbvi_family *bbvi_family_categorical(int D, const int *lo, const int *n);
+/* mask[k] = 1 for the lambda entries (K) that need the score gradient
+   (blocks without reparam_grad); returns how many there are */
+int bbvi_family_score_mask(const bbvi_family *f, int D, int *mask);
+int bbvi_categorical_coord(const bbvi_family *f, int d, int *lo, int *nv, int *k0);
+int bbvi_family_categorical_coords(const bbvi_family *f, int D, int *zd,
+                                   int *lo, int *nv, int *koff);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */
@@ -207,6 +223,15 @@ typedef struct {
     int use_cv;          /* score estimator: apply control variates */
     int fixed_base;      /* 1: keep the current eps (common random numbers,
                             the caller fills or keeps it), 0: fresh draws */
+    int *score_mask;     /* mixed estimator: K flags, 1 = score gradient */
+    double *work2;       /* K */
+    double *wt;          /* S: the score weights log p - log q, packed */
+    int *used;           /* S: the draws behind the packed ones */
+    /* categorical coordinates whose gradient is computed by enumerating
+       their values (bbvi_estimator_enumerate), or n_cat = 0 */
+    int n_cat, *cat_zd, *cat_lo, *cat_nv, *cat_k;
+    double *zalt, *lpalt, *pcat;
+    double n_extra;      /* log-density evaluations beyond S, last call */
     /* optional fixed affine preconditioner: q lives on z with
        zeta = shift + P z, so that the optimiser works on a problem of unit
        scale (and, with a full P, unit correlation). P is either dense
@@ -224,6 +249,11 @@ void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
                                 const double *shift);
 void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
                                      const double *shift);
+/* Enumerate the values of every categorical coordinate of q in the
+   gradient: exact in that coordinate given the other coordinates' draws
+   (Rao-Blackwellized), at the cost of (number of values) x S more
+   evaluations of the log density per coordinate. */
+void bbvi_estimator_enumerate(bbvi_estimator_ws *w);
 /* Both estimators: draw S points, fill grad (K), return the ELBO estimate
    (NaN when no draw had a finite log density). Non-finite draws are left out. */
 typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,
@@ -235,12 +265,12 @@ double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
    them (w->lp; gz when not NULL), through the preconditioner */
 void bbvi_estimator_draw_eval(bbvi_estimator_ws *w, const double *lambda,
                               double *gz);
-/* The score estimate from n draws' scores h and weighted scores f (K x n):
-   grad[k] = mean of f - a_k h over the draws, a_k a leave-one-out control
-   variate (0 without use_cv or with n < 3). terms, when not NULL, gets the
-   per-draw terms f - a_k h (K x n). */
+/* The score estimate from n draws' scores h and weighted scores f (K x n)
+   for the lambda entries with mask[k] (all when mask is NULL): the mean of
+   f - a_k h, a_k a leave-one-out control variate (estimators.c); terms,
+   when not NULL, gets the per-draw terms f - a_k h (K x n). */
 void bbvi_score_combine(int n, int K, const double *h, const double *f,
-                        int use_cv, double *grad, double *terms);
+                        const int *mask, int use_cv, double *grad, double *terms);
 /* Rao-Blackwellized score estimator (raoblackwell.c): each block of q
    weighs its score by the factors of log p that touch it */
 double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad);
@@ -248,6 +278,10 @@ double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad);
    workspace set up) when the target is factorised and control's
    `rao_blackwell` is not 0, else bbvi_grad_score */
 bbvi_estimator_fn bbvi_score_estimator(bbvi_estimator_ws *w, SEXP control);
+/* pathwise for the lambda entries of blocks with a reparam_grad, score
+   (with control variates) for the entries in w->score_mask; needs the
+   target's gradient (zeros at coordinates of score-only blocks will do) */
+double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad);
 
 /* ------------------------------------------------------------------------ */
 /* Step-size rules (gradient ascent).                                        */

@@ -20,6 +20,12 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->h = (double *) R_alloc((size_t) K * S, sizeof(double));
     w->f = (double *) R_alloc((size_t) K * S, sizeof(double));
     w->work = (double *) R_alloc((size_t) K, sizeof(double));
+    w->work2 = (double *) R_alloc((size_t) K, sizeof(double));
+    w->wt = (double *) R_alloc((size_t) S, sizeof(double));
+    w->used = (int *) R_alloc((size_t) S, sizeof(int));
+    w->n_cat = 0;
+    w->n_extra = 0.0;
+    w->score_mask = NULL;
     w->n_finite = 0;
     w->use_cv = 1;
     w->fixed_base = 0;
@@ -57,21 +63,22 @@ void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
     set_precond(w, NULL, scale, shift);
 }
 
-/* log density (and gradient) at the current draws, through the
-   preconditioner when there is one */
-static void eval_draws(bbvi_estimator_ws *w, double *gz)
+/* log density (and gradient) at S points zz (D x S, S <= w->S) into lp,
+   through the preconditioner when there is one */
+static void eval_points(bbvi_estimator_ws *w, const double *zz, int S,
+                        double *lp, double *gz)
 {
-    int D = w->D, S = w->S;
+    int D = w->D;
     if (w->Pdiag) {
         const double *p = w->Pdiag;
         for (int s = 0; s < S; s++) {
-            const double *z = w->z + (size_t) s * D;
+            const double *z = zz + (size_t) s * D;
             double *zs = w->zs + (size_t) s * D;
             for (int i = 0; i < D; i++) zs[i] = w->shift[i] + p[i] * z[i];
         }
-        bbvi_model_logdens(w->model, S, w->zs, w->lp, gz);
+        bbvi_model_logdens(w->model, S, w->zs, lp, gz);
         for (int s = 0; s < S; s++) {
-            w->lp[s] += w->log_det_P;
+            lp[s] += w->log_det_P;
             if (!gz) continue;
             double *g = gz + (size_t) s * D;
             for (int i = 0; i < D; i++) g[i] *= p[i];
@@ -79,20 +86,20 @@ static void eval_draws(bbvi_estimator_ws *w, double *gz)
         return;
     }
     if (!w->P) {
-        bbvi_model_logdens(w->model, S, w->z, w->lp, gz);
+        bbvi_model_logdens(w->model, S, zz, lp, gz);
         return;
     }
     const double *P = w->P;
     for (int s = 0; s < S; s++) {
-        const double *z = w->z + (size_t) s * D;
+        const double *z = zz + (size_t) s * D;
         double *zs = w->zs + (size_t) s * D;
         for (int i = 0; i < D; i++) zs[i] = w->shift[i];
         for (int j = 0; j < D; j++)
             for (int i = j; i < D; i++) zs[i] += P[i + (size_t) j * D] * z[j];
     }
-    bbvi_model_logdens(w->model, S, w->zs, w->lp, gz);
+    bbvi_model_logdens(w->model, S, w->zs, lp, gz);
     for (int s = 0; s < S; s++) {
-        w->lp[s] += w->log_det_P;
+        lp[s] += w->log_det_P;
         if (!gz) continue;
         /* gradient wrt z = P' (gradient wrt zeta), in place from the top */
         double *g = gz + (size_t) s * D;
@@ -104,19 +111,128 @@ static void eval_draws(bbvi_estimator_ws *w, double *gz)
     }
 }
 
-void bbvi_estimator_draw_eval(bbvi_estimator_ws *w, const double *lambda,
-                              double *gz)
+static void eval_draws(bbvi_estimator_ws *w, double *gz)
+{
+    eval_points(w, w->z, w->S, w->lp, gz);
+}
+
+void bbvi_estimator_enumerate(bbvi_estimator_ws *w)
+{
+    int n = bbvi_family_categorical_coords(w->fam, w->D, NULL, NULL, NULL, NULL);
+    if (n == 0) return;
+    w->n_cat = n;
+    w->cat_zd = (int *) R_alloc(n, sizeof(int));
+    w->cat_lo = (int *) R_alloc(n, sizeof(int));
+    w->cat_nv = (int *) R_alloc(n, sizeof(int));
+    w->cat_k = (int *) R_alloc(n, sizeof(int));
+    bbvi_family_categorical_coords(w->fam, w->D, w->cat_zd, w->cat_lo, w->cat_nv, w->cat_k);
+    int nmax = 2;
+    for (int c = 0; c < n; c++) if (w->cat_nv[c] > nmax) nmax = w->cat_nv[c];
+    w->zalt = (double *) R_alloc((size_t) w->D * w->S, sizeof(double));
+    w->lpalt = (double *) R_alloc((size_t) w->S * nmax, sizeof(double));
+    w->pcat = (double *) R_alloc(nmax, sizeof(double));
+}
+
+/* The gradient of the categorical coordinates' logits by enumeration: for
+   coordinate c with probabilities p over its values and the n used draws
+   of everything else, d ELBO / d l_k = E[p_k (lp(k) - sum_v p_v lp(v))] +
+   dH / d l_k, the expectation over the other coordinates' draws only
+   (their log q does not depend on c's value, so it drops out). The score
+   estimator's noise from c's own draw (worst for values it rarely draws,
+   which then stay rare) is gone. Draws where some value has a non-finite
+   log density are left out of that coordinate's average. */
+#define P_FROZEN 1e-3
+static void enumerate_grad(bbvi_estimator_ws *w, const double *lambda, int n,
+                           double *grad)
+{
+    int D = w->D;
+    w->n_extra = 0.0;
+    for (int c = 0; c < w->n_cat; c++) {
+        int nv = w->cat_nv[c], zd = w->cat_zd[c];
+        const double *l = lambda + w->cat_k[c];
+        double *p = w->pcat;
+        double mx = 0.0, sum = 0.0, H = 0.0;
+        for (int k = 1; k < nv; k++) if (l[k - 1] > mx) mx = l[k - 1];
+        p[0] = exp(-mx); sum = p[0];
+        for (int k = 1; k < nv; k++) { p[k] = exp(l[k - 1] - mx); sum += p[k]; }
+        for (int k = 0; k < nv; k++) {
+            p[k] /= sum;
+            if (p[k] > 0) H -= p[k] * log(p[k]);
+        }
+        for (int i = 0; i < n; i++)
+            memcpy(w->zalt + (size_t) i * D, w->z + (size_t) w->used[i] * D,
+                   sizeof(double) * D);
+        for (int v = 0; v < nv; v++) {
+            for (int i = 0; i < n; i++) w->zalt[zd + (size_t) i * D] = w->cat_lo[c] + v;
+            eval_points(w, w->zalt, n, w->lpalt + (size_t) v * n, NULL);
+        }
+        w->n_extra += (double) nv * n;
+        double *g = grad + w->cat_k[c];
+        for (int k = 1; k < nv; k++) g[k - 1] = 0.0;
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            double eb = 0.0;
+            int ok = 1;
+            for (int v = 0; v < nv && ok; v++) {
+                double x = w->lpalt[i + (size_t) v * n];
+                ok = isfinite(x);
+                eb += p[v] * x;
+            }
+            if (!ok) continue;
+            for (int k = 1; k < nv; k++)
+                g[k - 1] += p[k] * (w->lpalt[i + (size_t) k * n] - eb);
+            m++;
+        }
+        for (int k = 1; k < nv; k++) {
+            if (m > 0) g[k - 1] /= m;
+            g[k - 1] -= p[k] > 0 ? p[k] * (log(p[k]) + H) : 0.0;
+            /* a value below P_FROZEN / nv that the gradient pushes lower
+               still stays where it is: its logit would creep down for
+               ever (more slowly with every cut of the step size), and the
+               convergence rule would never see its gradient vanish; all
+               such values together hold at most P_FROZEN of the mass */
+            if (p[k] < P_FROZEN / nv && g[k - 1] < 0) g[k - 1] = 0.0;
+        }
+    }
+}
+
+static void draw(bbvi_estimator_ws *w, const double *lambda)
 {
     if (!w->fixed_base) w->fam->draw_base(w->fam, w->D, w->S, w->eps);
     w->fam->reparam(w->fam, w->D, lambda, w->S, w->eps, w->z);
+}
+
+void bbvi_estimator_draw_eval(bbvi_estimator_ws *w, const double *lambda,
+                              double *gz)
+{
+    draw(w, lambda);
     eval_draws(w, gz);
 }
 
 static int finite_lp(double x) { return isfinite(x); }
 
+/* The score part of a draw: h = grad log q and f = h (log p - log q) into
+   slot n of w->h, w->f; its weight log p - log q, or NaN when log q is not
+   finite (a Gamma or Beta draw that underflowed to the edge of its support:
+   left out like a non-finite log p). */
+static double score_draw(bbvi_estimator_ws *w, const double *lambda, int s, int n)
+{
+    int D = w->D, K = w->K;
+    const double *e = w->eps + (size_t) s * w->NB;
+    double lq = w->fam->log_q(w->fam, D, lambda, e);
+    if (!isfinite(lq)) return R_NaN;
+    double wt = w->lp[s] - lq;
+    double *h = w->h + (size_t) n * K, *f = w->f + (size_t) n * K;
+    w->fam->score(w->fam, D, lambda, e, h);
+    for (int k = 0; k < K; k++) f[k] = h[k] * wt;
+    w->wt[n] = wt;
+    w->used[n] = s;
+    return wt;
+}
+
 double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
 {
-    int D = w->D, K = w->K, S = w->S;
+    int K = w->K, S = w->S;
     bbvi_estimator_draw_eval(w, lambda, NULL);
 
     /* keep the finite draws, packed at the front of h and f */
@@ -124,11 +240,8 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
     double elbo = 0.0;
     for (int s = 0; s < S; s++) {
         if (!finite_lp(w->lp[s])) continue;
-        const double *e = w->eps + (size_t) s * w->NB;
-        double wt = w->lp[s] - w->fam->log_q(w->fam, D, lambda, e);
-        double *h = w->h + (size_t) n * K, *f = w->f + (size_t) n * K;
-        w->fam->score(w->fam, D, lambda, e, h);
-        for (int k = 0; k < K; k++) f[k] = h[k] * wt;
+        double wt = score_draw(w, lambda, s, n);
+        if (!isfinite(wt)) continue;
         elbo += wt;
         n++;
     }
@@ -137,24 +250,37 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
         memset(grad, 0, sizeof(double) * K);
         return R_NaN;
     }
-    bbvi_score_combine(n, K, w->h, w->f, w->use_cv, grad, NULL);
+    bbvi_score_combine(n, K, w->h, w->f, NULL, w->use_cv, grad, NULL);
+    if (w->n_cat) enumerate_grad(w, lambda, n, grad);
     return elbo / n;
 }
 
+/* grad[k] for the entries with mask[k] (all when mask is NULL; the others
+   are left as they are) from n draws' scores h and weighted scores f (K x n):
+   the mean of f - a_k h, with a_k = Cov(f_k, h_k) / Var(h_k) estimated
+   leaving draw s out when it is applied to draw s, so it is independent of
+   that draw and the estimate stays unbiased. Where h_k does not vary over
+   the other draws (a category that none of them drew: h_k = -p_k for all),
+   the covariance says nothing, and a_k is the other draws' mean weight
+   instead (f_k / h_k; a baseline, just as independent of the draw): without
+   it such an entry's estimate is -p_k times the ELBO, a constant far from 0
+   until the category is drawn, which the convergence rule reads as a
+   gradient that never vanishes. No control variate without use_cv or with
+   n < 3. terms, when not NULL, gets the per-draw terms f - a_k h (K x n). */
 void bbvi_score_combine(int n, int K, const double *h, const double *f,
-                        int use_cv, double *grad, double *terms)
+                        const int *mask, int use_cv, double *grad, double *terms)
 {
-    memset(grad, 0, sizeof(double) * K);
-    if (n < 3 || !use_cv) {   /* plain average (too few draws for a CV) */
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < K; k++) grad[k] += f[k + (size_t) i * K] / n;
-        if (terms) memcpy(terms, f, sizeof(double) * K * (size_t) n);
-        return;
-    }
-    /* Control variate a_k = Cov(f_k, h_k) / Var(h_k), estimated leaving draw
-       s out when it is applied to draw s, so it is independent of that draw
-       and the estimate stays unbiased. */
     for (int k = 0; k < K; k++) {
+        if (mask && !mask[k]) continue;
+        if (n < 3 || !use_cv) {
+            double a = 0.0;
+            for (int i = 0; i < n; i++) {
+                a += f[k + (size_t) i * K] / n;
+                if (terms) terms[k + (size_t) i * K] = f[k + (size_t) i * K];
+            }
+            grad[k] = a;
+            continue;
+        }
         double sf = 0, sh = 0, sfh = 0, shh = 0;
         for (int i = 0; i < n; i++) {
             double fi = f[k + (size_t) i * K], hi = h[k + (size_t) i * K];
@@ -166,12 +292,47 @@ void bbvi_score_combine(int n, int K, const double *h, const double *f,
             double f1 = sf - fi, h1 = sh - hi;
             double cov = (sfh - fi * hi) - f1 * h1 / m;
             double var = (shh - hi * hi) - h1 * h1 / m;
-            double a = var > 0 ? cov / var : 0.0;
+            double a = var > 1e-10 * (shh - hi * hi) && var > 0 ? cov / var :
+                (h1 != 0 ? f1 / h1 : 0.0);
             acc += fi - a * hi;
             if (terms) terms[k + (size_t) i * K] = fi - a * hi;
         }
         grad[k] = acc / n;
     }
+}
+
+/* Pathwise for the blocks that have it, score for the others: both are
+   unbiased for their own entries of the gradient (the pathwise one because
+   the other blocks' draws do not depend on these entries), so the mix is. */
+double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
+{
+    int D = w->D, K = w->K, S = w->S;
+    const int *mask = w->score_mask;
+    bbvi_estimator_draw_eval(w, lambda, w->gz);
+    double *path = w->work2;
+    memset(path, 0, sizeof(double) * K);
+    int n = 0;
+    double elbo = 0.0;
+    for (int s = 0; s < S; s++) {
+        const double *g = w->gz + (size_t) s * D;
+        int ok = finite_lp(w->lp[s]);
+        for (int d = 0; ok && d < D; d++) ok = isfinite(g[d]);
+        if (!ok) continue;
+        double wt = score_draw(w, lambda, s, n);
+        if (!isfinite(wt)) continue;
+        w->fam->reparam_grad(w->fam, D, lambda, w->eps + (size_t) s * w->NB, g, path);
+        elbo += wt;
+        n++;
+    }
+    w->n_finite = n;
+    memset(grad, 0, sizeof(double) * K);
+    if (n == 0) return R_NaN;
+    bbvi_score_combine(n, K, w->h, w->f, mask, w->use_cv, grad, NULL);
+    w->fam->entropy_grad(w->fam, D, lambda, w->work);
+    for (int k = 0; k < K; k++)
+        if (!mask[k]) grad[k] = path[k] / n + w->work[k];
+    if (w->n_cat) enumerate_grad(w, lambda, n, grad);
+    return elbo / n;
 }
 
 double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,

@@ -116,6 +116,7 @@ static void pr_reparam_grad(const bbvi_family *f, int D, const double *lambda,
     (void) D;
     for (int j = 0; j < q->n; j++) {
         const bbvi_qblock *b = q->b + j;
+        if (!b->fam->reparam_grad) continue;   /* score-only block */
         b->fam->reparam_grad(b->fam, b->dim, lambda + b->k0, eps + b->e0,
                              gz + b->z0, glambda + b->k0);
     }
@@ -186,9 +187,11 @@ static const bbvi_family product_proto = {
 };
 
 /* The product of n blocks: names[j], ranks[j], dims[j] (the dims add up to
-   D, in coordinate order). */
-const bbvi_family *bbvi_family_product(int n, const char **names,
-                                       const int *ranks, const int *dims, int D)
+   D, in coordinate order); fams[j], when not NULL, is block j's family
+   already made (a categorical one, which needs its support). */
+static const bbvi_family *product_of(int n, const char **names,
+                                     const int *ranks, const int *dims,
+                                     const bbvi_family **fams, int D)
 {
     if (n < 1) Rf_error("internal error: q needs at least one block");
     bbvi_q *q = (bbvi_q *) R_alloc(1, sizeof(bbvi_q));
@@ -199,7 +202,9 @@ const bbvi_family *bbvi_family_product(int n, const char **names,
         if (dims[j] < 1 || z0 + dims[j] > D)
             Rf_error("internal error: block dims must be >= 1 and add up to %d", D);
         bbvi_qblock *b = q->b + j;
-        b->fam = bbvi_family_make(names[j], ranks[j], dims[j]);
+        b->fam = fams && fams[j] ? fams[j] :
+            bbvi_family_is_natural(names[j]) ? bbvi_family_natural(names[j]) :
+            bbvi_family_make(names[j], ranks[j], dims[j]);
         b->z0 = z0; b->dim = dims[j];
         b->k0 = k0; b->K = b->fam->n_lambda(b->fam, b->dim);
         b->e0 = e0; b->nb = b->fam->n_base(b->fam, b->dim);
@@ -211,6 +216,55 @@ const bbvi_family *bbvi_family_product(int n, const char **names,
     *f = product_proto;
     f->ws = q;
     return f;
+}
+
+const bbvi_family *bbvi_family_product(int n, const char **names,
+                                       const int *ranks, const int *dims, int D)
+{
+    return product_of(n, names, ranks, dims, NULL, D);
+}
+
+/* The categorical coordinates of q (one-block or product): for each, its
+   coordinate zd in z, first value lo, number of values nv and the offset
+   koff of its logits in lambda. Returns how many; the arrays may be NULL
+   to count them. */
+int bbvi_family_categorical_coords(const bbvi_family *f, int D, int *zd,
+                                   int *lo, int *nv, int *koff)
+{
+    int n = 0, l, m, k;
+    if (strcmp(f->name, "blocks") != 0) {
+        for (int d = 0; d < D && bbvi_categorical_coord(f, d, &l, &m, &k); d++) {
+            if (zd) { zd[n] = d; lo[n] = l; nv[n] = m; koff[n] = k; }
+            n++;
+        }
+        return n;
+    }
+    const bbvi_q *q = Q(f);
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        for (int d = 0; d < b->dim && bbvi_categorical_coord(b->fam, d, &l, &m, &k); d++) {
+            if (zd) { zd[n] = b->z0 + d; lo[n] = l; nv[n] = m; koff[n] = b->k0 + k; }
+            n++;
+        }
+    }
+    return n;
+}
+
+int bbvi_family_score_mask(const bbvi_family *f, int D, int *mask)
+{
+    int K = f->n_lambda(f, D), n = 0;
+    if (strcmp(f->name, "blocks") != 0) {
+        for (int k = 0; k < K; k++) mask[k] = f->reparam_grad == NULL;
+        return f->reparam_grad == NULL ? K : 0;
+    }
+    const bbvi_q *q = Q(f);
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *b = q->b + j;
+        int s = b->fam->reparam_grad == NULL;
+        for (int k = 0; k < b->K; k++) mask[b->k0 + k] = s;
+        n += s * b->K;
+    }
+    return n;
 }
 
 /* From control: `blocks` (list of list(family, rank, dim)) when given,
@@ -238,14 +292,25 @@ const bbvi_family *bbvi_family_from_control(SEXP control, int D)
     int n = Rf_length(blocks);
     const char **names = (const char **) R_alloc(n, sizeof(char *));
     int *ranks = (int *) R_alloc(n, sizeof(int)), *dims = (int *) R_alloc(n, sizeof(int));
+    const bbvi_family **fams = (const bbvi_family **) R_alloc(n, sizeof(bbvi_family *));
     for (int j = 0; j < n; j++) {
         SEXP b = VECTOR_ELT(blocks, j), fam = bbvi_list_get(b, "family");
         if (!Rf_isString(fam)) Rf_error("internal error: every block needs a family");
         names[j] = CHAR(STRING_ELT(fam, 0));
         ranks[j] = bbvi_need_int(b, "rank");
         dims[j] = bbvi_need_int(b, "dim");
+        fams[j] = NULL;
+        if (strcmp(names[j], "categorical") == 0) {
+            /* its support: `lower` (first value) and `n_values`, per coordinate */
+            SEXP lo = bbvi_list_get(b, "lower"), nv = bbvi_list_get(b, "n_values");
+            if (!Rf_isInteger(lo) || !Rf_isInteger(nv) || Rf_length(lo) != dims[j] ||
+                Rf_length(nv) != dims[j])
+                Rf_error("internal error: a categorical block needs integer lower and n_values of length %d",
+                         dims[j]);
+            fams[j] = bbvi_family_categorical(dims[j], INTEGER(lo), INTEGER(nv));
+        }
     }
-    return bbvi_family_product(n, names, ranks, dims, D);
+    return product_of(n, names, ranks, dims, fams, D);
 }
 
 /* 1 when q is one full-rank block (the only q a dense preconditioner fits) */

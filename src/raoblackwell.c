@@ -187,7 +187,7 @@ double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad)
         memset(grad, 0, sizeof(double) * w->K);
         return R_NaN;
     }
-    bbvi_score_combine(w->n_finite, w->K, w->h, w->f, w->use_cv, grad, NULL);
+    bbvi_score_combine(w->n_finite, w->K, w->h, w->f, NULL, w->use_cv, grad, NULL);
     return elbo;
 }
 
@@ -256,9 +256,9 @@ SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     if (n < 3) {   /* nothing to measure: NA, not an error at a fit's end */
         for (int k = 0; k < K; k++) REAL(vp)[k] = REAL(vr)[k] = NA_REAL;
     } else {
-        bbvi_score_combine(n, K, ews.h, r->fp, ews.use_cv, g, terms);
+        bbvi_score_combine(n, K, ews.h, r->fp, NULL, ews.use_cv, g, terms);
         row_var(K, n, terms, REAL(vp));
-        bbvi_score_combine(n, K, ews.h, ews.f, ews.use_cv, g, terms);
+        bbvi_score_combine(n, K, ews.h, ews.f, NULL, ews.use_cv, g, terms);
         row_var(K, n, terms, REAL(vr));
     }
     SET_VECTOR_ELT(out, 0, vp);

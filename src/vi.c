@@ -69,6 +69,8 @@ typedef struct {
     double outside, drawn;        /* the window's non-finite and total draws */
     int outside_windows;          /* windows in a row with too many of them */
     double z_grad;                /* Bonferroni threshold for K tests */
+    const int *skip_grad;         /* K flags: left out of the gradient test,
+                                     or NULL */
     /* phase 2 */
     double *asum;                 /* lambda sum over the averaged windows */
     double *am, *am2, *al, *al2;  /* sums of window moments and squares, D */
@@ -102,6 +104,7 @@ static void conv_init(conv_state *c, const bbvi_family *fam, int D, int K,
     c->has_best = 0;
     c->stalls = 0;
     c->outside_windows = 0;
+    c->skip_grad = NULL;
 }
 
 static void conv_clear_window(conv_state *c)
@@ -263,6 +266,7 @@ static int conv_window(conv_state *c)
                             c->hl + (size_t) j * D, c->he[j], c->hev[j]);
         }
         for (int k = 0; pass && k < K; k++) {
+            if (c->skip_grad && c->skip_grad[k]) continue;
             double gm = c->gsum[k] / W;
             double se = sqrt(fmax((c->gsumsq[k] - W * gm * gm) / (W - 1), 0.0) / W);
             if (fabs(gm) > c->z_grad * se + 1e-12) pass = 0;
@@ -392,6 +396,17 @@ static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
     v->ews.use_cv = bbvi_need_int(control, "control_variates");
     v->estimate = use_reparam ? bbvi_grad_reparam
                               : bbvi_score_estimator(&v->ews, control);
+    /* blocks without a pathwise gradient (Gamma, Beta, categorical): with
+       the target's gradient, the mixed estimator; without, score for all
+       (Rao-Blackwellized when the target is factorised) */
+    int *mask = (int *) R_alloc(v->ews.K, sizeof(int));
+    if (bbvi_family_score_mask(v->fam, D, mask) > 0 && use_reparam) {
+        v->ews.score_mask = mask;
+        v->estimate = bbvi_grad_mixed;
+    }
+    /* optional: categorical coordinates' gradient by enumerating values */
+    SEXP en = bbvi_list_get(control, "enumerate");
+    if (!Rf_isNull(en) && Rf_asInteger(en) == 1) bbvi_estimator_enumerate(&v->ews);
 }
 
 static int finite_positive(const double *x, int n)
@@ -505,6 +520,15 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         } else {
             for (int d = 0; d < D; d++) mz[d] = (REAL(init_mean)[d] - shift[d]) / Pd[d];
         }
+        /* optional init_log_sd_z: the start's log sds in z (default 0, q's
+           sds are P's); natural-scale families, which P leaves alone (scale
+           1, shift 0), take their own log sds from here */
+        SEXP lsz = bbvi_list_get(control, "init_log_sd_z");
+        if (!Rf_isNull(lsz)) {
+            if (!Rf_isReal(lsz) || Rf_length(lsz) != D)
+                Rf_error("internal error: init_log_sd_z must be %d doubles", D);
+            memcpy(zero, REAL(lsz), sizeof(double) * D);
+        }
         fam->init(fam, D, mz, zero, lambda);
     }
     memcpy(good, lambda, sizeof(double) * K);
@@ -514,6 +538,18 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 
     conv_state conv;
     conv_init(&conv, fam, D, K, W, bbvi_need_double(control, "tol"));
+    /* enumerated categorical logits: their gradient is nearly free of
+       noise, so the window's test calls the tiny, steady push on values of
+       negligible probability (which a cut step size makes ever slower)
+       significant for ever; their marginal means and sds (and the ELBO)
+       are tested as every coordinate's are */
+    if (ews->n_cat > 0) {
+        int *skip = (int *) R_alloc(K, sizeof(int));
+        memset(skip, 0, sizeof(int) * K);
+        for (int c = 0; c < ews->n_cat; c++)
+            for (int k = 0; k < ews->cat_nv[c] - 1; k++) skip[ews->cat_k[c] + k] = 1;
+        conv.skip_grad = skip;
+    }
 
     /* the ELBO trace grows by doubling: max_iter may be far above what a
        fit uses (R_alloc'd memory is released when the call returns) */
@@ -538,8 +574,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             cli_progress_set(bar, t);
         }
         double elbo = estimate(ews, lambda, grad);
-        n_logp += S;
-        if (estimate == bbvi_grad_reparam) n_grad += S;
+        n_logp += S + ews->n_extra;
+        if (estimate != bbvi_grad_score) n_grad += S;
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
         if (ews->n_finite == 0 && ++nofinite_streak < 10) continue;

@@ -173,3 +173,12 @@ test_that("a fit with q as a product of blocks recovers independent groups", {
   expect_equal(dim(as.matrix(fit, draws = 2000)), c(2000L, 5L))
   expect_equal(summary(fit)$table[, "sd"], sqrt(diag(V)), tolerance = 1e-8)
 })
+
+test_that("a product's quantiles come block by block (Gaussian blocks as before, Gamma exact)", {
+  q <- bbvi:::q_product(list(bbvi:::q_gauss_mf(c(1, 2), c(0.5, 2)),
+                             bbvi:::q_gamma(3, 2)))
+  qq <- bbvi:::q_quantile(q, c(0.1, 0.5))
+  expect_equal(qq[1:2, ], outer(c(1, 2), c(1, 1)) + outer(c(0.5, 2), stats::qnorm(c(0.1, 0.5))))
+  expect_equal(qq[3, ], stats::qgamma(c(0.1, 0.5), 3, 2))
+  expect_equal(bbvi:::q_marginals(q)$sd, c(0.5, 2, sqrt(3) / 2))
+})

@@ -1,0 +1,315 @@
+# Non-Gaussian families of q for custom models: Gamma (positive), Beta
+# (unit interval) and categorical (integer parameters). They live on the
+# constrained scale (src/families_ext.c): their coordinates get the
+# identity transform in C, with the param's declared bounds kept in the
+# model's `parameters` for checks and printing.
+
+natural_families <- c("gamma", "beta", "categorical")
+
+# The family of each parameter (a named character vector, in parameter
+# order): "gaussian", or "gamma" / "beta" as `families` asks, or
+# "categorical" for an integer parameter.
+resolve_families <- function(model, families = NULL, call = NULL) {
+  pars <- model$parameters
+  out <- stats::setNames(rep("gaussian", length(pars)), names(pars))
+  out[integer_parameters(model)] <- "categorical"
+  if (is.null(families)) return(out)
+  if (is.character(families)) families <- as.list(families)
+  if (!is.list(families) || length(families) == 0 || is.null(names(families)) ||
+      any(names(families) == "") || anyDuplicated(names(families))) {
+    abort_arg("families", "a named list such as list(lambda = \"gamma\", p = \"beta\")",
+              families, call = call)
+  }
+  unknown <- setdiff(names(families), names(pars))
+  if (length(unknown) > 0) {
+    cli::cli_abort(c("The names of {.arg families} must be parameters of the model.",
+                     x = "Not parameters: {.val {unknown}}.",
+                     i = "The parameters are {.val {names(pars)}}."), call = call)
+  }
+  for (nm in names(families)) {
+    f <- families[[nm]]
+    if (!is.character(f) || length(f) != 1 || is.na(f) ||
+        !(f %in% c("gaussian", "gamma", "beta"))) {
+      cli::cli_abort(c("{.arg families} must give {.val gamma}, {.val beta} or {.val gaussian} for each parameter it names.",
+                       x = "{.field {nm}} is {describe(f)}."), call = call)
+    }
+    p <- pars[[nm]]
+    if (isTRUE(p$integer)) {
+      cli::cli_abort(c("{.field {nm}} is an integer parameter: its q is categorical.",
+                       i = "Leave it out of {.arg families}."), call = call)
+    }
+    if (f != "gaussian" && (isTRUE(p$simplex) || isTRUE(p$ordered))) {
+      cli::cli_abort(c("A simplex or ordered parameter cannot take a {f} q.",
+                       x = "{.field {nm}} is one; leave it out of {.arg families}."), call = call)
+    }
+    need <- switch(f, gamma = c(0, Inf), beta = c(0, 1), NULL)
+    if (!is.null(need) && (any(p$lower != need[1]) || any(p$upper != need[2]))) {
+      cli::cli_abort(c("A {f} q needs a parameter declared with {.code param(lower = {need[1]}, upper = {need[2]})}.",
+                       x = "{.field {nm}} has support ({p$lower[1]}, {p$upper[1]})."), call = call)
+    }
+    out[[nm]] <- f
+  }
+  out
+}
+
+#' The blocks of a product q
+#'
+#' One block per parameter, in parameter order: Gaussian parameters take
+#' `method` (`"meanfield"`, `"fullrank"`, `"lowrank"` with rank
+#' `min(rank, dim)`), the others their family from `families` (see
+#' [bbvi()]), integer parameters a categorical block with their support.
+#' What `src/qblocks.c` reads as `control$blocks`.
+#' @param model A `bbvi_model`.
+#' @param method The Gaussian blocks' family.
+#' @param families `NULL`, the user's `families` list, or the output of
+#'   `resolve_families()`.
+#' @param rank For low-rank Gaussian blocks; `NULL` means 10.
+#' @return A list of `list(family, rank, dim)` (plus `lower`, `n_values`
+#'   for categorical blocks).
+#' @noRd
+q_blocks_for <- function(model, method, families = NULL, rank = NULL) {
+  fams <- if (is.character(families) && !is.null(names(families)) &&
+              setequal(names(families), names(model$parameters)) &&
+              all(families %in% c("gaussian", natural_families))) {
+    families[names(model$parameters)]
+  } else resolve_families(model, families)
+  sizes <- if (is.null(model$unc_sizes)) model$sizes else model$unc_sizes
+  Map(function(p, f, dim) {
+    dim <- as.integer(dim)
+    if (f == "gaussian") {
+      r <- if (method == "lowrank") as.integer(min(if (is.null(rank)) 10L else rank, dim)) else 0L
+      return(list(family = method, rank = r, dim = dim))
+    }
+    b <- list(family = f, rank = 0L, dim = dim)
+    if (f == "categorical") {
+      b$lower <- as.integer(p$lower)
+      b$n_values <- as.integer(p$upper - p$lower + 1)
+    }
+    b
+  }, model$parameters, fams, sizes) -> blocks
+  unname(blocks)
+}
+
+# One flag per scalar parameter: does its q live on the natural scale?
+natural_coords <- function(model, fams) {
+  rep(fams != "gaussian", model$sizes)
+}
+
+# The model as C sees it for a fit with these families: the identity
+# transform (no bounds) at natural-scale coordinates. `fams` is kept as
+# model$families for the fit methods.
+model_for_families <- function(model, fams) {
+  nat <- natural_coords(model, fams)
+  model$families <- fams
+  if (!any(nat)) return(model)
+  model$lower[nat] <- -Inf
+  model$upper[nat] <- Inf
+  model
+}
+
+# A natural-scale coordinate's starting mean and sd, from a Gaussian start
+# (mean m, sd s) on the declared transform's scale: a Gamma whose log has
+# mean m and sd about s (shape 1 / s^2 + 1/2 matches trigamma(shape) = s^2
+# closely; the lognormal's own moments would give shape 0.58 at s = 1, a
+# density infinite at 0 whose draws near 0 swamp the first score
+# gradients), Beta by the delta method, categorical centred at the rounded
+# value with an sd of the number of values (nearly uniform).
+natural_start <- function(model, fams, m, s) {
+  nat <- natural_coords(model, fams)
+  fam <- rep(fams, model$sizes)
+  theta <- .Call(C_constrain, as.double(m), as.double(model$lower), as.double(model$upper))
+  mean <- theta
+  sd <- s
+  g <- fam == "gamma"
+  shape <- 1 / s[g]^2 + 0.5
+  mean[g] <- shape * exp(m[g] - digamma(shape))
+  sd[g] <- mean[g] / sqrt(shape)
+  b <- fam == "beta"
+  sd[b] <- pmin(theta[b] * (1 - theta[b]) * s[b], 0.5 * sqrt(theta[b] * (1 - theta[b])))
+  k <- fam == "categorical"
+  mean[k] <- round(theta[k])
+  sd[k] <- model$upper[k] - model$lower[k] + 1
+  list(mean = mean[nat], sd = sd[nat], nat = nat)
+}
+
+#' Probabilities of a discrete parameter
+#'
+#' For a fit with integer parameters (`param(integer = TRUE)`), q gives each
+#' of them a categorical distribution: its probability for every value from
+#' `lower` to `upper`. [summary()] shows their mean, sd and mode; this gives
+#' the whole distribution.
+#'
+#' @param fit A `bbvi_fit`.
+#' @param par Names of scalar parameters (e.g. `"s"` or `"z[3]"`), or of
+#'   whole integer parameters; `NULL` for all discrete ones.
+#' @return A data frame with columns `parameter`, `value` and `probability`,
+#'   one row per value of each discrete scalar parameter.
+#' @examples
+#' set.seed(1)
+#' y <- c(rpois(30, 4), rpois(20, 1))
+#' m <- bbvi_model(function(theta, data) {
+#'   s <- theta$s
+#'   sum(dpois(data[1:s], theta$r1, log = TRUE)) +
+#'     sum(dpois(data[-(1:s)], theta$r2, log = TRUE)) +
+#'     dexp(theta$r1, log = TRUE) + dexp(theta$r2, log = TRUE)
+#' }, list(s = param(lower = 1, upper = 49, integer = TRUE),
+#'         r1 = param(lower = 0), r2 = param(lower = 0)), data = y)
+#' fit <- bbvi(m, families = list(r1 = "gamma", r2 = "gamma"), seed = 1)
+#' p <- probabilities(fit, "s")
+#' p[which.max(p$probability), ]
+#' @export
+probabilities <- function(fit, par = NULL) {
+  if (!inherits(fit, "bbvi_fit")) abort_arg("fit", "a bbvi_fit", fit)
+  tabs <- discrete_tables(fit)
+  if (length(tabs) == 0) {
+    cli::cli_abort("The fit has no discrete (integer) parameters.", call = NULL)
+  }
+  if (!is.null(par)) {
+    scal <- names(tabs)
+    base <- sub("\\[[0-9]+\\]$", "", scal)
+    if (!is.character(par) || !all(par %in% c(scal, base))) {
+      abort_arg("par", sprintf("names of discrete parameters (%s)",
+                               paste(unique(c(base, scal)), collapse = ", ")), par)
+    }
+    tabs <- tabs[scal %in% par | base %in% par]
+  }
+  out <- do.call(rbind, unname(tabs))
+  rownames(out) <- NULL
+  out
+}
+
+# A data frame (parameter, value, probability) per discrete scalar, from q.
+discrete_tables <- function(fit) {
+  q <- fit_q(fit)
+  parts <- if (inherits(q, "q_product")) q$parts else list(q)
+  start <- if (inherits(q, "q_product")) q$start else 1L
+  out <- list()
+  for (j in seq_along(parts)) {
+    p <- parts[[j]]
+    if (!inherits(p, "q_categorical")) next
+    for (d in seq_along(p$probs)) {
+      nm <- fit$par_names[start[j] + d - 1L]
+      pr <- p$probs[[d]]
+      out[[nm]] <- data.frame(parameter = nm, value = p$lower[d] + seq_along(pr) - 1L,
+                              probability = pr, stringsAsFactors = FALSE)
+    }
+  }
+  out
+}
+
+# Mean, sd, mode and the mode's probability of each discrete scalar.
+discrete_summary <- function(fit) {
+  tabs <- discrete_tables(fit)
+  if (length(tabs) == 0) return(NULL)
+  t(vapply(tabs, function(t) {
+    m <- sum(t$value * t$probability)
+    k <- which.max(t$probability)
+    c(mean = m, sd = sqrt(max(sum((t$value - m)^2 * t$probability), 0)),
+      mode = t$value[k], `P(mode)` = t$probability[k])
+  }, numeric(4)))
+}
+
+# bbvi() for a custom model with non-Gaussian blocks (see `families` in
+# ?bbvi): always the stochastic path, with a product q of one block per
+# parameter. The Gaussian blocks work in the coordinates of their start
+# (a diagonal preconditioner: the Laplace sds, or init_sd); the natural
+# ones take scale 1 and shift 0, which their families ignore.
+bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
+                         max_iter, tol, seed, progress, optimizer, eta, window,
+                         init, init_sd, draws, restarts, control_variates,
+                         start_at, diagnostic_draws, enumerate = TRUE) {
+  err_call <- call("bbvi")
+  xc <- model_for_families(x, fams)
+  D <- length(x$par_names)
+  disc <- integer_coords(x)
+  has_cat <- any(disc)
+  # integer entries of init: their own start; the rest as for any fit
+  init_cat <- NULL
+  if (!is.null(init) && has_cat && is.list(init)) {
+    ints <- integer_parameters(x)
+    if (setequal(names(init), names(x$parameters))) {
+      init_cat <- unlist(init[names(x$parameters)], use.names = FALSE)[disc]
+      ok <- is.numeric(init_cat) && length(init_cat) == sum(disc) && !anyNA(init_cat) &&
+        all(init_cat == round(init_cat)) && all(init_cat >= x$lower[disc]) &&
+        all(init_cat <= x$upper[disc])
+      if (!ok) abort_arg("init", "whole numbers within the bounds for the integer parameters", init)
+      for (nm in ints) {
+        p <- x$parameters[[nm]]
+        init[[nm]] <- (p$lower + p$upper) / 2
+      }
+    }
+  }
+  begin0 <- init_unconstrained(init, x)
+  if (!is.numeric(init_sd) || !(length(init_sd) %in% c(1L, D)) ||
+      anyNA(init_sd) || any(!is.finite(init_sd)) || any(init_sd <= 0)) {
+    abort_arg("init_sd", sprintf("one positive number or %d of them", D), init_sd)
+  }
+  init_sd <- rep_len(as.double(init_sd), D)
+  rank <- resolve_rank(rank, method, D)
+  blocks <- q_blocks_for(xc, method, fams, rank = if (method == "lowrank") rank)
+  gauss <- !natural_coords(x, fams)
+  # the estimator: "reparam" (the model has a gradient) is the mixed one
+  # when some block is Gaussian; the natural blocks take the score gradient
+  if (estimator == "reparam" && !any(gauss)) estimator <- "score"
+  assert_model_ok(x, err_call = err_call)
+  # factors + the score estimator: the Rao-Blackwellized gradient
+  rb <- rb_applies(x, estimator)
+  if (rb && any(gauss) && method != "meanfield") {
+    cli::cli_abort(c("With {.arg factors} and the score estimator, {.arg method} must be {.val meanfield}.",
+                     i = "The Rao-Blackwellized gradient needs q to be a product with one block per parameter."),
+                   call = err_call)
+  }
+  fit_one <- function(seed, dispersed, side = 1) {
+    with_seed(seed, {
+      begin <- begin0
+      if (dispersed) begin <- begin + side * stats::runif(length(begin), -2, 2)
+      spec <- r_target_spec(xc, err_call = err_call)
+      t0 <- proc.time()[["elapsed"]]
+      st <- list(laplace = FALSE)
+      # the mode on the declared scale (log / logit for Gamma and Beta
+      # parameters); not with discrete parameters, which have no curvature
+      if (start_at == "mode" && !has_cat) {
+        st <- laplace_start(x, spec, begin, "meanfield", quiet = dispersed)
+        if (is.null(st)) st <- list(laplace = FALSE)
+      }
+      st$time <- proc.time()[["elapsed"]] - t0
+      m <- if (isTRUE(st$laplace)) st$mean else begin
+      s <- if (isTRUE(st$laplace)) st$precond else init_sd
+      ns <- natural_start(x, fams, m, s)
+      mean_c <- m
+      mean_c[ns$nat] <- ns$mean
+      if (!is.null(init_cat)) mean_c[disc] <- init_cat
+      precond <- ifelse(ns$nat, 1, s)
+      shift <- ifelse(ns$nat, 0, m)
+      lsd_z <- numeric(D)
+      lsd_z[ns$nat] <- log(ns$sd)
+      res <- vi_engine(xc, spec, method = method, rank = rank, estimator = estimator,
+                       samples = if (is.null(samples)) 50L else samples,
+                       max_iter = max_iter, tol = tol, optimizer = optimizer,
+                       eta = if (is.null(eta)) default_eta(optimizer, method, st$laplace, D, rank) else eta,
+                       init_mean = mean_c,
+                       window = if (!is.null(window)) window else if (isTRUE(st$laplace)) 50L else 100L,
+                       init_log_sd = lsd_z, init_log_sd_z = lsd_z,
+                       precond = precond, shift = shift, blocks = blocks,
+                       progress = progress && !dispersed,
+                       control_variates = control_variates,
+                       enumerate = enumerate && has_cat && !rb,
+                       par_sizes = if (rb) model_unc_sizes(x))
+      res$method <- method
+      if (estimator == "reparam") res$estimator <- "mixed"
+      t0 <- proc.time()[["elapsed"]]
+      fit <- new_bbvi_fit(xc, res, call = call, draws = draws,
+                          diagnostic_draws = diagnostic_draws,
+                          extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
+                                       families = fams, q_blocks = blocks))
+      if (rb) {
+        fit$diagnostics$rao_blackwell <-
+          rb_gradient_variance(fit, draws = rb_diag_draws(length(fit$lambda)))
+      }
+      fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
+                             proc.time()[["elapsed"]] - t0)
+      fit
+    })
+  }
+  fit_with_restarts(restarts, seed, fit_one)
+}
