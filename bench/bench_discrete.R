@@ -21,15 +21,6 @@ timed <- function(expr) {
   list(value = val, time = proc.time()[["elapsed"]] - t0, warned = warned)
 }
 
-# a fit's exact q probability of value v for each named scalar parameter
-q_prob <- function(fit, names, v) {
-  pr <- probabilities(fit)
-  vapply(names, function(nm) {
-    p <- pr[[nm]]
-    if (is.null(p)) NA_real_ else unname(p[as.character(v)])
-  }, numeric(1))
-}
-
 fmt <- function(x, d = 3) formatC(x, digits = d, format = "fg", flag = "#")
 rows <- list()
 add <- function(...) rows[[length(rows) + 1L]] <<- data.frame(..., check.names = FALSE)
@@ -50,16 +41,16 @@ for (seed in seeds) {
         err_mean_sd = max(abs(cf[c("s", cont)] - ex$mean) / ex$sd),
         sd_ratio_min = min(sdv[c("s", cont)] / ex$sd),
         p_mode_err = abs(q_prob(f, "s", ex$mode) - ex$p_mode),
-        incl_err = NA, rb_ratio = NA,
+        incl_err = NA, rb_ratio = NA, rb_ratio_z = NA,
         converged = f$converged, warned = r$warned)
   }
   r <- timed(sample_mcmc(change_point_marginal_model(d), seed = seed))
-  s <- summary(r$value)$estimates
+  s <- summary(r$value)$table
   add(model = "change point", q = "NUTS (s summed out)", seed = seed,
       time_s = r$time,
       err_mean_sd = max(abs(s[cont, "mean"] - ex$mean[cont]) / ex$sd[cont]),
       sd_ratio_min = min(s[cont, "sd"] / ex$sd[cont]),
-      p_mode_err = NA, incl_err = NA, rb_ratio = NA,
+      p_mode_err = NA, incl_err = NA, rb_ratio = NA, rb_ratio_z = NA,
       converged = TRUE, warned = r$warned)
 }
 
@@ -73,7 +64,13 @@ for (seed in seeds) {
     cf <- coef(f)
     sdv <- sqrt(diag(vcov(f)))
     mu <- c("mu[1]", "mu[2]")
-    v <- rb_gradient_variance(f, draws = 1000)
+    # plain and Rao-Blackwellized gradient variance at the RB fit's q, from
+    # the same 1000 draws: in total, and over the assignments' logits (the
+    # first N entries of lambda; mu's weight is the plain one either way)
+    if (rb) {
+      v <- bbvi:::rb_gradient_variance(f, draws = 1000, seed = seed)
+      pc <- v$per_coordinate[seq_len(dm$N), ]
+    }
     add(model = "mixture N = 12", q = if (rb) "categorical + gaussian, RB" else "categorical + gaussian",
         seed = seed, time_s = r$time,
         err_mean_sd = max(abs(cf[mu] - exm$mean) / exm$sd),
@@ -81,6 +78,7 @@ for (seed in seeds) {
         p_mode_err = NA,
         incl_err = max(abs(q_prob(f, names(exm$p_z), 1) - exm$p_z)),
         rb_ratio = if (rb) v$ratio else NA,
+        rb_ratio_z = if (rb) sum(pc$var_plain) / sum(pc$var_rb) else NA,
         converged = f$converged, warned = r$warned)
   }
 }
@@ -94,7 +92,7 @@ for (seed in seeds) {
   add(model = "spike-and-slab p = 8", q = "bernoulli + gaussian", seed = seed,
       time_s = r$time, err_mean_sd = NA, sd_ratio_min = NA, p_mode_err = NA,
       incl_err = max(abs(q_prob(f, names(exs$inclusion), 1) - exs$inclusion)),
-      rb_ratio = NA, converged = f$converged, warned = r$warned)
+      rb_ratio = NA, rb_ratio_z = NA, converged = f$converged, warned = r$warned)
 }
 
 tab <- do.call(rbind, rows)

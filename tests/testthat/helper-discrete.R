@@ -101,6 +101,15 @@ change_point_exact <- function(d = change_point_data()) {
               `lambda[2]` = l2[["sd"]]))
 }
 
+# q's probability of value v for each named scalar parameter (from
+# probabilities(), one row per value)
+q_prob <- function(fit, names, v) {
+  pr <- probabilities(fit, names)
+  vapply(names, function(nm) {
+    sum(pr$probability[pr$parameter == nm & pr$value == v])
+  }, numeric(1))
+}
+
 # ---- a two-component mixture with latent 0/1 assignments --------------------
 
 # y_i ~ N(mu[1 + z_i], 1), z_i ~ Bernoulli(1/2), mu[k] ~ N(m0[k], tau^2).
@@ -128,7 +137,7 @@ mixture_model <- function(d = mixture_data(), factors = FALSE) {
     lik <- stats::dnorm(Y, M, 1, log = TRUE) + log(0.5)
     prior <- stats::dnorm(mu[, 1], d$m0[1], d$tau, log = TRUE) +
       stats::dnorm(mu[, 2], d$m0[2], d$tau, log = TRUE)
-    cbind(lik, prior)
+    unname(cbind(lik, prior))
   }
   if (factors) {
     fac <- c(stats::setNames(lapply(znames, function(nm) c(nm, "mu")), paste0("lik", seq_len(N))),
