@@ -333,13 +333,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                           extra = list(start = if (st$laplace) "mode" else "init",
                                        fixed_draws = res$saa,
                                        q_blocks = res$control$blocks))
-      if (rb) {
-        fit$diagnostics$rao_blackwell <-
-          rb_gradient_variance(fit, draws = rb_diag_draws(length(fit$lambda)))
-      }
-      fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
-                             proc.time()[["elapsed"]] - t0)
-      fit
+      finish_custom_fit(fit, rb, st, res, t0)
     })
   }
   fit_with_restarts(restarts, seed, fit_one)

@@ -302,13 +302,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                           diagnostic_draws = diagnostic_draws,
                           extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
                                        families = fams, q_blocks = blocks))
-      if (rb) {
-        fit$diagnostics$rao_blackwell <-
-          rb_gradient_variance(fit, draws = rb_diag_draws(length(fit$lambda)))
-      }
-      fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
-                             proc.time()[["elapsed"]] - t0)
-      fit
+      finish_custom_fit(fit, rb, st, res, t0)
     })
   }
   fit_with_restarts(restarts, seed, fit_one)

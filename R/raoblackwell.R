@@ -9,6 +9,19 @@ rb_applies <- function(model, estimator) {
   !is.null(model$factors) && identical(estimator, "score")
 }
 
+# The last steps of a custom model's fit: the Rao-Blackwellization
+# measurement (rb), and the evaluations by phase (the diagnostics' time
+# counted from t0).
+finish_custom_fit <- function(fit, rb, st, res, t0) {
+  if (rb) {
+    fit$diagnostics$rao_blackwell <-
+      rb_gradient_variance(fit, draws = rb_diag_draws(length(fit$lambda)))
+  }
+  fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
+                         proc.time()[["elapsed"]] - t0)
+  fit
+}
+
 # The length of each parameter on the unconstrained scale (contract item 2:
 # `unc_sizes` when the model has it).
 model_unc_sizes <- function(model) {

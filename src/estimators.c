@@ -211,6 +211,15 @@ void bbvi_estimator_draw_eval(bbvi_estimator_ws *w, const double *lambda,
 
 static int finite_lp(double x) { return isfinite(x); }
 
+/* draw s has a finite log density and gradient */
+static int finite_draw(const bbvi_estimator_ws *w, int s)
+{
+    const double *g = w->gz + (size_t) s * w->D;
+    int ok = finite_lp(w->lp[s]);
+    for (int d = 0; ok && d < w->D; d++) ok = isfinite(g[d]);
+    return ok;
+}
+
 /* The score part of a draw: h = grad log q and f = h (log p - log q) into
    slot n of w->h, w->f; its weight log p - log q, or NaN when log q is not
    finite (a Gamma or Beta draw that underflowed to the edge of its support:
@@ -315,9 +324,7 @@ double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
     double elbo = 0.0;
     for (int s = 0; s < S; s++) {
         const double *g = w->gz + (size_t) s * D;
-        int ok = finite_lp(w->lp[s]);
-        for (int d = 0; ok && d < D; d++) ok = isfinite(g[d]);
-        if (!ok) continue;
+        if (!finite_draw(w, s)) continue;
         double wt = score_draw(w, lambda, s, n);
         if (!isfinite(wt)) continue;
         w->fam->reparam_grad(w->fam, D, lambda, w->eps + (size_t) s * w->NB, g, path);
@@ -345,9 +352,7 @@ double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
     double elbo = 0.0;
     for (int s = 0; s < S; s++) {
         const double *g = w->gz + (size_t) s * D;
-        int ok = finite_lp(w->lp[s]);
-        for (int d = 0; ok && d < D; d++) ok = isfinite(g[d]);
-        if (!ok) continue;
+        if (!finite_draw(w, s)) continue;
         const double *e = w->eps + (size_t) s * w->NB;
         w->fam->reparam_grad(w->fam, D, lambda, e, g, grad);
         elbo += w->lp[s] - w->fam->log_q(w->fam, D, lambda, e);
