@@ -293,7 +293,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
       fit <- new_bbvi_fit(xc, res, call = call, draws = draws,
                           diagnostic_draws = diagnostic_draws,
                           extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
-                                       families = fams))
+                                       families = fams, enumerated = enumerate && has_cat))
       fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
                              proc.time()[["elapsed"]] - t0)
       fit

@@ -474,6 +474,10 @@ khat_label <- function(k, threshold = 0.7) {
 
 fit_estimator_label <- function(fit) {
   if (identical(fit$optimizer, "lbfgs")) return("reparameterization")
+  if (isTRUE(fit$enumerated)) {
+    fit$enumerated <- FALSE
+    return(paste0(fit_estimator_label(fit), "; discrete parameters' values enumerated"))
+  }
   switch(fit$estimator,
          score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),
