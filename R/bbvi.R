@@ -196,7 +196,9 @@ bbvi.default <- function(x, ...) {
 #'   one's probabilities by evaluating the log-joint at every value it can
 #'   take, at the other parameters' draws (exact in that parameter; costs
 #'   its number of values times `samples` more evaluations per iteration,
-#'   batched when the log-joint is vectorized). `FALSE` uses the score
+#'   one batch of `samples` draws per value when the log-joint is
+#'   vectorized, one call per draw and value otherwise: vectorize the
+#'   log-joint of a model with many values). `FALSE` uses the score
 #'   gradient alone, which is cheaper per iteration but lets values that q
 #'   draws rarely stay rare: on the coal-mining change point it ends with
 #'   the mode's probability about twice the optimum's.

@@ -301,7 +301,8 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
       fit <- new_bbvi_fit(xc, res, call = call, draws = draws,
                           diagnostic_draws = diagnostic_draws,
                           extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
-                                       families = fams, q_blocks = blocks))
+                                       families = fams, q_blocks = blocks,
+                                       enumerated = enumerate && has_cat && !rb))
       finish_custom_fit(fit, rb, st, res, t0)
     })
   }

@@ -537,6 +537,10 @@ khat_label <- function(k, threshold = 0.7) {
 fit_estimator_label <- function(fit) {
   if (identical(fit$optimizer, "lbfgs")) return("reparameterization")
   if (identical(fit$optimizer, "newton")) return("exact expectations (quadrature), variational Newton steps")
+  if (isTRUE(fit$enumerated)) {
+    fit$enumerated <- FALSE
+    return(paste0(fit_estimator_label(fit), "; discrete parameters' values enumerated"))
+  }
   switch(fit$estimator,
          score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),

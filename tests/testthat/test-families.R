@@ -89,12 +89,13 @@ test_that("natural families: far tails of the base draws stay finite and ordered
 })
 
 # The estimators at a fixed lambda, n times (C_grad_samples).
-grad_draws <- function(model, blocks, lambda, estimator, n, samples = 10L) {
+grad_draws <- function(model, blocks, lambda, estimator, n, samples = 10L,
+                       enumerate = 0L) {
   spec <- bbvi:::r_target_spec(model)
   D <- length(model$par_names)
   ctl <- list(family = "blocks", rank = 0L, blocks = blocks, estimator = estimator,
               samples = as.integer(samples), lambda = as.double(lambda),
-              n = as.integer(n), control_variates = 1L)
+              n = as.integer(n), control_variates = 1L, enumerate = as.integer(enumerate))
   .Call(bbvi:::C_grad_samples, spec, rep(-Inf, D), rep(Inf, D), ctl)
 }
 
@@ -155,6 +156,12 @@ test_that("mixed estimator (categorical + pathwise Gaussian) is unbiased (closed
   expect_unbiased(score$grad, exact)
   # the pathwise entries are the less noisy ones
   expect_true(all(apply(mixed$grad[4:5, ], 1, stats::var) < apply(score$grad[4:5, ], 1, stats::var)))
+  # enumerating s's values: still unbiased, and only mu's draw leaves noise
+  # in the logits' entries (measured: 0.1, 0.001 and 0.25 of the score
+  # gradient's variance)
+  en <- grad_draws(m, blocks, lambda, "reparam", 3000, enumerate = 1L)
+  expect_unbiased(en$grad, exact)
+  expect_true(all(apply(en$grad[1:3, ], 1, stats::var) < 0.5 * apply(mixed$grad[1:3, ], 1, stats::var)))
 })
 
 # ---- fits against exact answers --------------------------------------------------
@@ -203,11 +210,13 @@ test_that("Beta-Binomial with a Beta q is exact", {
 change_point <- function(seed = 42, N = 40, sw = 25) {
   set.seed(seed)
   y <- c(stats::rpois(sw, 3), stats::rpois(N - sw, 1))
+  cs <- c(0, cumsum(y))
+  tot <- sum(y)
+  # vectorized: each enumerated value of s is one call for all draws
   lj <- function(theta, data) {
     s <- theta$s
-    sum(stats::dpois(data[1:s], theta$r1, log = TRUE)) +
-      sum(stats::dpois(data[-(1:s)], theta$r2, log = TRUE)) +
-      stats::dexp(theta$r1, 1, log = TRUE) + stats::dexp(theta$r2, 1, log = TRUE)
+    cs[s + 1] * log(theta$r1) - s * theta$r1 +
+      (tot - cs[s + 1]) * log(theta$r2) - (N - s) * theta$r2 - theta$r1 - theta$r2
   }
   pars <- list(s = param(lower = 1, upper = N - 1, integer = TRUE),
                r1 = param(lower = 0), r2 = param(lower = 0))
@@ -221,7 +230,7 @@ change_point <- function(seed = 42, N = 40, sw = 25) {
 
 test_that("a change point with a categorical q: close to the exact posterior by enumeration", {
   cp <- change_point()
-  m <- bbvi_model(cp$lj, cp$pars, data = cp$y)
+  m <- bbvi_model(cp$lj, cp$pars, vectorized = TRUE)
   ex_mean <- sum(cp$p * cp$values)
   ex_sd <- sqrt(sum(cp$p * cp$values^2) - ex_mean^2)
   for (seed in 1:2) {
@@ -231,13 +240,16 @@ test_that("a change point with a categorical q: close to the exact posterior by 
     expect_equal(pr$value, cp$values)
     expect_equal(sum(pr$probability), 1)
     # q is mean-field (s independent of the rates), so it is not exact: it
-    # is sharper than the posterior. Measured: means 0.14 exact sds apart,
-    # the mode's probability 0.04 too high, the largest probability 0.045
+    # is sharper than the posterior. Its optimum (coordinate ascent with
+    # Gamma rates) has mean 24.36 against 24.48 (0.1 exact sds) and
+    # P(24) = 0.746 against 0.721. Measured over 3 seeds (Gaussian and
+    # Gamma rates, with and without a gradient): means 0.12 sds apart, the
+    # mode's probability 0.749-0.752, the largest probability 0.028-0.031
     # off; the bounds are about twice that.
     expect_equal(pr$value[which.max(pr$probability)], which.max(cp$p))
-    expect_lt(abs(coef(fit)[["s"]] - ex_mean) / ex_sd, 0.3)
-    expect_lt(abs(max(pr$probability) - max(cp$p)), 0.1)
-    expect_lt(max(abs(pr$probability - cp$p)), 0.1)
+    expect_lt(abs(coef(fit)[["s"]] - ex_mean) / ex_sd, 0.25)
+    expect_lt(abs(max(pr$probability) - max(cp$p)), 0.06)
+    expect_lt(max(abs(pr$probability - cp$p)), 0.06)
     # draws of s are whole numbers in its support
     d <- as.matrix(fit)[, "s"]
     expect_true(all(d == round(d)) && all(d >= 1 & d <= 39))
@@ -246,14 +258,13 @@ test_that("a change point with a categorical q: close to the exact posterior by 
     expect_equal(ds["s", "mode"], which.max(cp$p))
     expect_equal(ds["s", "mean"], coef(fit)[["s"]])
   }
-  # Gamma q for the rates: the same bounds (measured over 4 seeds: means
-  # 0.11-0.17 exact sds apart, the largest probability 0.03-0.045 off)
+  # Gamma q for the rates: the same bounds
   fit <- bbvi(m, families = list(r1 = "gamma", r2 = "gamma"), seed = 3)
   expect_true(fit$converged)
   pr <- probabilities(fit)
   expect_equal(pr$value[which.max(pr$probability)], which.max(cp$p))
-  expect_lt(abs(coef(fit)[["s"]] - ex_mean) / ex_sd, 0.3)
-  expect_lt(max(abs(pr$probability - cp$p)), 0.1)
+  expect_lt(abs(coef(fit)[["s"]] - ex_mean) / ex_sd, 0.25)
+  expect_lt(max(abs(pr$probability - cp$p)), 0.06)
 })
 
 # ---- the R side: declarations, errors, methods -------------------------------------
@@ -326,4 +337,46 @@ test_that("a discrete model with a gradient for its continuous parameters only",
   expect_snapshot(print(fit$families))
   expect_true(all(as.matrix(fit, draws = 50)[, "z"] %in% 0:1))
   expect_snapshot(error = TRUE, probabilities(fit, "mu"))
+})
+
+test_that("the coal-mining change point: the switch year against enumeration", {
+  # yearly counts 1851-1962 of boot::coal's 191 disaster dates (floor(date))
+  coal <- utils::read.csv(test_path("fixtures", "coal.csv"))
+  expect_equal(nrow(coal), 112)
+  expect_equal(sum(coal$count), 191)
+  y <- coal$count
+  N <- length(y)
+  cs <- c(0, cumsum(y))
+  tot <- sum(y)
+  # s = the first year of the second rate, uniform over 1851..1962; rates
+  # Exponential(1); k = s - 1851 years at the first rate (vectorized)
+  m <- bbvi_model(function(theta, data) {
+    k <- theta$s - 1851
+    cs[k + 1] * log(theta$r1) - k * theta$r1 +
+      (tot - cs[k + 1]) * log(theta$r2) - (N - k) * theta$r2 - theta$r1 - theta$r2
+  }, list(s = param(lower = 1851, upper = 1962, integer = TRUE),
+          r1 = param(lower = 0), r2 = param(lower = 0)), vectorized = TRUE)
+  k <- 0:(N - 1)
+  lm <- lgamma(1 + cs[k + 1]) - (1 + cs[k + 1]) * log(1 + k) +
+    lgamma(1 + tot - cs[k + 1]) - (1 + tot - cs[k + 1]) * log(1 + N - k)
+  p <- exp(lm - max(lm))
+  p <- p / sum(p)
+  years <- 1851:1962
+  ex_mean <- sum(p * years)
+  ex_sd <- sqrt(sum(p * years^2) - ex_mean^2)
+  for (fams in list(NULL, list(r1 = "gamma", r2 = "gamma"))) {
+    fit <- bbvi(m, families = fams, seed = 1)
+    expect_true(fit$converged)
+    pr <- probabilities(fit, "s")
+    expect_equal(pr$value, years)
+    # The mean-field optimum (coordinate ascent, Gamma q for the rates) has
+    # P(1892) = 0.258 against the exact 0.245, and its largest error in a
+    # probability 0.014; measured over 3 seeds x 2 families: mean within
+    # 0.01 exact sds, P(mode) 0.260-0.262, largest error 0.014-0.017. The
+    # bounds are the issue's goals (0.1 sd, 0.05).
+    expect_equal(pr$value[which.max(pr$probability)], years[which.max(p)])
+    expect_lt(abs(coef(fit)[["s"]] - ex_mean) / ex_sd, 0.1)
+    expect_lt(abs(max(pr$probability) - max(p)), 0.05)
+    expect_lt(max(abs(pr$probability - p)), 0.05)
+  }
 })
