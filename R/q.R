@@ -249,21 +249,22 @@ q_n_base.q_beta <- function(q) q_dim(q)
 q_n_base.q_categorical <- function(q) q_dim(q)
 
 q_from_base.q_gamma <- function(q, eps) {
-  D <- q_dim(q)
-  row <- function(i) (i - 1L) %% D + 1L
-  z <- natural_from_base(eps, function(lp, i, lower) {
-    stats::qgamma(lp, q$shape[row(i)], q$rate[row(i)], lower.tail = lower, log.p = TRUE)
+  inverse_cdf_draws(q, eps, function(lp, j, lower) {
+    stats::qgamma(lp, q$shape[j], q$rate[j], lower.tail = lower, log.p = TRUE)
   })
-  z <- matrix(z, D)
-  list(zeta = z, log_q = q_log_density(q, z))
 }
 
 q_from_base.q_beta <- function(q, eps) {
-  D <- q_dim(q)
-  row <- function(i) (i - 1L) %% D + 1L
-  z <- natural_from_base(eps, function(lp, i, lower) {
-    stats::qbeta(lp, q$a[row(i)], q$b[row(i)], lower.tail = lower, log.p = TRUE)
+  inverse_cdf_draws(q, eps, function(lp, j, lower) {
+    stats::qbeta(lp, q$a[j], q$b[j], lower.tail = lower, log.p = TRUE)
   })
+}
+
+# z (D x n) from base normals through a continuous family's inverse CDF
+# qfun(log p, coordinate, lower tail), with log q at z
+inverse_cdf_draws <- function(q, eps, qfun) {
+  D <- q_dim(q)
+  z <- natural_from_base(eps, function(lp, i, lower) qfun(lp, (i - 1L) %% D + 1L, lower))
   z <- matrix(z, D)
   list(zeta = z, log_q = q_log_density(q, z))
 }

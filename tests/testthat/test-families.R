@@ -340,11 +340,11 @@ test_that("a discrete model with a gradient for its continuous parameters only",
 })
 
 test_that("the coal-mining change point: the switch year against enumeration", {
-  # yearly counts 1851-1962 of boot::coal's 191 disaster dates (floor(date))
-  coal <- utils::read.csv(test_path("fixtures", "coal.csv"))
-  expect_equal(nrow(coal), 112)
-  expect_equal(sum(coal$count), 191)
-  y <- coal$count
+  # yearly counts 1851-1962 of boot::coal's 191 disaster dates
+  # (helper-discrete.R)
+  y <- coal_counts()
+  expect_equal(length(y), 112)
+  expect_equal(sum(y), 191)
   N <- length(y)
   cs <- c(0, cumsum(y))
   tot <- sum(y)
