@@ -338,7 +338,9 @@ diag_advice <- function(fit, dg) {
   if (too_wide) {
     out <- c(out, "i q is far wider than the posterior: the optimisation may not have settled. Check `plot(fit)`; try a smaller `eta`, `estimator = \"reparam\"` (with a gradient), or `sample_mcmc()`.")
   } else if (any(c("moments", "kl") %in% v)) {
-    if (identical(fit$method, "meanfield") && D > 1) {
+    if (!is.null(fit$families) && any(fit$families != "gaussian")) {
+      out <- c(out, "i q is a product of one block per parameter (categorical, Gamma or Beta blocks among them): it cannot represent how the parameters depend on each other. Check with `sample_mcmc()` on a model with the discrete parameters summed out, or treat the summaries as approximate.")
+    } else if (identical(fit$method, "meanfield") && D > 1) {
       out <- c(out, "i Mean-field q cannot represent posterior correlations (it understates sds): try `method = \"fullrank\"`, or check with `sample_mcmc()` (or, if the posterior may have several modes, use `restarts = 4`).")
     } else {
       out <- c(out, "i The posterior is not close to a Gaussian on the unconstrained scale (several modes, skew or heavy tails): look for other modes with `restarts = 4`, or check with `sample_mcmc()`.")
