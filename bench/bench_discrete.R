@@ -83,6 +83,20 @@ for (seed in seeds) {
   }
 }
 
+# the variance ratio grows with the number of assignments: N = 50 (no
+# exact answer by enumeration at this size; the variances only)
+dm50 <- mixture_data(N = 50)
+for (seed in seeds) {
+  r <- timed(bbvi(mixture_model(dm50, factors = TRUE), seed = seed))
+  v <- bbvi:::rb_gradient_variance(r$value, draws = 1000, seed = seed)
+  pc <- v$per_coordinate[seq_len(dm50$N), ]
+  add(model = "mixture N = 50", q = "categorical + gaussian, RB", seed = seed,
+      time_s = r$time, err_mean_sd = NA, sd_ratio_min = NA, p_mode_err = NA,
+      incl_err = NA, rb_ratio = v$ratio,
+      rb_ratio_z = sum(pc$var_plain) / sum(pc$var_rb),
+      converged = r$value$converged, warned = r$warned)
+}
+
 # ---- spike and slab ------------------------------------------------------------------
 ds <- spike_slab_data()
 exs <- spike_slab_exact(ds)
