@@ -252,8 +252,9 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
   # when some block is Gaussian; the natural blocks take the score gradient
   if (estimator == "reparam" && !any(gauss)) estimator <- "score"
   assert_model_ok(x, err_call = err_call)
-  # factors + the score estimator: the Rao-Blackwellized gradient
-  rb <- rb_applies(x, estimator)
+  # factors: the Rao-Blackwellized weights for the score entries (all of
+  # them, or those of the natural blocks next to pathwise Gaussian ones)
+  rb <- !is.null(x$factors)
   if (rb && any(gauss) && method != "meanfield") {
     cli::cli_abort(c("With {.arg factors} and the score estimator, {.arg method} must be {.val meanfield}.",
                      i = "The Rao-Blackwellized gradient needs q to be a product with one block per parameter."),

@@ -76,6 +76,14 @@ lambda_names <- function(method, par_names, rank = NULL) {
 block_lambda_names <- function(fit) {
   ends <- cumsum(model_unc_sizes(fit$model))
   starts <- ends - model_unc_sizes(fit$model) + 1L
-  unlist(Map(function(a, b) lambda_names("meanfield", unc_names(fit)[a:b]), starts, ends),
-         use.names = FALSE)
+  unlist(Map(function(a, b, blk) {
+    nm <- unc_names(fit)[a:b]
+    switch(blk$family %||% "meanfield",
+           gamma = c(sprintf("log_mean[%s]", nm), sprintf("log_shape[%s]", nm)),
+           beta = c(sprintf("logit_mean[%s]", nm), sprintf("log_conc[%s]", nm)),
+           categorical = unlist(Map(function(x, k) sprintf("logit[%s=%d]", x, k),
+                                    nm, lapply(seq_along(nm), function(i)
+                                      blk$lower[i] + seq_len(blk$n_values[i] - 1L)))),
+           lambda_names("meanfield", nm))
+  }, starts, ends, fit$q_blocks), use.names = FALSE)
 }

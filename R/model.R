@@ -205,8 +205,11 @@ print.bbvi_param <- function(x, ...) {
 #'   and each block's gradient uses only the factors that touch it (its
 #'   Markov blanket), the Rao-Blackwellization of Ranganath, Gerrish and
 #'   Blei (2014); the fit reports the variance reduction it measured (see
-#'   `fit$diagnostics$rao_blackwell`). Not available for a compiled
-#'   log-joint.
+#'   `fit$diagnostics$rao_blackwell`). The same holds for the score-gradient
+#'   blocks (discrete, Gamma, Beta) of a model whose gradient gives the
+#'   Gaussian blocks their pathwise gradient. A Gaussian-only model with a
+#'   gradient takes the pathwise gradient throughout, where the factors are
+#'   only summed. Not available for a compiled log-joint.
 #' @details
 #' A draw at which the log-joint is not finite contributes nothing to that
 #' iteration's gradient and ELBO estimate. An iteration in which every draw is

@@ -274,6 +274,12 @@ void bbvi_score_combine(int n, int K, const double *h, const double *f,
 /* Rao-Blackwellized score estimator (raoblackwell.c): each block of q
    weighs its score by the factors of log p that touch it */
 double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad);
+/* the mixed estimator with Rao-Blackwellized score entries (needs
+   bbvi_rb_setup() and w->score_mask) */
+double bbvi_grad_rb_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad);
+/* set up the Rao-Blackwellized workspace when the target is factorised and
+   control does not say rao_blackwell = 0; returns whether it did */
+int bbvi_rb_setup(bbvi_estimator_ws *w, SEXP control);
 /* the score estimator for this target and control: bbvi_grad_rb (its
    workspace set up) when the target is factorised and control's
    `rao_blackwell` is not 0, else bbvi_grad_score */

@@ -132,14 +132,17 @@ static rb_ws *rb_init(bbvi_estimator_ws *w, int want_plain)
 
 /* Draw, evaluate, and fill w->h and w->f (K x n, the n finite draws packed
    at the front) with the scores and the blanket-weighted scores; r->fp
-   with the plain weighted scores when asked. Returns the ELBO estimate
-   (NaN without a finite draw); sets w->n_finite. */
-static double rb_terms(bbvi_estimator_ws *w, rb_ws *r, const double *lambda)
+   with the plain weighted scores when asked; with `path` (K, zeroed by the
+   caller), also the log density's gradient, and add the draws' pathwise
+   terms (dz/dlambda)' grad to it for the blocks that have them. Returns the
+   ELBO estimate (NaN without a finite draw); sets w->n_finite. */
+static double rb_terms(bbvi_estimator_ws *w, rb_ws *r, const double *lambda,
+                       double *path)
 {
     int D = w->D, K = w->K, S = w->S, F = r->F, B = r->B;
     bbvi_target *t = w->model->target;
     t->lpf = r->lpf;
-    bbvi_estimator_draw_eval(w, lambda, NULL);
+    bbvi_estimator_draw_eval(w, lambda, path ? w->gz : NULL);
     t->lpf = NULL;
     /* the zeta the model saw: through the preconditioner when there is one */
     const double *zeta = (w->P || w->Pdiag) ? w->zs : w->z;
@@ -149,6 +152,13 @@ static double rb_terms(bbvi_estimator_ws *w, rb_ws *r, const double *lambda)
     for (int s = 0; s < S; s++) {
         if (!isfinite(w->lp[s])) continue;
         const double *e = w->eps + (size_t) s * w->NB;
+        if (path) {   /* the mixed estimator: a finite gradient too */
+            const double *g = w->gz + (size_t) s * D;
+            int ok = 1;
+            for (int d = 0; ok && d < D; d++) ok = isfinite(g[d]);
+            if (!ok) continue;
+            w->fam->reparam_grad(w->fam, D, lambda, e, g, path);
+        }
         double lq = 0.0;
         for (int j = 0; j < B; j++) {
             r->lqb[j] = r->bf[j]->log_q(r->bf[j], r->dim[j], lambda + r->k0[j],
@@ -182,7 +192,7 @@ static double rb_terms(bbvi_estimator_ws *w, rb_ws *r, const double *lambda)
 double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad)
 {
     rb_ws *r = (rb_ws *) w->rb;
-    double elbo = rb_terms(w, r, lambda);
+    double elbo = rb_terms(w, r, lambda, NULL);
     if (w->n_finite == 0) {
         memset(grad, 0, sizeof(double) * w->K);
         return R_NaN;
@@ -191,13 +201,41 @@ double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad)
     return elbo;
 }
 
-bbvi_estimator_fn bbvi_score_estimator(bbvi_estimator_ws *w, SEXP control)
+/* The mixed estimator (estimators.c, bbvi_grad_mixed) with the
+   Rao-Blackwellized weights for its score entries (w->score_mask):
+   pathwise for the blocks that have it, blanket-weighted scores for the
+   others. Each part is unbiased for its own entries, so the mix is. */
+double bbvi_grad_rb_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
+{
+    rb_ws *r = (rb_ws *) w->rb;
+    int K = w->K, n;
+    double *path = w->work2;
+    memset(path, 0, sizeof(double) * K);
+    double elbo = rb_terms(w, r, lambda, path);
+    n = w->n_finite;
+    memset(grad, 0, sizeof(double) * K);
+    if (n == 0) return R_NaN;
+    bbvi_score_combine(n, K, w->h, w->f, w->score_mask, w->use_cv, grad, NULL);
+    w->fam->entropy_grad(w->fam, w->D, lambda, w->work);
+    for (int k = 0; k < K; k++)
+        if (!w->score_mask[k]) grad[k] = path[k] / n + w->work[k];
+    return elbo;
+}
+
+/* the Rao-Blackwellized workspace for a factorised target (control's
+   `rao_blackwell` not 0); 0 when there is none */
+int bbvi_rb_setup(bbvi_estimator_ws *w, SEXP control)
 {
     SEXP rb = bbvi_list_get(control, "rao_blackwell");
     int want = Rf_isNull(rb) || Rf_asInteger(rb) != 0;
-    if (!want || w->model->target->n_factors < 1) return bbvi_grad_score;
-    rb_init(w, 0);
-    return bbvi_grad_rb;
+    if (!want || w->model->target->n_factors < 1) return 0;
+    if (!w->rb) rb_init(w, 0);
+    return 1;
+}
+
+bbvi_estimator_fn bbvi_score_estimator(bbvi_estimator_ws *w, SEXP control)
+{
+    return bbvi_rb_setup(w, control) ? bbvi_grad_rb : bbvi_grad_score;
 }
 
 /* Per-coordinate variance over n draws of the K x n terms x */
@@ -244,7 +282,7 @@ SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     if (Rf_length(lam) != K) Rf_error("internal error: lambda must have length %d", K);
     rb_ws *r = rb_init(&ews, 1);
     bbvi_rng_hold();
-    rb_terms(&ews, r, REAL(lam));
+    rb_terms(&ews, r, REAL(lam), NULL);
     bbvi_rng_release();
     int n = ews.n_finite;
     double *g = (double *) R_alloc(K, sizeof(double));

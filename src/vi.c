@@ -402,7 +402,8 @@ static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
     int *mask = (int *) R_alloc(v->ews.K, sizeof(int));
     if (bbvi_family_score_mask(v->fam, D, mask) > 0 && use_reparam) {
         v->ews.score_mask = mask;
-        v->estimate = bbvi_grad_mixed;
+        v->estimate = bbvi_rb_setup(&v->ews, control) ? bbvi_grad_rb_mixed
+                                                      : bbvi_grad_mixed;
     }
     /* optional: categorical coordinates' gradient by enumerating values */
     SEXP en = bbvi_list_get(control, "enumerate");
