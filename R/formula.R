@@ -139,12 +139,20 @@ bbvi.formula <- function(x, data = NULL, family = stats::gaussian(),
   setup <- glm_setup(x, data, family, prior, prior_intercept, prior_aux,
                      weights = weights, offset = offset, subset = subset,
                      na.action = na.action, call = call, center = center)
-  glm_vi(setup, call = call, method = method, method_missing = missing(method),
-         estimator = estimator, samples = samples, max_iter = max_iter,
-         max_iter_missing = missing(max_iter), tol = tol, seed = seed,
-         progress = progress, path = path, nodes = nodes,
-         optimizer = optimizer, eta = eta, window = window, init = init,
-         init_sd = init_sd, draws = draws, keep_x = keep_x, subsample = subsample)
+  glm_vi_args(setup, call, method_missing = missing(method),
+              max_iter_missing = missing(max_iter))
+}
+
+# glm_vi() with the fitting arguments of the calling method (bbvi.formula,
+# bbvi.matrix), which share them.
+glm_vi_args <- function(setup, call, method_missing, max_iter_missing,
+                        env = parent.frame()) {
+  args <- mget(c("method", "estimator", "samples", "max_iter", "tol", "seed",
+                 "progress", "path", "nodes", "optimizer", "eta", "window",
+                 "init", "init_sd", "draws", "keep_x", "subsample"), envir = env)
+  # quote = TRUE: `call` is a call object, to be passed, not evaluated
+  do.call(glm_vi, c(list(setup, call = call, method_missing = method_missing,
+                         max_iter_missing = max_iter_missing), args), quote = TRUE)
 }
 
 # The fit from a GLM setup (glm_setup() or the matrix interface): the
@@ -304,12 +312,8 @@ bbvi.matrix <- function(x, y, family = stats::gaussian(), intercept = TRUE,
                        contrasts = NULL), setup$info,
                   list(na.action = NULL, row_names = rownames(x),
                        has_offset_arg = !is.null(offset)))
-  glm_vi(setup, call = call, method = method, method_missing = missing(method),
-         estimator = estimator, samples = samples, max_iter = max_iter,
-         max_iter_missing = missing(max_iter), tol = tol, seed = seed,
-         progress = progress, path = path, nodes = nodes,
-         optimizer = optimizer, eta = eta, window = window, init = init,
-         init_sd = init_sd, draws = draws, keep_x = keep_x, subsample = subsample)
+  glm_vi_args(setup, call, method_missing = missing(method),
+              max_iter_missing = missing(max_iter))
 }
 
 # Formula fits use method = "fullrank" up to this many parameters (see

@@ -100,6 +100,10 @@ void bbvi_model_set_layout(bbvi_model *m, SEXP spec);
 /* The number of zeta coordinates of a spec's layout (Dth when absent);
    checks that the layout covers Dth theta coordinates. */
 int bbvi_layout_zdim(SEXP spec, int Dth);
+/* An entry point's bounds: lower/upper doubles of one length Dth >= 1 (one
+   per coordinate of theta; an internal error otherwise); returns the number
+   of coordinates of zeta by the spec's layout (Dth when spec is NULL). */
+int bbvi_check_bounds(SEXP spec, SEXP lower, SEXP upper, int *Dth);
 /* lp[s] = log p(T(zeta_s)) + log|det J_T(zeta_s)|; grad (D x S, wrt zeta)
    when not NULL. S <= max_batch. */
 void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,

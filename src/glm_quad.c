@@ -198,6 +198,54 @@ static void rows_derivs(const double *x, int ld, int nr, int P,
     crossprod_lower(nr, P, tbuf, nr, sign, Hc, P);
 }
 
+/* One pass over all rows, threaded over the workspace's row chunks (fixed
+   by N, so the chunk sums, added in order by the caller, do not depend on
+   the number of threads): visit() sees every block of rows of chunk c,
+   with the thread's scratch tbuf (nr x (P + 2)). */
+typedef void (*quad_visit)(quad_ws *w, int c, const double *x, int ld, int r0,
+                           int nr, double *tbuf, void *ctx);
+static void quad_pass(quad_ws *w, quad_visit visit, void *ctx)
+{
+    const glm_data *gd = &w->g;
+    int N = gd->N, P = gd->P, nch = w->nch, nr0 = w->nr;
+    int nt = (double) N * (P + 1) * (P + 1) >= GLM_THREAD_WORK ? w->nt : 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(dynamic)
+#endif
+    for (int c = 0; c < nch; c++) {
+        int tid = glm_thread_id();
+        double *xbuf = w->xb + (size_t) tid * nr0 * P;
+        double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
+        int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
+        for (int r0 = ra; r0 < rb; r0 += nr0) {
+            int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
+            const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
+            visit(w, c, x, ld, r0, nr, tbuf, ctx);
+        }
+    }
+}
+
+typedef struct { const double *mu, *Sig; int nonzero; } expect_ctx;
+
+/* chunk c's expected log-likelihood, and e1, e2 per row */
+static void visit_expect(quad_ws *w, int c, const double *x, int ld, int r0,
+                         int nr, double *tbuf, void *ctx)
+{
+    const expect_ctx *e = (const expect_ctx *) ctx;
+    w->pell[c] += rows_expect(w, x, ld, r0, nr, e->mu, e->Sig, e->nonzero, tbuf,
+                              w->e1 + r0, w->e2 + r0);
+}
+
+/* chunk c's X' e1 and -X' diag(e2) X */
+static void visit_derivs(quad_ws *w, int c, const double *x, int ld, int r0,
+                         int nr, double *tbuf, void *ctx)
+{
+    int P = w->g.P;
+    (void) ctx;
+    rows_derivs(x, ld, nr, P, w->e1 + r0, w->e2 + r0, -1.0, tbuf,
+                w->pg + (size_t) c * P, w->pH + (size_t) c * P * P);
+}
+
 /* ELBO at (mu, Sigma) with log det Sigma given; with derivs, also
    g = E grad log p and H = E hess log p (D x D, full). */
 static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
@@ -247,51 +295,19 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                 F77_CALL(dpotrf)("L", &P, w->Ls, &P, &info FCONE);
                 if (info) return R_NegInf;
             }
-            int nch = w->nch, nr0 = w->nr;
+            int nch = w->nch;
             memset(w->pell, 0, sizeof(double) * nch);
-            int nt = (double) N * (P + 1) * (P + 1) >= GLM_THREAD_WORK ? w->nt : 1;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(dynamic)
-#endif
-            for (int c = 0; c < nch; c++) {
-                int tid = glm_thread_id();
-                double *xbuf = w->xb + (size_t) tid * nr0 * P;
-                double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
-                int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
-                double ellc = 0.0;
-                for (int r0 = ra; r0 < rb; r0 += nr0) {
-                    int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
-                    const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
-                    ellc += rows_expect(w, x, ld, r0, nr, mu, Sig, nonzero, tbuf,
-                                        w->e1 + r0, w->e2 + r0);
-                }
-                w->pell[c] = ellc;
-            }
+            expect_ctx ctx = { mu, Sig, nonzero };
+            quad_pass(w, visit_expect, &ctx);
             for (int c = 0; c < nch; c++) ell += w->pell[c];
             w->ell = ell;
         }
         ell = w->ell;
         if (derivs) {
-            int nch = w->nch, nr0 = w->nr;
+            int nch = w->nch;
             memset(w->pg, 0, sizeof(double) * nch * P);
             memset(w->pH, 0, sizeof(double) * nch * P * P);
-            int nt = (double) N * (P + 1) * (P + 1) >= GLM_THREAD_WORK ? w->nt : 1;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(dynamic)
-#endif
-            for (int c = 0; c < nch; c++) {
-                int tid = glm_thread_id();
-                double *xbuf = w->xb + (size_t) tid * nr0 * P;
-                double *tbuf = w->tb + (size_t) tid * nr0 * (P + 2);
-                double *gc = w->pg + (size_t) c * P, *Hc = w->pH + (size_t) c * P * P;
-                int ra = (int) ((long long) N * c / nch), rb = (int) ((long long) N * (c + 1) / nch);
-                for (int r0 = ra; r0 < rb; r0 += nr0) {
-                    int nr = rb - r0 < nr0 ? rb - r0 : nr0, ld;
-                    const double *x = glm_xblock(gd, r0, nr, xbuf, &ld);
-                    rows_derivs(x, ld, nr, P, w->e1 + r0, w->e2 + r0, -1.0, tbuf,
-                                gc, Hc);
-                }
-            }
+            quad_pass(w, visit_derivs, NULL);
             for (int c = 0; c < nch; c++) {   /* in order: deterministic */
                 const double *gc = w->pg + (size_t) c * P, *Hc = w->pH + (size_t) c * P * P;
                 for (int j = 0; j < P; j++) g[j] += gc[j];

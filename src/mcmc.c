@@ -442,11 +442,7 @@ static SEXP named_list(const char **names, int n)
    acceptance), init (unconstrained start or NULL), init_radius, stepsize. */
 SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    /* lower/upper per coordinate of theta (Dth); D coordinates of zeta */
-    int Dth = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
-        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
-    int D = bbvi_layout_zdim(spec, Dth);
+    int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
     SEXP meth = bbvi_list_get(control, "method");
     if (!Rf_isString(meth)) Rf_error("internal error: control needs `method`");
     int use_nuts = strcmp(CHAR(STRING_ELT(meth, 0)), "nuts") == 0;

@@ -329,11 +329,8 @@ static int refine_scales(mode_ws *w, double *H)   /* H: length D */
    full), grad_max (in sd units), status, n_logp, n_grad). */
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    int Dth = Rf_length(lower);
+    int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
     SEXP init = bbvi_list_get(control, "init");
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
-        Rf_error("internal error: bad arguments to find_mode");
-    int D = bbvi_layout_zdim(spec, Dth);   /* coordinates of zeta */
     if (!Rf_isReal(init) || Rf_length(init) != D)
         Rf_error("internal error: bad arguments to find_mode");
     int full = bbvi_need_int(control, "full");

@@ -261,9 +261,7 @@ static void row_var(int K, int n, const double *x, double *out)
    variates when control$control_variates): list(var_plain, var_rb, n). */
 SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    int D = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != D || D < 1)
-        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
     int S = bbvi_need_int(control, "draws");
     SEXP lam = bbvi_list_get(control, "lambda");
     SEXP ps = bbvi_list_get(control, "par_sizes");
@@ -271,9 +269,10 @@ SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         Rf_error("internal error: rb_grad_variance needs draws >= 3, lambda and par_sizes");
     const bbvi_family *fam = bbvi_family_from_control(control, D);
     bbvi_target target;
-    bbvi_target_from_sexp(spec, D, S, &target);
+    bbvi_target_from_sexp(spec, Dth, S, &target);
     bbvi_model model;
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, S);
+    bbvi_model_set_layout(&model, spec);
     bbvi_model_set_params(&model, Rf_length(ps), INTEGER(ps));
     bbvi_estimator_ws ews;
     bbvi_estimator_ws_init(&ews, fam, &model, S);

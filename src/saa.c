@@ -119,11 +119,7 @@ static void saa_gr(int n, double *lambda, double *g, void *ex)
    flat directions). Returns what vi_fit returns, plus grad_max and lbfgs_code. */
 SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
-    /* lower/upper per coordinate of theta (Dth); D coordinates of zeta */
-    int Dth = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
-        Rf_error("internal error: bad arguments to vi_saa");
-    int D = bbvi_layout_zdim(spec, Dth);
+    int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
     int M = bbvi_need_int(control, "samples");
     int maxit = bbvi_need_int(control, "maxit");
     int whiten = bbvi_need_int(control, "whiten");

@@ -404,11 +404,19 @@ void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
 
 /* A model without a target from .Call arguments: lower/upper (length Dth)
    and a layout (NULL: elementwise). */
+int bbvi_check_bounds(SEXP spec, SEXP lower, SEXP upper, int *Dth)
+{
+    int n = Rf_length(lower);
+    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != n || n < 1)
+        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    *Dth = n;
+    return Rf_isNull(spec) ? n : bbvi_layout_zdim(spec, n);
+}
+
 static void layout_model(bbvi_model *m, SEXP lower, SEXP upper, SEXP layout)
 {
-    int Dth = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
-        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
+    int Dth;
+    bbvi_check_bounds(R_NilValue, lower, upper, &Dth);
     m->Dth = Dth; m->D = Dth;
     m->lower = REAL(lower); m->upper = REAL(upper);
     m->target = NULL; m->max_batch = 0;

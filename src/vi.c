@@ -372,11 +372,7 @@ typedef struct {
 static void vi_setup_init(vi_setup *v, SEXP spec, SEXP lower, SEXP upper,
                           SEXP control, int S)
 {
-    /* lower/upper per coordinate of theta (Dth); D coordinates of zeta */
-    int Dth = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
-        Rf_error("internal error: `lower` and `upper` must be doubles of one length >= 1");
-    int D = bbvi_layout_zdim(spec, Dth);
+    int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
     SEXP fam_name = bbvi_list_get(control, "family");
     SEXP est_name = bbvi_list_get(control, "estimator");
     if (!Rf_isString(fam_name) || !Rf_isString(est_name))
@@ -703,10 +699,7 @@ SEXP constrain(SEXP zeta, SEXP lower, SEXP upper)
    tests and diagnostics. */
 SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
 {
-    int Dth = Rf_length(lower);
-    if (!Rf_isReal(lower) || !Rf_isReal(upper) || Rf_length(upper) != Dth || Dth < 1)
-        Rf_error("internal error: bad arguments to logdens");
-    int D = bbvi_layout_zdim(spec, Dth);   /* coordinates of zeta */
+    int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
     if (!Rf_isReal(zeta) || XLENGTH(zeta) % D != 0)
         Rf_error("internal error: bad arguments to logdens");
     int S = (int) (XLENGTH(zeta) / D);
