@@ -296,7 +296,9 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
   rank <- resolve_rank(rank, method, length(init_mean))
   check_dimension(length(init_mean), method, rank)
   # a user's gradient is checked against finite differences before any fit
-  assert_model_ok(x, err_call = call("bbvi"))
+  # (a model in minibatch form: on 100 of its rows)
+  assert_model_ok(if (inherits(x, "bbvi_minibatch_model")) mb_check_model(x) else x,
+                  err_call = call("bbvi"))
   # factors + the score estimator: Rao-Blackwellized, q one block per parameter
   rb <- rb_applies(x, estimator)
   if (rb && method != "meanfield") {

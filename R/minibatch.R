@@ -48,9 +48,9 @@ minibatch_model <- function(lj_given, parameters, data, gradient, vectorized,
   # log p over all rows, in chunks of rows (checked values, named errors)
   logjoint <- function(theta, data) {
     S <- if (vectorized) nrow_draws(theta) else 1L
-    val <- mb_value(logprior(theta), S, "logprior", vectorized)
+    val <- mb_value(mb_call("logprior", logprior(theta)), S, "logprior", vectorized)
     for (idx in mb_chunks(n, S)) {
-      val <- val + mb_value(loglik(theta, data, idx), S, "loglik", vectorized)
+      val <- val + mb_value(mb_call("loglik", loglik(theta, data, idx)), S, "loglik", vectorized)
     }
     val
   }
@@ -58,10 +58,11 @@ minibatch_model <- function(lj_given, parameters, data, gradient, vectorized,
   if (!is.null(gradient)) {
     grad_fn <- function(theta, data) {
       S <- if (vectorized) nrow_draws(theta) else 1L
-      g <- flatten_gradient(gradient$logprior(theta), S, sizes, nms, NULL, par_names)
+      g <- mb_tag(flatten_gradient(mb_call("gradient", gradient$logprior(theta)), S,
+                                   sizes, nms, NULL, par_names))
       for (idx in mb_chunks(n, S)) {
-        g <- g + flatten_gradient(gradient$loglik(theta, data, idx), S, sizes, nms,
-                                  NULL, par_names)
+        g <- g + mb_tag(flatten_gradient(mb_call("gradient", gradient$loglik(theta, data, idx)),
+                                         S, sizes, nms, NULL, par_names))
       }
       g
     }
@@ -76,6 +77,24 @@ minibatch_model <- function(lj_given, parameters, data, gradient, vectorized,
   m
 }
 
+# The same model on at most 100 rows spread over the data: what the check
+# of the callbacks before a fit (assert_model_ok(): vectorization, gradient
+# against finite differences, 2 D + 1 log-joint evaluations per point)
+# evaluates, instead of passes over all rows.
+mb_check_model <- function(model) {
+  mb <- model$minibatch
+  if (mb$n <= 100L) return(model)
+  rows <- unique(as.integer(round(seq(1, mb$n, length.out = 100L))))
+  gr <- mb$gradient
+  minibatch_model(
+    FALSE, model$parameters, model$data,
+    if (!is.null(gr)) list(loglik = function(theta, data, idx) gr$loglik(theta, data, rows[idx]),
+                           logprior = gr$logprior),
+    model$vectorized, NULL,
+    function(theta, data, idx) mb$loglik(theta, data, rows[idx]), mb$logprior,
+    length(rows))
+}
+
 # Rows 1..n in chunks of at most minibatch_chunk_cells / S rows.
 mb_chunks <- function(n, S) {
   size <- max(1L, as.integer(minibatch_chunk_cells %/% max(S, 1L)))
@@ -83,14 +102,35 @@ mb_chunks <- function(n, S) {
   lapply(starts, function(a) seq.int(a, min(n, a + size - 1L)))
 }
 
+# The user's function called: an error in it names it (`what`), with a
+# class that the log-joint's own wrapper (abort_callback()) passes on as it
+# is instead of naming the log-joint.
+mb_call <- function(what, expr) {
+  tryCatch(expr, error = function(e) {
+    if (inherits(e, "bbvi_callback_error")) stop(e)
+    cli::cli_abort(c("{.arg {what}} threw an error.", x = "{conditionMessage(e)}"),
+                   call = NULL, parent = NA, class = "bbvi_callback_error")
+  })
+}
+
+# An error of the checks below, passed on as it is (see mb_call()).
+mb_tag <- function(expr) {
+  tryCatch(expr, error = function(e) {
+    class(e) <- unique(c("bbvi_callback_error", class(e)))
+    stop(e)
+  })
+}
+
 # A loglik or logprior value checked: S numbers (one per draw), not +Inf.
 mb_value <- function(val, S, what, vectorized) {
-  check_callback_value(val, S, what, vectorized, NULL)
-  if (any(val == Inf, na.rm = TRUE)) {
-    cli::cli_abort(c("{.arg {what}} returned +Inf.",
-                     i = "A log density must be finite, or -Inf/NA outside the support."),
-                   call = NULL)
-  }
+  mb_tag({
+    check_callback_value(val, S, what, vectorized, NULL)
+    if (any(val == Inf, na.rm = TRUE)) {
+      cli::cli_abort(c("{.arg {what}} returned +Inf.",
+                       i = "A log density must be finite, or -Inf/NA outside the support."),
+                     call = NULL)
+    }
+  })
   as.double(val)
 }
 
@@ -250,6 +290,7 @@ bbvi_minibatch <- function(x, subsample, method, samples, max_iter, tol, seed,
   init_sd <- rep_len(as.double(init_sd), length(init_mean))
   check_dimension(length(init_mean), method)
   check_count(diagnostic_draws, "diagnostic_draws")
+  assert_model_ok(mb_check_model(x), err_call = call("bbvi"))
   with_seed(seed, {
     res <- minibatch_engine(x, subsample, method, samples, max_iter, tol,
                             init_mean, init_sd, err_call = call("bbvi"))

@@ -633,6 +633,8 @@ nrow_draws <- function(theta) {
 }
 
 abort_callback <- function(what, e, call) {
+  # a model in minibatch form: the error already names loglik or logprior
+  if (inherits(e, "bbvi_callback_error")) stop(e)
   cli::cli_abort(c("{.arg {what}} threw an error.", x = "{conditionMessage(e)}"),
                  call = call, parent = NA)
 }

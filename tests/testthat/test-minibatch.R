@@ -211,6 +211,12 @@ test_that("input errors name the argument", {
                      gradient = list(loglik = function(theta, data, idx) list(mu = 0),
                                      logprior = function(theta) list(mu = 0)))
   expect_snapshot(error = TRUE, bbvi(mlen, subsample = 2, seed = 1))
+  # a wrong gradient is caught before the fit, on 100 of the rows
+  yy <- seq(-1, 1, length.out = 300)
+  mwrong <- bbvi_model(loglik = lik, logprior = pri, parameters = pars, data = yy, n = 300,
+                       gradient = list(loglik = function(theta, data, idx) list(mu = -sum(data[idx] - theta$mu)),
+                                       logprior = function(theta) list(mu = -theta$mu / 100)))
+  expect_snapshot(error = TRUE, bbvi(mwrong, subsample = 50, seed = 1))
   # subsample >= n is the full-data path
   fit <- bbvi(mg, subsample = 10, seed = 1, draws = 100, diagnostic_draws = 100)
   expect_false(grepl("minibatch", fit$path))
