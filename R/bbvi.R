@@ -219,7 +219,10 @@ bbvi.default <- function(x, ...) {
 #'   pass over all rows, in chunks), reported in
 #'   `fit$minibatch$diagnostic_draws`. A draw where `loglik` or `logprior`
 #'   is not finite makes q step back halfway to where it was, up to 30
-#'   times in a row, then the fit stops with an error.
+#'   times in a row, then the fit stops with an error. q starts at `init`
+#'   (`start`, `optimizer`, `eta`, `window` and `progress` do not apply).
+#'   Before any fit of such a model, its callbacks are checked (gradient
+#'   against finite differences) on 100 rows spread over the data.
 #' @examples
 #' y <- c(1.2, 0.4, 2.1, 1.7)
 #' m <- bbvi_model(
