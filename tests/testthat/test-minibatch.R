@@ -115,6 +115,10 @@ test_that("a bounded parameter, per-draw callbacks: the minibatch fit matches; s
   again <- bbvi(m, subsample = 500, seed = 3)
   expect_identical(again$lambda, mb$lambda)
   expect_identical(again$draws, mb$draws)
+  # max_iter bounds the epochs: one epoch cannot converge, and says so
+  expect_warning(short <- bbvi(m, subsample = 500, seed = 3, max_iter = 1), "did not converge")
+  expect_false(short$converged)
+  expect_equal(short$epochs, 1L)
   set.seed(9)
   a <- bbvi(m, subsample = 500)
   set.seed(9)
