@@ -202,6 +202,27 @@ bbvi.default <- function(x, ...) {
 #'   gradient alone, which is cheaper per iteration but lets values that q
 #'   draws rarely stay rare: on the coal-mining change point it ends with
 #'   the mode's probability about twice the optimum's.
+#' @param subsample For a model in minibatch form ([bbvi_model()] with
+#'   `loglik`, `logprior` and `n`, and their gradients): `NULL` fits all
+#'   rows on every evaluation (the paths above); a whole number B is the
+#'   rows per minibatch. q is then moved by Newton (natural-gradient) steps
+#'   on stale per-minibatch sums of the expected gradient and curvature
+#'   (SAG-style, as the GLM minibatches; see `src/minibatch.c`), over one
+#'   fixed, balanced set of `samples` draws (at least twice the number of
+#'   parameters, plus 2; the curvature comes from gradients at antithetic
+#'   pairs). When an epoch moves no mean by more than 0.1 sd, full passes
+#'   at a fixed q take Newton steps until one is below `tol` sds: the
+#'   answer is the fixed-draw full-data answer. `max_iter` bounds the
+#'   epochs (at most 100). `method` must be `"meanfield"` or `"fullrank"`.
+#'   The fit records `fit$epochs` and `fit$minibatch` (row evaluations,
+#'   blocks, ...); its diagnostics use only 100 draws from q (each is a
+#'   pass over all rows, in chunks), reported in
+#'   `fit$minibatch$diagnostic_draws`. A draw where `loglik` or `logprior`
+#'   is not finite makes q step back halfway to where it was, up to 30
+#'   times in a row, then the fit stops with an error. q starts at `init`
+#'   (`start`, `optimizer`, `eta`, `window` and `progress` do not apply).
+#'   Before any fit of such a model, its callbacks are checked (gradient
+#'   against finite differences) on 100 rows spread over the data.
 #' @examples
 #' y <- c(1.2, 0.4, 2.1, 1.7)
 #' m <- bbvi_model(
@@ -221,7 +242,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                             draws = 4000, restarts = 1,
                             control_variates = TRUE, start = c("mode", "init"),
                             diagnostic_draws = 4000, families = NULL,
-                            enumerate = TRUE, ...) {
+                            enumerate = TRUE, subsample = NULL, ...) {
   call <- match.call()
   call[[1]] <- as.name("bbvi")
   check_dots_empty(...)
@@ -233,6 +254,16 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
   method <- match_arg(method, c("meanfield", "fullrank", "lowrank"), "method")
   estimator <- match_arg(estimator, c("auto", "score", "reparam"), "estimator")
   optimizer <- match_arg(optimizer, c("auto", "lbfgs", "adam", "adagrad"), "optimizer")
+  subsample <- check_subsample_model(subsample, x)
+  if (!is.null(subsample)) {
+    # minibatch VI (R/minibatch.R): its own Newton-type loop over blocks
+    if (!is.null(families) || restarts != 1 || estimator == "score") {
+      cli::cli_abort("With {.arg subsample}, {.arg families}, {.arg restarts} and {.code estimator = \"score\"} are not available.",
+                     call = call("bbvi"))
+    }
+    return(bbvi_minibatch(x, subsample, method, samples, max_iter, tol, seed,
+                          init, init_sd, draws, diagnostic_draws, call))
+  }
   estimator <- resolve_estimator(estimator, x$has_gradient)
   fams <- resolve_families(x, families, call = call("bbvi"))
   if (any(fams != "gaussian")) {
@@ -268,7 +299,9 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
   rank <- resolve_rank(rank, method, length(init_mean))
   check_dimension(length(init_mean), method, rank)
   # a user's gradient is checked against finite differences before any fit
-  assert_model_ok(x, err_call = call("bbvi"))
+  # (a model in minibatch form: on 100 of its rows)
+  assert_model_ok(if (inherits(x, "bbvi_minibatch_model")) mb_check_model(x) else x,
+                  err_call = call("bbvi"))
   # factors + the score estimator: Rao-Blackwellized, q one block per parameter
   rb <- rb_applies(x, estimator)
   if (rb && method != "meanfield") {

@@ -536,6 +536,7 @@ khat_label <- function(k, threshold = 0.7) {
 
 fit_estimator_label <- function(fit) {
   if (identical(fit$optimizer, "lbfgs")) return("reparameterization")
+  if (!is.null(fit$minibatch)) return("reparameterization over fixed draws (curvature by Stein's identity), variational Newton steps on minibatch sums")
   if (identical(fit$optimizer, "newton")) return("exact expectations (quadrature), variational Newton steps")
   if (isTRUE(fit$enumerated)) {
     fit$enumerated <- FALSE

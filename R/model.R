@@ -210,6 +210,19 @@ print.bbvi_param <- function(x, ...) {
 #'   Gaussian blocks their pathwise gradient. A Gaussian-only model with a
 #'   gradient takes the pathwise gradient throughout, where the factors are
 #'   only summed. Not available for a compiled log-joint.
+#' @param loglik,logprior,n The minibatch form, instead of `logjoint`:
+#'   `loglik(theta, data, idx)` returns the log-likelihood summed over the
+#'   rows `idx` (an increasing integer vector) of the data (one number, or
+#'   one per draw with `vectorized = TRUE`), `logprior(theta)` the log
+#'   prior, and `n` is the number of rows. `theta` is as for `logjoint`.
+#'   The log-joint is `logprior(theta)` plus `loglik` over rows `1:n`,
+#'   summed over chunks of rows (at most 2^20 rows x draws per call), so
+#'   the model works with every path of [bbvi()], [sample_mcmc()] and
+#'   [check_gradient()]; `bbvi(model, subsample = B)` fits it by minibatches
+#'   of B rows. Its `gradient` is then `NULL` or
+#'   `list(loglik = function(theta, data, idx), logprior = function(theta))`,
+#'   each returning what a `gradient` returns; `subsample` needs it.
+#'   Not with `factors` or integer parameters.
 #' @details
 #' A draw at which the log-joint is not finite contributes nothing to that
 #' iteration's gradient and ELBO estimate. An iteration in which every draw is
@@ -232,11 +245,31 @@ print.bbvi_param <- function(x, ...) {
 #'                           prior = dnorm(theta$mu, 0, 10, log = TRUE)),
 #'   parameters = list(mu = param()), data = y,
 #'   factors = list(lik = "mu", prior = "mu"))
+#'
+#' # Minibatch form: the log-likelihood of rows `idx`, the prior, n rows
+#' m3 <- bbvi_model(
+#'   loglik = function(theta, data, idx) sum(dnorm(data[idx], theta$mu, 1, log = TRUE)),
+#'   logprior = function(theta) dnorm(theta$mu, 0, 10, log = TRUE),
+#'   gradient = list(loglik = function(theta, data, idx) list(mu = sum(data[idx] - theta$mu)),
+#'                   logprior = function(theta) list(mu = -theta$mu / 100)),
+#'   parameters = list(mu = param()), data = y, n = length(y))
 #' @export
 bbvi_model <- function(logjoint, parameters, data = NULL, gradient = NULL,
-                       vectorized = FALSE, factors = NULL) {
+                       vectorized = FALSE, factors = NULL, loglik = NULL,
+                       logprior = NULL, n = NULL) {
   if (!is.logical(vectorized) || length(vectorized) != 1 || is.na(vectorized)) {
     abort_arg("vectorized", "TRUE or FALSE", vectorized)
+  }
+  if (!is.null(loglik) || !is.null(logprior) || !is.null(n)) {
+    # the minibatch form (R/minibatch.R)
+    return(minibatch_model(!missing(logjoint) && !is.null(logjoint), parameters,
+                           data, gradient, vectorized, factors, loglik,
+                           logprior, n))
+  }
+  if (missing(logjoint)) {
+    cli::cli_abort(c("{.arg logjoint} is missing.",
+                     i = "Give {.arg logjoint}, or {.arg loglik}, {.arg logprior} and {.arg n} for the minibatch form."),
+                   call = NULL)
   }
   check_parameters(parameters)
   factors <- check_factors(factors, parameters)
@@ -600,6 +633,8 @@ nrow_draws <- function(theta) {
 }
 
 abort_callback <- function(what, e, call) {
+  # a model in minibatch form: the error already names loglik or logprior
+  if (inherits(e, "bbvi_callback_error")) stop(e)
   cli::cli_abort(c("{.arg {what}} threw an error.", x = "{conditionMessage(e)}"),
                  call = call, parent = NA)
 }

@@ -21,6 +21,7 @@ SEXP glm_linpred(SEXP X, SEXP icpt, SEXP xbar, SEXP B);
 SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control);
 SEXP transform_draws(SEXP x, SEXP lower, SEXP upper, SEXP layout, SEXP inverse);
 SEXP transform_logjac(SEXP zeta, SEXP lower, SEXP upper, SEXP layout);
+SEXP vi_minibatch(SEXP blk_spec, SEXP prior_spec, SEXP lower, SEXP upper, SEXP control);
 
 #define CALLDEF(name, n) { #name, (DL_FUNC) &name, n }
 
@@ -44,6 +45,7 @@ static const R_CallMethodDef CallEntries[] = {
     CALLDEF(rb_grad_variance, 4),
     CALLDEF(transform_draws, 5),
     CALLDEF(transform_logjac, 4),
+    CALLDEF(vi_minibatch, 5),
     { NULL, NULL, 0 }
 };
 
