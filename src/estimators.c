@@ -162,9 +162,29 @@ static void enumerate_grad(bbvi_estimator_ws *w, const double *lambda, int n,
         for (int i = 0; i < n; i++)
             memcpy(w->zalt + (size_t) i * D, w->z + (size_t) w->used[i] * D,
                    sizeof(double) * D);
+        /* a conditional block's partner b_j moves with the value, to
+           m_v + s_v e at its own base draw e; - log q(b_j | v) then adds
+           log s_v (the rest of it does not depend on v) */
+        int zb;
+        double bv, lsv;
+        int pair = n > 0 && bbvi_family_cond_value(w->fam, zd, 0, lambda, w->eps, &zb, &bv, &lsv);
         for (int v = 0; v < nv; v++) {
-            for (int i = 0; i < n; i++) w->zalt[zd + (size_t) i * D] = w->cat_lo[c] + v;
-            eval_points(w, w->zalt, n, w->lpalt + (size_t) v * n, NULL);
+            double *lv = w->lpalt + (size_t) v * n;
+            for (int i = 0; i < n; i++) {
+                double *za = w->zalt + (size_t) i * D;
+                za[zd] = w->cat_lo[c] + v;
+                if (pair) {
+                    bbvi_family_cond_value(w->fam, zd, v, lambda,
+                                           w->eps + (size_t) w->used[i] * w->NB, &zb, &bv, &lsv);
+                    za[zb] = bv;
+                }
+            }
+            eval_points(w, w->zalt, n, lv, NULL);
+            for (int i = 0; pair && i < n; i++) {
+                bbvi_family_cond_value(w->fam, zd, v, lambda,
+                                       w->eps + (size_t) w->used[i] * w->NB, &zb, &bv, &lsv);
+                lv[i] += lsv;
+            }
         }
         w->n_extra += (double) nv * n;
         double *g = grad + w->cat_k[c];
