@@ -78,10 +78,11 @@ check_given <- function(nm, g, pars, call) {
     cli::cli_abort(c("{.val given:{g}} needs {.field {g}} to be an integer parameter.",
                      i = "Declare it with {.code param(integer = TRUE)} and finite bounds."), call = call)
   }
-  if (isTRUE(p$integer) || isTRUE(p$simplex) || isTRUE(p$ordered) ||
-      any(is.finite(p$lower)) || any(is.finite(p$upper))) {
+  what <- if (isTRUE(p$integer)) "an integer parameter" else if (isTRUE(p$simplex)) "a simplex" else
+    if (isTRUE(p$ordered)) "an ordered vector" else if (any(is.finite(p$lower)) || any(is.finite(p$upper))) "bounded"
+  if (!is.null(what)) {
     cli::cli_abort(c("{.val given:{g}} is for an unbounded continuous parameter.",
-                     x = "{.field {nm}} is integer, bounded, a simplex or ordered."), call = call)
+                     x = "{.field {nm}} is {what}."), call = call)
   }
   if (pars[[g]]$dim != p$dim) {
     cli::cli_abort(c("{.val given:{g}} needs {.field {g}} and {.field {nm}} of the same dim.",
