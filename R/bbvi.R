@@ -189,6 +189,13 @@ bbvi.default <- function(x, ...) {
 #'   by the score gradient with control variates, the Gaussian ones by the
 #'   reparameterization gradient when the model has a gradient (which may
 #'   leave out the integer parameters), else by the score gradient too.
+#'   `"given:g"` for a continuous, unbounded parameter `b` declared next
+#'   to an integer parameter `g` of the same dim gives `b` a conditional
+#'   Gaussian q: one Gaussian per value of each `g[j]`, q(g, b) = prod_j
+#'   q(g_j) N(b_j; m_{j, g_j}, s_{j, g_j}^2) (e.g. spike-and-slab
+#'   selection, where `b[j]` given `g[j] = 0` is its prior and given
+#'   `g[j] = 1` is fitted to the data); summaries show `b`'s marginal, a
+#'   mixture. Not with `factors`.
 #'   A model with integer parameters starts from `init` (categorical q
 #'   nearly uniform, centred on `init` when given); otherwise Gamma and Beta
 #'   blocks start from the Laplace approximation by moment matching.
