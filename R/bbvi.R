@@ -191,8 +191,8 @@ bbvi.default <- function(x, ...) {
 #'   leave out the integer parameters), else by the score gradient too.
 #'   `"given:g"` for a continuous, unbounded parameter `b` declared next
 #'   to an integer parameter `g` of the same dim gives `b` a conditional
-#'   Gaussian q: one Gaussian per value of each `g[j]`, q(g, b) = prod_j
-#'   q(g_j) N(b_j; m[j, g_j], s[j, g_j]^2) (e.g. spike-and-slab
+#'   Gaussian q: one Gaussian per value of each `g[j]`, `q(g, b) = prod_j
+#'   q(g_j) N(b_j; m[j, g_j], s[j, g_j]^2)` (e.g. spike-and-slab
 #'   selection, where `b[j]` given `g[j] = 0` is its prior and given
 #'   `g[j] = 1` is fitted to the data); summaries show `b`'s marginal, a
 #'   mixture. Not with `factors`.
