@@ -205,7 +205,12 @@ bbvi.default <- function(x, ...) {
 #'   its number of values times `samples` more evaluations per iteration,
 #'   one batch of `samples` draws per value when the log-joint is
 #'   vectorized, one call per draw and value otherwise: vectorize the
-#'   log-joint of a model with many values). `FALSE` uses the score
+#'   log-joint of a model with many values). With `factors`, each value's
+#'   log-joint is only the factors that touch the parameter, and integer
+#'   parameters that share no factor take their values together: one
+#'   batch of `samples` evaluations per value for all of them (the
+#'   Rao-Blackwellized estimator made exact in each discrete parameter).
+#'   `FALSE` uses the score
 #'   gradient alone, which is cheaper per iteration but lets values that q
 #'   draws rarely stay rare: on the coal-mining change point it ends with
 #'   the mode's probability about twice the optimum's.

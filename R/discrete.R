@@ -357,7 +357,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                        precond = precond, shift = shift, blocks = blocks,
                        progress = progress && !dispersed,
                        control_variates = control_variates,
-                       enumerate = enumerate && has_cat && !rb,
+                       enumerate = enumerate && has_cat,
                        par_sizes = if (rb) model_unc_sizes(x))
       res$method <- method
       if (estimator == "reparam") res$estimator <- "mixed"
@@ -366,7 +366,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                           diagnostic_draws = diagnostic_draws,
                           extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
                                        families = fams, q_blocks = blocks,
-                                       enumerated = enumerate && has_cat && !rb))
+                                       enumerated = enumerate && has_cat))
       finish_custom_fit(fit, rb, st, res, t0)
     })
   }

@@ -273,6 +273,12 @@ void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
    (Rao-Blackwellized), at the cost of (number of values) x S more
    evaluations of the log density per coordinate. */
 void bbvi_estimator_enumerate(bbvi_estimator_ws *w);
+/* one categorical coordinate's enumeration gradient from its values' log
+   densities (estimators.c; see there), and log p at given points */
+void bbvi_enum_grad(int nv, const double *l, int n, const double *lpv,
+                    double *p, double *g, double *terms, int tstride);
+void bbvi_estimator_eval_points(bbvi_estimator_ws *w, const double *zz, int n,
+                                double *lp);
 /* Both estimators: draw S points, fill grad (K), return the ELBO estimate
    (NaN when no draw had a finite log density). Non-finite draws are left out. */
 typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,
