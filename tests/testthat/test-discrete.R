@@ -104,6 +104,11 @@ test_that("q(b | g): summaries show b's mixture; draws take g, then b given g", 
   ci <- confint(fit)["b[2]", ]
   expect_lt(abs(mean(dr[, "b[2]"] <= ci[[1]]) - 0.025), 5 * sqrt(0.025 * 0.975 / 4000))
   expect_output(print(fit), "given:g \\(b\\)")
+  # gradient draws name the block's variational parameters
+  g <- elbo_gradients(fit, "reparam", n = 3, seed = 1)
+  expect_identical(colnames(g$grad)[c(1, 9, 10, 25)],
+                   c("logit[g[1]=1]", "m[b[1]|g[1]=0]", "m[b[1]|g[1]=1]", "log_s[b[1]|g[1]=0]"))
+  expect_length(colnames(g$grad), length(fit$lambda))
 })
 
 test_that("q(b | g) is also fitted by the score gradient alone and with b declared first", {
