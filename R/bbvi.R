@@ -189,6 +189,13 @@ bbvi.default <- function(x, ...) {
 #'   by the score gradient with control variates, the Gaussian ones by the
 #'   reparameterization gradient when the model has a gradient (which may
 #'   leave out the integer parameters), else by the score gradient too.
+#'   `"given:g"` for a continuous, unbounded parameter `b` declared next
+#'   to an integer parameter `g` of the same dim gives `b` a conditional
+#'   Gaussian q: one Gaussian per value of each `g[j]`, `q(g, b) = prod_j
+#'   q(g_j) N(b_j; m[j, g_j], s[j, g_j]^2)` (e.g. spike-and-slab
+#'   selection, where `b[j]` given `g[j] = 0` is its prior and given
+#'   `g[j] = 1` is fitted to the data); summaries show `b`'s marginal, a
+#'   mixture. Not with `factors`.
 #'   A model with integer parameters starts from `init` (categorical q
 #'   nearly uniform, centred on `init` when given); otherwise Gamma and Beta
 #'   blocks start from the Laplace approximation by moment matching.
@@ -198,7 +205,12 @@ bbvi.default <- function(x, ...) {
 #'   its number of values times `samples` more evaluations per iteration,
 #'   one batch of `samples` draws per value when the log-joint is
 #'   vectorized, one call per draw and value otherwise: vectorize the
-#'   log-joint of a model with many values). `FALSE` uses the score
+#'   log-joint of a model with many values). With `factors`, each value's
+#'   log-joint is only the factors that touch the parameter, and integer
+#'   parameters that share no factor take their values together: one
+#'   batch of `samples` evaluations per value for all of them (the
+#'   Rao-Blackwellized estimator made exact in each discrete parameter).
+#'   `FALSE` uses the score
 #'   gradient alone, which is cheaper per iteration but lets values that q
 #'   draws rarely stay rare: on the coal-mining change point it ends with
 #'   the mode's probability about twice the optimum's.

@@ -29,11 +29,16 @@ resolve_families <- function(model, families = NULL, call = NULL) {
   for (nm in names(families)) {
     f <- families[[nm]]
     if (!is.character(f) || length(f) != 1 || is.na(f) ||
-        !(f %in% c("gaussian", "gamma", "beta"))) {
-      cli::cli_abort(c("{.arg families} must give {.val gamma}, {.val beta} or {.val gaussian} for each parameter it names.",
+        !(f %in% c("gaussian", "gamma", "beta") || startsWith(f, "given:"))) {
+      cli::cli_abort(c("{.arg families} must give {.val gamma}, {.val beta}, {.val gaussian} or {.val given:<name>} for each parameter it names.",
                        x = "{.field {nm}} is {describe(f)}."), call = call)
     }
     p <- pars[[nm]]
+    if (startsWith(f, "given:")) {
+      check_given(nm, sub("^given:", "", f), pars, call)
+      out[[nm]] <- f
+      next
+    }
     if (isTRUE(p$integer)) {
       cli::cli_abort(c("{.field {nm}} is an integer parameter: its q is categorical.",
                        i = "Leave it out of {.arg families}."), call = call)
@@ -49,7 +54,45 @@ resolve_families <- function(model, families = NULL, call = NULL) {
     }
     out[[nm]] <- f
   }
+  given <- out[startsWith(out, "given:")]
+  dup <- sub("^given:", "", given)
+  if (anyDuplicated(dup)) {
+    cli::cli_abort(c("Each integer parameter can condition one parameter's q only.",
+                     x = "{.val {unique(dup[duplicated(dup)])}} is named by more than one {.val given:} family."),
+                   call = call)
+  }
   out
+}
+
+# A conditional Gaussian q for b given the integer parameter g ("given:g"):
+# b continuous and unbounded (q's mixture marginals are on b's own scale),
+# g integer with the same dim, the two declared next to each other (the
+# block covers both parameters' coordinates, see src/families_ext.c).
+check_given <- function(nm, g, pars, call) {
+  p <- pars[[nm]]
+  if (!(g %in% names(pars))) {
+    cli::cli_abort(c("{.val given:{g}} for {.field {nm}} names no parameter of the model.",
+                     i = "The parameters are {.val {names(pars)}}."), call = call)
+  }
+  if (!isTRUE(pars[[g]]$integer)) {
+    cli::cli_abort(c("{.val given:{g}} needs {.field {g}} to be an integer parameter.",
+                     i = "Declare it with {.code param(integer = TRUE)} and finite bounds."), call = call)
+  }
+  what <- if (isTRUE(p$integer)) "an integer parameter" else if (isTRUE(p$simplex)) "a simplex" else
+    if (isTRUE(p$ordered)) "an ordered vector" else if (any(is.finite(p$lower)) || any(is.finite(p$upper))) "bounded"
+  if (!is.null(what)) {
+    cli::cli_abort(c("{.val given:{g}} is for an unbounded continuous parameter.",
+                     x = "{.field {nm}} is {what}."), call = call)
+  }
+  if (pars[[g]]$dim != p$dim) {
+    cli::cli_abort(c("{.val given:{g}} needs {.field {g}} and {.field {nm}} of the same dim.",
+                     x = "{.field {g}} has dim {pars[[g]]$dim}, {.field {nm}} dim {p$dim}."), call = call)
+  }
+  if (abs(match(g, names(pars)) - match(nm, names(pars))) != 1) {
+    cli::cli_abort(c("{.val given:{g}} needs {.field {g}} and {.field {nm}} declared next to each other in {.arg parameters}.",
+                     i = "Their q is one block over both parameters' coordinates."), call = call)
+  }
+  invisible()
 }
 
 #' The blocks of a product q
@@ -70,7 +113,7 @@ resolve_families <- function(model, families = NULL, call = NULL) {
 q_blocks_for <- function(model, method, families = NULL, rank = NULL) {
   fams <- if (is.character(families) && !is.null(names(families)) &&
               setequal(names(families), names(model$parameters)) &&
-              all(families %in% c("gaussian", natural_families))) {
+              all(families %in% c("gaussian", natural_families) | startsWith(families, "given:"))) {
     families[names(model$parameters)]
   } else resolve_families(model, families)
   sizes <- if (is.null(model$unc_sizes)) model$sizes else model$unc_sizes
@@ -87,6 +130,18 @@ q_blocks_for <- function(model, method, families = NULL, rank = NULL) {
     }
     b
   }, model$parameters, fams, sizes) -> blocks
+  # a "given:g" parameter and g make one conditional block, where the
+  # first of the two is
+  for (nm in names(fams)[startsWith(fams, "given:")]) {
+    g <- sub("^given:", "", fams[[nm]])
+    pg <- model$parameters[[g]]
+    first <- min(match(c(g, nm), names(blocks)))
+    blocks[[first]] <- list(family = "given", rank = 0L, dim = 2L * as.integer(pg$dim),
+                            lower = as.integer(pg$lower),
+                            n_values = as.integer(pg$upper - pg$lower + 1),
+                            g_first = as.integer(match(g, names(blocks)) == first))
+    blocks[[setdiff(c(g, nm), names(blocks)[first])]] <- NULL
+  }
   unname(blocks)
 }
 
@@ -186,9 +241,10 @@ discrete_tables <- function(fit) {
   out <- list()
   for (j in seq_along(parts)) {
     p <- parts[[j]]
-    if (!inherits(p, "q_categorical")) next
+    if (!inherits(p, c("q_categorical", "q_given"))) next
+    off <- if (inherits(p, "q_given") && !p$g_first) length(p$probs) else 0L
     for (d in seq_along(p$probs)) {
-      nm <- fit$par_names[start[j] + d - 1L]
+      nm <- fit$par_names[start[j] + off + d - 1L]
       pr <- p$probs[[d]]
       out[[nm]] <- data.frame(parameter = nm, value = p$lower[d] + seq_along(pr) - 1L,
                               probability = pr, stringsAsFactors = FALSE)
@@ -248,13 +304,20 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
   rank <- resolve_rank(rank, method, D)
   blocks <- q_blocks_for(xc, method, fams, rank = if (method == "lowrank") rank)
   gauss <- !natural_coords(x, fams)
+  given <- any(startsWith(fams, "given:"))
   # the estimator: "reparam" (the model has a gradient) is the mixed one
-  # when some block is Gaussian; the natural blocks take the score gradient
-  if (estimator == "reparam" && !any(gauss)) estimator <- "score"
+  # when some block is Gaussian (or conditionally Gaussian); the natural
+  # blocks take the score gradient
+  if (estimator == "reparam" && !any(gauss) && !given) estimator <- "score"
   assert_model_ok(x, err_call = err_call)
   # factors: the Rao-Blackwellized weights for the score entries (all of
   # them, or those of the natural blocks next to pathwise Gaussian ones)
   rb <- !is.null(x$factors)
+  if (rb && given) {
+    cli::cli_abort(c("A {.val given:} family cannot be combined with {.arg factors} yet.",
+                     i = "The Rao-Blackwellized gradient needs one block per parameter; fit without {.arg factors}."),
+                   call = err_call)
+  }
   if (rb && any(gauss) && method != "meanfield") {
     cli::cli_abort(c("With {.arg factors} and the score estimator, {.arg method} must be {.val meanfield}.",
                      i = "The Rao-Blackwellized gradient needs q to be a product with one block per parameter."),
@@ -294,7 +357,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                        precond = precond, shift = shift, blocks = blocks,
                        progress = progress && !dispersed,
                        control_variates = control_variates,
-                       enumerate = enumerate && has_cat && !rb,
+                       enumerate = enumerate && has_cat,
                        par_sizes = if (rb) model_unc_sizes(x))
       res$method <- method
       if (estimator == "reparam") res$estimator <- "mixed"
@@ -303,9 +366,115 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                           diagnostic_draws = diagnostic_draws,
                           extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
                                        families = fams, q_blocks = blocks,
-                                       enumerated = enumerate && has_cat && !rb))
+                                       enumerated = enumerate && has_cat))
       finish_custom_fit(fit, rb, st, res, t0)
     })
   }
   fit_with_restarts(restarts, seed, fit_one)
 }
+
+# ---- q(g, b) = prod_j q(g_j) N(b_j; m_{j,g_j}, s_{j,g_j}^2) ("given:g") --------
+#
+# One block over g's p coordinates and b's p (g first when g_first, as in
+# src/families_ext.c); base draws p for g (categorical, as q_categorical)
+# then p for b. cond_mean, cond_sd: per coordinate, one entry per value.
+
+q_given <- function(g_first, lower, probs, cond_mean, cond_sd) {
+  qg <- q_categorical(lower, probs)
+  cm <- lapply(cond_mean, as.double)
+  cs <- lapply(cond_sd, as.double)
+  bm <- vapply(seq_along(probs), function(j) sum(qg$probs[[j]] * cm[[j]]), numeric(1))
+  structure(list(family = "given", g_first = isTRUE(g_first), g = qg,
+                 cond_mean = cm, cond_sd = cs, lower = qg$lower, probs = qg$probs,
+                 mean = if (isTRUE(g_first)) c(qg$mean, bm) else c(bm, qg$mean)),
+            class = c("q_given", "bbvi_q"))
+}
+
+# the rows of g and of b in the block
+given_rows <- function(q) {
+  p <- length(q$probs)
+  if (q$g_first) list(g = seq_len(p), b = p + seq_len(p)) else list(g = p + seq_len(p), b = seq_len(p))
+}
+
+q_n_base.q_given <- function(q) q_dim(q)
+
+q_from_base.q_given <- function(q, eps) {
+  p <- length(q$probs)
+  r <- given_rows(q)
+  g <- q_from_base(q$g, eps[seq_len(p), , drop = FALSE])
+  zeta <- matrix(0, 2 * p, ncol(eps))
+  zeta[r$g, ] <- g$zeta
+  log_q <- g$log_q
+  for (j in seq_len(p)) {
+    k <- g$zeta[j, ] - q$lower[j] + 1
+    e <- eps[p + j, ]
+    zeta[r$b[j], ] <- q$cond_mean[[j]][k] + q$cond_sd[[j]][k] * e
+    log_q <- log_q - 0.5 * e^2 - half_log_2pi - log(q$cond_sd[[j]][k])
+  }
+  list(zeta = zeta, log_q = log_q)
+}
+
+q_log_density.q_given <- function(q, zeta) {
+  zeta <- matrix(zeta, q_dim(q))
+  r <- given_rows(q)
+  out <- q_log_density(q$g, zeta[r$g, , drop = FALSE])
+  for (j in seq_along(q$probs)) {
+    k <- zeta[r$g[j], ] - q$lower[j] + 1
+    ok <- k >= 1 & k <= length(q$probs[[j]]) & k == round(k)
+    k[!ok] <- 1
+    out <- out + ifelse(ok, stats::dnorm(zeta[r$b[j], ], q$cond_mean[[j]][k],
+                                         q$cond_sd[[j]][k], log = TRUE), -Inf)
+  }
+  out
+}
+
+# b's marginal is a mixture: mean and sd by the law of total variance
+given_b_moments <- function(q) {
+  m <- vapply(seq_along(q$probs), function(j) sum(q$probs[[j]] * q$cond_mean[[j]]), numeric(1))
+  v <- vapply(seq_along(q$probs), function(j) {
+    sum(q$probs[[j]] * (q$cond_sd[[j]]^2 + q$cond_mean[[j]]^2))
+  }, numeric(1)) - m^2
+  list(mean = m, sd = sqrt(pmax(v, 0)))
+}
+
+q_marginals.q_given <- function(q) {
+  r <- given_rows(q)
+  mg <- q_marginals(q$g)
+  mb <- given_b_moments(q)
+  mean <- sd <- numeric(q_dim(q))
+  mean[r$g] <- mg$mean; sd[r$g] <- mg$sd
+  mean[r$b] <- mb$mean; sd[r$b] <- mb$sd
+  list(mean = mean, sd = sd)
+}
+
+# g's as the categorical's; b's by solving the mixture's CDF
+q_quantile.q_given <- function(q, p) {
+  r <- given_rows(q)
+  out <- matrix(0, q_dim(q), length(p))
+  out[r$g, ] <- q_quantile(q$g, p)
+  for (j in seq_along(q$probs)) {
+    w <- q$probs[[j]]; m <- q$cond_mean[[j]]; s <- q$cond_sd[[j]]
+    use <- w > 0
+    lo <- min(m[use] - 40 * s[use]); hi <- max(m[use] + 40 * s[use])
+    cdf <- function(x) sum(w * stats::pnorm(x, m, s))
+    out[r$b[j], ] <- vapply(p, function(pj) {
+      stats::uniroot(function(x) cdf(x) - pj, c(lo, hi), tol = 1e-10)$root
+    }, numeric(1))
+  }
+  out
+}
+
+# Cov(g_j, b_j) = E[g_j b_j] - E[g_j] E[b_j]; other pairs independent
+q_vcov.q_given <- function(q) {
+  r <- given_rows(q)
+  mq <- q_marginals.q_given(q)
+  V <- diag(mq$sd^2, q_dim(q))
+  for (j in seq_along(q$probs)) {
+    v <- q$lower[j] + seq_along(q$probs[[j]]) - 1
+    cv <- sum(q$probs[[j]] * v * q$cond_mean[[j]]) - mq$mean[r$g[j]] * mq$mean[r$b[j]]
+    V[r$g[j], r$b[j]] <- V[r$b[j], r$g[j]] <- cv
+  }
+  V
+}
+# as the other non-Gaussian families: the marginal sds only
+q_chol.q_given <- function(q) diag(q_marginals.q_given(q)$sd, q_dim(q))

@@ -74,11 +74,13 @@ lambda_names <- function(method, par_names, rank = NULL) {
 # The same for q as a product of mean-field blocks, one per parameter (a
 # model with `factors`): each block's means, then its log sds.
 block_lambda_names <- function(fit) {
-  ends <- cumsum(model_unc_sizes(fit$model))
-  starts <- ends - model_unc_sizes(fit$model) + 1L
+  dims <- vapply(fit$q_blocks, function(b) as.integer(b$dim), integer(1))
+  ends <- cumsum(dims)
+  starts <- ends - dims + 1L
   unlist(Map(function(a, b, blk) {
     nm <- unc_names(fit)[a:b]
     switch(blk$family %||% "meanfield",
+           given = given_lambda_names(nm, blk),
            gamma = c(sprintf("log_mean[%s]", nm), sprintf("log_shape[%s]", nm)),
            beta = c(sprintf("logit_mean[%s]", nm), sprintf("log_conc[%s]", nm)),
            categorical = unlist(Map(function(x, k) sprintf("logit[%s=%d]", x, k),
@@ -86,4 +88,17 @@ block_lambda_names <- function(fit) {
                                       blk$lower[i] + seq_len(blk$n_values[i] - 1L)))),
            lambda_names("meanfield", nm))
   }, starts, ends, fit$q_blocks), use.names = FALSE)
+}
+
+# a conditional block (R/discrete.R): g's logits, then b's means and log sds
+# given each value of g
+given_lambda_names <- function(nm, blk) {
+  p <- length(nm) / 2L
+  gi <- if (isTRUE(blk$g_first == 1L)) seq_len(p) else p + seq_len(p)
+  g <- nm[gi]
+  b <- nm[-gi]
+  vals <- lapply(seq_len(p), function(j) blk$lower[j] + seq_len(blk$n_values[j]) - 1L)
+  given <- unlist(Map(function(bj, gj, v) sprintf("%s|%s=%d", bj, gj, v), b, g, vals))
+  c(unlist(Map(function(gj, v) sprintf("logit[%s=%d]", gj, v[-1]), g, vals)),
+    sprintf("m[%s]", given), sprintf("log_s[%s]", given))
 }

@@ -40,6 +40,7 @@ q_from_c <- function(x) {
          gamma = q_gamma(x$shape, x$rate),
          beta = q_beta(x$a, x$b),
          categorical = q_categorical(x$lower, x$probs),
+         given = q_given(x$g_first, x$lower, x$probs, x$cond_mean, x$cond_sd),
          blocks = q_product(lapply(x$blocks, function(b) q_from_c(b$q))),
          cli::cli_abort("internal error: unknown family {.val {x$family}}."))
 }

@@ -58,13 +58,21 @@ rb_gradient_variance <- function(fit, draws = 1000, control_variates = TRUE,
   control <- list(family = "meanfield", rank = 0L, blocks = fit$q_blocks,
                   par_sizes = model_unc_sizes(model),
                   lambda = as.double(fit$lambda), draws = as.integer(max(draws, 3)),
-                  control_variates = as.integer(control_variates))
+                  control_variates = as.integer(control_variates),
+                  enumerate = as.integer(isTRUE(fit$enumerated)))
   res <- with_seed(seed, .Call(C_rb_grad_variance, r_target_spec(model),
                                as.double(fit$lower), as.double(fit$upper), control))
   vp <- sum(res$var_plain)
   vr <- sum(res$var_rb)
-  list(var_plain = vp, var_rb = vr, ratio = vp / vr, draws = res$n,
-       per_coordinate = data.frame(var_plain = res$var_plain, var_rb = res$var_rb))
+  pc <- data.frame(var_plain = res$var_plain, var_rb = res$var_rb)
+  out <- list(var_plain = vp, var_rb = vr, ratio = vp / vr, draws = res$n)
+  # the fit's estimator: discrete logits by enumeration through the factors
+  if (!is.null(res$var_enum)) {
+    pc$var_enum <- res$var_enum
+    out$var_enum <- sum(res$var_enum)
+    out$ratio_enum <- vp / out$var_enum
+  }
+  c(out, list(per_coordinate = pc))
 }
 
 # Draws for the measurement a fit stores: 1000, fewer (down to 200) when q
@@ -74,7 +82,10 @@ rb_diag_draws <- function(K) as.integer(min(1000, max(200, floor(4e6 / K))))
 
 # The line print() and summary() show for such a fit
 rb_print_line <- function(rb) {
-  sprintf("Rao-Blackwellized score gradient: %s times lower variance than the plain one (%s vs %s, from %d draws at q)",
-          format(signif(rb$ratio, 3)), format(signif(rb$var_rb, 3)),
-          format(signif(rb$var_plain, 3)), rb$draws)
+  out <- sprintf("Rao-Blackwellized score gradient: %s times lower variance than the plain one (%s vs %s, from %d draws at q)",
+                 format(signif(rb$ratio, 3)), format(signif(rb$var_rb, 3)),
+                 format(signif(rb$var_plain, 3)), rb$draws)
+  if (is.null(rb$ratio_enum)) return(out)
+  paste0(out, sprintf("; with the discrete parameters' values enumerated through the factors, %s times",
+                      format(signif(rb$ratio_enum, 3))))
 }

@@ -1,7 +1,8 @@
 # Discrete latent variables against their exact posteriors (enumeration):
 # the coal-mining change point (categorical q for the switch year), a
 # two-component mixture with latent 0/1 assignments (with and without
-# Rao-Blackwellization), and spike-and-slab variable selection with p = 8.
+# Rao-Blackwellization), and spike-and-slab variable selection with p = 8
+# (mean-field q, and q(b | g) with one Gaussian per value of g).
 # For the change point, NUTS on the model with the switch year summed out is
 # the peer.
 #
@@ -41,7 +42,7 @@ for (seed in seeds) {
         err_mean_sd = max(abs(cf[c("s", cont)] - ex$mean) / ex$sd),
         sd_ratio_min = min(sdv[c("s", cont)] / ex$sd),
         p_mode_err = abs(q_prob(f, "s", ex$mode) - ex$p_mode),
-        incl_err = NA, rb_ratio = NA, rb_ratio_z = NA,
+        incl_err = NA, rb_ratio = NA, rb_ratio_z = NA, enum_ratio_z = NA,
         converged = f$converged, warned = r$warned)
   }
   r <- timed(sample_mcmc(change_point_marginal_model(d), seed = seed))
@@ -51,7 +52,7 @@ for (seed in seeds) {
       err_mean_sd = max(abs(s[cont, "mean"] - ex$mean[cont]) / ex$sd[cont]),
       sd_ratio_min = min(s[cont, "sd"] / ex$sd[cont]),
       p_mode_err = NA, incl_err = NA, rb_ratio = NA, rb_ratio_z = NA,
-      converged = TRUE, warned = r$warned)
+      enum_ratio_z = NA, converged = TRUE, warned = r$warned)
 }
 
 # ---- mixture with latent assignments -----------------------------------------------
@@ -66,7 +67,9 @@ for (seed in seeds) {
     mu <- c("mu[1]", "mu[2]")
     # plain and Rao-Blackwellized gradient variance at the RB fit's q, from
     # the same 1000 draws: in total, and over the assignments' logits (the
-    # first N entries of lambda; mu's weight is the plain one either way)
+    # first N entries of lambda; mu's weight is the plain one either way);
+    # enum: the fit's own estimator for the logits, each assignment's two
+    # values enumerated through its likelihood factor
     if (rb) {
       v <- bbvi:::rb_gradient_variance(f, draws = 1000, seed = seed)
       pc <- v$per_coordinate[seq_len(dm$N), ]
@@ -79,6 +82,7 @@ for (seed in seeds) {
         incl_err = max(abs(q_prob(f, names(exm$p_z), 1) - exm$p_z)),
         rb_ratio = if (rb) v$ratio else NA,
         rb_ratio_z = if (rb) sum(pc$var_plain) / sum(pc$var_rb) else NA,
+        enum_ratio_z = if (rb) sum(pc$var_plain) / sum(pc$var_enum) else NA,
         converged = f$converged, warned = r$warned)
   }
 }
@@ -94,19 +98,30 @@ for (seed in seeds) {
       time_s = r$time, err_mean_sd = NA, sd_ratio_min = NA, p_mode_err = NA,
       incl_err = NA, rb_ratio = v$ratio,
       rb_ratio_z = sum(pc$var_plain) / sum(pc$var_rb),
+      enum_ratio_z = sum(pc$var_plain) / sum(pc$var_enum),
       converged = r$value$converged, warned = r$warned)
 }
 
 # ---- spike and slab ------------------------------------------------------------------
 ds <- spike_slab_data()
 exs <- spike_slab_exact(ds)
+bnames <- names(exs$mean_beta)
 for (seed in seeds) {
-  r <- timed(bbvi(spike_slab_model(ds), seed = seed))
-  f <- r$value
-  add(model = "spike-and-slab p = 8", q = "bernoulli + gaussian", seed = seed,
-      time_s = r$time, err_mean_sd = NA, sd_ratio_min = NA, p_mode_err = NA,
-      incl_err = max(abs(q_prob(f, names(exs$inclusion), 1) - exs$inclusion)),
-      rb_ratio = NA, rb_ratio_z = NA, converged = f$converged, warned = r$warned)
+  # mean-field q(g) q(b), and q(g) q(b | g): one Gaussian per value of g_j
+  for (given in c(FALSE, TRUE)) {
+    r <- timed(bbvi(spike_slab_model(ds), seed = seed,
+                    families = if (given) list(b = "given:g")))
+    f <- r$value
+    sdv <- sqrt(diag(vcov(f)))[bnames]
+    add(model = "spike-and-slab p = 8",
+        q = if (given) "bernoulli + gaussian given g" else "bernoulli + gaussian",
+        seed = seed, time_s = r$time,
+        err_mean_sd = max(abs(coef(f)[bnames] - exs$mean_beta) / exs$sd_beta),
+        sd_ratio_min = min(sdv / exs$sd_beta), p_mode_err = NA,
+        incl_err = max(abs(q_prob(f, names(exs$inclusion), 1) - exs$inclusion)),
+        rb_ratio = NA, rb_ratio_z = NA, enum_ratio_z = NA, converged = f$converged,
+        warned = r$warned)
+  }
 }
 
 tab <- do.call(rbind, rows)

@@ -209,6 +209,21 @@ int bbvi_family_score_mask(const bbvi_family *f, int D, int *mask);
 int bbvi_categorical_coord(const bbvi_family *f, int d, int *lo, int *nv, int *k0);
 int bbvi_family_categorical_coords(const bbvi_family *f, int D, int *zd,
                                    int *lo, int *nv, int *koff);
+/* The conditional Gaussian block (families_ext.c, family "given"): a
+   discrete g of p coordinates and a continuous b of p, q(b_j | g_j) one
+   Gaussian per value of g_j; its 2p coordinates are g then b when gfirst,
+   else b then g. Its logits take the score gradient, the Gaussians' m and
+   log s the pathwise one. bbvi_family_cond_value(): for enumerating the
+   discrete coordinate zd of q at value index v, the coordinate zb of its
+   partner b_j, b_j's value at the draw's base draws eps (a whole draw's)
+   and log s_{j,v}; 0 when zd has no partner. */
+const bbvi_family *bbvi_family_cond(int p, const int *lo, const int *n, int gfirst);
+int bbvi_cond_coord(const bbvi_family *f, int j, int *zoff, int *lo, int *nv, int *k0);
+int bbvi_cond_n_logits(const bbvi_family *f);
+int bbvi_cond_value(const bbvi_family *f, int gzoff, int v, const double *lambda,
+                    const double *eps, int *bzoff, double *b, double *log_s);
+int bbvi_family_cond_value(const bbvi_family *f, int zd, int v, const double *lambda,
+                           const double *eps, int *zb, double *b, double *log_s);
 
 /* ------------------------------------------------------------------------ */
 /* Gradient estimators of the ELBO.                                          */
@@ -258,6 +273,12 @@ void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
    (Rao-Blackwellized), at the cost of (number of values) x S more
    evaluations of the log density per coordinate. */
 void bbvi_estimator_enumerate(bbvi_estimator_ws *w);
+/* one categorical coordinate's enumeration gradient from its values' log
+   densities (estimators.c; see there), and log p at given points */
+void bbvi_enum_grad(int nv, const double *l, int n, const double *lpv,
+                    double *p, double *g, double *terms, int tstride);
+void bbvi_estimator_eval_points(bbvi_estimator_ws *w, const double *zz, int n,
+                                double *lp);
 /* Both estimators: draw S points, fill grad (K), return the ELBO estimate
    (NaN when no draw had a finite log density). Non-finite draws are left out. */
 typedef double (*bbvi_estimator_fn)(bbvi_estimator_ws *w, const double *lambda,

@@ -142,6 +142,60 @@ void bbvi_estimator_enumerate(bbvi_estimator_ws *w)
    which then stay rare) is gone. Draws where some value has a non-finite
    log density are left out of that coordinate's average. */
 #define P_FROZEN 1e-3
+/* One categorical coordinate's gradient from its values' log densities at
+   n draws (lpv[i + v * n], v < nv; any terms that do not depend on the
+   coordinate's value may be left out or kept: they cancel), its logits l
+   (nv - 1) and probabilities p (scratch, nv): g (nv - 1) and, when terms
+   is not NULL, each draw's term p_k (lpv(k) - sum_v p_v lpv(v)) at
+   terms[k - 1 + i * tstride] (0 for draws left out). Draws where some
+   value's log density is not finite are left out of the average. */
+void bbvi_enum_grad(int nv, const double *l, int n, const double *lpv,
+                    double *p, double *g, double *terms, int tstride)
+{
+    double mx = 0.0, sum = 0.0, H = 0.0;
+    for (int k = 1; k < nv; k++) if (l[k - 1] > mx) mx = l[k - 1];
+    p[0] = exp(-mx); sum = p[0];
+    for (int k = 1; k < nv; k++) { p[k] = exp(l[k - 1] - mx); sum += p[k]; }
+    for (int k = 0; k < nv; k++) {
+        p[k] /= sum;
+        if (p[k] > 0) H -= p[k] * log(p[k]);
+    }
+    for (int k = 1; k < nv; k++) g[k - 1] = 0.0;
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        double eb = 0.0;
+        int ok = 1;
+        for (int v = 0; v < nv && ok; v++) {
+            double x = lpv[i + (size_t) v * n];
+            ok = isfinite(x);
+            eb += p[v] * x;
+        }
+        for (int k = 1; k < nv; k++) {
+            double tk = ok ? p[k] * (lpv[i + (size_t) k * n] - eb) : 0.0;
+            g[k - 1] += tk;
+            if (terms) terms[k - 1 + (size_t) i * tstride] = tk;
+        }
+        m += ok;
+    }
+    for (int k = 1; k < nv; k++) {
+        if (m > 0) g[k - 1] /= m;
+        g[k - 1] -= p[k] > 0 ? p[k] * (log(p[k]) + H) : 0.0;
+        /* a value below P_FROZEN / nv that the gradient pushes lower
+           still stays where it is: its logit would creep down for
+           ever (more slowly with every cut of the step size), and the
+           convergence rule would never see its gradient vanish; all
+           such values together hold at most P_FROZEN of the mass */
+        if (p[k] < P_FROZEN / nv && g[k - 1] < 0) g[k - 1] = 0.0;
+    }
+}
+
+/* The gradient of the categorical coordinates' logits by enumeration: for
+   coordinate c with probabilities p over its values and the n used draws
+   of everything else, d ELBO / d l_k = E[p_k (lp(k) - sum_v p_v lp(v))] +
+   dH / d l_k, the expectation over the other coordinates' draws only
+   (their log q does not depend on c's value, so it drops out). The score
+   estimator's noise from c's own draw (worst for values it rarely draws,
+   which then stay rare) is gone. */
 static void enumerate_grad(bbvi_estimator_ws *w, const double *lambda, int n,
                            double *grad)
 {
@@ -149,51 +203,44 @@ static void enumerate_grad(bbvi_estimator_ws *w, const double *lambda, int n,
     w->n_extra = 0.0;
     for (int c = 0; c < w->n_cat; c++) {
         int nv = w->cat_nv[c], zd = w->cat_zd[c];
-        const double *l = lambda + w->cat_k[c];
-        double *p = w->pcat;
-        double mx = 0.0, sum = 0.0, H = 0.0;
-        for (int k = 1; k < nv; k++) if (l[k - 1] > mx) mx = l[k - 1];
-        p[0] = exp(-mx); sum = p[0];
-        for (int k = 1; k < nv; k++) { p[k] = exp(l[k - 1] - mx); sum += p[k]; }
-        for (int k = 0; k < nv; k++) {
-            p[k] /= sum;
-            if (p[k] > 0) H -= p[k] * log(p[k]);
-        }
         for (int i = 0; i < n; i++)
             memcpy(w->zalt + (size_t) i * D, w->z + (size_t) w->used[i] * D,
                    sizeof(double) * D);
+        /* a conditional block's partner b_j moves with the value, to
+           m_v + s_v e at its own base draw e; - log q(b_j | v) then adds
+           log s_v (the rest of it does not depend on v) */
+        int zb;
+        double bv, lsv;
+        int pair = n > 0 && bbvi_family_cond_value(w->fam, zd, 0, lambda, w->eps, &zb, &bv, &lsv);
         for (int v = 0; v < nv; v++) {
-            for (int i = 0; i < n; i++) w->zalt[zd + (size_t) i * D] = w->cat_lo[c] + v;
-            eval_points(w, w->zalt, n, w->lpalt + (size_t) v * n, NULL);
+            double *lv = w->lpalt + (size_t) v * n;
+            for (int i = 0; i < n; i++) {
+                double *za = w->zalt + (size_t) i * D;
+                za[zd] = w->cat_lo[c] + v;
+                if (pair) {
+                    bbvi_family_cond_value(w->fam, zd, v, lambda,
+                                           w->eps + (size_t) w->used[i] * w->NB, &zb, &bv, &lsv);
+                    za[zb] = bv;
+                }
+            }
+            eval_points(w, w->zalt, n, lv, NULL);
+            for (int i = 0; pair && i < n; i++) {
+                bbvi_family_cond_value(w->fam, zd, v, lambda,
+                                       w->eps + (size_t) w->used[i] * w->NB, &zb, &bv, &lsv);
+                lv[i] += lsv;
+            }
         }
         w->n_extra += (double) nv * n;
-        double *g = grad + w->cat_k[c];
-        for (int k = 1; k < nv; k++) g[k - 1] = 0.0;
-        int m = 0;
-        for (int i = 0; i < n; i++) {
-            double eb = 0.0;
-            int ok = 1;
-            for (int v = 0; v < nv && ok; v++) {
-                double x = w->lpalt[i + (size_t) v * n];
-                ok = isfinite(x);
-                eb += p[v] * x;
-            }
-            if (!ok) continue;
-            for (int k = 1; k < nv; k++)
-                g[k - 1] += p[k] * (w->lpalt[i + (size_t) k * n] - eb);
-            m++;
-        }
-        for (int k = 1; k < nv; k++) {
-            if (m > 0) g[k - 1] /= m;
-            g[k - 1] -= p[k] > 0 ? p[k] * (log(p[k]) + H) : 0.0;
-            /* a value below P_FROZEN / nv that the gradient pushes lower
-               still stays where it is: its logit would creep down for
-               ever (more slowly with every cut of the step size), and the
-               convergence rule would never see its gradient vanish; all
-               such values together hold at most P_FROZEN of the mass */
-            if (p[k] < P_FROZEN / nv && g[k - 1] < 0) g[k - 1] = 0.0;
-        }
+        bbvi_enum_grad(nv, lambda + w->cat_k[c], n, w->lpalt, w->pcat,
+                       grad + w->cat_k[c], NULL, 0);
     }
+}
+
+/* log density at n points zz (D x n) through the preconditioner */
+void bbvi_estimator_eval_points(bbvi_estimator_ws *w, const double *zz, int n,
+                                double *lp)
+{
+    eval_points(w, zz, n, lp, NULL);
 }
 
 static void draw(bbvi_estimator_ws *w, const double *lambda)

@@ -539,3 +539,318 @@ int bbvi_categorical_coord(const bbvi_family *f, int d, int *lo, int *nv, int *k
     *lo = w->lo[d]; *nv = w->n[d]; *k0 = w->k0[d];
     return 1;
 }
+
+/* ---- conditional Gaussian: q(g, b) = prod_j q(g_j) N(b_j; m_{j,g_j}, s_{j,g_j}^2) ----
+   One block over a discrete parameter g (p coordinates, categorical as
+   above) and a continuous b of the same dim, so that b_j has one Gaussian
+   per value of g_j: a spike-and-slab posterior, where b_j given g_j = 0 is
+   its prior and given g_j = 1 is fitted to the data, needs both at once.
+   The block's 2p coordinates are g then b (gfirst) or b then g, as the two
+   parameters are declared; its base draws are always p for g, then p for b.
+     lambda = (logits of g as the categorical family [Kc],
+               m_{j,k} [N], log s_{j,k} [N]), N = sum_j n_j, coordinate j's
+               n_j values consecutive (offset c0[j]).
+   The logits take the score gradient (with enumeration when asked: see
+   bbvi_cond_value()); m and log s the pathwise one, draw by draw through
+   the Gaussian of the drawn value only. */
+
+typedef struct {
+    int p, gfirst;
+    const int *lo, *n, *k0, *c0;
+    int Kc, N, K, nmax;
+    double *pr;          /* scratch, nmax */
+} cond_ws;
+
+#define CD(f) ((const cond_ws *) (f)->ws)
+
+static int cd_n_lambda(const bbvi_family *f, int D) { (void) D; return CD(f)->K; }
+
+/* coordinate j's offsets within the block's z */
+static int cd_gz(const cond_ws *w, int j) { return w->gfirst ? j : w->p + j; }
+static int cd_bz(const cond_ws *w, int j) { return w->gfirst ? w->p + j : j; }
+
+static void cd_init(const bbvi_family *f, int D, const double *mean,
+                    const double *log_sd, double *lambda)
+{
+    const cond_ws *w = CD(f);
+    (void) D;
+    for (int j = 0; j < w->p; j++) {
+        int gz = cd_gz(w, j), bz = cd_bz(w, j);
+        double s = exp(clamp(log_sd[gz], -5, 30));
+        double r0 = (w->lo[j] - mean[gz]) / s;
+        for (int k = 1; k < w->n[j]; k++) {
+            double r = (w->lo[j] + k - mean[gz]) / s;
+            lambda[w->k0[j] + k - 1] = clamp(-0.5 * (r * r - r0 * r0), -30, 30);
+        }
+        /* every value's Gaussian starts where b's start is */
+        for (int k = 0; k < w->n[j]; k++) {
+            lambda[w->Kc + w->c0[j] + k] = mean[bz];
+            lambda[w->Kc + w->N + w->c0[j] + k] = clamp(log_sd[bz], -30, 30);
+        }
+    }
+}
+
+/* the drawn value's index of coordinate j at a draw's base draws e (2p) */
+static int cd_pick(const cond_ws *w, int j, const double *lambda, const double *e)
+{
+    ca_probs(w->n[j], lambda + w->k0[j], w->pr);
+    return ca_pick(w->n[j], w->pr, e[j]);
+}
+
+static void cd_reparam(const bbvi_family *f, int D, const double *lambda,
+                       int S, const double *eps, double *z)
+{
+    const cond_ws *w = CD(f);
+    const double *m = lambda + w->Kc, *ls = m + w->N;
+    for (int s = 0; s < S; s++) {
+        const double *e = eps + (size_t) s * 2 * w->p;
+        double *zs = z + (size_t) s * D;
+        for (int j = 0; j < w->p; j++) {
+            int c = cd_pick(w, j, lambda, e), i = w->c0[j] + c;
+            zs[cd_gz(w, j)] = w->lo[j] + c;
+            zs[cd_bz(w, j)] = m[i] + exp(ls[i]) * e[w->p + j];
+        }
+    }
+}
+
+#define HALF_LOG_2PI 0.918938533204672741780
+static double cd_log_q(const bbvi_family *f, int D, const double *lambda,
+                       const double *eps)
+{
+    const cond_ws *w = CD(f);
+    const double *ls = lambda + w->Kc + w->N;
+    double a = 0.0;
+    (void) D;
+    for (int j = 0; j < w->p; j++) {
+        const double *l = lambda + w->k0[j];
+        double lz = ca_probs(w->n[j], l, w->pr);
+        int c = ca_pick(w->n[j], w->pr, eps[j]);
+        double e = eps[w->p + j];
+        a += (c == 0 ? 0.0 : l[c - 1]) - lz - 0.5 * e * e - HALF_LOG_2PI - ls[w->c0[j] + c];
+    }
+    return a;
+}
+
+/* logits as the categorical's; the drawn value's m and log s as a
+   Gaussian's (e / s and e^2 - 1 at b = m + s e), the other values' 0 */
+static void cd_score(const bbvi_family *f, int D, const double *lambda,
+                     const double *eps, double *h)
+{
+    const cond_ws *w = CD(f);
+    const double *ls = lambda + w->Kc + w->N;
+    double *hm = h + w->Kc, *hs = hm + w->N;
+    (void) D;
+    memset(hm, 0, sizeof(double) * 2 * w->N);
+    for (int j = 0; j < w->p; j++) {
+        int n = w->n[j];
+        ca_probs(n, lambda + w->k0[j], w->pr);
+        int c = ca_pick(n, w->pr, eps[j]), i = w->c0[j] + c;
+        for (int k = 1; k < n; k++) h[w->k0[j] + k - 1] = (c == k) - w->pr[k];
+        double e = eps[w->p + j];
+        hm[i] = e / exp(ls[i]);
+        hs[i] = e * e - 1.0;
+    }
+}
+
+/* H = sum_j [H(q(g_j)) + sum_k p_jk (log s_jk + (1 + log 2 pi) / 2)] */
+static double cd_entropy(const bbvi_family *f, int D, const double *lambda)
+{
+    const cond_ws *w = CD(f);
+    const double *ls = lambda + w->Kc + w->N;
+    double h = 0.0;
+    (void) D;
+    for (int j = 0; j < w->p; j++) {
+        ca_probs(w->n[j], lambda + w->k0[j], w->pr);
+        for (int k = 0; k < w->n[j]; k++)
+            h += -plogp(w->pr[k]) + w->pr[k] * (ls[w->c0[j] + k] + 0.5 + HALF_LOG_2PI);
+    }
+    return h;
+}
+
+/* dH/dl_k = -p_k (log p_k + Hc) + p_k (H_k - sum_v p_v H_v), H_k the k-th
+   Gaussian's entropy; dH/dm = 0; dH/dlog s_k = p_k */
+static void cd_entropy_grad(const bbvi_family *f, int D, const double *lambda,
+                            double *g)
+{
+    const cond_ws *w = CD(f);
+    const double *ls = lambda + w->Kc + w->N;
+    (void) D;
+    memset(g + w->Kc, 0, sizeof(double) * w->N);
+    for (int j = 0; j < w->p; j++) {
+        int n = w->n[j];
+        const double *lj = ls + w->c0[j];
+        ca_probs(n, lambda + w->k0[j], w->pr);
+        double Hc = 0.0, Hg = 0.0;
+        for (int k = 0; k < n; k++) { Hc -= plogp(w->pr[k]); Hg += w->pr[k] * lj[k]; }
+        for (int k = 1; k < n; k++) {
+            double pk = w->pr[k];
+            g[w->k0[j] + k - 1] = (pk > 0 ? -pk * (log(pk) + Hc) : 0.0) + pk * (lj[k] - Hg);
+        }
+        for (int k = 0; k < n; k++) g[w->Kc + w->N + w->c0[j] + k] = w->pr[k];
+    }
+}
+
+/* the chain rule through b = m_c + s_c e of the drawn value c only */
+static void cd_reparam_grad(const bbvi_family *f, int D, const double *lambda,
+                            const double *eps, const double *gz, double *glambda)
+{
+    const cond_ws *w = CD(f);
+    const double *ls = lambda + w->Kc + w->N;
+    (void) D;
+    for (int j = 0; j < w->p; j++) {
+        int c = cd_pick(w, j, lambda, eps), i = w->c0[j] + c;
+        double gb = gz[cd_bz(w, j)], e = eps[w->p + j];
+        glambda[w->Kc + i] += gb;
+        glambda[w->Kc + w->N + i] += gb * exp(ls[i]) * e;
+    }
+}
+
+/* g as the categorical's (sd floored likewise); b the mixture's mean and
+   sd by the law of total variance */
+static void cd_marginals(const bbvi_family *f, int D, const double *lambda,
+                         double *mean, double *sd)
+{
+    const cond_ws *w = CD(f);
+    const double *m = lambda + w->Kc, *ls = m + w->N;
+    (void) D;
+    for (int j = 0; j < w->p; j++) {
+        ca_probs(w->n[j], lambda + w->k0[j], w->pr);
+        double gm = 0.0, gm2 = 0.0, bm = 0.0, bm2 = 0.0;
+        for (int k = 0; k < w->n[j]; k++) {
+            double pk = w->pr[k], mk = m[w->c0[j] + k], sk = exp(ls[w->c0[j] + k]);
+            gm += k * pk; gm2 += (double) k * k * pk;
+            bm += pk * mk; bm2 += pk * (mk * mk + sk * sk);
+        }
+        mean[cd_gz(w, j)] = w->lo[j] + gm;
+        sd[cd_gz(w, j)] = fmax(sqrt(fmax(gm2 - gm * gm, 0.0)), CAT_SD_FLOOR);
+        mean[cd_bz(w, j)] = bm;
+        sd[cd_bz(w, j)] = sqrt(fmax(bm2 - bm * bm, 0.0));
+    }
+}
+
+/* b's coordinates: every value's Gaussian moves with the map; g's are left
+   alone (the R side passes scale 1 and shift 0 for them) */
+static void cd_affine_diag(const bbvi_family *f, int D, double *lambda,
+                           const double *scale, const double *shift)
+{
+    const cond_ws *w = CD(f);
+    (void) D;
+    for (int j = 0; j < w->p; j++) {
+        int bz = cd_bz(w, j);
+        for (int k = 0; k < w->n[j]; k++) {
+            int i = w->Kc + w->c0[j] + k;
+            lambda[i] = shift[bz] + scale[bz] * lambda[i];
+            lambda[i + w->N] += log(scale[bz]);
+        }
+    }
+}
+
+/* list(family = "given", g_first, mean (the block's 2p coordinates),
+   lower, probs, cond_mean, cond_sd: one vector per coordinate of g, over
+   its values) */
+static SEXP cd_to_sexp(const bbvi_family *f, int D, const double *lambda)
+{
+    const cond_ws *w = CD(f);
+    const double *m = lambda + w->Kc, *ls = m + w->N;
+    const char *names[] = { "family", "g_first", "mean", "lower", "probs",
+                            "cond_mean", "cond_sd", "" };
+    SEXP v[7];
+    v[0] = PROTECT(Rf_mkString("given"));
+    v[1] = PROTECT(Rf_ScalarLogical(w->gfirst));
+    v[2] = PROTECT(Rf_allocVector(REALSXP, D));
+    v[3] = PROTECT(Rf_allocVector(INTSXP, w->p));
+    v[4] = PROTECT(Rf_allocVector(VECSXP, w->p));
+    v[5] = PROTECT(Rf_allocVector(VECSXP, w->p));
+    v[6] = PROTECT(Rf_allocVector(VECSXP, w->p));
+    double *sd = (double *) R_alloc(D, sizeof(double));
+    cd_marginals(f, D, lambda, REAL(v[2]), sd);
+    for (int j = 0; j < w->p; j++) {
+        int n = w->n[j];
+        INTEGER(v[3])[j] = w->lo[j];
+        SET_VECTOR_ELT(v[4], j, Rf_allocVector(REALSXP, n));
+        ca_probs(n, lambda + w->k0[j], REAL(VECTOR_ELT(v[4], j)));
+        SET_VECTOR_ELT(v[5], j, Rf_allocVector(REALSXP, n));
+        SET_VECTOR_ELT(v[6], j, Rf_allocVector(REALSXP, n));
+        for (int k = 0; k < n; k++) {
+            REAL(VECTOR_ELT(v[5], j))[k] = m[w->c0[j] + k];
+            REAL(VECTOR_ELT(v[6], j))[k] = exp(ls[w->c0[j] + k]);
+        }
+    }
+    SEXP out = list_of(names, 7, v);
+    UNPROTECT(7);
+    return out;
+}
+
+static void cd_draw_base(const bbvi_family *f, int D, int S, double *eps)
+{
+    normal_draw_base(f, D, S, eps);   /* 2p per draw: D = 2p */
+}
+
+static const bbvi_family cond_proto = {
+    "given", 0, NULL, cd_n_lambda, base_D, cd_init, cd_draw_base,
+    cd_reparam, cd_log_q, cd_score, cd_entropy, cd_entropy_grad, cd_reparam_grad,
+    cd_marginals, no_affine, cd_affine_diag, cd_to_sexp
+};
+
+/* p coordinates of g with values lo[j] .. lo[j] + n[j] - 1, each with one
+   Gaussian per value for b's coordinate j; the block has 2p coordinates */
+const bbvi_family *bbvi_family_cond(int p, const int *lo, const int *n, int gfirst)
+{
+    cond_ws *w = (cond_ws *) R_alloc(1, sizeof(cond_ws));
+    int *lo2 = (int *) R_alloc(p, sizeof(int)), *n2 = (int *) R_alloc(p, sizeof(int));
+    int *k0 = (int *) R_alloc(p, sizeof(int)), *c0 = (int *) R_alloc(p, sizeof(int));
+    int Kc = 0, N = 0, nmax = 2;
+    for (int j = 0; j < p; j++) {
+        if (n[j] < 2 || n[j] > BBVI_MAX_CATEGORIES)
+            Rf_error("internal error: a categorical coordinate needs 2 to %d values",
+                     BBVI_MAX_CATEGORIES);
+        lo2[j] = lo[j]; n2[j] = n[j]; k0[j] = Kc; c0[j] = N;
+        Kc += n[j] - 1; N += n[j];
+        if (n[j] > nmax) nmax = n[j];
+    }
+    w->p = p; w->gfirst = gfirst != 0; w->lo = lo2; w->n = n2; w->k0 = k0; w->c0 = c0;
+    w->Kc = Kc; w->N = N; w->K = Kc + 2 * N; w->nmax = nmax;
+    w->pr = (double *) R_alloc(nmax, sizeof(double));
+    bbvi_family *f = (bbvi_family *) R_alloc(1, sizeof(bbvi_family));
+    *f = cond_proto;
+    f->ws = w;
+    return f;
+}
+
+/* discrete coordinate j (< p) of a conditional family: its offset in the
+   block's z, first value, number of values and logits' offset; 0 if f is
+   not one or j >= p */
+int bbvi_cond_coord(const bbvi_family *f, int j, int *zoff, int *lo, int *nv, int *k0)
+{
+    if (strcmp(f->name, "given") != 0) return 0;
+    const cond_ws *w = CD(f);
+    if (j < 0 || j >= w->p) return 0;
+    *zoff = cd_gz(w, j); *lo = w->lo[j]; *nv = w->n[j]; *k0 = w->k0[j];
+    return 1;
+}
+
+/* the number of logits (score-gradient entries, at the front of lambda) of
+   a conditional family, or -1 if f is not one */
+int bbvi_cond_n_logits(const bbvi_family *f)
+{
+    return strcmp(f->name, "given") == 0 ? CD(f)->Kc : -1;
+}
+
+/* For enumeration: were the discrete coordinate at block offset gzoff to
+   take its value index v, its partner b_j would be m_{j,v} + s_{j,v} e at
+   the same base draw e (eps: the block's base draws of one draw); writes
+   b_j's block offset, that value and log s_{j,v}. Returns 0 when gzoff is
+   not a discrete coordinate of a conditional family. */
+int bbvi_cond_value(const bbvi_family *f, int gzoff, int v, const double *lambda,
+                    const double *eps, int *bzoff, double *b, double *log_s)
+{
+    if (strcmp(f->name, "given") != 0) return 0;
+    const cond_ws *w = CD(f);
+    int j = w->gfirst ? gzoff : gzoff - w->p;
+    if (j < 0 || j >= w->p || v < 0 || v >= w->n[j]) return 0;
+    int i = w->Kc + w->c0[j] + v;
+    *bzoff = cd_bz(w, j);
+    *log_s = lambda[i + w->N];
+    *b = lambda[i] + exp(*log_s) * eps[w->p + j];
+    return 1;
+}

@@ -246,6 +246,11 @@ int bbvi_family_categorical_coords(const bbvi_family *f, int D, int *zd,
             if (zd) { zd[n] = b->z0 + d; lo[n] = l; nv[n] = m; koff[n] = b->k0 + k; }
             n++;
         }
+        int zo;   /* a conditional block's discrete coordinates */
+        for (int d = 0; bbvi_cond_coord(b->fam, d, &zo, &l, &m, &k); d++) {
+            if (zd) { zd[n] = b->z0 + zo; lo[n] = l; nv[n] = m; koff[n] = b->k0 + k; }
+            n++;
+        }
     }
     return n;
 }
@@ -260,6 +265,12 @@ int bbvi_family_score_mask(const bbvi_family *f, int D, int *mask)
     const bbvi_q *q = Q(f);
     for (int j = 0; j < q->n; j++) {
         const bbvi_qblock *b = q->b + j;
+        int nl = bbvi_cond_n_logits(b->fam);
+        if (nl >= 0) {   /* conditional block: its logits only */
+            for (int k = 0; k < b->K; k++) mask[b->k0 + k] = k < nl;
+            n += nl;
+            continue;
+        }
         int s = b->fam->reparam_grad == NULL;
         for (int k = 0; k < b->K; k++) mask[b->k0 + k] = s;
         n += s * b->K;
@@ -308,6 +319,15 @@ const bbvi_family *bbvi_family_from_control(SEXP control, int D)
                 Rf_error("internal error: a categorical block needs integer lower and n_values of length %d",
                          dims[j]);
             fams[j] = bbvi_family_categorical(dims[j], INTEGER(lo), INTEGER(nv));
+        } else if (strcmp(names[j], "given") == 0) {
+            /* g's support (dim / 2 coordinates) and which comes first */
+            SEXP lo = bbvi_list_get(b, "lower"), nv = bbvi_list_get(b, "n_values");
+            int p = dims[j] / 2;
+            if (dims[j] % 2 != 0 || !Rf_isInteger(lo) || !Rf_isInteger(nv) ||
+                Rf_length(lo) != p || Rf_length(nv) != p)
+                Rf_error("internal error: a conditional block needs an even dim and integer lower and n_values of length dim / 2");
+            fams[j] = bbvi_family_cond(p, INTEGER(lo), INTEGER(nv),
+                                       bbvi_need_int(b, "g_first"));
         }
     }
     return product_of(n, names, ranks, dims, fams, D);
@@ -342,4 +362,23 @@ const bbvi_family *bbvi_family_block(const bbvi_family *f, int j, int *z0,
     const bbvi_qblock *b = q->b + j;
     *z0 = b->z0; *dim = b->dim; *k0 = b->k0; *K = b->K; *e0 = b->e0;
     return b->fam;
+}
+
+/* the partner of discrete coordinate zd when its block is conditional
+   (see bbvi.h); eps and lambda are a whole draw's and q's */
+int bbvi_family_cond_value(const bbvi_family *f, int zd, int v, const double *lambda,
+                           const double *eps, int *zb, double *b, double *log_s)
+{
+    if (strcmp(f->name, "blocks") != 0) return 0;
+    const bbvi_q *q = Q(f);
+    for (int j = 0; j < q->n; j++) {
+        const bbvi_qblock *bl = q->b + j;
+        if (zd < bl->z0 || zd >= bl->z0 + bl->dim) continue;
+        int bo;
+        if (!bbvi_cond_value(bl->fam, zd - bl->z0, v, lambda + bl->k0, eps + bl->e0,
+                             &bo, b, log_s)) return 0;
+        *zb = bl->z0 + bo;
+        return 1;
+    }
+    return 0;
 }

@@ -33,6 +33,14 @@ typedef struct {
     double *lqb;                /* B: log q_b of one draw */
     double *fp;                 /* K x S: plain score terms, for the
                                    variance measurement only (or NULL) */
+    /* enumeration through the factors (w->n_cat > 0; rb_enum_setup):
+       categorical coordinate c is in block cblk[c] and group grp[c]; the
+       coordinates of one group share no factor, so one evaluation with all
+       of them set to their v-th values gives each its own blanket at v */
+    int ngrp, *cblk, *grp;
+    double *lpf2;               /* F x S */
+    double *fv;                 /* per coordinate nv x S: blanket at value v */
+    size_t *fv0;
 } rb_ws;
 
 /* is parameter j among the (increasing) parameters of factor g? */
@@ -126,6 +134,7 @@ static rb_ws *rb_init(bbvi_estimator_ws *w, int want_plain)
     r->lqb = (double *) R_alloc(B, sizeof(double));
     r->fp = want_plain ? (double *) R_alloc((size_t) w->K * w->S, sizeof(double))
                        : NULL;
+    r->ngrp = 0;
     w->rb = r;
     return r;
 }
@@ -182,11 +191,100 @@ static double rb_terms(bbvi_estimator_ws *w, rb_ws *r, const double *lambda,
             double *fp = r->fp + (size_t) n * K;
             for (int k = 0; k < K; k++) fp[k] = h[k] * wt;
         }
+        w->used[n] = s;
         elbo += wt;
         n++;
     }
     w->n_finite = n;
     return n > 0 ? elbo / n : R_NaN;
+}
+
+/* do blocks a and b share a factor? */
+static int share_factor(const rb_ws *r, const bbvi_target *t, int a, int b)
+{
+    for (int i = r->fac0[a]; i < r->fac0[a + 1]; i++)
+        if (touches(t, r->fac[i], b)) return 1;
+    return 0;
+}
+
+/* Group the categorical coordinates (w->cat_*) greedily so that no two in
+   a group are in one block or blocks that share a factor. */
+static void rb_enum_setup(bbvi_estimator_ws *w, rb_ws *r)
+{
+    const bbvi_target *t = w->model->target;
+    int n = w->n_cat;
+    r->cblk = (int *) R_alloc(n, sizeof(int));
+    r->grp = (int *) R_alloc(n, sizeof(int));
+    r->fv0 = (size_t *) R_alloc(n + 1, sizeof(size_t));
+    r->fv0[0] = 0;
+    for (int c = 0; c < n; c++) {
+        int j = 0;
+        while (j + 1 < r->B && w->model->par_z0[j + 1] <= w->cat_zd[c]) j++;
+        r->cblk[c] = j;
+        r->fv0[c + 1] = r->fv0[c] + (size_t) w->cat_nv[c] * w->S;
+    }
+    r->ngrp = 0;
+    for (int c = 0; c < n; c++) {
+        int g;
+        for (g = 0; g < r->ngrp; g++) {
+            int ok = 1;
+            for (int c2 = 0; c2 < c && ok; c2++)
+                if (r->grp[c2] == g)
+                    ok = r->cblk[c2] != r->cblk[c] && !share_factor(r, t, r->cblk[c], r->cblk[c2]);
+            if (ok) break;
+        }
+        r->grp[c] = g;
+        if (g == r->ngrp) r->ngrp++;
+    }
+    r->lpf2 = (double *) R_alloc((size_t) r->F * w->S, sizeof(double));
+    r->fv = (double *) R_alloc(r->fv0[n] > 0 ? r->fv0[n] : 1, sizeof(double));
+}
+
+/* The enumeration gradient (bbvi_enum_grad) of every categorical
+   coordinate, each value's log density replaced by the factors that touch
+   the coordinate's block (the others do not depend on its value and cancel
+   there): one evaluation per group and value, not per coordinate and
+   value. terms: per-draw terms into a K x n array (variance measurement),
+   or NULL. */
+static void rb_enumerate(bbvi_estimator_ws *w, rb_ws *r, const double *lambda,
+                         double *grad, double *terms)
+{
+    int D = w->D, F = r->F, n = w->n_finite;
+    bbvi_target *t = w->model->target;
+    if (r->ngrp == 0) rb_enum_setup(w, r);
+    w->n_extra = 0.0;
+    for (int g = 0; g < r->ngrp; g++) {
+        int nvmax = 0;
+        for (int c = 0; c < w->n_cat; c++)
+            if (r->grp[c] == g && w->cat_nv[c] > nvmax) nvmax = w->cat_nv[c];
+        for (int v = 0; v < nvmax; v++) {
+            for (int i = 0; i < n; i++) {
+                double *za = w->zalt + (size_t) i * D;
+                memcpy(za, w->z + (size_t) w->used[i] * D, sizeof(double) * D);
+                for (int c = 0; c < w->n_cat; c++)
+                    if (r->grp[c] == g && v < w->cat_nv[c]) za[w->cat_zd[c]] = w->cat_lo[c] + v;
+            }
+            t->lpf = r->lpf2;
+            bbvi_estimator_eval_points(w, w->zalt, n, w->lpalt);
+            t->lpf = NULL;
+            w->n_extra += n;
+            for (int c = 0; c < w->n_cat; c++) {
+                if (r->grp[c] != g || v >= w->cat_nv[c]) continue;
+                int j = r->cblk[c];
+                double *fv = r->fv + r->fv0[c] + (size_t) v * n;
+                for (int i = 0; i < n; i++) {
+                    double a = 0.0;
+                    const double *lpf = r->lpf2 + (size_t) i * F;
+                    for (int q = r->fac0[j]; q < r->fac0[j + 1]; q++) a += lpf[r->fac[q]];
+                    fv[i] = isfinite(w->lpalt[i]) ? a : R_NaN;
+                }
+            }
+        }
+    }
+    for (int c = 0; c < w->n_cat; c++)
+        bbvi_enum_grad(w->cat_nv[c], lambda + w->cat_k[c], n, r->fv + r->fv0[c],
+                       w->pcat, grad + w->cat_k[c],
+                       terms ? terms + w->cat_k[c] : NULL, w->K);
 }
 
 double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad)
@@ -198,6 +296,7 @@ double bbvi_grad_rb(bbvi_estimator_ws *w, const double *lambda, double *grad)
         return R_NaN;
     }
     bbvi_score_combine(w->n_finite, w->K, w->h, w->f, NULL, w->use_cv, grad, NULL);
+    if (w->n_cat) rb_enumerate(w, r, lambda, grad, NULL);
     return elbo;
 }
 
@@ -219,6 +318,7 @@ double bbvi_grad_rb_mixed(bbvi_estimator_ws *w, const double *lambda, double *gr
     w->fam->entropy_grad(w->fam, w->D, lambda, w->work);
     for (int k = 0; k < K; k++)
         if (!w->score_mask[k]) grad[k] = path[k] / n + w->work[k];
+    if (w->n_cat) rb_enumerate(w, r, lambda, grad, NULL);
     return elbo;
 }
 
@@ -286,21 +386,40 @@ SEXP rb_grad_variance(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int n = ews.n_finite;
     double *g = (double *) R_alloc(K, sizeof(double));
     double *terms = (double *) R_alloc((size_t) K * (n > 0 ? n : 1), sizeof(double));
-    const char *names[] = { "var_plain", "var_rb", "n", "" };
+    /* optional: the categorical logits' entries by enumeration through
+       the factors (the others as var_rb) */
+    SEXP en = bbvi_list_get(control, "enumerate");
+    int want_enum = !Rf_isNull(en) && Rf_asInteger(en) == 1;
+    if (want_enum) bbvi_estimator_enumerate(&ews);
+    const char *names[] = { "var_plain", "var_rb", "n", "var_enum", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP vp = PROTECT(Rf_allocVector(REALSXP, K));
     SEXP vr = PROTECT(Rf_allocVector(REALSXP, K));
+    SEXP ve = PROTECT(want_enum ? Rf_allocVector(REALSXP, K) : R_NilValue);
     if (n < 3) {   /* nothing to measure: NA, not an error at a fit's end */
         for (int k = 0; k < K; k++) REAL(vp)[k] = REAL(vr)[k] = NA_REAL;
+        for (int k = 0; want_enum && k < K; k++) REAL(ve)[k] = NA_REAL;
     } else {
         bbvi_score_combine(n, K, ews.h, r->fp, NULL, ews.use_cv, g, terms);
         row_var(K, n, terms, REAL(vp));
         bbvi_score_combine(n, K, ews.h, ews.f, NULL, ews.use_cv, g, terms);
         row_var(K, n, terms, REAL(vr));
+        if (want_enum && ews.n_cat > 0) {
+            rb_enumerate(&ews, r, REAL(lam), g, terms);
+            double *v = (double *) R_alloc(K, sizeof(double));
+            row_var(K, n, terms, v);
+            memcpy(REAL(ve), REAL(vr), sizeof(double) * K);
+            for (int c = 0; c < ews.n_cat; c++)
+                for (int k = 0; k < ews.cat_nv[c] - 1; k++)
+                    REAL(ve)[ews.cat_k[c] + k] = v[ews.cat_k[c] + k];
+        } else if (want_enum) {
+            memcpy(REAL(ve), REAL(vr), sizeof(double) * K);
+        }
     }
     SET_VECTOR_ELT(out, 0, vp);
     SET_VECTOR_ELT(out, 1, vr);
     SET_VECTOR_ELT(out, 2, Rf_ScalarInteger(n));
-    UNPROTECT(3);
+    SET_VECTOR_ELT(out, 3, ve);
+    UNPROTECT(4);
     return out;
 }

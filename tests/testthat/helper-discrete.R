@@ -212,6 +212,7 @@ spike_slab_exact <- function(d = spike_slab_data()) {
   n <- length(d$y)
   lw <- numeric(nrow(G))
   Eb <- matrix(0, nrow(G), d$p)
+  Eb2 <- matrix(d$tau^2, nrow(G), d$p)   # E[b^2 | g]: the prior's where g_j = 0
   for (r in seq_len(nrow(G))) {
     on <- which(G[r, ] == 1)
     Xg <- d$X[, on, drop = FALSE]
@@ -221,10 +222,13 @@ spike_slab_exact <- function(d = spike_slab_data()) {
     if (length(on)) {
       prec <- diag(length(on)) / d$tau^2 + crossprod(Xg)
       Eb[r, on] <- solve(prec, crossprod(Xg, d$y))
+      Eb2[r, on] <- diag(solve(prec)) + Eb[r, on]^2
     }
   }
   w <- exp(lw - max(lw))
   w <- w / sum(w)
   list(inclusion = stats::setNames(colSums(w * G), sprintf("g[%d]", seq_len(d$p))),
-       mean_beta = colSums(w * Eb))
+       mean_beta = stats::setNames(colSums(w * Eb), sprintf("b[%d]", seq_len(d$p))),
+       sd_beta = stats::setNames(sqrt(colSums(w * Eb2) - colSums(w * Eb)^2),
+                                 sprintf("b[%d]", seq_len(d$p))))
 }
