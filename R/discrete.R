@@ -145,6 +145,13 @@ q_blocks_for <- function(model, method, families = NULL, rank = NULL) {
   unname(blocks)
 }
 
+# One flag per scalar parameter: is it discrete (param(integer = TRUE))?
+integer_coords <- function(model) {
+  if (is.null(model$parameters)) return(logical(0))   # GLMs
+  rep(vapply(model$parameters, function(p) isTRUE(p$integer), logical(1)),
+      model$sizes)
+}
+
 # One flag per scalar parameter: does its q live on the natural scale?
 natural_coords <- function(model, fams) {
   rep(fams != "gaussian", model$sizes)

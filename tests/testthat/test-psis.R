@@ -193,3 +193,30 @@ test_that("the accuracy warning can be turned off, under its new and its old nam
   options(bbvi.warn_diagnostics = NULL, bbvi.warn_khat = FALSE)
   expect_warning(bbvi(m, seed = 1), NA)
 })
+
+test_that("a near-certain indicator's sd is not judged on a handful of draws, its mean still is", {
+  # P(g = 1) = 1 / (1 + exp(-8)) = 0.99966 exactly; mu independent of g.
+  # About 1.3 of 4000 draws have g = 0, so g's sd (0.018) rests on them.
+  m <- bbvi_model(function(theta, data) 8 * theta$g - 0.5 * theta$mu^2,
+                  parameters = list(g = param(lower = 0, upper = 1, integer = TRUE),
+                                    mu = param()),
+                  vectorized = TRUE)
+  for (s in 1:3) {
+    fit <- expect_warning(bbvi(m, seed = s), NA)
+    mt <- fit$diagnostics$psis_moments
+    expect_true(is.na(mt$sd_ratio[mt$parameter == "g"]))
+    expect_false(is.na(mt$sd_ratio[mt$parameter == "mu"]))
+    # the logit's gradient fades as P -> 1 (about 1 - P), so q stops near
+    # 0.998: 0.002 off in probability, 0.04 q-sds in mean
+    expect_lt(abs(probabilities(fit, "g")$probability[2] - plogis(8)), 0.005)
+    expect_identical(fit$diagnostics$verdict, "ok")
+  }
+  # an indicator with enough draws off its mode keeps its sd check
+  m2 <- bbvi_model(function(theta, data) 0.5 * theta$g - 0.5 * theta$mu^2,
+                   parameters = list(g = param(lower = 0, upper = 1, integer = TRUE),
+                                     mu = param()),
+                   vectorized = TRUE)
+  fit2 <- bbvi(m2, seed = 1)
+  mt2 <- fit2$diagnostics$psis_moments
+  expect_false(is.na(mt2$sd_ratio[mt2$parameter == "g"]))
+})
