@@ -209,11 +209,11 @@ glm_blocks_quad <- function(model, method, tol, max_epochs, nodes) {
     list(prec = 1 / sc^2, rhs = loc / sc^2, loc = loc, sc = sc)
   }
   control <- quad_control(method, nodes)
-  fam_code <- match(gb$family, c("gaussian", "binomial", "poisson")) - 1L
+  fam_code <- glm_family_code[[gb$family]]
   spec_for <- function(x, y) {
     list(type = "glm", family = fam_code, X = x, intercept = 0L, xbar = NULL,
          names = gb$coef_names, y = as.double(y), prior_type = integer(P),
-         prior_par = rep(c(0, 1, 1), P), aux_type = 0L, aux_par = c(0, 1, 1),
+         prior_par = rep(c(0, 1, 1), P), aux_type = prior_code[["flat"]], aux_par = c(0, 1, 1),
          llconst = 0, threads = glm_threads())
   }
   st <- new.env(parent = emptyenv())

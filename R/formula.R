@@ -495,7 +495,7 @@ glm_build <- function(X, intercept, nms, has_int, resp, w, off, family,
   }
   parameters <- stats::setNames(rep(list(param()), P), nms)
   if (gaussian_fam) parameters$sigma <- param(lower = 0)
-  fam_code <- match(family$family, c("gaussian", "binomial", "poisson")) - 1L
+  fam_code <- glm_family_code[[family$family]]
   y <- as.double(resp$y); trials <- as.double(resp$trials)
   w <- as.double(w); off <- as.double(off)
   # all-1 weights and trials and an all-0 offset are left out of the
@@ -503,7 +503,7 @@ glm_build <- function(X, intercept, nms, has_int, resp, w, off, family,
   target <- list(type = "glm", family = fam_code, X = X,
                  intercept = as.integer(intercept), xbar = xbar_full,
                  names = nms, y = y,
-                 trials = if (fam_code == 1L && any(trials != 1)) trials,
+                 trials = if (family$family == "binomial" && any(trials != 1)) trials,
                  weights = if (any(w != 1)) w, offset = if (any(off != 0)) off,
                  prior_type = as.integer(ptype), prior_par = as.double(ppar),
                  aux_type = as.integer(aux$type), aux_par = as.double(aux$par),
@@ -537,13 +537,13 @@ glm_threads <- function() {
 # and handed to C, which would otherwise recompute it on every call (3N
 # lgamma calls for binomial). Exactly 0 for 0/1 responses.
 glm_llconst <- function(fam_code, y, trials, w) {
-  switch(fam_code + 1L,
-    -0.5 * log(2 * pi) * sum(w),
-    {
+  switch(names(glm_family_code)[match(fam_code, glm_family_code)],
+    gaussian = -0.5 * log(2 * pi) * sum(w),
+    binomial = {
       k <- trials != 1
       if (any(k)) sum(w[k] * lchoose(trials[k], y[k])) else 0
     },
-    -sum(w * lgamma(y + 1)))
+    poisson = -sum(w * lgamma(y + 1)))
 }
 
 # Column statistics of the design in one C pass per stored column: checks
@@ -594,7 +594,7 @@ glm_tg_vec <- function(tg, what) {
   if (!is.null(v)) return(v)
   N <- length(tg$y)
   switch(what, weights = rep(1, N), offset = rep(0, N),
-         trials = if (tg$family == 1L) rep(1, N) else numeric(N))
+         trials = if (tg$family == glm_family_code[["binomial"]]) rep(1, N) else numeric(N))
 }
 
 # The model matrix of a GLM fit on the original (uncentred) scale, with an
@@ -738,7 +738,7 @@ glm_start <- function(X, intercept, xbar, nms, resp, w, off, family) {
   }
   b <- cp$b
   function(ptype, ppar) {
-    rid <- ifelse(ptype == 1L, 1 / ppar[2, ]^2, 0) + 1e-10 * diag(A)
+    rid <- ifelse(ptype == prior_code[["normal"]], 1 / ppar[2, ]^2, 0) + 1e-10 * diag(A)
     beta <- tryCatch(solve(A + diag(rid, length(rid)), b),
                      error = function(e) numeric(P))
     if (family == "gaussian") {
@@ -826,7 +826,7 @@ check_subsample <- function(subsample, model, path) {
     cli::cli_abort(c("{.arg subsample} works on the quadrature path.",
                      i = "Drop {.arg estimator} and {.arg path}, or {.arg subsample}."), call = NULL)
   }
-  if (tg$family == 0L) {
+  if (tg$family == glm_family_code[["gaussian"]]) {
     cli::cli_inform(c("A gaussian GLM needs no minibatches: its sufficient statistics take one pass over the rows.",
                       i = "Fitting on all rows."))
     return(NULL)

@@ -301,7 +301,7 @@ glm_taylor_logdens <- function(fit, diagnostic_draws) {
   N <- nrow(tg$X)
   P <- length(tg$names)
   center <- as.double(fit$mean_unc[seq_len(P)])
-  gaussian <- tg$family == 0L
+  gaussian <- tg$family == glm_family_code[["gaussian"]]
   # the expansion of all rows, one pass in C; priors (and sigma's Jacobian)
   # alone: the target with no likelihood
   full <- glm_taylor_part(tg, center)
@@ -364,7 +364,7 @@ glm_rows_spec <- function(tg, rows, prior) {
   }
   spec$llconst <- 0
   if (!prior) {
-    spec$prior_type[] <- 0L
+    spec$prior_type[] <- prior_code[["flat"]]
     spec$aux_type <- 0L
   }
   spec

@@ -87,8 +87,8 @@ warn_improper <- function(rec) {
 # improper one keeps rising.
 glm_check_proper <- function(model, res) {
   tg <- model$target
-  flat <- tg$prior_type == 0L
-  if (!any(flat) || tg$family == 0L) return(res)   # gaussian: not checked here
+  flat <- tg$prior_type == prior_code[["flat"]]
+  if (!any(flat) || tg$family == glm_family_code[["gaussian"]]) return(res)   # gaussian: not checked here
   # the quadrature path has checked already (glm_quad_status)
   if (startsWith(as.character(res$stop_reason %||% ""), "no proper posterior")) return(res)
   rec <- glm_recession(tg, res)
@@ -124,10 +124,10 @@ glm_check_proper <- function(model, res) {
   res$stop <- NA_integer_
   res$stop_reason <- "no proper posterior: the log density keeps rising along a direction of the coefficients"
   y <- tg$y / pmax(glm_tg_vec(tg, "trials"), 1)
-  cause <- if (all(y == 0) || (tg$family == 1L && all(y == 1)))
+  cause <- if (all(y == 0) || (tg$family == glm_family_code[["binomial"]] && all(y == 1)))
     sprintf("the response is all %d, so the intercept runs off to %sInf",
             if (all(y == 0)) 0L else 1L, if (all(y == 0)) "-" else "+")
-  else if (tg$family == 1L) "the predictors separate the 0s from the 1s (perfect or quasi-complete separation)"
+  else if (tg$family == glm_family_code[["binomial"]]) "the predictors separate the 0s from the 1s (perfect or quasi-complete separation)"
   else "some coefficient can grow without bound (for instance a factor level with all-zero counts)"
   cli::cli_warn(c(
     "The posterior is improper: {cause}, and {cli::qty(sum(flat))}the prior{?s} on {.val {model$par_names[which(flat)]}} {?is/are} flat.",
@@ -142,10 +142,10 @@ glm_check_proper <- function(model, res) {
 # kind ("all_zero", "all_one", "separation", "zero_counts"), the names of the coefficients that run away (up to 3),
 # cause and advice (sentences for the user).
 glm_recession <- function(tg, res) {
-  fam <- c("gaussian", "binomial", "poisson")[tg$family + 1L]
+  fam <- names(glm_family_code)[match(tg$family, glm_family_code)]
   if (fam == "gaussian") return(NULL)
   P <- length(tg$prior_type)
-  flat <- tg$prior_type == 0L
+  flat <- tg$prior_type == prior_code[["flat"]]
   if (!any(flat)) return(NULL)
   trials <- glm_tg_vec(tg, "trials")
   use <- glm_tg_vec(tg, "weights") > 0 & (fam == "poisson" | trials > 0)

@@ -136,7 +136,10 @@ format_prior <- function(p, half = FALSE) {
 }
 
 # Prior codes as C reads them (see src/glm.h).
+# The codes src/glm.h's PRIOR_* and GLM_* enums use: the one place they
+# are mapped on the R side.
 prior_code <- c(flat = 0L, normal = 1L, t = 2L, exponential = 3L)
+glm_family_code <- c(gaussian = 0L, binomial = 1L, poisson = 2L)
 
 # Checks a prior argument: NULL, or a list shaped as bbvi's and rstanarm's
 # prior objects (dist, df, location, scale, autoscale). Returns NULL or a
@@ -220,7 +223,7 @@ adjust_priors <- function(prior, prior_intercept, prior_aux, X, is_int, y,
 # from an adjusted prior.
 expand_prior <- function(p, k, arg, names) {
   if (k == 0) return(list(type = integer(0), par = matrix(0, 3, 0)))
-  if (is.null(p)) return(list(type = rep(0L, k), par = matrix(c(0, 1, 1), 3, k)))
+  if (is.null(p)) return(list(type = rep(prior_code[["flat"]], k), par = matrix(c(0, 1, 1), 3, k)))
   p <- prior_defaults(p, 2.5)
   fit_len <- function(x, what) {
     if (length(x) == 1) return(rep(x, k))
@@ -239,9 +242,9 @@ expand_prior <- function(p, k, arg, names) {
 }
 
 aux_prior_spec <- function(p) {
-  if (is.null(p)) return(list(type = 0L, par = c(0, 1, 1)))
+  if (is.null(p)) return(list(type = prior_code[["flat"]], par = c(0, 1, 1)))
   p <- prior_defaults(p, 1)
-  if (p$dist == "exponential") return(list(type = 3L, par = c(1 / p$scale, 1, 1)))
+  if (p$dist == "exponential") return(list(type = prior_code[["exponential"]], par = c(1 / p$scale, 1, 1)))
   if (length(p$location) > 1 || length(p$scale) > 1 || length(p$df) > 1) {
     cli::cli_abort("{.arg prior_aux} must have scalar parameters.", call = NULL)
   }

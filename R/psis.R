@@ -136,7 +136,7 @@ vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
     out <- diag_from_logdens(fit, smp, lp, log_q)
   }
   if (!is.null(taylor)) {
-    out$logdens_route <- if (fit$model$target$family == 0L) "sufficient statistics" else
+    out$logdens_route <- if (fit$model$target$family == glm_family_code[["gaussian"]]) "sufficient statistics" else
       sprintf("second-order expansion + %d-row subsample", glm_taylor_rows)
     out$logdens_se <- se_max
   }

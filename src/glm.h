@@ -20,6 +20,8 @@ static inline int glm_thread_id(void)
 #endif
 }
 
+/* R/priors.R's glm_family_code and prior_code map names to these: keep
+   the two in step */
 enum { GLM_GAUSSIAN = 0, GLM_BINOMIAL = 1, GLM_POISSON = 2 };
 enum { PRIOR_FLAT = 0, PRIOR_NORMAL = 1, PRIOR_STUDENT_T = 2,
        PRIOR_EXPONENTIAL = 3 };
