@@ -289,6 +289,9 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
       st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed, rank = rank)
       st$time <- proc.time()[["elapsed"]] - t0
       if (!isTRUE(st$laplace)) {
+        # q starts at init, or where the mode search found log p finite
+        # when it is not at init
+        if (!is.null(st$finite_start)) begin <- st$finite_start
         st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else init_sd,
                    evals = st$evals, laplace = FALSE, time = st$time)
       }
@@ -362,16 +365,37 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
               grad_tol = 1e-2)
   res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
   evals <- c(logp = res$n_logp, gradient = res$n_grad)
+  moved <- NULL
+  if (res$status == 3L) {
+    # log p is -Inf (or NA) at init: a region the log-joint may rule out,
+    # such as alpha + beta >= 1 with both declared in (0, 1) and the
+    # default init at 0.5 each. Search near init for a finite point and
+    # start the mode search there; without it q would start with about
+    # half its draws outside and could drift out of the support.
+    fs <- finite_start(spec, model, init)
+    evals <- evals + c(logp = fs$n, gradient = 0)
+    if (!is.null(fs$point)) {
+      moved <- fs$point
+      ctl$init <- as.double(moved)
+      res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
+      evals <- evals + c(logp = res$n_logp, gradient = res$n_grad)
+      if (!quiet && res$status == 0L) {
+        cli::cli_inform(c("The log-joint is not finite at {.arg init}; the mode search started from a nearby point where it is.",
+                          i = "Give {.arg init} inside the region where {.arg logjoint} is finite to choose the start."))
+      }
+    }
+  }
   if (res$status != 0L) {
     if (!quiet) {
       why <- switch(as.character(res$status),
         "1" = "the optimiser found no point where the gradient vanishes (the density may grow without bound, as in a funnel, or the posterior may be improper)",
         "2" = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
         "3" = "the log density is not finite at the starting point")
+      where <- if (is.null(moved)) "{.arg init}" else "a point near {.arg init} where the log density is finite"
       cli::cli_inform(c("No usable posterior mode: {why}.",
-                        i = "Starting q at {.arg init} with sd {.arg init_sd} instead."))
+                        i = paste0("Starting q at ", where, " with sd {.arg init_sd} instead.")))
     }
-    return(list(evals = evals, laplace = FALSE))
+    return(list(evals = evals, laplace = FALSE, finite_start = moved))
   }
   H <- res$neg_hessian
   precond <- if (is.matrix(H)) {
@@ -386,6 +410,27 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
     out$evals <- out$evals + c(logp = lr$n, gradient = lr$n)
   }
   out
+}
+
+# A point near `init` (unconstrained) where log p is finite: the best of
+# batches of normal draws around it, at sds 0.5, 1 and 2 (64 draws each,
+# one target call per batch). R's stream gives the draws, so a seeded fit
+# finds the same point. list(point = NULL) when no draw is finite.
+finite_start <- function(spec, model, init, n = 64L) {
+  D <- length(init)
+  lo <- as.double(model$lower)
+  up <- as.double(model$upper)
+  used <- 0
+  for (sd in c(0.5, 1, 2)) {
+    Z <- init + sd * matrix(stats::rnorm(D * n), D, n)
+    lp <- .Call(C_logdens, spec, lo, up, Z, FALSE)
+    used <- used + n
+    if (any(is.finite(lp))) {
+      lp[!is.finite(lp)] <- -Inf
+      return(list(point = Z[, which.max(lp)], n = used))
+    }
+  }
+  list(point = NULL, n = used)
 }
 
 # A low-rank q's starting B: the directions of largest posterior variance

@@ -295,6 +295,34 @@ test_that("a q with much of its mass outside the support is not converged", {
   }
 })
 
+test_that("-Inf at init: the mode search moves to a finite point, the score fit stays inside", {
+  # b < 1 - a written as -Inf, with the default init a = b = 0.5 on the
+  # edge: before, q started there with sd 1 and the score fit failed with
+  # "not finite at any draw" or drifted out (garch11_inf in bench_custom.R)
+  m <- bbvi_model(function(theta, data) {
+    ok <- theta$b < 1 - theta$a
+    ifelse(ok, dbeta(theta$a, 2, 5, log = TRUE) + dbeta(theta$b, 2, 2, log = TRUE), -Inf)
+  }, list(a = param(lower = 0, upper = 1), b = param(lower = 0, upper = 1)),
+  vectorized = TRUE)
+  # the exact posterior mean of a, on a grid
+  g <- seq(0.0005, 0.9995, by = 0.001)
+  w <- outer(dbeta(g, 2, 5), dbeta(g, 2, 2)) * outer(g, g, function(a, b) a + b < 1)
+  mean_a <- sum(rowSums(w) * g) / sum(w)
+  sd_a <- sqrt(sum(rowSums(w) * g^2) / sum(w) - mean_a^2)
+  for (s in 1:3) {
+    expect_message(fit <- suppressWarnings(bbvi(m, estimator = "score", seed = s)),
+                   "started from a nearby point")
+    expect_equal(fit$start, "mode")
+    expect_true(fit$converged)
+    draws <- as.matrix(fit)
+    # the convergence rule lets at most 2% of a window's draws fall outside
+    expect_lt(mean(draws[, "b"] >= 1 - draws[, "a"]), 0.03)
+    # q is a Gaussian on the logit scale of a truncated Beta: its bias
+    # (about 0.3 sd here), not Monte Carlo error, sets this bound
+    expect_lt(abs(mean(draws[, "a"]) - mean_a) / sd_a, 0.5)
+  }
+})
+
 # The fixed-draw path (src/saa.c). Its draws are balanced (antithetic, and
 # whitened when there are at least 2D of them), so for a Gaussian posterior
 # the averaged ELBO equals the exact one and its optimum is exact: the
