@@ -248,13 +248,13 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
 
     /* keep the finite draws, packed at the front of h and f */
     int n = 0;
-    double elbo = 0.0, lp_min = R_PosInf;
+    double elbo = 0.0, wt_min = R_PosInf;
     for (int s = 0; s < S; s++) {
         if (!finite_lp(w->lp[s])) continue;
         double wt = score_draw(w, lambda, s, n);
         if (!isfinite(wt)) continue;
         elbo += wt;
-        if (w->lp[s] < lp_min) lp_min = w->lp[s];
+        if (wt < wt_min) wt_min = wt;
         n++;
     }
     w->n_finite = n;
@@ -263,17 +263,18 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
         return R_NaN;
     }
     /* Draws where log p is -Inf (a region the log-joint rules out) enter
-       the gradient, not the ELBO estimate, at OUTSIDE_DROP nats below the
-       lowest finite draw: left out, nothing in the gradient would hold q
-       inside, and it drifts out (the truncated ELBO even rewards it). */
+       the gradient, not the ELBO estimate, with a weight OUTSIDE_DROP
+       nats below the lowest finite one: left out, nothing in the gradient
+       would hold q inside, and it drifts out (the ELBO over the draws
+       inside even rewards that). */
     int m = n;
     if (n < S && !w->n_cat) {
         for (int s = 0; s < S; s++) {
             if (finite_lp(w->lp[s]) || ISNAN(w->lp[s])) continue;
-            double keep = w->lp[s];
-            w->lp[s] = lp_min - OUTSIDE_DROP;
-            if (isfinite(score_draw(w, lambda, s, m))) m++;
-            w->lp[s] = keep;
+            if (ISNAN(score_draw(w, lambda, s, m))) continue;   /* log q not finite */
+            double *h = w->h + (size_t) m * K, *f = w->f + (size_t) m * K;
+            for (int k = 0; k < K; k++) f[k] = h[k] * (wt_min - OUTSIDE_DROP);
+            m++;
         }
     }
     bbvi_score_combine(m, K, w->h, w->f, NULL, w->use_cv, grad, NULL);

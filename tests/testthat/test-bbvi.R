@@ -51,7 +51,11 @@ test_that("mean-field finds the reverse-KL optimum sd_i = 1 / sqrt(Lambda_ii)", 
     expect_warning(with_khat_warning(
       fit <- bbvi(case$model, method = "meanfield", estimator = est, seed = 5)), "k-hat")
     expect_true(fit$converged)
-    expect_gt(fit$diagnostics$khat, 0.7)
+    # the true k of q against p here is 1 - 0.36 / 1.8 = 0.8 (the variance
+    # ratio along the ridge); its estimate from 4000 draws scatters by
+    # about 0.15 (0.56 to 1.0 over seeds 1-10 for the score fit), so one
+    # seed can only be asked for clearly more than a good fit's k-hat
+    expect_gt(fit$diagnostics$khat, 0.5)
     expect_true(all(abs(coef(fit) - case$mean) / target_sd < 0.05))
     expect_true(all(abs(sqrt(diag(vcov(fit))) / target_sd - 1) < 0.05))
     # and so it understates the marginal sds (here by 40%)
