@@ -53,7 +53,10 @@
 #' means and log sds with the largest estimated error: the largest of
 #' thousands of noisy error estimates measures their noise, not the fit). The returned q is that average. When averaging would take
 #' too long, or when the iterates keep moving while the ELBO no longer
-#' rises (noise wandering along a ridge), the step size is cut. A fit that
+#' rises (noise wandering along a ridge), the step size is cut. For a custom
+#' model, a cut made because averaging would take too long is sized by the
+#' error seen (the iterates' jitter grows about as the square root of the
+#' step), and the fit goes on from the average so far. A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
 #' warns. A non-finite step restarts from the last window's point with a
 #' step ten times smaller (at most five times).
@@ -134,8 +137,10 @@ bbvi.default <- function(x, ...) {
 #' @param window Iterations per convergence window; `NULL` means 50 when
 #'   the fit starts at the mode (q is then close to the answer from the
 #'   first iteration: measured on the cases of `bench/bench_trust.R`, half
-#'   the evaluations of 100 for the same accuracy, where 25 let a drift
-#'   along a ridge through) and 100 otherwise.
+#'   the evaluations of 100 for the same accuracy), 25 for a custom
+#'   model's score fit started at the mode (half the iterations, measured
+#'   in `bench/bench_custom.R` and `bench/bench_trust.R`), and 100
+#'   otherwise.
 #' @param init Optional starting point: a named list of parameter values on
 #'   the constrained scale (default: 0 on the unconstrained scale; a simplex
 #'   must sum to 1, an ordered vector must increase).
@@ -563,18 +568,20 @@ default_eta <- function(optimizer, method, laplace, D, rank = 0L) {
 }
 
 # The convergence window when none is given: 100 iterations from `init`,
-# 50 from the mode, and 25 for a full-rank score fit from the mode. There q
-# starts at the Laplace approximation in coordinates where it is N(0, I), so
-# for a near-Gaussian posterior it starts near the answer, and most of the
-# fit is the averaging phase, whose length the window does not set; the
-# shorter window halves the minimum of 6 windows (measured on
-# bench_custom.R's score rows: 150-400 iterations instead of 300-600, same
-# accuracy; on a correlated Gaussian the answer stayed within 0.005 sd of
-# the exact one). Mean-field keeps 50: along a ridge of a correlated
-# posterior, 25 let a drift of 0.1 sd through.
+# 50 from the mode, and 25 for the score estimator from the mode. There q
+# starts at the Laplace approximation, close to the answer for a
+# near-Gaussian posterior, and most of the fit is the averaging phase, whose
+# error the window does not change; the shorter window halves the minimum
+# of 6 windows (bench_custom.R's score rows: 150-425 iterations instead of
+# 300-750, errors against the reference within their Monte Carlo error).
+# With 25 and steps cut by 0.3 a time, mean-field once let a drift along
+# the ridge of a correlated Gaussian through (0.1 sd); cut to size and
+# restarted from the average (src/vi.c), the worst of 8 seeds was 0.04 sd,
+# and bench_trust.R had no silent wrong fit. The gradient (reparam) path
+# keeps 50: it was not measured with 25.
 default_window <- function(laplace, method, estimator) {
   if (!isTRUE(laplace)) return(100L)
-  if (method == "fullrank" && estimator == "score") 25L else 50L
+  if (estimator == "score") 25L else 50L
 }
 
 # fit_one() closes over the model it fits: a copy of the function whose
