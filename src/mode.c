@@ -24,7 +24,6 @@
                             then stopped at the first point next to a -Inf
                             region instead of stepping back */
 #define GROUPS 64        /* probes of the diagonal Hessian of a large model */
-#define MAX_REFINE 8      /* rounds of rescaling and L-BFGS restarts */
 #define GROUPED_MIN_D 2000   /* above this, the diagonal Hessian is probed in
                                 GROUPS groups (see neg_hessian_grouped) */
 
@@ -385,16 +384,8 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     else {
         /* unit scale first, then in the scales measured at its optimum */
         gmax = optimise(&w, maxit);
-        for (int rep = 0; rep < MAX_REFINE && R_FINITE(gmax); rep++) {
-            /* curvature that is not positive far from the optimum (where
-               L-BFGS stopped early, say at the edge of a region where log
-               p is -Inf) says nothing about the mode: keep the scales
-               measured and optimise on; only at a stationary point is it
-               a saddle */
-            if (!refine_scales(&w, diag) && gmax <= gtol) {
-                status = MODE_NOT_CONCAVE;
-                break;
-            }
+        for (int rep = 0; rep < 3 && R_FINITE(gmax); rep++) {
+            if (!refine_scales(&w, diag)) { status = MODE_NOT_CONCAVE; break; }
             gmax = optimise(&w, maxit);
             if (gmax <= gtol) break;
         }
