@@ -54,7 +54,7 @@
 #' thousands of noisy error estimates measures their noise, not the fit). The returned q is that average. When averaging would take
 #' too long, or when the iterates keep moving while the ELBO no longer
 #' rises (noise wandering along a ridge), the step size is cut. For a custom
-#' model, a cut made because averaging would take too long is sized by the
+#' model's score fit, a cut made because averaging would take too long is sized by the
 #' error seen (the iterates' jitter grows about as the square root of the
 #' step), and the fit goes on from the average so far. A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
@@ -337,7 +337,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                          control_variates = control_variates,
                          blocks = if (rb) q_blocks_for(x, method, NULL),
                          par_sizes = if (rb) model_unc_sizes(x),
-                         adaptive_cut = TRUE)
+                         adaptive_cut = estimator == "score")
       }
       t0 <- proc.time()[["elapsed"]]
       fit <- new_bbvi_fit(x, res, call = call, draws = draws,

@@ -557,6 +557,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 
     bbvi_optim opt;
     bbvi_optim_init(&opt, opt_type, K, eta);
+    double eta_floor = eta * pow(STEP_CUT, MAX_STEP_CUTS);
 
     conv_state conv;
     conv_init(&conv, fam, D, K, W, bbvi_need_double(control, "tol"));
@@ -637,7 +638,9 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         if (t % W == 0) { memcpy(good, lambda, sizeof(double) * K); good_t = t; }
         int verdict = conv_add(&conv, lambda, grad, elbo, ews->n_finite, S);
         if (verdict == 2 && step_cuts < MAX_STEP_CUTS) {
-            opt.eta *= conv.cut;
+            /* never below MAX_STEP_CUTS cuts by STEP_CUT: a step near 0
+               freezes the iterates, and their average would look precise */
+            opt.eta = fmax(opt.eta * conv.cut, eta_floor);
             conv.cut = STEP_CUT;
             if (conv.restart_ready) {
                 memcpy(lambda, conv.restart, sizeof(double) * K);
