@@ -283,8 +283,9 @@ test_that("the C loop takes no defaults of its own", {
 })
 
 test_that("a q with much of its mass outside the support is not converged", {
-  # a dependent bound (b < 1 - a) written as -Inf: the estimators drop the
-  # draws outside, nothing holds q in, and it drifts out
+  # a dependent bound (b < 1 - a) written as -Inf: a pathwise gradient can
+  # only drop the draws outside, and then nothing holds q in; the score
+  # gradient weighs them (below the worst draw inside), which does
   m <- bbvi_model(function(theta, data) {
     ok <- theta$b < 1 - theta$a
     ifelse(ok, dbeta(theta$a, 2, 5, log = TRUE) + dbeta(theta$b, 2, 2, log = TRUE), -Inf)
