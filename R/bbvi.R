@@ -572,8 +572,9 @@ default_eta <- function(optimizer, method, laplace, D, rank = 0L) {
 # starts at the Laplace approximation, close to the answer for a
 # near-Gaussian posterior, and most of the fit is the averaging phase, whose
 # error the window does not change; the shorter window halves the minimum
-# of 6 windows (bench_custom.R's score rows: 150-425 iterations instead of
-# 300-750, errors against the reference within their Monte Carlo error).
+# of 6 windows (bench_custom.R's score rows of garch11, arma11 and the
+# mixture: 150-400 iterations instead of 300-600, errors against the
+# reference within their Monte Carlo error).
 # With 25 and steps cut by 0.3 a time, mean-field once let a drift along
 # the ridge of a correlated Gaussian through (0.1 sd); cut to size and
 # restarted from the average (src/vi.c), the worst of 8 seeds was 0.04 sd,
