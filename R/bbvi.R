@@ -53,7 +53,10 @@
 #' means and log sds with the largest estimated error: the largest of
 #' thousands of noisy error estimates measures their noise, not the fit). The returned q is that average. When averaging would take
 #' too long, or when the iterates keep moving while the ELBO no longer
-#' rises (noise wandering along a ridge), the step size is cut. A fit that
+#' rises (noise wandering along a ridge), the step size is cut. For a custom
+#' model's score fit, a cut made because averaging would take too long is sized by the
+#' error seen (the iterates' jitter grows about as the square root of the
+#' step), and the fit goes on from the average so far. A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
 #' warns. A non-finite step restarts from the last window's point with a
 #' step ten times smaller (at most five times).
@@ -134,8 +137,10 @@ bbvi.default <- function(x, ...) {
 #' @param window Iterations per convergence window; `NULL` means 50 when
 #'   the fit starts at the mode (q is then close to the answer from the
 #'   first iteration: measured on the cases of `bench/bench_trust.R`, half
-#'   the evaluations of 100 for the same accuracy, where 25 let a drift
-#'   along a ridge through) and 100 otherwise.
+#'   the evaluations of 100 for the same accuracy), 25 for a custom
+#'   model's score fit started at the mode (half the iterations, measured
+#'   in `bench/bench_custom.R` and `bench/bench_trust.R`), and 100
+#'   otherwise.
 #' @param init Optional starting point: a named list of parameter values on
 #'   the constrained scale (default: 0 on the unconstrained scale; a simplex
 #'   must sum to 1, an ordered vector must increase).
@@ -334,6 +339,9 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
       st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed, rank = rank)
       st$time <- proc.time()[["elapsed"]] - t0
       if (!isTRUE(st$laplace)) {
+        # q starts at init, or where the mode search found log p finite
+        # when it is not at init
+        if (!is.null(st$finite_start)) begin <- st$finite_start
         st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else init_sd,
                    evals = st$evals, laplace = FALSE, time = st$time)
       }
@@ -366,13 +374,15 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                          max_iter = max_iter, tol = tol, optimizer = opt,
                          eta = if (is.null(eta)) default_eta(opt, method, st$laplace, length(st$mean), rank) else eta,
                          init_mean = st$mean,
-                         window = if (!is.null(window)) window else if (st$laplace) 50L else 100L,
+                         window = if (!is.null(window)) window else
+                           default_window(st$laplace, method, estimator),
                          init_log_sd = log(init_sd),
                          precond = st$precond, shift = st$mean, init_B = st$init_B,
                          progress = progress && !dispersed,
                          control_variates = control_variates,
                          blocks = if (rb) q_blocks_for(x, method, NULL),
-                         par_sizes = if (rb) model_unc_sizes(x))
+                         par_sizes = if (rb) model_unc_sizes(x),
+                         adaptive_cut = estimator == "score")
       }
       t0 <- proc.time()[["elapsed"]]
       fit <- new_bbvi_fit(x, res, call = call, draws = draws,
@@ -407,16 +417,37 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
               grad_tol = 1e-2)
   res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
   evals <- c(logp = res$n_logp, gradient = res$n_grad)
+  moved <- NULL
+  if (res$status == 3L) {
+    # log p is -Inf (or NA) at init: a region the log-joint may rule out,
+    # such as alpha + beta >= 1 with both declared in (0, 1) and the
+    # default init at 0.5 each. Search near init for a finite point and
+    # start the mode search there; without it q would start with about
+    # half its draws outside and could drift out of the support.
+    fs <- finite_start(spec, model, init)
+    evals <- evals + c(logp = fs$n, gradient = 0)
+    if (!is.null(fs$point)) {
+      moved <- fs$point
+      ctl$init <- as.double(moved)
+      res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
+      evals <- evals + c(logp = res$n_logp, gradient = res$n_grad)
+      if (!quiet && res$status == 0L) {
+        cli::cli_inform(c("The log-joint is not finite at {.arg init}; the mode search started from a nearby point where it is.",
+                          i = "Give {.arg init} inside the region where {.arg logjoint} is finite to choose the start."))
+      }
+    }
+  }
   if (res$status != 0L) {
     if (!quiet) {
       why <- switch(as.character(res$status),
         "1" = "the optimiser found no point where the gradient vanishes (the density may grow without bound, as in a funnel, or the posterior may be improper)",
         "2" = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
         "3" = "the log density is not finite at the starting point")
+      where <- if (is.null(moved)) "{.arg init}" else "a point near {.arg init} where the log density is finite"
       cli::cli_inform(c("No usable posterior mode: {why}.",
-                        i = "Starting q at {.arg init} with sd {.arg init_sd} instead."))
+                        i = paste0("Starting q at ", where, " with sd {.arg init_sd} instead.")))
     }
-    return(list(evals = evals, laplace = FALSE))
+    return(list(evals = evals, laplace = FALSE, finite_start = moved))
   }
   H <- res$neg_hessian
   precond <- if (is.matrix(H)) {
@@ -431,6 +462,27 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
     out$evals <- out$evals + c(logp = lr$n, gradient = lr$n)
   }
   out
+}
+
+# A point near `init` (unconstrained) where log p is finite: the best of
+# batches of normal draws around it, at sds 0.5, 1 and 2 (64 draws each,
+# one target call per batch). R's stream gives the draws, so a seeded fit
+# finds the same point. list(point = NULL) when no draw is finite.
+finite_start <- function(spec, model, init, n = 64L) {
+  D <- length(init)
+  lo <- as.double(model$lower)
+  up <- as.double(model$upper)
+  used <- 0
+  for (sd in c(0.5, 1, 2)) {
+    Z <- init + sd * matrix(stats::rnorm(D * n), D, n)
+    lp <- .Call(C_logdens, spec, lo, up, Z, FALSE)
+    used <- used + n
+    if (any(is.finite(lp))) {
+      lp[!is.finite(lp)] <- -Inf
+      return(list(point = Z[, which.max(lp)], n = used))
+    }
+  }
+  list(point = NULL, n = used)
 }
 
 # A low-rank q's starting B: the directions of largest posterior variance
@@ -560,6 +612,24 @@ default_eta <- function(optimizer, method, laplace, D, rank = 0L) {
   0.05 * sqrt(2000 / K)
 }
 
+# The convergence window when none is given: 100 iterations from `init`,
+# 50 from the mode, and 25 for the score estimator from the mode. There q
+# starts at the Laplace approximation, close to the answer for a
+# near-Gaussian posterior, and most of the fit is the averaging phase, whose
+# error the window does not change; the shorter window halves the minimum
+# of 6 windows (bench_custom.R's score rows of garch11, arma11 and the
+# mixture: 150-400 iterations instead of 300-600, errors against the
+# reference within their Monte Carlo error).
+# With 25 and steps cut by 0.3 a time, mean-field once let a drift along
+# the ridge of a correlated Gaussian through (0.1 sd); cut to size and
+# restarted from the average (src/vi.c), the worst of 8 seeds was 0.04 sd,
+# and bench_trust.R had no silent wrong fit. The gradient (reparam) path
+# keeps 50: it was not measured with 25.
+default_window <- function(laplace, method, estimator) {
+  if (!isTRUE(laplace)) return(100L)
+  if (estimator == "score") 25L else 50L
+}
+
 # fit_one() closes over the model it fits: a copy of the function whose
 # environment puts that model, with the globals of its user functions
 # carried along (carry_model_globals()), in front of its own, for workers
@@ -680,7 +750,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       progress = FALSE, control_variates = TRUE,
                       precond = NULL, shift = NULL, rank = NULL,
                       blocks = NULL, init_B = NULL, init_log_sd_z = NULL,
-                      enumerate = FALSE, par_sizes = NULL) {
+                      enumerate = FALSE, par_sizes = NULL,
+                      adaptive_cut = FALSE) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -711,6 +782,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   init_log_sd = as.double(init_log_sd),
                   init_log_sd_z = if (!is.null(init_log_sd_z)) as.double(init_log_sd_z),
                   enumerate = as.integer(enumerate),
+                  adaptive_cut = as.integer(isTRUE(adaptive_cut)),
                   progress = progress,
                   progress_config = list(
                     name = "bbvi",

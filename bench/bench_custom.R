@@ -11,6 +11,10 @@
 #   BBVI_LIB           library folder put first on .libPaths() (a dev build)
 #   BENCH_MODELS       comma-separated subset of the model names (default all)
 #   BENCH_SEEDS        comma-separated seeds for the bbvi fits (default "1")
+#   BENCH_EST          comma-separated bbvi estimators to run (default
+#                      "reparam,score")
+#   BENCH_METHODS      comma-separated methods (default "meanfield,fullrank")
+#   BENCH_NO_NUTS=1    leave out the NUTS rows
 #   BENCH_NO_STAN=1    bbvi rows only
 #   BENCH_STAN_CACHE   folder for the compiled Stan models (default
 #                      <tempdir's parent>/bbvi_bench_stan; reused across runs)
@@ -83,10 +87,15 @@ env_list <- function(name, default) {
 }
 model_names <- env_list("BENCH_MODELS", names(custom_models))
 seeds <- as.integer(env_list("BENCH_SEEDS", "1"))
+estimators <- env_list("BENCH_EST", c("reparam", "score"))
+methods <- env_list("BENCH_METHODS", c("meanfield", "fullrank"))
+use_nuts <- !nzchar(Sys.getenv("BENCH_NO_NUTS"))
 timeout <- as.numeric(Sys.getenv("BENCH_TIMEOUT", "600"))
 reps <- as.integer(Sys.getenv("BENCH_REPS", "2"))
 use_stan <- !nzchar(Sys.getenv("BENCH_NO_STAN")) && requireNamespace("rstan", quietly = TRUE)
-stopifnot(all(model_names %in% names(custom_models)))
+stopifnot(all(model_names %in% names(custom_models)),
+          all(estimators %in% c("reparam", "score")),
+          all(methods %in% c("meanfield", "fullrank")))
 extra_args <- eval(parse(text = Sys.getenv("BENCH_BBVI_ARGS", "list()")))
 
 ## helpers ----------------------------------------------------------------------
@@ -273,8 +282,8 @@ for (name in model_names) {
   raw <- jsonlite::fromJSON(file.path(pdb, spec$posterior, "data.json"))
   ref <- utils::read.csv(file.path(pdb, spec$posterior, "reference.csv"))
   d <- spec$prep(raw)
-  for (method in c("meanfield", "fullrank")) {
-    for (est in c("reparam", "score")) {
+  for (method in methods) {
+    for (est in estimators) {
       for (seed in seeds) {
         message(sprintf("%s: bbvi %s %s seed %d", name, method, est, seed))
         rows[[length(rows) + 1]] <- run_bbvi(name, spec, d, ref, method, est, seed)
@@ -286,7 +295,7 @@ for (name in model_names) {
                                            ref, spec, method)
     }
   }
-  if (!is.null(stan_models[[name]]) && is.null(spec$stan_same_as)) {
+  if (use_nuts && !is.null(stan_models[[name]]) && is.null(spec$stan_same_as)) {
     message(sprintf("%s: nuts", name))
     rows[[length(rows) + 1]] <- run_nuts(name, stan_models[[name]], spec$stan_data(raw),
                                          ref, spec)

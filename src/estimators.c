@@ -258,6 +258,8 @@ void bbvi_estimator_draw_eval(bbvi_estimator_ws *w, const double *lambda,
 
 static int finite_lp(double x) { return isfinite(x); }
 
+#define OUTSIDE_DROP 10.0
+
 /* draw s has a finite log density and gradient */
 static int finite_draw(const bbvi_estimator_ws *w, int s)
 {
@@ -293,12 +295,13 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
 
     /* keep the finite draws, packed at the front of h and f */
     int n = 0;
-    double elbo = 0.0;
+    double elbo = 0.0, wt_min = R_PosInf;
     for (int s = 0; s < S; s++) {
         if (!finite_lp(w->lp[s])) continue;
         double wt = score_draw(w, lambda, s, n);
         if (!isfinite(wt)) continue;
         elbo += wt;
+        if (wt < wt_min) wt_min = wt;
         n++;
     }
     w->n_finite = n;
@@ -306,7 +309,22 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
         memset(grad, 0, sizeof(double) * K);
         return R_NaN;
     }
-    bbvi_score_combine(n, K, w->h, w->f, NULL, w->use_cv, grad, NULL);
+    /* Draws where log p is -Inf (a region the log-joint rules out) enter
+       the gradient, not the ELBO estimate, with a weight OUTSIDE_DROP
+       nats below the lowest finite one: left out, nothing in the gradient
+       would hold q inside, and it drifts out (the ELBO over the draws
+       inside even rewards that). */
+    int m = n;
+    if (n < S && !w->n_cat) {
+        for (int s = 0; s < S; s++) {
+            if (finite_lp(w->lp[s]) || ISNAN(w->lp[s])) continue;
+            if (ISNAN(score_draw(w, lambda, s, m))) continue;   /* log q not finite */
+            double *h = w->h + (size_t) m * K, *f = w->f + (size_t) m * K;
+            for (int k = 0; k < K; k++) f[k] = h[k] * (wt_min - OUTSIDE_DROP);
+            m++;
+        }
+    }
+    bbvi_score_combine(m, K, w->h, w->f, NULL, w->use_cv, grad, NULL);
     if (w->n_cat) enumerate_grad(w, lambda, n, grad);
     return elbo / n;
 }

@@ -18,7 +18,11 @@
 
 #define FD_GRAD 1e-4     /* gradient step, in units of the coordinate's sd */
 #define FD_HESS 1e-2     /* Hessian step, likewise */
-#define BIG 1e300        /* what the optimiser sees where log p is not finite */
+#define OUT_PENALTY 1e6  /* where log p is not finite the optimiser sees the
+                            lowest -log p met so far plus this: 1e300 there
+                            overflowed its line search's cubic fits, which
+                            then stopped at the first point next to a -Inf
+                            region instead of stepping back */
 #define GROUPS 64        /* probes of the diagonal Hessian of a large model */
 #define GROUPED_MIN_D 2000   /* above this, the diagonal Hessian is probed in
                                 GROUPS groups (see neg_hessian_grouped) */
@@ -39,7 +43,8 @@ typedef struct {
     double *h;              /* finite-difference steps, D */
     stencil axes;           /* the centre and +-h along every axis */
     double *x, *u_cache, f_cache, *g_cache;
-    int cached;
+    int cached, cache_finite;
+    double f_best;          /* the lowest finite -log p met, or +Inf */
     double n_lp, n_grad;    /* evaluations of log p and of its gradient */
 } mode_ws;
 
@@ -126,11 +131,13 @@ static void eval_u(mode_ws *w, const double *u)
     if (w->cached && memcmp(u, w->u_cache, sizeof(double) * D) == 0) return;
     for (int d = 0; d < D; d++) w->x[d] = w->x0[d] + w->scale[d] * u[d];
     double f = eval_point(w, w->x, w->g_cache);
-    if (!R_FINITE(f)) {
-        w->f_cache = BIG;
+    w->cache_finite = R_FINITE(f);
+    if (!w->cache_finite) {
+        w->f_cache = (R_FINITE(w->f_best) ? w->f_best : 0.0) + OUT_PENALTY;
         memset(w->g_cache, 0, sizeof(double) * D);
     } else {
         w->f_cache = -f;
+        if (!(w->f_best <= -f)) w->f_best = -f;
         for (int d = 0; d < D; d++) {
             double gd = -w->g_cache[d] * w->scale[d];
             w->g_cache[d] = R_FINITE(gd) ? gd : 0.0;
@@ -174,7 +181,7 @@ static double optimise(mode_ws *w, int maxit)
     memset(u, 0, sizeof(double) * D);
     w->cached = 0;
     eval_u(w, u);
-    if (w->f_cache >= BIG) return R_PosInf;
+    if (!w->cache_finite) return R_PosInf;
     double gmax = 0.0;
     for (int d = 0; d < D; d++) gmax = fmax(gmax, fabs(w->g_cache[d]));
     return gmax;
@@ -363,6 +370,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     w.u_cache = (double *) R_alloc(D, sizeof(double));
     w.g_cache = (double *) R_alloc(D, sizeof(double));
     memcpy(w.x0, REAL(init), sizeof(double) * D);
+    w.f_best = R_PosInf;
     for (int d = 0; d < D; d++) w.scale[d] = 1.0;
     size_t nH = full ? (size_t) D * D : (size_t) D;
     double *H = (double *) R_alloc(nH, sizeof(double));

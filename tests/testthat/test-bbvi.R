@@ -51,7 +51,11 @@ test_that("mean-field finds the reverse-KL optimum sd_i = 1 / sqrt(Lambda_ii)", 
     expect_warning(with_khat_warning(
       fit <- bbvi(case$model, method = "meanfield", estimator = est, seed = 5)), "k-hat")
     expect_true(fit$converged)
-    expect_gt(fit$diagnostics$khat, 0.7)
+    # the true k of q against p here is 1 - 0.36 / 1.8 = 0.8 (the variance
+    # ratio along the ridge); its estimate from 4000 draws scatters by
+    # about 0.15 (0.56 to 1.0 over seeds 1-10 for the score fit), so one
+    # seed can only be asked for clearly more than a good fit's k-hat
+    expect_gt(fit$diagnostics$khat, 0.5)
     expect_true(all(abs(coef(fit) - case$mean) / target_sd < 0.05))
     expect_true(all(abs(sqrt(diag(vcov(fit))) / target_sd - 1) < 0.05))
     # and so it understates the marginal sds (here by 40%)
@@ -279,8 +283,9 @@ test_that("the C loop takes no defaults of its own", {
 })
 
 test_that("a q with much of its mass outside the support is not converged", {
-  # a dependent bound (b < 1 - a) written as -Inf: the estimators drop the
-  # draws outside, nothing holds q in, and it drifts out
+  # a dependent bound (b < 1 - a) written as -Inf: a pathwise gradient can
+  # only drop the draws outside, and then nothing holds q in; the score
+  # gradient weighs them (below the worst draw inside), which does
   m <- bbvi_model(function(theta, data) {
     ok <- theta$b < 1 - theta$a
     ifelse(ok, dbeta(theta$a, 2, 5, log = TRUE) + dbeta(theta$b, 2, 2, log = TRUE), -Inf)
@@ -292,6 +297,64 @@ test_that("a q with much of its mass outside the support is not converged", {
     # either q stayed inside, or the fit says it did not converge
     expect_true(outside < 0.05 || !fit$converged)
     if (!fit$converged && outside >= 0.05) expect_match(fit$stop_reason, "outside the support")
+  }
+})
+
+test_that("score fits from the mode: few iterations, still accurate (correlated Gaussian)", {
+  # window 25 and step cuts sized by the averaging error: before them,
+  # these fits took 550-750 (mean-field) and 300 (full-rank) iterations
+  set.seed(42)
+  A <- matrix(stats::rnorm(16), 4)
+  Sigma <- crossprod(A) / 4 + diag(4) * 0.5
+  Lam <- solve(Sigma)
+  mu <- c(1, -2, 0.5, 3)
+  m <- bbvi_model(function(theta, data) {
+    X <- theta$x
+    if (!is.matrix(X)) X <- matrix(X, nrow = 1)
+    Dm <- sweep(X, 2, mu)
+    -0.5 * rowSums((Dm %*% Lam) * Dm)
+  }, list(x = param(dim = 4)), vectorized = TRUE)
+  for (method in c("meanfield", "fullrank")) {
+    # mean-field's reverse-KL optimum: the mean, and sds 1 / sqrt(Lam_ii)
+    target_sd <- if (method == "fullrank") sqrt(diag(Sigma)) else 1 / sqrt(diag(Lam))
+    for (s in 1:4) {
+      fit <- suppressWarnings(bbvi(m, method = method, estimator = "score", seed = s))
+      expect_true(fit$converged)
+      expect_lte(fit$iterations, if (method == "fullrank") 250 else 450)
+      # the rule stops at a Monte Carlo error of 0.02 sd (tol): 0.06 is 3
+      # of them
+      expect_lt(max(abs(fit$mean_unc - mu) / sqrt(diag(Sigma))), 0.06)
+      # 4000 draws estimate an sd to about 1.1%; q's own error adds to it
+      expect_lt(max(abs(sqrt(diag(vcov(fit))) / target_sd - 1)), 0.06)
+    }
+  }
+})
+
+test_that("-Inf at init: the mode search moves to a finite point, the score fit stays inside", {
+  # b < 1 - a written as -Inf, with the default init a = b = 0.5 on the
+  # edge: before, q started there with sd 1 and the score fit failed with
+  # "not finite at any draw" or drifted out (garch11_inf in bench_custom.R)
+  m <- bbvi_model(function(theta, data) {
+    ok <- theta$b < 1 - theta$a
+    ifelse(ok, dbeta(theta$a, 2, 5, log = TRUE) + dbeta(theta$b, 2, 2, log = TRUE), -Inf)
+  }, list(a = param(lower = 0, upper = 1), b = param(lower = 0, upper = 1)),
+  vectorized = TRUE)
+  # the exact posterior mean of a, on a grid
+  g <- seq(0.0005, 0.9995, by = 0.001)
+  w <- outer(dbeta(g, 2, 5), dbeta(g, 2, 2)) * outer(g, g, function(a, b) a + b < 1)
+  mean_a <- sum(rowSums(w) * g) / sum(w)
+  sd_a <- sqrt(sum(rowSums(w) * g^2) / sum(w) - mean_a^2)
+  for (s in 1:3) {
+    expect_message(fit <- suppressWarnings(bbvi(m, estimator = "score", seed = s)),
+                   "started from a nearby point")
+    expect_equal(fit$start, "mode")
+    expect_true(fit$converged)
+    draws <- as.matrix(fit)
+    # the convergence rule lets at most 2% of a window's draws fall outside
+    expect_lt(mean(draws[, "b"] >= 1 - draws[, "a"]), 0.03)
+    # q is a Gaussian on the logit scale of a truncated Beta: its bias
+    # (about 0.3 sd here), not Monte Carlo error, sets this bound
+    expect_lt(abs(mean(draws[, "a"]) - mean_a) / sd_a, 0.5)
   }
 })
 
