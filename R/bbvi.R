@@ -357,7 +357,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                           shift = st$mean)
         # a fixed draw outside the support (log p = -Inf) breaks the
         # deterministic objective; the stochastic path copes with it
-        if (res$status == 3L) {
+        if (res$status == "no_finite_start") {
           if (optimizer == "lbfgs") {
             cli::cli_inform(c("The fixed-draw path left: the log-joint is not finite at some of q's starting draws.",
                               i = "Continuing on the stochastic path (Adam)."))
@@ -418,7 +418,7 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
   res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
   evals <- c(logp = res$n_logp, gradient = res$n_grad)
   moved <- NULL
-  if (res$status == 3L) {
+  if (res$status == "no_finite_start") {
     # log p is -Inf (or NA) at init: a region the log-joint may rule out,
     # such as alpha + beta >= 1 with both declared in (0, 1) and the
     # default init at 0.5 each. Search near init for a finite point and
@@ -431,18 +431,18 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L) {
       ctl$init <- as.double(moved)
       res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
       evals <- evals + c(logp = res$n_logp, gradient = res$n_grad)
-      if (!quiet && res$status == 0L) {
+      if (!quiet && res$status == "ok") {
         cli::cli_inform(c("The log-joint is not finite at {.arg init}; the mode search started from a nearby point where it is.",
                           i = "Give {.arg init} inside the region where {.arg logjoint} is finite to choose the start."))
       }
     }
   }
-  if (res$status != 0L) {
+  if (res$status != "ok") {
     if (!quiet) {
-      why <- switch(as.character(res$status),
-        "1" = "the optimiser found no point where the gradient vanishes (the density may grow without bound, as in a funnel, or the posterior may be improper)",
-        "2" = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
-        "3" = "the log density is not finite at the starting point")
+      why <- switch(res$status,
+        not_converged = "the optimiser found no point where the gradient vanishes (the density may grow without bound, as in a funnel, or the posterior may be improper)",
+        not_concave = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
+        no_finite_start = "the log density is not finite at the starting point")
       where <- if (is.null(moved)) "{.arg init}" else "a point near {.arg init} where the log density is finite"
       cli::cli_inform(c("No usable posterior mode: {why}.",
                         i = paste0("Starting q at ", where, " with sd {.arg init_sd} instead.")))
@@ -792,23 +792,21 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   res <- .Call(C_vi_fit, spec, as.double(model$lower), as.double(model$upper),
                control)
   res$time <- proc.time()[["elapsed"]] - start
-  if (res$status == 2L) {
+  if (res$status == "no_finite") {
     cli::cli_abort(c(
       "The log-joint was not finite (NA, NaN or -Inf) at any draw.",
       i = "Check that {.arg logjoint} returns a finite number inside the parameters' support, and the declared bounds.",
       i = "A bound that depends on another parameter (say b < 1 - a) cannot be declared with {.fn param}; returning -Inf outside it lets q drift out: reparameterise (b = (1 - a) * u with u in (0, 1), adding log(1 - a) to the log-joint)."),
       call = NULL)
   }
-  if (res$status == 1L) {
+  if (res$status == "diverged") {
     cli::cli_abort(c(
       "The optimisation diverged: the variational parameters became non-finite {res$restarts - 1} times, even with smaller steps.",
       i = "Try a smaller {.arg eta}, another {.arg init}, or check the model's scale."),
       call = NULL)
   }
   res$control <- control[setdiff(names(control), "progress_config")]
-  res$stop_reason <- c("converged", "max_iter reached while still moving",
-                       "max_iter reached while averaging (Monte Carlo error above tol)",
-                       "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)")[res$stop + 1L]
+  res$stop_reason <- stop_reasons[[res$stop]]
   res$method <- method
   res$rank <- if (method == "lowrank") rank
   res$estimator <- estimator
@@ -827,7 +825,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
 # answer with a fresh set, and with twice as many draws while the two
 # answers differ by more than `agree` (q-sds for means, log sds), up to
 # `max_doublings` times (see saa_check). Returns what vi_engine() returns;
-# status 3 means some starting draw had a non-finite log density (the caller
+# status "no_finite_start": some starting draw had a non-finite log density (the caller
 # falls back to the stochastic path).
 saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
                        shift, max_doublings = 2L) {
@@ -864,13 +862,13 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
   runs <- list(res)
   M <- samples
   moved <- NA_real_
-  if (res$status == 0L && isTRUE(res$converged)) {
+  if (res$status == "ok" && isTRUE(res$converged)) {
     repeat {
       # the same problem from the answer, with fresh draws (twice as many
       # after a disagreement): the first run's answer is q = N(mean, L L')
       q <- q_from_c(res$q)
       nxt <- solve(M, if (method == "fullrank") q$chol else q_marginals(q)$sd, res$mean)
-      if (nxt$status != 0L) break
+      if (nxt$status != "ok") break
       runs[[length(runs) + 1L]] <- nxt
       moved <- saa_distance(res, nxt)
       res <- nxt
@@ -900,13 +898,21 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
     if (is.na(moved)) "a fresh set of fixed draws, drawn to check the answer, reached points where the log-joint is not finite" else
     sprintf("answers from independent sets of %d fixed draws still differ by %s q-sds (more than %s)",
             M, format(signif(moved, 2)), format(signif(agree, 2)))
-  if (res$status == 0L && !res$converged) {
+  if (res$status == "ok" && !res$converged) {
     cli::cli_warn(c(
       "The variational fit did not converge ({res$iterations} L-BFGS evaluations): {res$stop_reason}.",
       i = "Increase {.arg max_iter} or {.arg samples}, or try {.code optimizer = \"adam\"}."))
   }
   res
 }
+
+# Why a VI run stopped, by the stop names its C loop returns (src/vi.c,
+# bbvi_vi_result).
+stop_reasons <- c(
+  converged = "converged",
+  max_iter_moving = "max_iter reached while still moving",
+  max_iter_noisy = "max_iter reached while averaging (Monte Carlo error above tol)",
+  outside = "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)")
 
 # How far two fixed-draw answers may be apart: the stochastic path's Monte
 # Carlo tolerance for one answer is tol; two independent answers differ by

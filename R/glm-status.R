@@ -17,15 +17,12 @@
 # code); glm_check_proper() on every fit, where a cheaper test along rays
 # (does the log density keep rising?) backs it up.
 
-# The C side's stop codes (src/glm_quad.c).
-quad_status_names <- c("converged", "max_iter", "line_search", "stalled")
-
 # Called by glm_quad() with the result of C_glm_quad_fit: sets converged,
 # stop_reason and stop_cause; warns (unless quiet) when the fit did not
 # converge, naming the likely cause.
 glm_quad_status <- function(res, model, quiet = FALSE) {
   tg <- model$target
-  status <- quad_status_names[res$status + 1L]
+  status <- res$status   # src/glm_quad.c: converged, max_iter, line_search, stalled
   rec <- if (!quiet) glm_recession(tg, res) else NULL
   if (!all(is.finite(res$mean)) || !all(is.finite(res$chol))) {
     cli::cli_abort(c("The quadrature fit diverged (non-finite variational parameters).",
@@ -36,7 +33,7 @@ glm_quad_status <- function(res, model, quiet = FALSE) {
   res$stop_cause <- NULL
   if (!is.null(rec)) {
     res$converged <- FALSE
-    res$stop <- NA_integer_
+    res$stop <- NA_character_
     res$stop_reason <- improper_reason(rec)
     res$stop_cause <- rec$kind
     if (!quiet) warn_improper(rec)
@@ -94,7 +91,7 @@ glm_check_proper <- function(model, res) {
   rec <- glm_recession(tg, res)
   if (!is.null(rec)) {
     res$converged <- FALSE
-    res$stop <- NA_integer_
+    res$stop <- NA_character_
     res$stop_reason <- improper_reason(rec)
     warn_improper(rec)
     return(res)
@@ -121,7 +118,7 @@ glm_check_proper <- function(model, res) {
   }, logical(1))
   if (!any(rising)) return(res)
   res$converged <- FALSE
-  res$stop <- NA_integer_
+  res$stop <- NA_character_
   res$stop_reason <- "no proper posterior: the log density keeps rising along a direction of the coefficients"
   y <- tg$y / pmax(glm_tg_vec(tg, "trials"), 1)
   cause <- if (all(y == 0) || (tg$family == glm_family_code[["binomial"]] && all(y == 1)))

@@ -240,7 +240,7 @@ minibatch_engine <- function(model, subsample, method, samples, max_iter, tol,
   res <- out[[1]]
   st <- out[[2]]
   res$time <- proc.time()[["elapsed"]] - t0
-  if (res$status == 2L) {
+  if (res$status == "no_finite") {
     cli::cli_abort(c(
       "{.arg loglik} or {.arg logprior} was not finite (NA, NaN or -Inf) at some of q's draws, even after 30 steps back.",
       i = "Check that they return finite values inside the parameters' support, and the declared bounds."),

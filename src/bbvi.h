@@ -349,7 +349,12 @@ typedef struct {
     const double *answer, *last;
     int K;
     const double *trace;
-    int n_trace, converged, iterations, status, restarts, stop;
+    int n_trace, converged, iterations, restarts;
+    /* why the run ended, as R reads it: status "ok" or the failure
+       ("diverged", "no_finite", "no_finite_start"); stop "converged",
+       "max_iter_moving", "max_iter_noisy" or "outside" (R/bbvi.R
+       stop_reasons words them) */
+    const char *status, *stop;
     double eta, dropped_draws, n_logp, n_grad, grad_max;
     int lbfgs_code;
 } bbvi_vi_result;

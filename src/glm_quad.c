@@ -27,9 +27,12 @@
 
 #define LOG_2PI 1.837877066409345483560659472811
 
-/* why the Newton iterations stopped (R/glm-status.R names them) */
+/* why the Newton iterations stopped, and the names R sees
+   (R/glm-status.R words them) */
 enum { QUAD_CONVERGED = 0, QUAD_MAXITER = 1, QUAD_LINESEARCH = 2,
        QUAD_STALLED = 3 };
+static const char *quad_status_name[] = { "converged", "max_iter", "line_search",
+                                          "stalled" };
 
 typedef struct {
     glm_data g;
@@ -498,7 +501,7 @@ static SEXP quad_result(const quad_ws *w, const double *mu, const double *Sig,
     SET_VECTOR_ELT(out, 3, rtr);
     SET_VECTOR_ELT(out, 4, Rf_ScalarLogical(converged));
     SET_VECTOR_ELT(out, 5, Rf_ScalarInteger(it));
-    SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(status));
+    SET_VECTOR_ELT(out, 6, Rf_mkString(quad_status_name[status]));
     SET_VECTOR_ELT(out, 7, Rf_ScalarReal(newton_step));
     SEXP rdrift = PROTECT(Rf_allocVector(REALSXP, D));
     memcpy(REAL(rdrift), drift, sizeof(double) * D);

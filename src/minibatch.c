@@ -447,8 +447,9 @@ SEXP vi_minibatch(SEXP blk_spec, SEXP prior_spec, SEXP lower, SEXP upper,
         for (int j = 0; j < D; j++) x[j] = L[j + (size_t) j * D];
         fam->affine_diag(fam, D, lambda, x, m);
     }
-    bbvi_vi_result r = { lambda, lambda, K, trace, n_trace, converged, epoch,
-                         status, 0, converged ? 0 : 1, NA_REAL, 0.0,
+    bbvi_vi_result r = { lambda, lambda, K, trace, n_trace, converged, epoch, 0,
+                         status == MB_OK ? "ok" : "no_finite",
+                         converged ? "converged" : "max_iter_moving", NA_REAL, 0.0,
                          w.row_evals + w.prior_evals, w.row_evals + w.prior_evals,
                          NA_REAL, 0 };
     SEXP res = PROTECT(bbvi_vi_result_sexp(fam, D, &r));

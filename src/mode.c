@@ -29,6 +29,9 @@
 
 enum { MODE_OK = 0, MODE_NOT_CONVERGED = 1, MODE_NOT_CONCAVE = 2,
        MODE_NO_FINITE_START = 3 };
+/* the names R sees (R/bbvi.R laplace_start words them) */
+static const char *mode_status_name[] = { "ok", "not_converged", "not_concave",
+                                          "no_finite_start" };
 
 /* A stencil: point j is x + s1[j] h[i1[j]] e_i1[j] + s2[j] h[i2[j]] e_i2[j]
    (an index -1 adds nothing). */
@@ -410,7 +413,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     memcpy(REAL(Hs), H, sizeof(double) * nH);
     SET_VECTOR_ELT(out, 2, Hs);
     SET_VECTOR_ELT(out, 3, Rf_ScalarReal(gmax));
-    SET_VECTOR_ELT(out, 4, Rf_ScalarInteger(status));
+    SET_VECTOR_ELT(out, 4, Rf_mkString(mode_status_name[status]));
     SET_VECTOR_ELT(out, 5, Rf_ScalarReal(w.n_lp));
     SET_VECTOR_ELT(out, 6, Rf_ScalarReal(w.n_grad));
     UNPROTECT(4);

@@ -199,7 +199,9 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     if (dense) fam->affine(fam, D, lambda, P, shift);   /* back to zeta */
     else fam->affine_diag(fam, D, lambda, P, shift);
     bbvi_vi_result r = { lambda, lambda, K, w.trace, w.n_trace, converged,
-                         fncount, status, 0, converged ? 0 : 1, NA_REAL, 0.0,
+                         fncount, 0,
+                         status == SAA_OK ? "ok" : "no_finite_start",
+                         converged ? "converged" : "max_iter_moving", NA_REAL, 0.0,
                          (double) w.n_evals * M, (double) w.n_evals * M,
                          grad_max, fail };
     return bbvi_vi_result_sexp(fam, D, &r);

@@ -11,6 +11,10 @@
 enum { VI_OK = 0, VI_DIVERGED = 1, VI_NO_FINITE = 2 };
 enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2,
        STOP_OUTSIDE = 3 };
+/* the names R sees (bbvi_vi_result) */
+static const char *vi_status_name[] = { "ok", "diverged", "no_finite" };
+static const char *stop_name[] = { "converged", "max_iter_moving",
+                                   "max_iter_noisy", "outside" };
 
 #define Z_DRIFT 3.0     /* an ELBO rise beyond 3 standard errors is progress */
 #define DRIFT_SD 0.25   /* largest move of a marginal (in sds) that is no drift */
@@ -670,9 +674,9 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int stop = converged ? STOP_CONVERGED :
         conv.outside_windows > 0 ? STOP_OUTSIDE :
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
-    bbvi_vi_result r = { answer, lambda, K, trace, t, converged, t, status,
-                         restarts, stop, opt.eta, (double) n_dropped, n_logp,
-                         n_grad, NA_REAL, NA_INTEGER };
+    bbvi_vi_result r = { answer, lambda, K, trace, t, converged, t, restarts,
+                         vi_status_name[status], stop_name[stop], opt.eta,
+                         (double) n_dropped, n_logp, n_grad, NA_REAL, NA_INTEGER };
     return bbvi_vi_result_sexp(fam, D, &r);
 }
 
@@ -703,11 +707,11 @@ SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
     SET_VECTOR_ELT(out, 4, tr);
     SET_VECTOR_ELT(out, 5, Rf_ScalarLogical(r->converged));
     SET_VECTOR_ELT(out, 6, Rf_ScalarInteger(r->iterations));
-    SET_VECTOR_ELT(out, 7, Rf_ScalarInteger(r->status));
+    SET_VECTOR_ELT(out, 7, Rf_mkString(r->status));
     SET_VECTOR_ELT(out, 8, Rf_ScalarInteger(r->restarts));
     SET_VECTOR_ELT(out, 9, Rf_ScalarReal(r->eta));
     SET_VECTOR_ELT(out, 10, Rf_ScalarReal(r->dropped_draws));
-    SET_VECTOR_ELT(out, 11, Rf_ScalarInteger(r->stop));
+    SET_VECTOR_ELT(out, 11, Rf_mkString(r->stop));
     SET_VECTOR_ELT(out, 12, Rf_ScalarReal(r->n_logp));
     SET_VECTOR_ELT(out, 13, Rf_ScalarReal(r->n_grad));
     SET_VECTOR_ELT(out, 14, Rf_ScalarReal(r->grad_max));

@@ -110,16 +110,16 @@ test_that("a failed line search away from a stationary point is not converged", 
   setup <- bbvi:::glm_setup(am ~ wt, mtcars, stats::binomial(), normal(0, 2.5),
                             normal(0, 10), exponential(1))
   res <- bbvi:::glm_quad(setup$model, "meanfield")
-  expect_identical(res$status, 0L)
+  expect_identical(res$status, "converged")
   # the same result as if the line search had failed 3 sds from the optimum
-  res$status <- 2L
+  res$status <- "line_search"
   res$newton_step <- 3
   expect_warning(out <- bbvi:::glm_quad_status(res, setup$model),
                  class = "bbvi_not_converged")
   expect_false(out$converged)
   expect_match(out$stop_reason, "^line search failed")
   # when the Newton step is below tol the C side reports "stalled": converged
-  res$status <- 3L
+  res$status <- "stalled"
   expect_no_warning(out <- bbvi:::glm_quad_status(res, setup$model))
   expect_true(out$converged)
 })
