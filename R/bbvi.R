@@ -307,11 +307,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                    call = call("bbvi"))
   }
   init_mean <- init_unconstrained(init, x)
-  if (!is.numeric(init_sd) || !(length(init_sd) %in% c(1L, length(init_mean))) ||
-      anyNA(init_sd) || any(!is.finite(init_sd)) || any(init_sd <= 0)) {
-    abort_arg("init_sd", sprintf("one positive number or %d of them", length(init_mean)), init_sd)
-  }
-  init_sd <- rep_len(as.double(init_sd), length(init_mean))
+  init_sd <- check_init_sd(init_sd, length(init_mean))
   start_at <- match_arg(start, c("mode", "init"), "start")
   rank <- resolve_rank(rank, method, length(init_mean))
   check_dimension(length(init_mean), method, rank)
@@ -913,6 +909,16 @@ stop_reasons <- c(
   max_iter_moving = "max_iter reached while still moving",
   max_iter_noisy = "max_iter reached while averaging (Monte Carlo error above tol)",
   outside = "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)")
+
+# `init_sd`: one positive number or one per unconstrained coordinate;
+# returned as D numbers.
+check_init_sd <- function(init_sd, D) {
+  if (!is.numeric(init_sd) || !(length(init_sd) %in% c(1L, D)) ||
+      anyNA(init_sd) || any(!is.finite(init_sd)) || any(init_sd <= 0)) {
+    abort_arg("init_sd", sprintf("one positive number or %d of them", D), init_sd)
+  }
+  rep_len(as.double(init_sd), D)
+}
 
 # How far two fixed-draw answers may be apart: the stochastic path's Monte
 # Carlo tolerance for one answer is tol; two independent answers differ by

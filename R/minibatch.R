@@ -48,9 +48,9 @@ minibatch_model <- function(lj_given, parameters, data, gradient, vectorized,
   # log p over all rows, in chunks of rows (checked values, named errors)
   logjoint <- function(theta, data) {
     S <- if (vectorized) nrow_draws(theta) else 1L
-    val <- mb_value(mb_call("logprior", logprior(theta)), S, "logprior", vectorized)
+    val <- mb_tag(mb_value(mb_call("logprior", logprior(theta)), S, "logprior", vectorized))
     for (idx in mb_chunks(n, S)) {
-      val <- val + mb_value(mb_call("loglik", loglik(theta, data, idx)), S, "loglik", vectorized)
+      val <- val + mb_tag(mb_value(mb_call("loglik", loglik(theta, data, idx)), S, "loglik", vectorized))
     }
     val
   }
@@ -122,15 +122,13 @@ mb_tag <- function(expr) {
 }
 
 # A loglik or logprior value checked: S numbers (one per draw), not +Inf.
-mb_value <- function(val, S, what, vectorized) {
-  mb_tag({
-    check_callback_value(val, S, what, vectorized, NULL)
-    if (any(val == Inf, na.rm = TRUE)) {
-      cli::cli_abort(c("{.arg {what}} returned +Inf.",
-                       i = "A log density must be finite, or -Inf/NA outside the support."),
-                     call = NULL)
-    }
-  })
+mb_value <- function(val, S, what, vectorized, call = NULL) {
+  check_callback_value(val, S, what, vectorized, call)
+  if (any(val == Inf, na.rm = TRUE)) {
+    cli::cli_abort(c("{.arg {what}} returned +Inf.",
+                     i = "A log density must be finite, or -Inf/NA outside the support."),
+                   call = call)
+  }
   as.double(val)
 }
 
@@ -173,14 +171,7 @@ mb_target_specs <- function(model, err_call) {
     tryCatch(expr, error = function(e) abort_callback(what, e, err_call))
   }
   value <- function(val, theta, what) {
-    S <- if (vectorized) nrow_draws(theta) else 1L
-    check_callback_value(val, S, what, vectorized, err_call)
-    if (any(val == Inf, na.rm = TRUE)) {
-      cli::cli_abort(c("{.arg {what}} returned +Inf.",
-                       i = "A log density must be finite, or -Inf/NA outside the support."),
-                     call = err_call)
-    }
-    as.double(val)
+    mb_value(val, if (vectorized) nrow_draws(theta) else 1L, what, vectorized, err_call)
   }
   grad <- function(g, theta) {
     S <- if (vectorized) nrow_draws(theta) else 1L
@@ -283,11 +274,7 @@ bbvi_minibatch <- function(x, subsample, method, samples, max_iter, tol, seed,
                    call = call("bbvi"))
   }
   init_mean <- init_unconstrained(init, x)
-  if (!is.numeric(init_sd) || !(length(init_sd) %in% c(1L, length(init_mean))) ||
-      anyNA(init_sd) || any(!is.finite(init_sd)) || any(init_sd <= 0)) {
-    abort_arg("init_sd", sprintf("one positive number or %d of them", length(init_mean)), init_sd)
-  }
-  init_sd <- rep_len(as.double(init_sd), length(init_mean))
+  init_sd <- check_init_sd(init_sd, length(init_mean))
   check_dimension(length(init_mean), method)
   check_count(diagnostic_draws, "diagnostic_draws")
   assert_model_ok(mb_check_model(x), err_call = call("bbvi"))
