@@ -215,7 +215,8 @@ bbvi.default <- function(x, ...) {
 #'   parameters that share no factor take their values together: one
 #'   batch of `samples` evaluations per value for all of them (the
 #'   Rao-Blackwellized estimator made exact in each discrete parameter).
-#'   `FALSE` uses the score
+#'   These evaluations count in `fit$evals$logp`, and `fit$evals$enumerated`
+#'   says how many of them they are. `FALSE` uses the score
 #'   gradient alone, which is cheaper per iteration but lets values that q
 #'   draws rarely stay rare: on the coal-mining change point it ends with
 #'   the mode's probability about twice the optimum's.
@@ -539,6 +540,8 @@ fit_evals <- function(start, res, diag_draws, diag_time) {
   data.frame(phase = c("mode", "optimisation", "diagnostics"),
              logp = c(mode[["logp"]], res$n_logp, diag_draws),
              gradient = c(mode[["gradient"]], res$n_grad, 0),
+             # of logp, those at enumerated values of discrete parameters
+             enumerated = c(0, if (is.null(res$n_logp_enum)) 0 else res$n_logp_enum, 0),
              seconds = c(start$time, res$time, diag_time))
 }
 

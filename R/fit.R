@@ -487,10 +487,11 @@ print_fit_status <- function(fit) {
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
   ev <- fit$evals
   if (is.data.frame(ev) && nrow(ev) > 0) {
+    big <- function(x) prettyNum(x, big.mark = ",", preserve.width = "none")
+    enum <- if (is.null(ev$enumerated)) rep(0, nrow(ev)) else ev$enumerated
     say("Evaluations of log p (gradient): ",
-        paste(sprintf("%s %s (%s), %s", ev$phase,
-                      prettyNum(ev$logp, big.mark = ",", preserve.width = "none"),
-                      prettyNum(ev$gradient, big.mark = ",", preserve.width = "none"),
+        paste(sprintf("%s %s (%s)%s, %s", ev$phase, big(ev$logp), big(ev$gradient),
+                      ifelse(enum > 0, sprintf(", %s of them at enumerated values", big(enum)), ""),
                       format_seconds(ev$seconds)), collapse = "; "))
   }
   dg <- fit$diagnostics

@@ -357,6 +357,8 @@ typedef struct {
     const char *status, *stop;
     double eta, dropped_draws, n_logp, n_grad, grad_max;
     int lbfgs_code;
+    double n_logp_enum;   /* of n_logp, those at enumerated discrete values
+                             (0 where nothing is enumerated) */
 } bbvi_vi_result;
 SEXP bbvi_vi_result_sexp(const struct bbvi_family *fam, int D, const bbvi_vi_result *r);
 

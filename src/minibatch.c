@@ -451,7 +451,7 @@ SEXP vi_minibatch(SEXP blk_spec, SEXP prior_spec, SEXP lower, SEXP upper,
                          status == MB_OK ? "ok" : "no_finite",
                          converged ? "converged" : "max_iter_moving", NA_REAL, 0.0,
                          w.row_evals + w.prior_evals, w.row_evals + w.prior_evals,
-                         NA_REAL, 0 };
+                         NA_REAL, 0, 0.0 };
     SEXP res = PROTECT(bbvi_vi_result_sexp(fam, D, &r));
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
     SET_VECTOR_ELT(out, 0, res);

@@ -203,6 +203,6 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                          status == SAA_OK ? "ok" : "no_finite_start",
                          converged ? "converged" : "max_iter_moving", NA_REAL, 0.0,
                          (double) w.n_evals * M, (double) w.n_evals * M,
-                         grad_max, fail };
+                         grad_max, fail, 0.0 };
     return bbvi_vi_result_sexp(fam, D, &r);
 }

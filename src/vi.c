@@ -588,6 +588,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0;
     long n_dropped = 0;
     double n_logp = 0, n_grad = 0;   /* evaluations of log p and its gradient */
+    double n_enum = 0;               /* of n_logp, at enumerated values */
 
     /* cli's C progress bar: ticking costs a flag test per iteration */
     SEXP bar = R_NilValue;
@@ -604,6 +605,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         double elbo = estimate(ews, lambda, grad);
         n_logp += S + ews->n_extra;
+        n_enum += ews->n_extra;
         if (estimate != bbvi_grad_score) n_grad += S;
         /* an iteration with no finite draw is skipped; only a run of them
            counts as a failure (a single one is plain bad luck at small S) */
@@ -676,7 +678,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     bbvi_vi_result r = { answer, lambda, K, trace, t, converged, t, restarts,
                          vi_status_name[status], stop_name[stop], opt.eta,
-                         (double) n_dropped, n_logp, n_grad, NA_REAL, NA_INTEGER };
+                         (double) n_dropped, n_logp, n_grad, NA_REAL, NA_INTEGER,
+                         n_enum };
     return bbvi_vi_result_sexp(fam, D, &r);
 }
 
@@ -688,7 +691,7 @@ SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
     const char *names[] = { "lambda", "lambda_last", "mean", "q", "elbo",
                             "converged", "iterations", "status", "restarts",
                             "eta", "dropped_draws", "stop", "n_logp",
-                            "n_grad", "grad_max", "lbfgs_code", "" };
+                            "n_grad", "grad_max", "lbfgs_code", "n_logp_enum", "" };
     int K = r->K;
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
@@ -716,6 +719,7 @@ SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
     SET_VECTOR_ELT(out, 13, Rf_ScalarReal(r->n_grad));
     SET_VECTOR_ELT(out, 14, Rf_ScalarReal(r->grad_max));
     SET_VECTOR_ELT(out, 15, Rf_ScalarInteger(r->lbfgs_code));
+    SET_VECTOR_ELT(out, 16, Rf_ScalarReal(r->n_logp_enum));
     UNPROTECT(6);
     return out;
 }

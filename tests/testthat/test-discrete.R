@@ -148,3 +148,20 @@ test_that("enumeration through the factors: the same gradient as enumerating wit
   ev <- fit$evals
   expect_equal(ev$logp[ev$phase == "optimisation"], 150 * fit$iterations)
 })
+
+test_that("fit$evals says how many evaluations were at enumerated values", {
+  # k in 0..4 with weights exp(-|k - 2|), mu ~ N(0, 1): enumeration takes
+  # 5 values x `samples` draws per iteration, on top of the draws themselves
+  m <- bbvi_model(function(theta, data) -abs(theta$k - 2) - 0.5 * theta$mu^2,
+                  parameters = list(k = param(lower = 0, upper = 4, integer = TRUE),
+                                    mu = param()),
+                  vectorized = TRUE)
+  fit <- suppressWarnings(bbvi(m, seed = 1, samples = 20))
+  ev <- fit$evals[fit$evals$phase == "optimisation", ]
+  expect_equal(ev$enumerated, 5 * 20 * fit$iterations)
+  expect_equal(ev$logp - ev$enumerated, 20 * fit$iterations)
+  expect_output(print(fit), "of them at enumerated values")
+  fit0 <- suppressWarnings(bbvi(m, seed = 1, samples = 20, enumerate = FALSE))
+  expect_true(all(fit0$evals$enumerated == 0))
+  expect_no_match(paste(capture.output(print(fit0)), collapse = "\n"), "enumerated values")
+})
