@@ -3,7 +3,9 @@
             variate per coordinate of lambda (Ranganath, Gerrish & Blei 2014).
    reparam: E_eps[(dz/dlambda)' grad_z log p(z)] + grad_lambda entropy.
    Draws whose log density is not finite (NA, NaN, -Inf from the model) are
-   left out of both the gradient and the ELBO estimate of that iteration. */
+   left out of the ELBO estimate of that iteration; those at -Inf (outside
+   the support) still push q back inside through a score term (see
+   outside_score and bbvi_grad_score). */
 #include "bbvi.h"
 #include <math.h>
 #include <string.h>
@@ -407,6 +409,35 @@ double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
     return elbo / n;
 }
 
+/* Draws where log p is -Inf (a region the log-joint rules out, such as a
+   dependent bound) have no pathwise gradient: left out, nothing would hold
+   q inside, and its entropy would push it out. They get a score-function
+   term instead, as if log p dropped by OUTSIDE_DROP nats at the edge of
+   the support: OUTSIDE_DROP times the gradient of q's mass outside, -E[1_out
+   h] (h = grad log q), estimated over all draws with the leave-one-out
+   control variate (E[h] = 0, so it stays unbiased). The pathwise average
+   over the draws inside stands in for the part of the gradient away from
+   the edge. Added to grad. */
+static void outside_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
+{
+    int D = w->D, K = w->K, S = w->S, m = 0;
+    double *g = w->work2;
+    for (int s = 0; s < S; s++) {
+        double lp = w->lp[s];
+        int out = !ISNAN(lp) && lp == R_NegInf;
+        if (!out && !finite_draw(w, s)) continue;   /* NA, or no finite gradient: left out */
+        const double *e = w->eps + (size_t) s * w->NB;
+        if (!isfinite(w->fam->log_q(w->fam, D, lambda, e))) continue;
+        double *h = w->h + (size_t) m * K, *f = w->f + (size_t) m * K;
+        w->fam->score(w->fam, D, lambda, e, h);
+        for (int k = 0; k < K; k++) f[k] = out ? -OUTSIDE_DROP * h[k] : 0.0;
+        m++;
+    }
+    if (m == 0) return;
+    bbvi_score_combine(m, K, w->h, w->f, NULL, w->use_cv, g, NULL);
+    for (int k = 0; k < K; k++) grad[k] += g[k];
+}
+
 double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
                          double *grad)
 {
@@ -431,5 +462,6 @@ double bbvi_grad_reparam(bbvi_estimator_ws *w, const double *lambda,
     for (int k = 0; k < K; k++) grad[k] /= n;
     w->fam->entropy_grad(w->fam, D, lambda, w->work);
     for (int k = 0; k < K; k++) grad[k] += w->work[k];
+    if (n < S) outside_score(w, lambda, grad);
     return elbo / n;
 }
