@@ -353,10 +353,11 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                           max_iter = max_iter, tol = tol, precond = precond,
                           shift = st$mean)
         # a fixed draw outside the support (log p = -Inf) breaks the
-        # deterministic objective; the stochastic path copes with it
-        if (res$status == "no_finite_start") {
+        # deterministic objective; the stochastic path's gradient weighs
+        # such draws (src/estimators.c) and holds q inside
+        if (res$status %in% c("no_finite_start", "no_finite_check")) {
           if (optimizer == "lbfgs") {
-            cli::cli_inform(c("The fixed-draw path left: the log-joint is not finite at some of q's starting draws.",
+            cli::cli_inform(c("The fixed-draw path left: the log-joint is not finite at some of q's {if (res$status == 'no_finite_start') 'starting' else 'checking'} draws.",
                               i = "Continuing on the stochastic path (Adam)."))
           }
           spent <- c(logp = res$n_logp, gradient = res$n_grad)
@@ -824,8 +825,9 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
 # answer with a fresh set, and with twice as many draws while the two
 # answers differ by more than `agree` (q-sds for means, log sds), up to
 # `max_doublings` times (see saa_check). Returns what vi_engine() returns;
-# status "no_finite_start": some starting draw had a non-finite log density (the caller
-# falls back to the stochastic path).
+# status "no_finite_start": some starting draw had a non-finite log density,
+# "no_finite_check": some draw of a checking run did (the caller falls back
+# to the stochastic path in both cases).
 saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
                        shift, max_doublings = 2L) {
   D <- length(shift)
@@ -861,13 +863,17 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
   runs <- list(res)
   M <- samples
   moved <- NA_real_
+  outside <- NULL   # a checking run that met draws outside the support
   if (res$status == "ok" && isTRUE(res$converged)) {
     repeat {
       # the same problem from the answer, with fresh draws (twice as many
       # after a disagreement): the first run's answer is q = N(mean, L L')
       q <- q_from_c(res$q)
       nxt <- solve(M, if (method == "fullrank") q$chol else q_marginals(q)$sd, res$mean)
-      if (nxt$status != "ok") break
+      if (nxt$status != "ok") {
+        outside <- nxt
+        break
+      }
       runs[[length(runs) + 1L]] <- nxt
       moved <- saa_distance(res, nxt)
       res <- nxt
@@ -875,8 +881,17 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
       M <- 2L * M
     }
   }
-  res$n_logp <- sum(vapply(runs, function(r) r$n_logp, 0))
-  res$n_grad <- sum(vapply(runs, function(r) r$n_grad, 0))
+  spent <- if (is.null(outside)) runs else c(runs, list(outside))
+  res$n_logp <- sum(vapply(spent, function(r) r$n_logp, 0))
+  res$n_grad <- sum(vapply(spent, function(r) r$n_grad, 0))
+  # fresh draws outside the support (a dependent bound written as -Inf)
+  # after an answer whose own draws were all inside: the answer sits
+  # against the edge its fixed draws happened to miss. The caller hands
+  # over to the stochastic path, whose gradient weighs draws outside.
+  if (!is.null(outside)) {
+    res$status <- "no_finite_check"
+    return(res)
+  }
   res$iterations <- sum(vapply(runs, function(r) r$iterations, 0L))
   res$elbo <- unlist(lapply(runs, function(r) r$elbo))
   res$saa <- data.frame(draws = vapply(runs, function(r) r$control$samples, 0L),
@@ -894,7 +909,6 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
   res$stop_reason <- if (res$converged) "converged" else if (!isTRUE(runs[[length(runs)]]$converged))
     sprintf("L-BFGS stopped with the ELBO's gradient at %s (tol %s)",
             format(signif(res$grad_max, 2)), format(tol)) else
-    if (is.na(moved)) "a fresh set of fixed draws, drawn to check the answer, reached points where the log-joint is not finite" else
     sprintf("answers from independent sets of %d fixed draws still differ by %s q-sds (more than %s)",
             M, format(signif(moved, 2)), format(signif(agree, 2)))
   if (res$status == "ok" && !res$converged) {

@@ -109,3 +109,28 @@ test_that("where the bound cuts into the posterior, gradient fits hold q inside 
     }
   }
 })
+
+test_that("fresh checking draws outside the support hand over to the stochastic path", {
+  # a + b has mean 0.85, sd 0.06: with these seeds the first fixed-draw
+  # answer has all 30 draws inside, and the fresh set that checks it does
+  # not. Before, the fit stopped there, not converged.
+  case <- support_case(0.5, 0.35, 100)
+  for (s in 5:6) {
+    fit <- with_khat_warning(fit_quietly(case$model, seed = s))
+    expect_equal(fit$path, "stochastic")
+    # the fixed-draw runs are counted with the mode search
+    expect_gt(fit$evals$gradient[fit$evals$phase == "mode"], 60)
+    expect_lt(outside_share(fit), 0.02)
+    if (outside_share(fit) > 0) expect_match(paste(fit$warned, collapse = " "), "not finite")
+    X <- as.matrix(fit)
+    expect_lt(max(abs(colMeans(X) - case$mean) / case$sd), 0.3)
+  }
+  said <- character()
+  withCallingHandlers(
+    suppressWarnings(bbvi(case$model, seed = 5, optimizer = "lbfgs", progress = FALSE)),
+    message = function(m) {
+      said <<- c(said, conditionMessage(m))
+      invokeRestart("muffleMessage")
+    })
+  expect_match(paste(said, collapse = " "), "not finite at some of q's checking draws")
+})
