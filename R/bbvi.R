@@ -129,7 +129,13 @@ bbvi.default <- function(x, ...) {
 #'   the estimator is `"reparam"` and `"adam"` otherwise (measured in
 #'   `bench/bench_custom.R` and `bench/bench_trust.R`: as accurate as the
 #'   stochastic path, or more, with 5 to 40 times fewer evaluations, also
-#'   from `init` when there is no mode).
+#'   from `init` when there is no mode). A fixed draw where the log-joint
+#'   is -Inf (a bound that depends on another parameter, such as
+#'   `b < 1 - a`, written as -Inf), among the starting draws or those of a
+#'   check, sends the fit to the stochastic path, whose gradient gives such
+#'   draws a score-function term as if log p dropped 10 nats at the edge of
+#'   the support: q stays (mostly) inside, and the diagnostics warn about
+#'   the draws that are not.
 #' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad
 #'   (for mean-field and low-rank fits of more than 2,000 variational
 #'   parameters K started at the mode, 0.05 sqrt(2000 / K): Adam's jitter
