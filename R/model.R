@@ -175,12 +175,15 @@ print.bbvi_param <- function(x, ...) {
 #'   a compiled function made with [native_logjoint()]. `theta` is a named
 #'   list with one element per parameter, on the constrained scale.
 #'   Values `NA`, `NaN` and `-Inf` mean "outside the support": such a draw is
-#'   left out of that iteration's estimate (see Details). `+Inf` is an error.
-#'   Declare every bound with [param()]: a bound that depends on another
-#'   parameter, written as `-Inf` in the log-joint, is not enforced on q,
-#'   which can drift out of it (the fit then does not converge and says
-#'   so); reparameterise instead (`b = (1 - a) * u`, `u` in (0, 1), with
-#'   `log(1 - a)` added to the log-joint).
+#'   left out of that iteration's ELBO estimate, and its gradient term
+#'   pushes q back inside (as if log p fell 10 nats below the worst draw
+#'   inside; see Details). `+Inf` is an error. Declare every bound you can
+#'   with [param()]: a bound that depends on another parameter, written as
+#'   `-Inf` in the log-joint, is not enforced on q, whose Gaussian tails
+#'   always cross it; the fit keeps its draws outside rare and warns
+#'   (PSIS), and fails to converge when many fall outside. Reparameterise
+#'   for an exact fit (`b = (1 - a) * u`, `u` in (0, 1), with `log(1 - a)`
+#'   added to the log-joint).
 #' @param parameters A named list of [param()] entries.
 #' @param data Anything; passed unchanged as the second argument of
 #'   `logjoint` and `gradient`.
