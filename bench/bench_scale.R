@@ -14,6 +14,9 @@
 #
 # Usage: Rscript bench/bench_scale.R [lib]   (lib: where bbvi is installed;
 #        default: the usual library path)
+#        BBVI_SCALE_ADAM=1 Rscript bench/bench_scale.R [lib]: instead, the
+#        stochastic path (optimizer = "adam"), mean-field on indep at
+#        D = 1e3, 1e4, 1e5
 
 args <- commandArgs(trailingOnly = TRUE)
 
@@ -46,7 +49,7 @@ make_target <- function(kind, D) {
        sd = sqrt(rowSums(W^2) + psi2))
 }
 
-run_child <- function(method, kind, D, rank) {
+run_child <- function(method, kind, D, rank, optimizer = "auto") {
   suppressPackageStartupMessages(library(bbvi))
   tg <- make_target(kind, D)
   m <- bbvi_model(tg$lj, parameters = list(x = param(dim = D)), data = tg$data,
@@ -54,7 +57,7 @@ run_child <- function(method, kind, D, rank) {
   t0 <- proc.time()[["elapsed"]]
   fit <- suppressWarnings(bbvi(m, method = method,
                                rank = if (method == "lowrank") rank,
-                               seed = 1, progress = FALSE))
+                               optimizer = optimizer, seed = 1, progress = FALSE))
   wall <- proc.time()[["elapsed"]] - t0
   sd_hat <- summary(fit)$table[, "sd"]
   err <- abs(sd_hat / tg$sd - 1)
@@ -66,7 +69,7 @@ run_child <- function(method, kind, D, rank) {
 }
 
 if (length(args) >= 1 && args[1] == "child") {
-  run_child(args[2], args[3], as.integer(args[4]), as.integer(args[5]))
+  run_child(args[2], args[3], as.integer(args[4]), as.integer(args[5]), args[6])
   quit(save = "no")
 }
 
@@ -77,13 +80,18 @@ cases <- rbind(
               rank = 0L, stringsAsFactors = FALSE),
   expand.grid(method = "lowrank", kind = c("indep", "factor"), D = c(1e3, 1e4),
               rank = 10L, stringsAsFactors = FALSE))
+cases$optimizer <- "auto"
+if (Sys.getenv("BBVI_SCALE_ADAM") == "1") {
+  cases <- data.frame(method = "meanfield", kind = "indep", D = c(1e3, 1e4, 1e5),
+                      rank = 0L, optimizer = "adam", stringsAsFactors = FALSE)
+}
 rows <- list()
 for (i in seq_len(nrow(cases))) {
   cs <- cases[i, ]
   env <- if (nzchar(lib)) paste0("R_LIBS=", lib) else character()
   out <- suppressWarnings(system2("/usr/bin/time",
     c("-v", file.path(R.home("bin"), "Rscript"), script, "child", cs$method, cs$kind,
-      format(cs$D, scientific = FALSE), cs$rank),
+      format(cs$D, scientific = FALSE), cs$rank, cs$optimizer),
     stdout = TRUE, stderr = TRUE, env = env))
   res <- grep("^RESULT ", out, value = TRUE)
   rss <- as.numeric(sub(".*: ", "", grep("Maximum resident set size", out, value = TRUE)))
