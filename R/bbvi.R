@@ -40,8 +40,8 @@
 #' against the previous window and the window four back, no marginal mean of
 #' q moved by more than 0.25 of its sd and no log sd by more than 0.25; the
 #' windowed ELBO did not rise by more than 3 Monte Carlo standard errors;
-#' the window-mean gradient is zero within its standard error (Bonferroni
-#' over all variational parameters); and the window's ELBO is neither more
+#' the window-mean gradient is zero within its standard error (a Student-t
+#' test, Bonferroni over all variational parameters); and the window's ELBO is neither more
 #' than 0.5 nats (beyond Monte Carlo error) below the best window's nor ten
 #' times noisier (an exploding q passes every test measured in its own sds
 #' and Monte Carlo error, but not these). Two passes in a row start
