@@ -380,6 +380,8 @@ void bbvi_score_combine(int n, int K, const double *h, const double *f,
 /* Pathwise for the blocks that have it, score for the others: both are
    unbiased for their own entries of the gradient (the pathwise one because
    the other blocks' draws do not depend on these entries), so the mix is. */
+static void outside_score(bbvi_estimator_ws *w, const double *lambda, double *grad);
+
 double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
 {
     int D = w->D, K = w->K, S = w->S;
@@ -406,6 +408,9 @@ double bbvi_grad_mixed(bbvi_estimator_ws *w, const double *lambda, double *grad)
     for (int k = 0; k < K; k++)
         if (!mask[k]) grad[k] = path[k] / n + w->work[k];
     if (w->n_cat) enumerate_grad(w, lambda, n, grad);
+    /* -Inf draws hold q inside as in the reparameterization estimator (the
+       score-masked blocks' weights cover only the draws inside) */
+    if (n < S) outside_score(w, lambda, grad);
     return elbo / n;
 }
 
