@@ -342,6 +342,28 @@ double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
    lower triangle is read); 1 on success, 0 if A is not positive definite */
 int bbvi_chol(int n, const double *A, double *L);
 
+/* Stale per-block sums of an incremental (SAG-style) Newton fit over row
+   blocks: each block's share, from its last visit, of a dim x dim matrix
+   (Hb), a dim-vector (cb) and a scalar (eb), and their totals (H, c, ell).
+   A visit takes block b's share out (bbvi_block_sums_take_out), writes the
+   new one into its slots, and puts it back (bbvi_block_sums_put_back).
+   Used by the GLM minibatches (glm_quad.c) and the custom-model ones
+   (minibatch.c). Memory from R_alloc, zeroed. */
+typedef struct {
+    int nb, dim;
+    double *Hb, *cb, *eb;
+    int *seen;
+    double *H, *c, ell;
+    int rows_seen;            /* rows of the blocks visited at least once */
+} bbvi_block_sums;
+void bbvi_block_sums_init(bbvi_block_sums *s, int nb, int dim);
+/* eps (D x M, M even): its first M / 2 columns standard normal draws;
+   adds their negatives and whitens (whiten = 1) or rescales each row to
+   second moment 1 (src/saa.c) */
+void bbvi_balance_draws(int D, int M, double *eps, int whiten);
+void bbvi_block_sums_take_out(bbvi_block_sums *s, int b);
+void bbvi_block_sums_put_back(bbvi_block_sums *s, int b, int rows);
+
 /* What a VI run returns to R (vi.c), for the stochastic and the fixed-draw
    paths alike: answer and last are lambda (length K) on the zeta scale;
    grad_max and lbfgs_code are the fixed-draw path's (NA otherwise). */

@@ -255,7 +255,7 @@ static double q_elbo(quad_ws *w, const double *mu, const double *Sig,
                      double logdet, int derivs, int reuse, double *g, double *H)
 {
     const glm_data *gd = &w->g;
-    int N = gd->N, P = gd->P, D = gd->D, inc = 1;
+    int P = gd->P, D = gd->D, inc = 1;
     double one = 1.0, zero = 0.0;
     double ell = gd->llconst;
     if (derivs) {
@@ -515,7 +515,7 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
 {
     quad_ws w;
     quad_setup(&w, spec, control);
-    int P = w.g.P, D = w.g.D;
+    int D = w.g.D;
     int max_iter = bbvi_need_int(control, "max_iter");
     double tol = bbvi_need_double(control, "tol");
     SEXP init = bbvi_list_get(control, "init_mean");
@@ -686,11 +686,8 @@ SEXP glm_quad_fit(SEXP spec, SEXP control)
    tol posterior sds. */
 
 typedef struct {
-    int nb, B;               /* blocks, rows per block */
-    double *Ab, *cb, *eb;    /* per block: P x P (lower), P, expected ll */
-    int *seen;
-    double *A, *c, ell;      /* their sums */
-    int rows_seen;
+    bbvi_block_sums s;       /* per block: P x P (lower), P, expected ll */
+    int B;                   /* rows per block */
     double *sub;             /* per sub-block sums of one block */
 } incr_sums;
 
@@ -746,15 +743,11 @@ static void incr_visit(quad_ws *w, incr_sums *is, int b, const double *mu,
     int N = w->g.N, P = w->g.P;
     size_t PP = (size_t) P * P;
     int r_a = b * is->B, r_b = r_a + is->B < N ? r_a + is->B : N;
-    double *Ab = is->Ab + (size_t) b * PP, *cb = is->cb + (size_t) b * P;
-    for (size_t k = 0; k < PP; k++) is->A[k] -= Ab[k];
-    for (int j = 0; j < P; j++) is->c[j] -= cb[j];
-    is->ell -= is->eb[b];
-    is->eb[b] = rows_sums(w, r_a, r_b, mu, Sig, is->sub, Ab, cb);
-    for (size_t k = 0; k < PP; k++) is->A[k] += Ab[k];
-    for (int j = 0; j < P; j++) is->c[j] += cb[j];
-    is->ell += is->eb[b];
-    if (!is->seen[b]) { is->seen[b] = 1; is->rows_seen += r_b - r_a; }
+    bbvi_block_sums *s = &is->s;
+    bbvi_block_sums_take_out(s, b);
+    s->eb[b] = rows_sums(w, r_a, r_b, mu, Sig, is->sub, s->Hb + (size_t) b * PP,
+                         s->cb + (size_t) b * P);
+    bbvi_block_sums_put_back(s, b, r_b - r_a);
 }
 
 /* q from the sums (scaled by `scale`) and the priors, linearised at the
@@ -768,10 +761,10 @@ static double incr_solve(quad_ws *w, const incr_sums *is, double scale,
     double *rhs = w->work, ef, ef1, ef2;
     for (int k = 0; k < P; k++)
         for (int j = 0; j < P; j++)
-            Lam[j + (size_t) k * P] = scale * (j >= k ? is->A[j + (size_t) k * P]
-                                                      : is->A[k + (size_t) j * P]);
+            Lam[j + (size_t) k * P] = scale * (j >= k ? is->s.H[j + (size_t) k * P]
+                                                      : is->s.H[k + (size_t) j * P]);
     for (int j = 0; j < P; j++) {
-        rhs[j] = scale * is->c[j];
+        rhs[j] = scale * is->s.c[j];
         prior_expect(w, w->g.ptype[j], w->g.ppar + 3 * j, 0, mu[j],
                      Sig[j + (size_t) j * P], &ef, &ef1, &ef2);
         Lam[j + (size_t) j * P] -= ef2;
@@ -808,7 +801,7 @@ static double incr_elbo(const quad_ws *w, const incr_sums *is, const double *mu,
                      Sig[j + (size_t) j * P], &ef, &ef1, &ef2);
         lp += ef;
     }
-    return w->g.llconst + is->ell + lp + 0.5 * logdet +
+    return w->g.llconst + is->s.ell + lp + 0.5 * logdet +
         0.5 * P * (1.0 + LOG_2PI);
 }
 
@@ -830,23 +823,9 @@ SEXP glm_incr_fit(SEXP spec, SEXP control)
     size_t PP = (size_t) P * P;
     incr_sums is;
     is.B = B;
-    is.nb = (int) (((long long) N + B - 1) / B);
-    is.Ab = (double *) R_alloc((size_t) is.nb * PP, sizeof(double));
-    is.cb = (double *) R_alloc((size_t) is.nb * P, sizeof(double));
-    is.eb = (double *) R_alloc(is.nb, sizeof(double));
-    is.seen = (int *) R_alloc(is.nb, sizeof(int));
-    is.A = (double *) R_alloc(PP, sizeof(double));
-    is.c = (double *) R_alloc(P, sizeof(double));
+    bbvi_block_sums_init(&is.s, (int) (((long long) N + B - 1) / B), P);
     is.sub = (double *) R_alloc((size_t) ((B + w.nr - 1) / w.nr) * (PP + P + 1),
                                 sizeof(double));
-    memset(is.Ab, 0, sizeof(double) * is.nb * PP);
-    memset(is.cb, 0, sizeof(double) * is.nb * P);
-    memset(is.eb, 0, sizeof(double) * is.nb);
-    memset(is.seen, 0, sizeof(int) * is.nb);
-    memset(is.A, 0, sizeof(double) * PP);
-    memset(is.c, 0, sizeof(double) * P);
-    is.ell = 0.0;
-    is.rows_seen = 0;
 
     double *mu = (double *) R_alloc(P, sizeof(double));
     double *mu_epoch = (double *) R_alloc(P, sizeof(double));
@@ -859,14 +838,14 @@ SEXP glm_incr_fit(SEXP spec, SEXP control)
     double *Lc = (double *) R_alloc(PP, sizeof(double));
     double *tmp = (double *) R_alloc(PP, sizeof(double));
     double *trace = (double *) R_alloc((size_t) 2 * max_epochs + 2, sizeof(double));
-    int *order = (int *) R_alloc(is.nb, sizeof(int));
+    int *order = (int *) R_alloc(is.s.nb, sizeof(int));
     memcpy(mu, REAL(init), sizeof(double) * P);
     memset(Sig, 0, sizeof(double) * PP);   /* a point mass at the start */
     memset(w.Ls, 0, sizeof(double) * PP);
 
     int epoch = 0, it = 0, converged = 0, frozen_next = 0;
     double newton_step = NA_REAL, logdet = 0.0;
-    for (int b = 0; b < is.nb; b++) order[b] = b;
+    for (int b = 0; b < is.s.nb; b++) order[b] = b;
     bbvi_rng_hold();
     while (epoch < max_epochs) {
         memcpy(mu_epoch, mu, sizeof(double) * P);
@@ -906,15 +885,15 @@ SEXP glm_incr_fit(SEXP spec, SEXP control)
             continue;
         }
         /* blocks in a random order (R's RNG: set.seed() reproduces it) */
-        for (int b = is.nb - 1; b > 0; b--) {
+        for (int b = is.s.nb - 1; b > 0; b--) {
             int k = (int) floor(unif_rand() * (b + 1));
             if (k > b) k = b;
             int t = order[b]; order[b] = order[k]; order[k] = t;
         }
-        for (int k = 0; k < is.nb; k++) {
+        for (int k = 0; k < is.s.nb; k++) {
             if (k % 8 == 7) { bbvi_rng_release(); R_CheckUserInterrupt(); bbvi_rng_hold(); }
             incr_visit(&w, &is, order[k], mu, Sig);
-            double scale = (double) N / is.rows_seen;
+            double scale = (double) N / is.s.rows_seen;
             logdet = incr_solve(&w, &is, scale, mu, Sig, Lam, Lc, tmp);
         }
         epoch++;

@@ -146,17 +146,9 @@ static void chol_solve_vec(int D, const double *Lc, double *x)
     }
 }
 
-typedef struct {
-    int nb;
-    double *Hb, *cb, *eb;       /* per block: D x D, D, expected loglik */
-    int *seen;
-    double *H, *c, ell;         /* their sums */
-    int rows_seen;
-} mb_sums;
-
 /* Visit block b at q = (m, L): replace its share of the sums. 0 when the
    block's log-likelihood was not finite at some draw (sums untouched). */
-static int mb_visit(mb_ws *w, mb_sums *ss, int b, const double *m,
+static int mb_visit(mb_ws *w, bbvi_block_sums *ss, int b, const double *m,
                     const double *L, double *G, double *H)
 {
     int D = w->D, nr = w->start[b + 1] - w->start[b];
@@ -169,18 +161,19 @@ static int mb_visit(mb_ws *w, mb_sums *ss, int b, const double *m,
     int ok = mb_expect(w, w->blk, 1, L, &ell, G, H);
     w->row_evals += (double) nr * w->M;
     if (!ok) return 0;
+    /* per block: D x D expected Hessian, D (its Newton right-hand side),
+       expected log-likelihood */
     size_t DD = (size_t) D * D;
     double *Hb = ss->Hb + (size_t) b * DD, *cb = ss->cb + (size_t) b * D;
-    for (size_t k = 0; k < DD; k++) { ss->H[k] += H[k] - Hb[k]; Hb[k] = H[k]; }
+    bbvi_block_sums_take_out(ss, b);
+    memcpy(Hb, H, sizeof(double) * DD);
     for (int i = 0; i < D; i++) {
         double a = G[i];
         for (int j = 0; j < D; j++) a -= H[i + (size_t) j * D] * m[j];
-        ss->c[i] += a - cb[i];
         cb[i] = a;
     }
-    ss->ell += ell - ss->eb[b];
     ss->eb[b] = ell;
-    if (!ss->seen[b]) { ss->seen[b] = 1; ss->rows_seen += nr; }
+    bbvi_block_sums_put_back(ss, b, nr);
     return 1;
 }
 
@@ -188,7 +181,7 @@ static int mb_visit(mb_ws *w, mb_sums *ss, int b, const double *m,
    prior at q = (m, L): writes the new m and L, returns the ELBO estimate at
    the old q, or NaN when the prior was not finite at a draw. The mean's
    step is capped at max_step (unconstrained units) per coordinate. */
-static double mb_update(mb_ws *w, const mb_sums *ss, double scale, double *m,
+static double mb_update(mb_ws *w, const bbvi_block_sums *ss, double scale, double *m,
                         double *L, double max_step, double *Gp, double *Hp,
                         double *Lam, double *Lc, double *tmp, double *x)
 {
@@ -300,22 +293,8 @@ SEXP vi_minibatch(SEXP blk_spec, SEXP prior_spec, SEXP lower, SEXP upper,
     double *eps = (double *) R_alloc((size_t) D * M, sizeof(double));
     w.eps = eps;
 
-    mb_sums ss;
-    ss.nb = nb;
-    ss.Hb = (double *) R_alloc((size_t) nb * DD, sizeof(double));
-    ss.cb = (double *) R_alloc((size_t) nb * D, sizeof(double));
-    ss.eb = (double *) R_alloc(nb, sizeof(double));
-    ss.seen = (int *) R_alloc(nb, sizeof(int));
-    ss.H = (double *) R_alloc(DD, sizeof(double));
-    ss.c = (double *) R_alloc(D, sizeof(double));
-    memset(ss.Hb, 0, sizeof(double) * nb * DD);
-    memset(ss.cb, 0, sizeof(double) * nb * D);
-    memset(ss.eb, 0, sizeof(double) * nb);
-    memset(ss.seen, 0, sizeof(int) * nb);
-    memset(ss.H, 0, sizeof(double) * DD);
-    memset(ss.c, 0, sizeof(double) * D);
-    ss.ell = 0.0;
-    ss.rows_seen = 0;
+    bbvi_block_sums ss;
+    bbvi_block_sums_init(&ss, nb, D);
 
     double *m = (double *) R_alloc(D, sizeof(double));
     double *L = (double *) R_alloc(DD, sizeof(double));
@@ -344,30 +323,10 @@ SEXP vi_minibatch(SEXP blk_spec, SEXP prior_spec, SEXP lower, SEXP upper,
 
     bbvi_rng_hold();
     /* balanced base draws: antithetic pairs, whitened (E eps eps' = I) */
-    int half = M / 2;
-    for (int s = 0; s < half; s++)
-        for (int d = 0; d < D; d++) {
-            double v = norm_rand();
-            eps[d + (size_t) s * D] = v;
-            eps[d + (size_t) (half + s) * D] = -v;
-        }
+    for (size_t k = 0; k < (size_t) D * (M / 2); k++) eps[k] = norm_rand();
     for (int b = 0; b < nb; b++) order[b] = b;
     bbvi_rng_release();
-    for (size_t k = 0; k < DD; k++) Lam[k] = 0.0;
-    for (int s = 0; s < M; s++)
-        for (int j = 0; j < D; j++)
-            for (int i = j; i < D; i++)
-                Lam[i + (size_t) j * D] += eps[i + (size_t) s * D] * eps[j + (size_t) s * D] / M;
-    if (bbvi_chol(D, Lam, Lc)) {
-        for (int s = 0; s < M; s++) {
-            double *e = eps + (size_t) s * D;
-            for (int i = 0; i < D; i++) {
-                double a = e[i];
-                for (int k = 0; k < i; k++) a -= Lc[i + (size_t) k * D] * e[k];
-                e[i] = a / Lc[i + (size_t) i * D];
-            }
-        }
-    }
+    bbvi_balance_draws(D, M, eps, 1);
 
     int epoch = 0, n_trace = 0, converged = 0, frozen = 0, status = MB_OK;
     int backoffs = 0, fails = 0;

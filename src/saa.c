@@ -35,9 +35,10 @@ typedef struct {
     int n_trace, trace_cap;
 } saa_ws;
 
-/* The base draws: M / 2 standard normal columns and their negatives, then
-   either whitened (sample covariance I) or rescaled row by row. */
-static void balance_draws(int D, int M, double *eps, int whiten)
+/* The base draws: M / 2 standard normal columns (given, in the first half
+   of eps) and their negatives, then either whitened (sample covariance I)
+   or rescaled row by row. Also the minibatch path's draws (minibatch.c). */
+void bbvi_balance_draws(int D, int M, double *eps, int whiten)
 {
     int half = M / 2;
     for (int s = 0; s < half; s++)
@@ -161,7 +162,7 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     bbvi_rng_hold();
     fam->draw_base(fam, D, M / 2, ews.eps);
     bbvi_rng_release();
-    balance_draws(D, M, ews.eps, whiten);
+    bbvi_balance_draws(D, M, ews.eps, whiten);
     ews.fixed_base = 1;
 
     int K = ews.K;

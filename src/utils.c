@@ -125,3 +125,44 @@ int bbvi_chol(int n, const double *A, double *L)
     }
     return 1;
 }
+
+void bbvi_block_sums_init(bbvi_block_sums *s, int nb, int dim)
+{
+    size_t dd = (size_t) dim * dim;
+    s->nb = nb;
+    s->dim = dim;
+    s->Hb = (double *) R_alloc((size_t) nb * dd, sizeof(double));
+    s->cb = (double *) R_alloc((size_t) nb * dim, sizeof(double));
+    s->eb = (double *) R_alloc(nb, sizeof(double));
+    s->seen = (int *) R_alloc(nb, sizeof(int));
+    s->H = (double *) R_alloc(dd, sizeof(double));
+    s->c = (double *) R_alloc(dim, sizeof(double));
+    memset(s->Hb, 0, sizeof(double) * nb * dd);
+    memset(s->cb, 0, sizeof(double) * nb * dim);
+    memset(s->eb, 0, sizeof(double) * nb);
+    memset(s->seen, 0, sizeof(int) * nb);
+    memset(s->H, 0, sizeof(double) * dd);
+    memset(s->c, 0, sizeof(double) * dim);
+    s->ell = 0.0;
+    s->rows_seen = 0;
+}
+
+static void block_sums_add(bbvi_block_sums *s, int b, double sign)
+{
+    size_t dd = (size_t) s->dim * s->dim;
+    const double *Hb = s->Hb + (size_t) b * dd, *cb = s->cb + (size_t) b * s->dim;
+    for (size_t k = 0; k < dd; k++) s->H[k] += sign * Hb[k];
+    for (int j = 0; j < s->dim; j++) s->c[j] += sign * cb[j];
+    s->ell += sign * s->eb[b];
+}
+
+void bbvi_block_sums_take_out(bbvi_block_sums *s, int b)
+{
+    block_sums_add(s, b, -1.0);
+}
+
+void bbvi_block_sums_put_back(bbvi_block_sums *s, int b, int rows)
+{
+    block_sums_add(s, b, 1.0);
+    if (!s->seen[b]) { s->seen[b] = 1; s->rows_seen += rows; }
+}
