@@ -1,5 +1,5 @@
 /* mode.c: a deterministic start for VI on custom models: the posterior mode
-   on the unconstrained scale, found by L-BFGS (R's lbfgsb), and the
+   on the unconstrained scale, found by L-BFGS with a backtracking line search, and the
    curvature there (a Laplace approximation). The stochastic phase then
    starts at that Gaussian and works in its coordinates, so that steps, draws
    and the convergence rule see a problem of unit scale.
@@ -9,20 +9,28 @@
    log-joint). Finite-difference steps follow each coordinate's scale: a
    first pass measures the diagonal curvature, and the optimiser then works
    in u = (zeta - zeta0) / sd, which also makes it indifferent to parameters
-   of scales 1e-6 and 1e6 side by side. */
+   of scales 1e-6 and 1e6 side by side.
+
+   Where log p is -Inf (a region the model rules out, such as a dependent
+   bound), the line search halves its step, and next to such a region the
+   optimiser slides along its edge (see wall_normal). */
 #include "bbvi.h"
-#include <R_ext/Applic.h>
 #include <math.h>
 #include <string.h>
 #include <float.h>
 
 #define FD_GRAD 1e-4     /* gradient step, in units of the coordinate's sd */
 #define FD_HESS 1e-2     /* Hessian step, likewise */
-#define OUT_PENALTY 1e6  /* where log p is not finite the optimiser sees the
-                            lowest -log p met so far plus this: 1e300 there
-                            overflowed its line search's cubic fits, which
-                            then stopped at the first point next to a -Inf
-                            region instead of stepping back */
+#define PATH_DIAG_MAX_D 200  /* above this, a path iterate's sds come from
+                                L-BFGS's scalar gamma, not its diagonal */
+#define PATH_KEEP 200         /* iterates of the search kept for the
+                                Pathfinder-style start */
+#define PATIENCE 100     /* iterations without a new smallest gradient after
+                            which the search gives up: a funnel's gradient
+                            grows without bound as log p does (eight schools
+                            centred: 1000 iterations, none of them useful);
+                            the longest such run on the bench models' way
+                            to their modes is 41 (gp_pois_regr) */
 #define GROUPS 64        /* probes of the diagonal Hessian of a large model */
 #define GROUPED_MIN_D 2000   /* above this, the diagonal Hessian is probed in
                                 GROUPS groups (see neg_hessian_grouped) */
@@ -45,9 +53,11 @@ typedef struct {
     double *pts, *lp, *gr;  /* scratch: D x B points, 2D + 1 values, D */
     double *h;              /* finite-difference steps, D */
     stencil axes;           /* the centre and +-h along every axis */
-    double *x, *u_cache, f_cache, *g_cache;
-    int cached, cache_finite;
-    double f_best;          /* the lowest finite -log p met, or +Inf */
+    double *x;
+    double gtol, inner_tol; /* the result's gradient tolerance; the optimiser's */
+    int diverged;           /* the last search ran out of patience */
+    double *path_x, *path_sd;   /* kept iterates and their sds, D x path_cap */
+    int path_cap, path_n, path_stride, path_seen;
     double n_lp, n_grad;    /* evaluations of log p and of its gradient */
 } mode_ws;
 
@@ -126,67 +136,226 @@ static double eval_point(mode_ws *w, const double *x, double *g)
     return f0;
 }
 
-/* The optimiser minimises -log p over u; value and gradient come from one
-   evaluation, cached for the gradient call that follows at the same u. */
-static void eval_u(mode_ws *w, const double *u)
+/* -log p at zeta = x0 + scale * u into *f and its gradient in u into g;
+   returns 0 where log p is not finite (a region the model rules out). */
+static int eval_u(mode_ws *w, const double *u, double *f, double *g)
 {
     int D = w->D;
-    if (w->cached && memcmp(u, w->u_cache, sizeof(double) * D) == 0) return;
     for (int d = 0; d < D; d++) w->x[d] = w->x0[d] + w->scale[d] * u[d];
-    double f = eval_point(w, w->x, w->g_cache);
-    w->cache_finite = R_FINITE(f);
-    if (!w->cache_finite) {
-        w->f_cache = (R_FINITE(w->f_best) ? w->f_best : 0.0) + OUT_PENALTY;
-        memset(w->g_cache, 0, sizeof(double) * D);
-    } else {
-        w->f_cache = -f;
-        if (!(w->f_best <= -f)) w->f_best = -f;
-        for (int d = 0; d < D; d++) {
-            double gd = -w->g_cache[d] * w->scale[d];
-            w->g_cache[d] = R_FINITE(gd) ? gd : 0.0;
-        }
+    double lp = eval_point(w, w->x, g);
+    if (!R_FINITE(lp)) return 0;
+    *f = -lp;
+    for (int d = 0; d < D; d++) {
+        double gd = -g[d] * w->scale[d];
+        g[d] = R_FINITE(gd) ? gd : 0.0;
     }
-    memcpy(w->u_cache, u, sizeof(double) * D);
-    w->cached = 1;
+    return 1;
 }
 
-static double opt_fn(int n, double *u, void *ex)
+static double dot(int n, const double *a, const double *b)
 {
-    mode_ws *w = (mode_ws *) ex;
-    eval_u(w, u);
-    return w->f_cache;
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
 }
 
-static void opt_gr(int n, double *u, double *g, void *ex)
+/* r = H q for the L-BFGS inverse Hessian of the np pairs (s_j, y_j) kept
+   in S, Y (rows of length D, oldest at index `head`), H0 = gamma I: the
+   two-loop recursion. */
+static void lbfgs_apply(int D, int m, int np, int head, const double *S,
+                        const double *Y, const double *rho, double gamma,
+                        double *alpha, const double *q, double *r)
 {
-    mode_ws *w = (mode_ws *) ex;
-    eval_u(w, u);
-    memcpy(g, w->g_cache, sizeof(double) * n);
+    memcpy(r, q, sizeof(double) * D);
+    for (int k = np - 1; k >= 0; k--) {
+        int j = (head + k) % m;
+        alpha[k] = rho[j] * dot(D, S + (size_t) j * D, r);
+        for (int i = 0; i < D; i++) r[i] -= alpha[k] * Y[(size_t) j * D + i];
+    }
+    for (int i = 0; i < D; i++) r[i] *= gamma;
+    for (int k = 0; k < np; k++) {
+        int j = (head + k) % m;
+        double b = rho[j] * dot(D, Y + (size_t) j * D, r);
+        for (int i = 0; i < D; i++) r[i] += (alpha[k] - b) * S[(size_t) j * D + i];
+    }
 }
 
-/* L-BFGS from x0 in units of scale; x0 becomes the optimum. Returns the
-   largest |gradient| in those units at the end (Inf when not finite). */
+/* Record an iterate of the search with the sds of the Gaussian its
+   L-BFGS inverse Hessian defines (the diagonal, in zeta units), for the
+   Pathfinder-style start when there is no mode. At most path_cap are
+   kept: when full, every other one is dropped and the recording stride
+   doubles, so the kept iterates span the whole search. */
+static void path_record(mode_ws *w, const double *u, int m, int np, int head,
+                        const double *S, const double *Y, const double *rho,
+                        double gamma, double *alpha, double *e, double *r)
+{
+    int D = w->D;
+    if (w->path_cap < 2 || np == 0) return;
+    if (w->path_seen++ % w->path_stride != 0) return;
+    if (w->path_n == w->path_cap) {
+        for (int k = 1; 2 * k < w->path_cap; k++) {
+            memcpy(w->path_x + (size_t) k * D, w->path_x + (size_t) 2 * k * D, sizeof(double) * D);
+            memcpy(w->path_sd + (size_t) k * D, w->path_sd + (size_t) 2 * k * D, sizeof(double) * D);
+        }
+        w->path_n = (w->path_cap + 1) / 2;
+        w->path_stride *= 2;
+    }
+    double *px = w->path_x + (size_t) w->path_n * D;
+    double *ps = w->path_sd + (size_t) w->path_n * D;
+    for (int d = 0; d < D; d++) px[d] = w->x0[d] + w->scale[d] * u[d];
+    if (D <= PATH_DIAG_MAX_D) {
+        /* the exact diagonal: H e_d for every d */
+        memset(e, 0, sizeof(double) * D);
+        for (int d = 0; d < D; d++) {
+            e[d] = 1.0;
+            lbfgs_apply(D, m, np, head, S, Y, rho, gamma, alpha, e, r);
+            e[d] = 0.0;
+            ps[d] = r[d] > 0 ? w->scale[d] * sqrt(r[d]) : NA_REAL;
+        }
+    } else {
+        for (int d = 0; d < D; d++) ps[d] = w->scale[d] * sqrt(gamma);
+    }
+    w->path_n++;
+}
+
+/* The direction of a nearby region where log p is not finite, seen from
+   u: a step of rho (in scale units) along each axis either way (one
+   target call of 2D + 1 points) gives n_d = +1 where +rho e_d leaves the
+   finite region, -1 where -rho e_d does, else 0. Returns |n|^2. The
+   optimiser then removes from its step the part along n, as a
+   bound-constrained method drops the part across an active bound, and
+   slides along the edge. */
+static double wall_normal(mode_ws *w, const double *u, double rho,
+                          double *xx, double *n)
+{
+    int D = w->D;
+    double nn = 0.0;
+    for (int d = 0; d < D; d++) {
+        xx[d] = w->x0[d] + w->scale[d] * u[d];
+        w->h[d] = rho * w->scale[d];
+    }
+    eval_values(w, xx, w->h, &w->axes, w->lp);
+    for (int d = 0; d < D; d++) {
+        int up = !R_FINITE(w->lp[1 + 2 * d]), down = !R_FINITE(w->lp[2 + 2 * d]);
+        n[d] = (double) (up - down);
+        nn += n[d] * n[d];
+    }
+    return nn;
+}
+
+/* dir minus its part along the unit vector n, if it points that way */
+static void slide(int D, const double *n, double *dir)
+{
+    double a = dot(D, dir, n);
+    if (a > 0) for (int d = 0; d < D; d++) dir[d] -= a * n[d];
+}
+
+/* Minimise -log p over u, zeta = x0 + scale * u, by L-BFGS with a
+   backtracking (Armijo) line search from u = 0; x0 becomes the optimum.
+   Where log p is not finite the step is halved: R's lbfgsb, given a
+   penalty there, met a cliff its cubic line search could not model and
+   stopped next to the -Inf region (garch11 with alpha1 + beta1 < 1 as
+   -Inf, 40 sds from the mode). Pairs with s'y <= 0 are not kept, so the
+   inverse Hessian stays positive definite without a Wolfe search.
+   Returns the largest |gradient| in units of scale at the end (Inf when
+   not finite). */
 static double optimise(mode_ws *w, int maxit)
 {
-    int D = w->D, fail = 0, fncount = 0, grcount = 0;
+    int D = w->D, m = D < 10 ? D : 10;
     double *u = (double *) R_alloc(D, sizeof(double));
-    double *lo = (double *) R_alloc(D, sizeof(double));
-    double *up = (double *) R_alloc(D, sizeof(double));
-    int *nbd = (int *) R_alloc(D, sizeof(int));
+    double *g = (double *) R_alloc(D, sizeof(double));
+    double *un = (double *) R_alloc(D, sizeof(double));
+    double *gn = (double *) R_alloc(D, sizeof(double));
+    double *dir = (double *) R_alloc(D, sizeof(double));
+    double *e = (double *) R_alloc(D, sizeof(double));
+    double *S = (double *) R_alloc((size_t) m * D, sizeof(double));
+    double *Y = (double *) R_alloc((size_t) m * D, sizeof(double));
+    double *rho = (double *) R_alloc(m, sizeof(double));
+    double *alpha = (double *) R_alloc(m, sizeof(double));
+    double *xx = (double *) R_alloc(D, sizeof(double));
+    double *nrm = (double *) R_alloc(D, sizeof(double));
+    double f, fn, gamma = 1.0, wall = 0.0;
+    int np = 0, head = 0, flat = 0, since = 0;
+    double gbest = R_PosInf;
+    w->diverged = 0;
     memset(u, 0, sizeof(double) * D);
-    for (int d = 0; d < D; d++) { nbd[d] = 0; lo[d] = -DBL_MAX; up[d] = DBL_MAX; }
-    double fmin = 0.0;
-    char msg[60];
-    w->cached = 0;
-    lbfgsb(D, D < 10 ? D : 10, u, lo, up, nbd, &fmin, opt_fn, opt_gr, &fail,
-           w, 1e5, 0.0, &fncount, &grcount, maxit, msg, 0, 1);
+    if (!eval_u(w, u, &f, g)) return R_PosInf;
+    for (int it = 0; it < maxit; it++) {
+        double gmax = 0.0;
+        for (int d = 0; d < D; d++) gmax = fmax(gmax, fabs(g[d]));
+        if (gmax <= w->inner_tol) break;
+        if (gmax < gbest) { gbest = gmax; since = 0; }
+        else if (++since >= PATIENCE) { w->diverged = gbest > w->gtol; break; }
+        if (it % 10 == 9) R_CheckUserInterrupt();
+        /* the first step moves no coordinate by more than one scale unit */
+        if (np == 0) gamma = 1.0 / fmax(1.0, gmax);
+        lbfgs_apply(D, m, np, head, S, Y, rho, gamma, alpha, g, dir);
+        for (int d = 0; d < D; d++) dir[d] = -dir[d];
+        /* the last step stopped short of a -Inf region: slide along it */
+        double nn = wall > 0 ? wall_normal(w, u, wall, xx, nrm) : 0.0;
+        if (nn > 0) {
+            for (int d = 0; d < D; d++) nrm[d] /= sqrt(nn);
+            slide(D, nrm, dir);
+        }
+        double gd = dot(D, g, dir);
+        if (!(gd < 0)) {   /* not a descent direction: forget the pairs */
+            np = 0; head = 0; gamma = 1.0 / fmax(1.0, gmax);
+            for (int d = 0; d < D; d++) dir[d] = -gamma * g[d];
+            if (nn > 0) slide(D, nrm, dir);
+            gd = dot(D, g, dir);
+            if (!(gd < 0)) break;   /* against the edge: nowhere to go */
+        }
+        double t = 1.0, t_out = R_PosInf;
+        int ok = 0;
+        for (int ls = 0; ls < 60; ls++) {
+            for (int d = 0; d < D; d++) un[d] = u[d] + t * dir[d];
+            if (eval_u(w, un, &fn, gn)) {
+                if (fn <= f + 1e-4 * t * gd) { ok = 1; break; }
+                /* the minimum of the quadratic through f, gd and fn,
+                   kept within [0.1 t, 0.5 t] */
+                double tq = -gd * t * t / (2 * (fn - f - gd * t));
+                t = R_FINITE(tq) ? fmin(fmax(tq, 0.1 * t), 0.5 * t) : 0.5 * t;
+            } else {
+                t_out = t;
+                t *= 0.5;
+            }
+        }
+        /* how far the nearest point met outside is, in scale units */
+        wall = ok && R_FINITE(t_out) ? 2 * (t_out - t) * sqrt(dot(D, dir, dir)) : 0.0;
+        if (!ok) {
+            if (np == 0) break;          /* not even a gradient step helps */
+            np = 0; head = 0;            /* retry from a gradient step */
+            continue;
+        }
+        double *s_new, *y_new;
+        int slot = np < m ? (head + np) % m : head;
+        s_new = S + (size_t) slot * D; y_new = Y + (size_t) slot * D;
+        double sy = 0.0, yy = 0.0;
+        for (int d = 0; d < D; d++) {
+            double sd = un[d] - u[d], yd = gn[d] - g[d];
+            sy += sd * yd; yy += yd * yd;
+        }
+        if (sy > 1e-10 * yy && yy > 0) {
+            for (int d = 0; d < D; d++) { s_new[d] = un[d] - u[d]; y_new[d] = gn[d] - g[d]; }
+            rho[slot] = 1.0 / sy;
+            gamma = sy / yy;
+            if (np < m) np++; else head = (head + 1) % m;
+        }
+        double dec = f - fn;
+        memcpy(u, un, sizeof(double) * D);
+        memcpy(g, gn, sizeof(double) * D);
+        f = fn;
+        path_record(w, u, m, np, head, S, Y, rho, gamma, alpha, e, dir);
+        /* no progress twice in a row: the gradient's own error (finite
+           differences) is as large as what is left */
+        flat = dec <= 1e-12 * (fabs(f) + 1) ? flat + 1 : 0;
+        if (flat >= 2) break;
+    }
     for (int d = 0; d < D; d++) w->x0[d] += w->scale[d] * u[d];
     memset(u, 0, sizeof(double) * D);
-    w->cached = 0;
-    eval_u(w, u);
-    if (!w->cache_finite) return R_PosInf;
+    if (!eval_u(w, u, &f, g)) return R_PosInf;
     double gmax = 0.0;
-    for (int d = 0; d < D; d++) gmax = fmax(gmax, fabs(w->g_cache[d]));
+    for (int d = 0; d < D; d++) gmax = fmax(gmax, fabs(g[d]));
     return gmax;
 }
 
@@ -336,7 +505,8 @@ static int refine_scales(mode_ws *w, double *H)   /* H: length D */
 /* .Call(C_find_mode, target_spec, lower, upper, control): control holds
    init (D), full (logical: the whole Hessian or its diagonal), maxit.
    Returns list(mode, logp, neg_hessian (D x D, or its diagonal when not
-   full), grad_max (in sd units), status, n_logp, n_grad). */
+   full), grad_max (in sd units), status, n_logp, n_grad, path, path_sd
+   (D x n: iterates of the search and the sds of their L-BFGS Gaussians)). */
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
     int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
@@ -370,10 +540,18 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     w.lp = (double *) R_alloc(2 * (size_t) D + 1, sizeof(double));
     w.gr = (double *) R_alloc(D, sizeof(double));
     w.x = (double *) R_alloc(D, sizeof(double));
-    w.u_cache = (double *) R_alloc(D, sizeof(double));
-    w.g_cache = (double *) R_alloc(D, sizeof(double));
+    /* the path's iterates, at most about 32 MB of them */
+    w.path_cap = (1L << 21) / D < PATH_KEEP ? (int) ((1L << 21) / D) : PATH_KEEP;
+    w.path_stride = 1;
+    if (w.path_cap >= 2) {
+        w.path_x = (double *) R_alloc((size_t) D * w.path_cap, sizeof(double));
+        w.path_sd = (double *) R_alloc((size_t) D * w.path_cap, sizeof(double));
+    }
+    /* a hundredth of the tolerance the result is judged by: the mode to
+       1e-4 sd where the gradient is exact enough for that */
+    w.gtol = gtol;
+    w.inner_tol = 1e-2 * gtol;
     memcpy(w.x0, REAL(init), sizeof(double) * D);
-    w.f_best = R_PosInf;
     for (int d = 0; d < D; d++) w.scale[d] = 1.0;
     size_t nH = full ? (size_t) D * D : (size_t) D;
     double *H = (double *) R_alloc(nH, sizeof(double));
@@ -387,10 +565,10 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     else {
         /* unit scale first, then in the scales measured at its optimum */
         gmax = optimise(&w, maxit);
-        for (int rep = 0; rep < 3 && R_FINITE(gmax); rep++) {
+        for (int rep = 0; rep < 3 && R_FINITE(gmax) && !w.diverged; rep++) {
             if (!refine_scales(&w, diag)) { status = MODE_NOT_CONCAVE; break; }
             gmax = optimise(&w, maxit);
-            if (gmax <= gtol) break;
+            if (gmax <= gtol || w.diverged) break;
         }
         if (status == MODE_OK && !(gmax <= gtol)) status = MODE_NOT_CONVERGED;
         if (status == MODE_OK) {
@@ -401,7 +579,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     }
 
     const char *names[] = { "mode", "logp", "neg_hessian", "grad_max",
-                            "status", "n_logp", "n_grad", "" };
+                            "status", "n_logp", "n_grad", "path", "path_sd", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP mode = PROTECT(Rf_allocVector(REALSXP, D));
     memcpy(REAL(mode), w.x0, sizeof(double) * D);
@@ -416,6 +594,14 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SET_VECTOR_ELT(out, 4, Rf_mkString(mode_status_name[status]));
     SET_VECTOR_ELT(out, 5, Rf_ScalarReal(w.n_lp));
     SET_VECTOR_ELT(out, 6, Rf_ScalarReal(w.n_grad));
-    UNPROTECT(4);
+    SEXP px = PROTECT(Rf_allocMatrix(REALSXP, D, w.path_n));
+    SEXP ps = PROTECT(Rf_allocMatrix(REALSXP, D, w.path_n));
+    if (w.path_n > 0) {
+        memcpy(REAL(px), w.path_x, sizeof(double) * D * (size_t) w.path_n);
+        memcpy(REAL(ps), w.path_sd, sizeof(double) * D * (size_t) w.path_n);
+    }
+    SET_VECTOR_ELT(out, 7, px);
+    SET_VECTOR_ELT(out, 8, ps);
+    UNPROTECT(6);
     return out;
 }

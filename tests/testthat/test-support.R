@@ -154,3 +154,63 @@ test_that("the mixed estimator (a Beta block beside a Gaussian one) also holds q
     expect_lt(max(abs(apply(X, 2, sd) / case$sd - 1)), 0.2)
   }
 })
+
+# A long, narrow Gaussian ridge (sds 5 along (1, -0.8), 0.1 across) whose
+# mode lies inside x + y < 0, the rest written as -Inf; the default init
+# (0, 0) is on the edge, and from the finite points next to it the
+# gradient points out: the search has to slide along the edge to the mode.
+ridge_case <- function(gradient) {
+  m0 <- c(-5, 4.5)
+  v <- c(1, -0.8) / sqrt(1.64)
+  w <- c(0.8, 1) / sqrt(1.64)
+  coords <- function(x, y) list(a = (x - m0[1]) * v[1] + (y - m0[2]) * v[2],
+                                b = (x - m0[1]) * w[1] + (y - m0[2]) * w[2])
+  closed <- function(x, y) {
+    k <- coords(x, y)
+    -0.5 * (k$a / 5)^2 - 0.5 * (k$b / 0.1)^2
+  }
+  lj <- function(theta, data) {
+    out <- closed(theta$x, theta$y)
+    out[theta$x + theta$y >= 0] <- -Inf
+    out
+  }
+  gr <- function(theta, data) {
+    k <- coords(theta$x, theta$y)
+    ga <- -k$a / 25
+    gb <- -k$b / 0.01
+    out <- theta$x + theta$y >= 0
+    gx <- ga * v[1] + gb * w[1]
+    gy <- ga * v[2] + gb * w[2]
+    gx[out] <- NA
+    gy[out] <- NA
+    list(x = gx, y = gy)
+  }
+  m <- bbvi_model(lj, list(x = param(), y = param()),
+                  gradient = if (gradient) gr, vectorized = TRUE)
+  # the exact mode: the closed form (no edge) optimised from inside
+  opt <- stats::optim(c(-1, 0), function(p) -closed(p[1], p[2]), method = "BFGS",
+                      control = list(reltol = 1e-14))
+  list(model = m, mode = opt$par)
+}
+
+test_that("the mode search slides along a -Inf edge to the interior mode", {
+  # before, the search stopped next to the edge (R's lbfgsb against a
+  # penalty cliff, then a finite-difference Hessian reaching past the edge)
+  # and q started at init with sd 1
+  for (gradient in c(TRUE, FALSE)) {
+    case <- ridge_case(gradient)
+    spec <- bbvi:::r_target_spec(case$model)
+    for (s in 1:3) {
+      set.seed(s)   # finite_start's draws
+      st <- suppressMessages(bbvi:::laplace_start(case$model, spec, c(0, 0), "meanfield"))
+      expect_true(st$laplace)
+      # the search stops where the gradient is below 1e-4 per sd: 1e-3
+      # of the narrow sd (0.1) leaves room for finite differences
+      expect_lt(max(abs(st$mean - case$mode)), 1e-3)
+      # the curvature there is the Gaussian's: sds 5 and 0.1 along the
+      # ridge and across it, seen per coordinate as 1 / sqrt(diag(H))
+      H <- crossprod(rbind(c(1, -0.8) / sqrt(1.64) / 5, c(0.8, 1) / sqrt(1.64) / 0.1))
+      expect_equal(unname(st$precond), 1 / sqrt(diag(H)), tolerance = 1e-3)
+    }
+  }
+})
