@@ -21,10 +21,6 @@
 
 #define FD_GRAD 1e-4     /* gradient step, in units of the coordinate's sd */
 #define FD_HESS 1e-2     /* Hessian step, likewise */
-#define PATH_DIAG_MAX_D 200  /* above this, a path iterate's sds come from
-                                L-BFGS's scalar gamma, not its diagonal */
-#define PATH_KEEP 200         /* iterates of the search kept for the
-                                Pathfinder-style start */
 #define PATIENCE 100     /* iterations without a new smallest gradient after
                             which the search gives up: a funnel's gradient
                             grows without bound as log p does (eight schools
@@ -56,8 +52,6 @@ typedef struct {
     double *x;
     double gtol, inner_tol; /* the result's gradient tolerance; the optimiser's */
     int diverged;           /* the last search ran out of patience */
-    double *path_x, *path_sd;   /* kept iterates and their sds, D x path_cap */
-    int path_cap, path_n, path_stride, path_seen;
     double n_lp, n_grad;    /* evaluations of log p and of its gradient */
 } mode_ws;
 
@@ -180,44 +174,6 @@ static void lbfgs_apply(int D, int m, int np, int head, const double *S,
     }
 }
 
-/* Record an iterate of the search with the sds of the Gaussian its
-   L-BFGS inverse Hessian defines (the diagonal, in zeta units), for the
-   Pathfinder-style start when there is no mode. At most path_cap are
-   kept: when full, every other one is dropped and the recording stride
-   doubles, so the kept iterates span the whole search. */
-static void path_record(mode_ws *w, const double *u, int m, int np, int head,
-                        const double *S, const double *Y, const double *rho,
-                        double gamma, double *alpha, double *e, double *r)
-{
-    int D = w->D;
-    if (w->path_cap < 2 || np == 0) return;
-    if (w->path_seen++ % w->path_stride != 0) return;
-    if (w->path_n == w->path_cap) {
-        for (int k = 1; 2 * k < w->path_cap; k++) {
-            memcpy(w->path_x + (size_t) k * D, w->path_x + (size_t) 2 * k * D, sizeof(double) * D);
-            memcpy(w->path_sd + (size_t) k * D, w->path_sd + (size_t) 2 * k * D, sizeof(double) * D);
-        }
-        w->path_n = (w->path_cap + 1) / 2;
-        w->path_stride *= 2;
-    }
-    double *px = w->path_x + (size_t) w->path_n * D;
-    double *ps = w->path_sd + (size_t) w->path_n * D;
-    for (int d = 0; d < D; d++) px[d] = w->x0[d] + w->scale[d] * u[d];
-    if (D <= PATH_DIAG_MAX_D) {
-        /* the exact diagonal: H e_d for every d */
-        memset(e, 0, sizeof(double) * D);
-        for (int d = 0; d < D; d++) {
-            e[d] = 1.0;
-            lbfgs_apply(D, m, np, head, S, Y, rho, gamma, alpha, e, r);
-            e[d] = 0.0;
-            ps[d] = r[d] > 0 ? w->scale[d] * sqrt(r[d]) : NA_REAL;
-        }
-    } else {
-        for (int d = 0; d < D; d++) ps[d] = w->scale[d] * sqrt(gamma);
-    }
-    w->path_n++;
-}
-
 /* The direction of a nearby region where log p is not finite, seen from
    u: a step of rho (in scale units) along each axis either way (one
    target call of 2D + 1 points) gives n_d = +1 where +rho e_d leaves the
@@ -258,7 +214,7 @@ static void slide(int D, const double *n, double *dir)
    -Inf, 40 sds from the mode). Pairs with s'y <= 0 are not kept, so the
    inverse Hessian stays positive definite without a Wolfe search.
    Returns the largest |gradient| in units of scale at the end (Inf when
-   not finite). */
+   log p is not finite at x0). */
 static double optimise(mode_ws *w, int maxit)
 {
     int D = w->D, m = D < 10 ? D : 10;
@@ -267,7 +223,6 @@ static double optimise(mode_ws *w, int maxit)
     double *un = (double *) R_alloc(D, sizeof(double));
     double *gn = (double *) R_alloc(D, sizeof(double));
     double *dir = (double *) R_alloc(D, sizeof(double));
-    double *e = (double *) R_alloc(D, sizeof(double));
     double *S = (double *) R_alloc((size_t) m * D, sizeof(double));
     double *Y = (double *) R_alloc((size_t) m * D, sizeof(double));
     double *rho = (double *) R_alloc(m, sizeof(double));
@@ -345,16 +300,13 @@ static double optimise(mode_ws *w, int maxit)
         memcpy(u, un, sizeof(double) * D);
         memcpy(g, gn, sizeof(double) * D);
         f = fn;
-        path_record(w, u, m, np, head, S, Y, rho, gamma, alpha, e, dir);
         /* no progress twice in a row: the gradient's own error (finite
            differences) is as large as what is left */
         flat = dec <= 1e-12 * (fabs(f) + 1) ? flat + 1 : 0;
         if (flat >= 2) break;
     }
     for (int d = 0; d < D; d++) w->x0[d] += w->scale[d] * u[d];
-    memset(u, 0, sizeof(double) * D);
-    if (!eval_u(w, u, &f, g)) return R_PosInf;
-    double gmax = 0.0;
+    double gmax = 0.0;   /* g is the gradient at the new x0 */
     for (int d = 0; d < D; d++) gmax = fmax(gmax, fabs(g[d]));
     return gmax;
 }
@@ -505,8 +457,7 @@ static int refine_scales(mode_ws *w, double *H)   /* H: length D */
 /* .Call(C_find_mode, target_spec, lower, upper, control): control holds
    init (D), full (logical: the whole Hessian or its diagonal), maxit.
    Returns list(mode, logp, neg_hessian (D x D, or its diagonal when not
-   full), grad_max (in sd units), status, n_logp, n_grad, path, path_sd
-   (D x n: iterates of the search and the sds of their L-BFGS Gaussians)). */
+   full), grad_max (in sd units), status, n_logp, n_grad). */
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
     int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
@@ -540,13 +491,6 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     w.lp = (double *) R_alloc(2 * (size_t) D + 1, sizeof(double));
     w.gr = (double *) R_alloc(D, sizeof(double));
     w.x = (double *) R_alloc(D, sizeof(double));
-    /* the path's iterates, at most about 32 MB of them */
-    w.path_cap = (1L << 21) / D < PATH_KEEP ? (int) ((1L << 21) / D) : PATH_KEEP;
-    w.path_stride = 1;
-    if (w.path_cap >= 2) {
-        w.path_x = (double *) R_alloc((size_t) D * w.path_cap, sizeof(double));
-        w.path_sd = (double *) R_alloc((size_t) D * w.path_cap, sizeof(double));
-    }
     /* a hundredth of the tolerance the result is judged by: the mode to
        1e-4 sd where the gradient is exact enough for that */
     w.gtol = gtol;
@@ -579,7 +523,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     }
 
     const char *names[] = { "mode", "logp", "neg_hessian", "grad_max",
-                            "status", "n_logp", "n_grad", "path", "path_sd", "" };
+                            "status", "n_logp", "n_grad", "" };
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP mode = PROTECT(Rf_allocVector(REALSXP, D));
     memcpy(REAL(mode), w.x0, sizeof(double) * D);
@@ -594,14 +538,6 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     SET_VECTOR_ELT(out, 4, Rf_mkString(mode_status_name[status]));
     SET_VECTOR_ELT(out, 5, Rf_ScalarReal(w.n_lp));
     SET_VECTOR_ELT(out, 6, Rf_ScalarReal(w.n_grad));
-    SEXP px = PROTECT(Rf_allocMatrix(REALSXP, D, w.path_n));
-    SEXP ps = PROTECT(Rf_allocMatrix(REALSXP, D, w.path_n));
-    if (w.path_n > 0) {
-        memcpy(REAL(px), w.path_x, sizeof(double) * D * (size_t) w.path_n);
-        memcpy(REAL(ps), w.path_sd, sizeof(double) * D * (size_t) w.path_n);
-    }
-    SET_VECTOR_ELT(out, 7, px);
-    SET_VECTOR_ELT(out, 8, ps);
-    UNPROTECT(6);
+    UNPROTECT(4);
     return out;
 }
