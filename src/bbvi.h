@@ -323,6 +323,7 @@ typedef struct {
     int type, K, t;
     double eta;
     double *m1, *m2;     /* first/second moment accumulators, K */
+    double b2;           /* Adam's second-moment decay (0.999 unless set) */
 } bbvi_optim;
 
 void bbvi_optim_init(bbvi_optim *o, int type, int K, double eta);

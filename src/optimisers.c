@@ -12,6 +12,7 @@ void bbvi_optim_init(bbvi_optim *o, int type, int K, double eta)
     o->type = type;
     o->K = K;
     o->eta = eta;
+    o->b2 = 0.999;
     o->m1 = (double *) R_alloc((size_t) K, sizeof(double));
     o->m2 = (double *) R_alloc((size_t) K, sizeof(double));
     bbvi_optim_reset(o);
@@ -33,7 +34,7 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad)
             lambda[k] += o->eta * grad[k] / (sqrt(o->m2[k]) + OPT_EPS);
         }
     } else {
-        const double b1 = 0.9, b2 = 0.999;
+        const double b1 = 0.9, b2 = o->b2;
         double c1 = 1.0 - pow(b1, o->t), c2 = 1.0 - pow(b2, o->t);
         for (int k = 0; k < o->K; k++) {
             o->m1[k] = b1 * o->m1[k] + (1 - b1) * grad[k];

@@ -580,6 +580,11 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 
     bbvi_optim opt;
     bbvi_optim_init(&opt, opt_type, K, eta);
+    SEXP b2 = bbvi_list_get(control, "adam_b2");   /* optional */
+    if (!Rf_isNull(b2)) {
+        opt.b2 = Rf_asReal(b2);
+        if (!(opt.b2 > 0 && opt.b2 < 1)) Rf_error("internal error: adam_b2 must be in (0, 1)");
+    }
     double eta_floor = eta * pow(STEP_CUT, MAX_STEP_CUTS);
 
     conv_state conv;
