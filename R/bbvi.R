@@ -859,8 +859,10 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
                     precond = if (is.matrix(P)) as.double(P),
                     precond_diag = if (!is.matrix(P)) as.double(P),
                     shift = as.double(s),
-                    maxit = as.integer(min(max_iter, 1e6)), factr = 1e7,
-                    grad_tol = as.double(tol))
+                    maxit = as.integer(min(max_iter, 1e6)),
+                    # converged: gradient below tol and L-BFGS's next step
+                    # (its estimate of the distance left) below tol / 4
+                    grad_tol = as.double(tol), step_tol = 0.25 * as.double(tol))
     r <- .Call(C_vi_saa, spec, as.double(model$lower), as.double(model$upper), control)
     r$control <- control
     r
