@@ -168,7 +168,7 @@ bbvi.default <- function(x, ...) {
 #'   back to `"init"`: q starts at `init` with sds `init_sd`.
 #' @param diagnostic_draws Most of the stored draws the diagnostics (PSIS,
 #'   the KL estimate, the ELBO) use: the first 1000, and all of them unless
-#'   those 1000 pass clearly; decided by the draws alone, never the clock,
+#'   those 1000 pass, or fail, clearly; decided by the draws alone, never the clock,
 #'   so that the same seed gives the same diagnostics on any machine (see
 #'   [vi_diagnostics()]).
 #' @param draws Number of draws from q kept in the fit for summaries and
