@@ -124,25 +124,30 @@ enum { LB_CONVERGED = 0, LB_MAX_EVALS = 1, LB_STALLED = 2 };
    from the optimum, and two runs stopped there differ by their stopping
    points, not by their draws. Also stops after max_evals evaluations, or
    when no step decreases -ELBO (LB_STALLED). */
+/* L-BFGS's curvature pairs, kept across runs (see vi_saa's `memory`) */
+typedef struct {
+    int m, cnt, head;   /* a ring of m pairs; the newest at head - 1 */
+    double *S, *Y, *rho, gamma;
+    double step_left;   /* the last quasi-Newton step's largest coordinate */
+} saa_memory;
+
 static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
-                     double step_tol, int m)
+                     double step_tol, saa_memory *mem)
 {
-    int K = w->K;
+    int K = w->K, m = mem->m;
     double *g = (double *) R_alloc(K, sizeof(double));
     double *d = (double *) R_alloc(K, sizeof(double));
     double *xn = (double *) R_alloc(K, sizeof(double));
-    double *S = (double *) R_alloc((size_t) m * K, sizeof(double));
-    double *Y = (double *) R_alloc((size_t) m * K, sizeof(double));
-    double *rho = (double *) R_alloc(m, sizeof(double));
+    double *S = mem->S, *Y = mem->Y, *rho = mem->rho;
     double *al = (double *) R_alloc(m, sizeof(double));
-    int head = 0, cnt = 0;   /* pairs in a ring; the newest at head - 1 */
-    double gamma = 1.0;
+    int head = mem->head, cnt = mem->cnt;
+    double gamma = mem->gamma;
     eval_lambda(w, x);
     double f = w->f_cache;
     memcpy(g, w->g_cache, sizeof(double) * K);
     for (;;) {
         double gmax = max_abs(K, g);
-        if (gmax == 0.0) return LB_CONVERGED;
+        if (gmax == 0.0) { mem->step_left = 0.0; return LB_CONVERGED; }
         for (int k = 0; k < K; k++) d[k] = -g[k];
         if (cnt > 0) {   /* two-loop recursion: d = -H g */
             for (int i = 0; i < cnt; i++) {
@@ -160,10 +165,12 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
         double gtd = dot(K, g, d);
         if (!(gtd < 0.0)) {   /* not a descent direction: forget the pairs */
             cnt = 0;
+            mem->cnt = 0;
             for (int k = 0; k < K; k++) d[k] = -g[k];
             gtd = -dot(K, g, g);
         }
-        if (cnt > 0 && gmax <= grad_tol && max_abs(K, d) <= step_tol) return LB_CONVERGED;
+        mem->step_left = cnt > 0 ? max_abs(K, d) : R_PosInf;
+        if (cnt > 0 && gmax <= grad_tol && mem->step_left <= step_tol) return LB_CONVERGED;
         if (w->n_evals >= max_evals) return LB_MAX_EVALS;
         /* without pairs -g is no distance: a first step of length 1 at most */
         double alpha = cnt > 0 ? 1.0 : fmin(1.0, 1.0 / sqrt(-gtd));
@@ -204,6 +211,7 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
         memcpy(x, xn, sizeof(double) * K);
         memcpy(g, w->g_cache, sizeof(double) * K);
         f = fn;
+        mem->head = head; mem->cnt = cnt; mem->gamma = gamma;
     }
 }
 
@@ -212,9 +220,13 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
    for mean-field) and shift (D): q starts as zeta = shift + precond z with
    z ~ N(0, I), i.e. at the Laplace approximation; maxit (most evaluations),
    grad_tol (largest |gradient| accepted as converged) and step_tol (largest
-   quasi-Newton step accepted as converged, see saa_lbfgs). Returns what
-   vi_fit returns, plus grad_max and lbfgs_code (0 converged, 1 maxit
-   reached, 2 no step decreased -ELBO). */
+   quasi-Newton step accepted as converged, see saa_lbfgs); optionally
+   memory (an earlier run's attribute lbfgs_memory) and memory_scale (K
+   factors from its lambda to this run's). Returns what vi_fit returns,
+   plus grad_max and lbfgs_code (0 converged, 1 maxit reached, 2 no step
+   decreased -ELBO), with attributes lbfgs_memory (the curvature pairs)
+   and lbfgs_step (the last quasi-Newton step's largest coordinate, Inf
+   when there was none). */
 SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
     int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
@@ -273,13 +285,50 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     w.trace_cap = 2 * maxit + 20;
     w.trace = (double *) R_alloc(w.trace_cap, sizeof(double));
 
+    /* the pairs of an earlier run on the same q (a check with fresh draws),
+       carried into this run's coordinates: its lambda is the earlier one's
+       times `memory_scale` coordinate by coordinate (a step s scales so, a
+       gradient change y inversely, s'y not at all). Without them a check
+       run starting at the answer sees the curvature of its first steps
+       only, underestimates the distance left along flat directions and
+       stops after a step or two, wherever it started. */
+    saa_memory mem = { SAA_LBFGS_M(K), 0, 0,
+                       (double *) R_alloc((size_t) SAA_LBFGS_M(K) * K, sizeof(double)),
+                       (double *) R_alloc((size_t) SAA_LBFGS_M(K) * K, sizeof(double)),
+                       (double *) R_alloc(SAA_LBFGS_M(K), sizeof(double)), 1.0, R_PosInf };
+    SEXP memIn = bbvi_list_get(control, "memory"), memScale = bbvi_list_get(control, "memory_scale");
+    if (!Rf_isNull(memIn)) {
+        SEXP mS = bbvi_list_get(memIn, "S"), mY = bbvi_list_get(memIn, "Y");
+        int cnt = bbvi_need_int(memIn, "cnt"), head = bbvi_need_int(memIn, "head");
+        if (!Rf_isReal(mS) || !Rf_isReal(mY) || XLENGTH(mS) != (R_xlen_t) mem.m * K ||
+            XLENGTH(mY) != (R_xlen_t) mem.m * K || !Rf_isReal(memScale) ||
+            Rf_length(memScale) != K || cnt < 0 || cnt > mem.m || head < 0 || head >= mem.m)
+            Rf_error("internal error: bad `memory` for vi_saa");
+        const double *a = REAL(memScale);
+        memcpy(mem.S, REAL(mS), sizeof(double) * mem.m * K);
+        memcpy(mem.Y, REAL(mY), sizeof(double) * mem.m * K);
+        int kept = 0;
+        for (int i = 0; i < cnt; i++) {
+            int j = (head - cnt + i + 2 * mem.m) % mem.m;   /* oldest first */
+            double *sj = mem.S + (size_t) j * K, *yj = mem.Y + (size_t) j * K;
+            for (int k = 0; k < K; k++) { sj[k] *= a[k]; yj[k] /= a[k]; }
+            double sy = dot(K, sj, yj), yy = dot(K, yj, yj);
+            if (!(sy > 1e-10 * yy && yy > 0.0)) { cnt = 0; kept = 0; break; }
+            mem.rho[j] = 1.0 / sy;
+            mem.gamma = sy / yy;
+            kept++;
+        }
+        mem.cnt = kept;
+        mem.head = kept ? head : 0;
+    }
+
     int status = SAA_OK, stop = LB_STALLED;
     double grad_max = R_PosInf;
     eval_lambda(&w, lambda);
     if (w.f_cache >= BIG) {
         status = SAA_NOT_FINITE_START;
     } else {
-        stop = saa_lbfgs(&w, lambda, maxit, grad_tol, step_tol, SAA_LBFGS_M(K));
+        stop = saa_lbfgs(&w, lambda, maxit, grad_tol, step_tol, &mem);
         eval_lambda(&w, lambda);
         grad_max = max_abs(K, w.g_cache);
         if (w.f_cache >= BIG) grad_max = R_PosInf;
@@ -294,5 +343,23 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                          converged ? "converged" : "max_iter_moving", NA_REAL, 0.0,
                          (double) w.n_evals * M, (double) w.n_evals * M,
                          grad_max, stop, 0.0 };
-    return bbvi_vi_result_sexp(fam, D, &r);
+    SEXP out = PROTECT(bbvi_vi_result_sexp(fam, D, &r));
+    SEXP memOut = PROTECT(Rf_allocVector(VECSXP, 4)), nms = PROTECT(Rf_allocVector(STRSXP, 4));
+    SEXP mS = Rf_allocVector(REALSXP, (R_xlen_t) mem.m * K);
+    SET_VECTOR_ELT(memOut, 0, mS);
+    memcpy(REAL(mS), mem.S, sizeof(double) * mem.m * K);
+    SEXP mY = Rf_allocVector(REALSXP, (R_xlen_t) mem.m * K);
+    SET_VECTOR_ELT(memOut, 1, mY);
+    memcpy(REAL(mY), mem.Y, sizeof(double) * mem.m * K);
+    SET_VECTOR_ELT(memOut, 2, Rf_ScalarInteger(mem.cnt));
+    SET_VECTOR_ELT(memOut, 3, Rf_ScalarInteger(mem.head));
+    SET_STRING_ELT(nms, 0, Rf_mkChar("S"));
+    SET_STRING_ELT(nms, 1, Rf_mkChar("Y"));
+    SET_STRING_ELT(nms, 2, Rf_mkChar("cnt"));
+    SET_STRING_ELT(nms, 3, Rf_mkChar("head"));
+    Rf_setAttrib(memOut, R_NamesSymbol, nms);
+    Rf_setAttrib(out, Rf_install("lbfgs_memory"), memOut);
+    Rf_setAttrib(out, Rf_install("lbfgs_step"), Rf_ScalarReal(mem.step_left));
+    UNPROTECT(3);
+    return out;
 }

@@ -44,3 +44,21 @@ test_that("max_iter bounds the fixed-draw path's evaluations and is reported", {
   expect_lte(max(fit$fixed_draws$evaluations), 3)
   expect_match(fit$stop_reason, "L-BFGS stopped")
 })
+
+test_that("a check run goes on with the first run's curvature, and counts the distance it left (4 seeds)", {
+  # Gamma-Poisson (a log-normal q, not exact): the check with fresh draws
+  # starts at the first answer with the first run's L-BFGS pairs, rescaled
+  # to its own coordinates, so it knows the curvature at once and stops
+  # within a few evaluations; `moved` adds the last quasi-Newton step, so
+  # an immediate stop is not reported as 0 apart
+  case <- gamma_poisson_case()
+  for (s in 1:4) {
+    fit <- suppressWarnings(bbvi(case$model, seed = s, progress = FALSE))
+    fd <- fit$fixed_draws
+    expect_true(fit$converged)
+    expect_lte(fd$evaluations[2], 3)
+    expect_gt(fd$moved[2], 0)
+    expect_lt(fd$moved[2], 2.5 * sqrt(2) * 0.02)
+    expect_matches_exact(fit, case, 0.1, 0.05)
+  }
+})
