@@ -245,6 +245,17 @@ test_that("the first 1000 draws decide alone only when the rule says so", {
   # still more than 1 - 0.9^2
   expect_false(f(modifyList(base, list(max_sd_change = 0.5)), 4000))
   expect_true(f(modifyList(base, list(max_sd_change = 0.52)), 4000))
+  # by side, as the diagnostics record them: an excess of variance
+  # (r^2 - 1) diluted four-fold stays above 1.1^2 - 1 from r = 1.36 on
+  sided <- function(up, down) {
+    structure(modifyList(base, list(max_sd_change = max(up, down))),
+              sd_sides = c(up = up, down = down))
+  }
+  expect_false(f(sided(0.35, 0), 4000))
+  expect_true(f(sided(0.37, 0), 4000))
+  expect_false(f(sided(0, 0.5), 4000))
+  expect_true(f(sided(0, 0.52), 4000))
+  expect_false(f(sided(0.35, 0.5), 4000))
   # with all the draws in the first stage nothing is diluted: the plain
   # thresholds (and the ELBO's own change is 0)
   expect_true(f(modifyList(base, list(max_mean_shift = 0.11)), 1000))
