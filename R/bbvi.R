@@ -168,7 +168,7 @@ bbvi.default <- function(x, ...) {
 #'   back to `"init"`: q starts at `init` with sds `init_sd`.
 #' @param diagnostic_draws Most of the stored draws the diagnostics (PSIS,
 #'   the KL estimate, the ELBO) use: the first 1000, and all of them unless
-#'   those 1000 pass clearly; decided by the draws alone, never the clock,
+#'   those 1000 pass, or fail, clearly; decided by the draws alone, never the clock,
 #'   so that the same seed gives the same diagnostics on any machine (see
 #'   [vi_diagnostics()]).
 #' @param draws Number of draws from q kept in the fit for summaries and
@@ -851,8 +851,9 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
 # balanced set of draws, started at q = N(shift, precond precond'). Fixing
 # the draws makes the answer depend on them: the path re-solves from its
 # answer with a fresh set, and with twice as many draws while the two
-# answers differ by more than `agree` (q-sds for means, log sds), up to
-# `max_doublings` times (see saa_check). Returns what vi_engine() returns;
+# answers differ by more than `agree` (q-sds for means, log sds, plus the
+# distance the re-solve still estimated it had to go), up to
+# `max_doublings` times. Returns what vi_engine() returns;
 # status "no_finite_start": some starting draw had a non-finite log density,
 # "no_finite_check": some draw of a checking run did (the caller falls back
 # to the stochastic path in both cases).
@@ -874,15 +875,26 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
   start <- proc.time()[["elapsed"]]
   # precond: a matrix (full-rank) or per-coordinate scales (mean-field; a
   # diagonal matrix is taken as its diagonal), as in vi_engine()
-  solve <- function(M, P, s) {
+  solve <- function(M, P, s, prev = NULL) {
     if (is.matrix(P) && method != "fullrank") P <- diag(P)
     control <- list(family = method, rank = 0L, samples = as.integer(M),
                     whiten = as.integer(M >= 2L * D),
                     precond = if (is.matrix(P)) as.double(P),
                     precond_diag = if (!is.matrix(P)) as.double(P),
                     shift = as.double(s),
-                    maxit = as.integer(min(max_iter, 1e6)), factr = 1e7,
-                    grad_tol = as.double(tol))
+                    maxit = as.integer(min(max_iter, 1e6)),
+                    # converged: gradient below tol and L-BFGS's next step
+                    # (its estimate of the distance left) below tol / 4
+                    grad_tol = as.double(tol), step_tol = 0.25 * as.double(tol))
+    if (!is.null(prev) && method == "meanfield") {
+      # L-BFGS goes on with the earlier run's curvature pairs (src/saa.c),
+      # moved into this run's coordinates (means in units of P, log sds
+      # shifted only): a check then sees at once how far its own optimum
+      # is (full-rank checks start afresh: their pairs would need the
+      # triangular change of basis)
+      control$memory <- attr(prev, "lbfgs_memory")
+      control$memory_scale <- c(prev$control$precond_diag / P, rep(1, D))
+    }
     r <- .Call(C_vi_saa, spec, as.double(model$lower), as.double(model$upper), control)
     r$control <- control
     r
@@ -897,13 +909,14 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
       # the same problem from the answer, with fresh draws (twice as many
       # after a disagreement): the first run's answer is q = N(mean, L L')
       q <- q_from_c(res$q)
-      nxt <- solve(M, if (method == "fullrank") q$chol else q_marginals(q)$sd, res$mean)
+      nxt <- solve(M, if (method == "fullrank") q$chol else q_marginals(q)$sd, res$mean,
+                   prev = res)
       if (nxt$status != "ok") {
         outside <- nxt
         break
       }
       runs[[length(runs) + 1L]] <- nxt
-      moved <- saa_distance(res, nxt)
+      moved <- saa_distance(res, nxt, attr(nxt, "lbfgs_step"))
       res <- nxt
       if (!isTRUE(nxt$converged) || moved <= agree || M >= samples * 2^max_doublings) break
       M <- 2L * M
@@ -925,7 +938,7 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
   res$saa <- data.frame(draws = vapply(runs, function(r) r$control$samples, 0L),
                         evaluations = vapply(runs, function(r) r$iterations, 0L),
                         moved = c(NA, vapply(seq_along(runs)[-1], function(k)
-                          saa_distance(runs[[k - 1]], runs[[k]]), 0)))
+                          saa_distance(runs[[k - 1]], runs[[k]], attr(runs[[k]], "lbfgs_step")), 0)))
   stable <- !is.na(moved) && moved <= agree
   res$converged <- isTRUE(res$converged) && stable
   res$time <- proc.time()[["elapsed"]] - start
@@ -972,8 +985,13 @@ saa_agreement <- function(tol) 2.5 * sqrt(2) * tol
 
 # Largest change between two Gaussian answers, over coordinates: of the
 # mean in units of the second's sd, and of the log sd.
-saa_distance <- function(a, b) {
+# `left`: L-BFGS's estimate of how far b still was from its own optimum
+# when it stopped (its last quasi-Newton step, in the same units), added
+# so that a check run that stops at once, its carried curvature saying the
+# optimum is near, does not count as 0 apart.
+saa_distance <- function(a, b, left = 0) {
   sd_a <- q_marginals(q_from_c(a$q))$sd
   sd_b <- q_marginals(q_from_c(b$q))$sd
-  max(abs(a$mean - b$mean) / sd_b, abs(log(sd_a / sd_b)))
+  if (is.null(left) || !is.finite(left)) left <- 0
+  max(abs(a$mean - b$mean) / sd_b, abs(log(sd_a / sd_b))) + left
 }

@@ -4,7 +4,9 @@
 #' q (the first `n_draws` of them: up to `diagnostic_draws`, 4000 by
 #' default; the first 1000 alone when they
 #' show q well inside every threshold below (half of each, k-hat at most
-#' 0.5, no draw outside the support), all of them otherwise; never chosen by
+#' 0.5, no draw outside the support), or so far outside one that the
+#' remaining draws cannot bring it back inside (see "When a fit warns"),
+#' all of them otherwise; never chosen by
 #' the clock, so a seed gives the same diagnostics on any machine). With log r = log p(x, z) - log q(z) the
 #' log importance ratio of a draw z:
 #'
@@ -69,7 +71,14 @@
 #' fit with more than one parameter, restarts or MCMC otherwise. A mode that
 #' q's draws never reach cannot be seen by any importance-sampling
 #' diagnostic: use `restarts` or [sample_mcmc()] when several modes are
-#' possible. `options(bbvi.warn_diagnostics = FALSE)` (or the older
+#' possible. The first 1000 draws decide alone when they fail clearly: a
+#' draw outside the support, an estimated KL above 0.5 + log 4 nats plus
+#' four standard errors of the ELBO's change, a mean shift above 0.4 q-sd, a
+#' reweighted sd more than 36% above q's or 51% below. Adding 3000 draws (a quarter of the weight on
+#' the first 1000) can shrink a mean shift, or an excess of variance, at most
+#' about four-fold, and log Z-hat can fall by at most log 4, so the verdict
+#' on all 4000 would be a warning too.
+#' `options(bbvi.warn_diagnostics = FALSE)` (or the older
 #' `bbvi.warn_khat = FALSE`) turns the warning off; the diagnostics are
 #' still computed and printed.
 #'
@@ -103,19 +112,22 @@ diag_thresholds <- list(mean_shift = 0.1, sd_ratio = 0.1, kl = 0.5)
 # from its seed (chunk by chunk: memory O(chunk x D)); the first `n` draws
 # are used, n from diagnostic_draw_count(): known before the fit starts,
 # never the clock.
-vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
+vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000,
+                                   first_stage = diag_first_stage) {
   available <- if (is.null(smp)) fit_n_draws(fit) else ncol(smp$zeta)
   check_count(diagnostic_draws, "diagnostic_draws")
   # a large GLM: log p from an expansion, not a pass over the rows per draw
   taylor <- glm_taylor_logdens(fit, diagnostic_draws)
   n <- diagnostic_draw_count(fit, available, diagnostic_draws, exact = is.null(taylor))
-  # Two stages: the first 1000 draws, and all n only when those do not pass
-  # clearly (well inside every threshold). A q that is close to p is then
-  # judged at a quarter of the cost, while every fit near or past a
-  # threshold still gets the full n. The rule depends on the draws alone.
+  # Two stages: the first 1000 draws, and all n only when those neither pass
+  # clearly (well inside every threshold) nor fail clearly (so far outside
+  # one that the other draws cannot bring the fit back). A q that is close
+  # to p, or far from it, is then judged at a quarter of the cost, while
+  # every fit near a threshold still gets the full n. The rule depends on
+  # the draws alone.
   # Draws come chunk by chunk (memory O(chunk x D)); the log-joint is
   # evaluated once per draw.
-  n1 <- min(n, diag_first_stage)
+  n1 <- min(n, first_stage)
   lp <- log_q <- numeric(n)
   se_max <- 0
   dens <- function(upto, from) {
@@ -131,7 +143,7 @@ vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000) {
   }
   dens(n1, 1L)
   out <- diag_from_logdens(fit, smp, lp[seq_len(n1)], log_q[seq_len(n1)])
-  if (n > n1 && !diag_clear_pass(out)) {
+  if (n > n1 && !diag_clear_pass(out) && !diag_clear_fail(out, n)) {
     dens(n, n1 + 1L)
     out <- diag_from_logdens(fit, smp, lp, log_q)
   }
@@ -157,6 +169,38 @@ diag_clear_pass <- function(dg) {
     isTRUE(dg$max_mean_shift <= diag_thresholds$mean_shift / 2) &&
     isTRUE(dg$max_sd_change <= diag_thresholds$sd_ratio / 2) &&
     isTRUE(dg$kl_hat <= diag_thresholds$kl / 2)
+}
+
+# Outside a threshold on the first n1 = dg$n_draws draws by so much that
+# the verdict on all n draws would be a warning too, whatever the other
+# n - n1 draws hold short of a weight far above the first ones' (f = n / n1,
+# 4 by default):
+# * a draw outside the support stays among the n;
+# * the importance-weight sum over n draws is at least that over the first
+#   n1, so log Z-hat falls by at most log f, and the ELBO moves by the mean
+#   of the new draws' log ratios (4 standard errors allowed);
+# * a weighted mean shift, or an excess (or lack) of weighted variance, is
+#   diluted at most f-fold when the other draws carry (n - n1) / n1 times
+#   the first draws' weight, as they do on average: a shift above f x 0.1
+#   q-sd stays above 0.1, and an sd ratio r with r^2 - 1 above
+#   f x (1.1^2 - 1) (r > 1.36 for f = 4), or 1 - r^2 above f x (1 - 0.9^2)
+#   (r < 0.49), stays outside [0.9, 1.1]. (Without the sides, as in a
+#   hand-made list, the larger bar holds for both.)
+# Never used to pass a fit: it can only spare draws on one that warns.
+diag_clear_fail <- function(dg, n) {
+  if (dg$n_nonfinite > 0) return(TRUE)
+  th <- diag_thresholds
+  f <- n / dg$n_draws
+  se_elbo <- dg$log_ratio_sd * (1 - 1 / f) * sqrt(1 / (n - dg$n_draws) + 1 / dg$n_draws)
+  kl_low <- dg$kl_hat - log(f) - 4 * se_elbo
+  sd_up <- sqrt(1 + f * ((1 + th$sd_ratio)^2 - 1)) - 1
+  lack <- f * (1 - (1 - th$sd_ratio)^2)
+  sd_down <- if (lack < 1) 1 - sqrt(1 - lack) else Inf
+  sides <- attr(dg, "sd_sides")
+  sd_clear <- if (is.null(sides)) isTRUE(dg$max_sd_change > max(sd_up, sd_down)) else
+    isTRUE(sides[["up"]] > sd_up) || isTRUE(sides[["down"]] > sd_down)
+  isTRUE(kl_low > th$kl) ||
+    isTRUE(dg$max_mean_shift > f * th$mean_shift) || sd_clear
 }
 
 # The diagnostics from the log densities `lp` (and log q) of the first
@@ -210,6 +254,8 @@ diag_from_logdens <- function(fit, smp, lp, log_q) {
     n_draws = n, n_finite = n_ok, n_nonfinite = n - n_ok,
     weights = weights, stop_reason = fit$stop_reason)
   out$verdict <- diag_verdict(out)
+  # not part of the reported list: the sd changes by side
+  if (!is.null(moments)) attr(out, "sd_sides") <- moments$sides
   out
 }
 
@@ -290,7 +336,12 @@ psis_moments <- function(fit, smp, n, w) {
   }   # else (a simplex) the table is theta's; the maxima are over both
   max_shift <- max(shift, bad_num(unc$shift))
   max_change <- max(change, unc_change)
-  list(
+  # the same changes by side: widest excess (ratio above 1) and deepest
+  # lack (below 1), for diag_clear_fail()
+  ratios <- c(replace(bad_num(con$ratio), few, 1),
+              if (length(unc$ratio) == length(con$ratio)) replace(bad_num(unc$ratio), few, 1)
+              else bad_num(unc$ratio))
+  list(sides = c(up = max(ratios - 1, 0), down = max(1 - ratios, 0)),
     table = data.frame(parameter = fit$par_names, q_mean = con$m0, q_sd = con$s0,
                        psis_mean = con$m1, psis_sd = con$s1,
                        mean_shift = shift,

@@ -10,9 +10,13 @@
    posterior: antithetic pairs (their mean is exactly 0) rescaled so that each
    coordinate's second moment is exactly 1, and fully whitened (sample
    covariance exactly I) when there are enough draws. A posterior far from
-   Gaussian is left to the diagnostics, which judge q with fresh draws. */
+   Gaussian is left to the diagnostics, which judge q with fresh draws.
+
+   The L-BFGS is this file's own (saa_lbfgs), not R's lbfgsb: lbfgsb stops
+   on a small gradient or a small relative reduction, and along a flat
+   direction both can hold far from the optimum; here the quasi-Newton
+   step, an estimate of the distance left, must be small too. */
 #include "bbvi.h"
-#include <R_ext/Applic.h>
 #include <math.h>
 #include <string.h>
 #include <float.h>
@@ -96,36 +100,141 @@ static void eval_lambda(saa_ws *w, const double *lambda)
     w->cached = 1;
 }
 
-static double saa_fn(int n, double *lambda, void *ex)
+static double dot(int n, const double *a, const double *b)
 {
-    saa_ws *w = (saa_ws *) ex;
-    eval_lambda(w, lambda);
-    return w->f_cache;
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
 }
 
-static void saa_gr(int n, double *lambda, double *g, void *ex)
+static double max_abs(int n, const double *a)
 {
-    saa_ws *w = (saa_ws *) ex;
-    eval_lambda(w, lambda);
-    memcpy(g, w->g_cache, sizeof(double) * n);
+    double m = 0.0;
+    for (int i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+enum { LB_CONVERGED = 0, LB_MAX_EVALS = 1, LB_STALLED = 2 };
+
+/* L-BFGS on -ELBO from x (overwritten with the answer), m pairs of memory,
+   Armijo backtracking. Stops when the gradient is below grad_tol and the
+   quasi-Newton step, L-BFGS's estimate of the distance left to the optimum,
+   moves no coordinate of lambda by more than step_tol (q-sds for means, log
+   sds): along a flat direction a small gradient can leave the answer far
+   from the optimum, and two runs stopped there differ by their stopping
+   points, not by their draws. Also stops after max_evals evaluations, or
+   when no step decreases -ELBO (LB_STALLED). */
+/* L-BFGS's curvature pairs, kept across runs (see vi_saa's `memory`) */
+typedef struct {
+    int m, cnt, head;   /* a ring of m pairs; the newest at head - 1 */
+    double *S, *Y, *rho, gamma;
+    double step_left;   /* the last quasi-Newton step's largest coordinate */
+} saa_memory;
+
+static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
+                     double step_tol, saa_memory *mem)
+{
+    int K = w->K, m = mem->m;
+    double *g = (double *) R_alloc(K, sizeof(double));
+    double *d = (double *) R_alloc(K, sizeof(double));
+    double *xn = (double *) R_alloc(K, sizeof(double));
+    double *S = mem->S, *Y = mem->Y, *rho = mem->rho;
+    double *al = (double *) R_alloc(m, sizeof(double));
+    int head = mem->head, cnt = mem->cnt;
+    double gamma = mem->gamma;
+    eval_lambda(w, x);
+    double f = w->f_cache;
+    memcpy(g, w->g_cache, sizeof(double) * K);
+    for (;;) {
+        double gmax = max_abs(K, g);
+        if (gmax == 0.0) { mem->step_left = 0.0; return LB_CONVERGED; }
+        for (int k = 0; k < K; k++) d[k] = -g[k];
+        if (cnt > 0) {   /* two-loop recursion: d = -H g */
+            for (int i = 0; i < cnt; i++) {
+                int j = (head - 1 - i + 2 * m) % m;
+                al[j] = rho[j] * dot(K, S + (size_t) j * K, d);
+                for (int k = 0; k < K; k++) d[k] -= al[j] * Y[(size_t) j * K + k];
+            }
+            for (int k = 0; k < K; k++) d[k] *= gamma;
+            for (int i = cnt - 1; i >= 0; i--) {
+                int j = (head - 1 - i + 2 * m) % m;
+                double b = rho[j] * dot(K, Y + (size_t) j * K, d);
+                for (int k = 0; k < K; k++) d[k] += (al[j] - b) * S[(size_t) j * K + k];
+            }
+        }
+        double gtd = dot(K, g, d);
+        if (!(gtd < 0.0)) {   /* not a descent direction: forget the pairs */
+            cnt = 0;
+            mem->cnt = 0;
+            for (int k = 0; k < K; k++) d[k] = -g[k];
+            gtd = -dot(K, g, g);
+        }
+        mem->step_left = cnt > 0 ? max_abs(K, d) : R_PosInf;
+        if (cnt > 0 && gmax <= grad_tol && mem->step_left <= step_tol) return LB_CONVERGED;
+        if (w->n_evals >= max_evals) return LB_MAX_EVALS;
+        /* without pairs -g is no distance: a first step of length 1 at most */
+        double alpha = cnt > 0 ? 1.0 : fmin(1.0, 1.0 / sqrt(-gtd));
+        int accepted = 0;
+        double fn = BIG;
+        for (int ls = 0; ls < 40 && w->n_evals < max_evals; ls++) {
+            for (int k = 0; k < K; k++) xn[k] = x[k] + alpha * d[k];
+            eval_lambda(w, xn);
+            fn = w->f_cache;
+            if (fn < BIG && fn <= f + 1e-4 * alpha * gtd) { accepted = 1; break; }
+            /* the minimum of the quadratic through f, its slope and fn,
+               within [0.1, 0.5] of the step (a tenth past the support) */
+            double a2 = 0.1 * alpha;
+            if (fn < BIG) {
+                double den = 2.0 * (fn - f - gtd * alpha);
+                if (den > 0.0) a2 = fmin(0.5 * alpha, fmax(0.1 * alpha, -gtd * alpha * alpha / den));
+            }
+            alpha = a2;
+        }
+        if (!accepted) {
+            /* at rounding level the gradient decides */
+            if (fn < BIG && fabs(fn - f) <= 10.0 * DBL_EPSILON * fmax(1.0, fabs(f)) &&
+                gmax <= grad_tol) return LB_CONVERGED;
+            return w->n_evals >= max_evals ? LB_MAX_EVALS : LB_STALLED;
+        }
+        double *s_new = S + (size_t) head * K, *y_new = Y + (size_t) head * K;
+        for (int k = 0; k < K; k++) {
+            s_new[k] = xn[k] - x[k];
+            y_new[k] = w->g_cache[k] - g[k];
+        }
+        double sy = dot(K, s_new, y_new), yy = dot(K, y_new, y_new);
+        if (sy > 1e-10 * yy && yy > 0.0) {   /* curvature along the step: keep it */
+            rho[head] = 1.0 / sy;
+            gamma = sy / yy;
+            head = (head + 1) % m;
+            if (cnt < m) cnt++;
+        }
+        memcpy(x, xn, sizeof(double) * K);
+        memcpy(g, w->g_cache, sizeof(double) * K);
+        f = fn;
+        mem->head = head; mem->cnt = cnt; mem->gamma = gamma;
+    }
 }
 
 /* .Call(C_vi_saa, target_spec, lower, upper, control). control: family,
    samples (M, even), whiten (0/1), precond (D x D lower triangular, diagonal
    for mean-field) and shift (D): q starts as zeta = shift + precond z with
-   z ~ N(0, I), i.e. at the Laplace approximation; maxit, factr (L-BFGS's
-   relative-reduction tolerance), grad_tol (largest |gradient| accepted as
-   converged; L-BFGS runs on to a quarter of it, since a gradient of grad_tol
-   can still leave the answer that far from the optimum in sd units along
-   flat directions). Returns what vi_fit returns, plus grad_max and lbfgs_code. */
+   z ~ N(0, I), i.e. at the Laplace approximation; maxit (most evaluations),
+   grad_tol (largest |gradient| accepted as converged) and step_tol (largest
+   quasi-Newton step accepted as converged, see saa_lbfgs); optionally
+   memory (an earlier run's attribute lbfgs_memory) and memory_scale (K
+   factors from its lambda to this run's). Returns what vi_fit returns,
+   plus grad_max and lbfgs_code (0 converged, 1 maxit reached, 2 no step
+   decreased -ELBO), with attributes lbfgs_memory (the curvature pairs)
+   and lbfgs_step (the last quasi-Newton step's largest coordinate, Inf
+   when there was none). */
 SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
     int Dth, D = bbvi_check_bounds(spec, lower, upper, &Dth);
     int M = bbvi_need_int(control, "samples");
     int maxit = bbvi_need_int(control, "maxit");
     int whiten = bbvi_need_int(control, "whiten");
-    double factr = bbvi_need_double(control, "factr");
     double grad_tol = bbvi_need_double(control, "grad_tol");
+    double step_tol = bbvi_need_double(control, "step_tol");
     /* precond: dense D x D lower triangular (full-rank) or precond_diag,
        per-coordinate scales (mean-field: nothing D x D) */
     SEXP preP = bbvi_list_get(control, "precond"), preD = bbvi_list_get(control, "precond_diag"),
@@ -176,34 +285,81 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     w.trace_cap = 2 * maxit + 20;
     w.trace = (double *) R_alloc(w.trace_cap, sizeof(double));
 
-    int status = SAA_OK, fail = 0, fncount = 0, grcount = 0;
+    /* the pairs of an earlier run on the same q (a check with fresh draws),
+       carried into this run's coordinates: its lambda is the earlier one's
+       times `memory_scale` coordinate by coordinate (a step s scales so, a
+       gradient change y inversely, s'y not at all). Without them a check
+       run starting at the answer sees the curvature of its first steps
+       only, underestimates the distance left along flat directions and
+       stops after a step or two, wherever it started. */
+    saa_memory mem = { SAA_LBFGS_M(K), 0, 0,
+                       (double *) R_alloc((size_t) SAA_LBFGS_M(K) * K, sizeof(double)),
+                       (double *) R_alloc((size_t) SAA_LBFGS_M(K) * K, sizeof(double)),
+                       (double *) R_alloc(SAA_LBFGS_M(K), sizeof(double)), 1.0, R_PosInf };
+    SEXP memIn = bbvi_list_get(control, "memory"), memScale = bbvi_list_get(control, "memory_scale");
+    if (!Rf_isNull(memIn)) {
+        SEXP mS = bbvi_list_get(memIn, "S"), mY = bbvi_list_get(memIn, "Y");
+        int cnt = bbvi_need_int(memIn, "cnt"), head = bbvi_need_int(memIn, "head");
+        if (!Rf_isReal(mS) || !Rf_isReal(mY) || XLENGTH(mS) != (R_xlen_t) mem.m * K ||
+            XLENGTH(mY) != (R_xlen_t) mem.m * K || !Rf_isReal(memScale) ||
+            Rf_length(memScale) != K || cnt < 0 || cnt > mem.m || head < 0 || head >= mem.m)
+            Rf_error("internal error: bad `memory` for vi_saa");
+        const double *a = REAL(memScale);
+        memcpy(mem.S, REAL(mS), sizeof(double) * mem.m * K);
+        memcpy(mem.Y, REAL(mY), sizeof(double) * mem.m * K);
+        int kept = 0;
+        for (int i = 0; i < cnt; i++) {
+            int j = (head - cnt + i + 2 * mem.m) % mem.m;   /* oldest first */
+            double *sj = mem.S + (size_t) j * K, *yj = mem.Y + (size_t) j * K;
+            for (int k = 0; k < K; k++) { sj[k] *= a[k]; yj[k] /= a[k]; }
+            double sy = dot(K, sj, yj), yy = dot(K, yj, yj);
+            if (!(sy > 1e-10 * yy && yy > 0.0)) { cnt = 0; kept = 0; break; }
+            mem.rho[j] = 1.0 / sy;
+            mem.gamma = sy / yy;
+            kept++;
+        }
+        mem.cnt = kept;
+        mem.head = kept ? head : 0;
+    }
+
+    int status = SAA_OK, stop = LB_STALLED;
     double grad_max = R_PosInf;
     eval_lambda(&w, lambda);
     if (w.f_cache >= BIG) {
         status = SAA_NOT_FINITE_START;
     } else {
-        double *lo = (double *) R_alloc(K, sizeof(double));
-        double *up = (double *) R_alloc(K, sizeof(double));
-        int *nbd = (int *) R_alloc(K, sizeof(int));
-        for (int k = 0; k < K; k++) { nbd[k] = 0; lo[k] = -DBL_MAX; up[k] = DBL_MAX; }
-        double fmin = 0.0;
-        char msg[60];
-        lbfgsb(K, SAA_LBFGS_M(K), lambda, lo, up, nbd, &fmin, saa_fn, saa_gr, &fail, &w,
-               factr, 0.25 * grad_tol, &fncount, &grcount, maxit, msg, 0, 1);
+        stop = saa_lbfgs(&w, lambda, maxit, grad_tol, step_tol, &mem);
         eval_lambda(&w, lambda);
-        grad_max = 0.0;
-        for (int k = 0; k < K; k++) grad_max = fmax(grad_max, fabs(w.g_cache[k]));
+        grad_max = max_abs(K, w.g_cache);
         if (w.f_cache >= BIG) grad_max = R_PosInf;
     }
-    int converged = status == SAA_OK && grad_max <= grad_tol;
+    int converged = status == SAA_OK && stop == LB_CONVERGED && grad_max <= grad_tol;
 
     if (dense) fam->affine(fam, D, lambda, P, shift);   /* back to zeta */
     else fam->affine_diag(fam, D, lambda, P, shift);
     bbvi_vi_result r = { lambda, lambda, K, w.trace, w.n_trace, converged,
-                         fncount, 0,
+                         (int) w.n_evals, 0,
                          status == SAA_OK ? "ok" : "no_finite_start",
                          converged ? "converged" : "max_iter_moving", NA_REAL, 0.0,
                          (double) w.n_evals * M, (double) w.n_evals * M,
-                         grad_max, fail, 0.0 };
-    return bbvi_vi_result_sexp(fam, D, &r);
+                         grad_max, stop, 0.0 };
+    SEXP out = PROTECT(bbvi_vi_result_sexp(fam, D, &r));
+    SEXP memOut = PROTECT(Rf_allocVector(VECSXP, 4)), nms = PROTECT(Rf_allocVector(STRSXP, 4));
+    SEXP mS = Rf_allocVector(REALSXP, (R_xlen_t) mem.m * K);
+    SET_VECTOR_ELT(memOut, 0, mS);
+    memcpy(REAL(mS), mem.S, sizeof(double) * mem.m * K);
+    SEXP mY = Rf_allocVector(REALSXP, (R_xlen_t) mem.m * K);
+    SET_VECTOR_ELT(memOut, 1, mY);
+    memcpy(REAL(mY), mem.Y, sizeof(double) * mem.m * K);
+    SET_VECTOR_ELT(memOut, 2, Rf_ScalarInteger(mem.cnt));
+    SET_VECTOR_ELT(memOut, 3, Rf_ScalarInteger(mem.head));
+    SET_STRING_ELT(nms, 0, Rf_mkChar("S"));
+    SET_STRING_ELT(nms, 1, Rf_mkChar("Y"));
+    SET_STRING_ELT(nms, 2, Rf_mkChar("cnt"));
+    SET_STRING_ELT(nms, 3, Rf_mkChar("head"));
+    Rf_setAttrib(memOut, R_NamesSymbol, nms);
+    Rf_setAttrib(out, Rf_install("lbfgs_memory"), memOut);
+    Rf_setAttrib(out, Rf_install("lbfgs_step"), Rf_ScalarReal(mem.step_left));
+    UNPROTECT(3);
+    return out;
 }
