@@ -330,6 +330,20 @@ void bbvi_optim_init(bbvi_optim *o, int type, int K, double eta);
 void bbvi_optim_reset(bbvi_optim *o);
 void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
 
+/* L-BFGS curvature memory (lbfgs.c): a ring of cnt <= m pairs (s, y) of
+   length n, the oldest at `head`; scratch from R_alloc. */
+typedef struct {
+    int n, m, cnt, head;
+    double *S, *Y, *rho, *alpha, gamma;   /* gamma: H0 = gamma I */
+} bbvi_lbfgs;
+
+void bbvi_lbfgs_init(bbvi_lbfgs *L, int n, int m);
+void bbvi_lbfgs_forget(bbvi_lbfgs *L);
+int bbvi_lbfgs_push(bbvi_lbfgs *L, const double *x0, const double *x1,
+                    const double *g0, const double *g1);
+void bbvi_lbfgs_direction(const bbvi_lbfgs *L, const double *g, double *d);
+double bbvi_dot(int n, const double *a, const double *b);
+
 /* ------------------------------------------------------------------------ */
 /* Small shared helpers (utils.c).                                           */
 /* ------------------------------------------------------------------------ */

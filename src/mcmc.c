@@ -33,13 +33,6 @@ static double log_sum_exp(double a, double b)
     return a > b ? a + log1p(exp(b - a)) : b + log1p(exp(a - b));
 }
 
-static double dot(int D, const double *a, const double *b)
-{
-    double s = 0.0;
-    for (int d = 0; d < D; d++) s += a[d] * b[d];
-    return s;
-}
-
 /* ---- dual averaging of a log step size (Hoffman & Gelman 2014, as Stan) -- */
 
 typedef struct {
@@ -237,7 +230,7 @@ static void leapfrog(nuts *s, point *z, double e)
 static int criterion(int D, const double *ps_minus, const double *ps_plus,
                      const double *rho)
 {
-    return dot(D, ps_plus, rho) > 0 && dot(D, ps_minus, rho) > 0;
+    return bbvi_dot(D, ps_plus, rho) > 0 && bbvi_dot(D, ps_minus, rho) > 0;
 }
 
 /* Stan's base_nuts::build_tree: extends s->z by 2^depth leapfrog steps in

@@ -146,34 +146,6 @@ static int eval_u(mode_ws *w, const double *u, double *f, double *g)
     return 1;
 }
 
-static double dot(int n, const double *a, const double *b)
-{
-    double s = 0.0;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-/* r = H q for the L-BFGS inverse Hessian of the np pairs (s_j, y_j) kept
-   in S, Y (rows of length D, oldest at index `head`), H0 = gamma I: the
-   two-loop recursion. */
-static void lbfgs_apply(int D, int m, int np, int head, const double *S,
-                        const double *Y, const double *rho, double gamma,
-                        double *alpha, const double *q, double *r)
-{
-    memcpy(r, q, sizeof(double) * D);
-    for (int k = np - 1; k >= 0; k--) {
-        int j = (head + k) % m;
-        alpha[k] = rho[j] * dot(D, S + (size_t) j * D, r);
-        for (int i = 0; i < D; i++) r[i] -= alpha[k] * Y[(size_t) j * D + i];
-    }
-    for (int i = 0; i < D; i++) r[i] *= gamma;
-    for (int k = 0; k < np; k++) {
-        int j = (head + k) % m;
-        double b = rho[j] * dot(D, Y + (size_t) j * D, r);
-        for (int i = 0; i < D; i++) r[i] += (alpha[k] - b) * S[(size_t) j * D + i];
-    }
-}
-
 /* The direction of a nearby region where log p is not finite, seen from
    u: a step of rho (in scale units) along each axis either way (one
    target call of 2D + 1 points) gives n_d = +1 where +rho e_d leaves the
@@ -202,7 +174,7 @@ static double wall_normal(mode_ws *w, const double *u, double rho,
 /* dir minus its part along the unit vector n, if it points that way */
 static void slide(int D, const double *n, double *dir)
 {
-    double a = dot(D, dir, n);
+    double a = bbvi_dot(D, dir, n);
     if (a > 0) for (int d = 0; d < D; d++) dir[d] -= a * n[d];
 }
 
@@ -223,14 +195,12 @@ static double optimise(mode_ws *w, int maxit)
     double *un = (double *) R_alloc(D, sizeof(double));
     double *gn = (double *) R_alloc(D, sizeof(double));
     double *dir = (double *) R_alloc(D, sizeof(double));
-    double *S = (double *) R_alloc((size_t) m * D, sizeof(double));
-    double *Y = (double *) R_alloc((size_t) m * D, sizeof(double));
-    double *rho = (double *) R_alloc(m, sizeof(double));
-    double *alpha = (double *) R_alloc(m, sizeof(double));
     double *xx = (double *) R_alloc(D, sizeof(double));
     double *nrm = (double *) R_alloc(D, sizeof(double));
-    double f, fn, gamma = 1.0, wall = 0.0;
-    int np = 0, head = 0, flat = 0, since = 0;
+    double f, fn, wall = 0.0;
+    int flat = 0, since = 0;
+    bbvi_lbfgs L;
+    bbvi_lbfgs_init(&L, D, m);
     double gbest = R_PosInf;
     w->diverged = 0;
     memset(u, 0, sizeof(double) * D);
@@ -243,21 +213,21 @@ static double optimise(mode_ws *w, int maxit)
         else if (++since >= PATIENCE) { w->diverged = gbest > w->gtol; break; }
         if (it % 10 == 9) R_CheckUserInterrupt();
         /* the first step moves no coordinate by more than one scale unit */
-        if (np == 0) gamma = 1.0 / fmax(1.0, gmax);
-        lbfgs_apply(D, m, np, head, S, Y, rho, gamma, alpha, g, dir);
-        for (int d = 0; d < D; d++) dir[d] = -dir[d];
+        if (L.cnt == 0) L.gamma = 1.0 / fmax(1.0, gmax);
+        bbvi_lbfgs_direction(&L, g, dir);
         /* the last step stopped short of a -Inf region: slide along it */
         double nn = wall > 0 ? wall_normal(w, u, wall, xx, nrm) : 0.0;
         if (nn > 0) {
             for (int d = 0; d < D; d++) nrm[d] /= sqrt(nn);
             slide(D, nrm, dir);
         }
-        double gd = dot(D, g, dir);
+        double gd = bbvi_dot(D, g, dir);
         if (!(gd < 0)) {   /* not a descent direction: forget the pairs */
-            np = 0; head = 0; gamma = 1.0 / fmax(1.0, gmax);
-            for (int d = 0; d < D; d++) dir[d] = -gamma * g[d];
+            bbvi_lbfgs_forget(&L);
+            L.gamma = 1.0 / fmax(1.0, gmax);
+            for (int d = 0; d < D; d++) dir[d] = -L.gamma * g[d];
             if (nn > 0) slide(D, nrm, dir);
-            gd = dot(D, g, dir);
+            gd = bbvi_dot(D, g, dir);
             if (!(gd < 0)) break;   /* against the edge: nowhere to go */
         }
         double t = 1.0, t_out = R_PosInf;
@@ -276,26 +246,13 @@ static double optimise(mode_ws *w, int maxit)
             }
         }
         /* how far the nearest point met outside is, in scale units */
-        wall = ok && R_FINITE(t_out) ? 2 * (t_out - t) * sqrt(dot(D, dir, dir)) : 0.0;
+        wall = ok && R_FINITE(t_out) ? 2 * (t_out - t) * sqrt(bbvi_dot(D, dir, dir)) : 0.0;
         if (!ok) {
-            if (np == 0) break;          /* not even a gradient step helps */
-            np = 0; head = 0;            /* retry from a gradient step */
+            if (L.cnt == 0) break;       /* not even a gradient step helps */
+            bbvi_lbfgs_forget(&L);       /* retry from a gradient step */
             continue;
         }
-        double *s_new, *y_new;
-        int slot = np < m ? (head + np) % m : head;
-        s_new = S + (size_t) slot * D; y_new = Y + (size_t) slot * D;
-        double sy = 0.0, yy = 0.0;
-        for (int d = 0; d < D; d++) {
-            double sd = un[d] - u[d], yd = gn[d] - g[d];
-            sy += sd * yd; yy += yd * yd;
-        }
-        if (sy > 1e-10 * yy && yy > 0) {
-            for (int d = 0; d < D; d++) { s_new[d] = un[d] - u[d]; y_new[d] = gn[d] - g[d]; }
-            rho[slot] = 1.0 / sy;
-            gamma = sy / yy;
-            if (np < m) np++; else head = (head + 1) % m;
-        }
+        bbvi_lbfgs_push(&L, u, un, g, gn);
         double dec = f - fn;
         memcpy(u, un, sizeof(double) * D);
         memcpy(g, gn, sizeof(double) * D);

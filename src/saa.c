@@ -12,7 +12,8 @@
    covariance exactly I) when there are enough draws. A posterior far from
    Gaussian is left to the diagnostics, which judge q with fresh draws.
 
-   The L-BFGS is this file's own (saa_lbfgs), not R's lbfgsb: lbfgsb stops
+   The L-BFGS (saa_lbfgs: its stopping rule and line search; the pairs
+   and the two-loop product are lbfgs.c's) is not R's lbfgsb: lbfgsb stops
    on a small gradient or a small relative reduction, and along a flat
    direction both can hold far from the optimum; here the quasi-Newton
    step, an estimate of the distance left, must be small too. */
@@ -100,13 +101,6 @@ static void eval_lambda(saa_ws *w, const double *lambda)
     w->cached = 1;
 }
 
-static double dot(int n, const double *a, const double *b)
-{
-    double s = 0.0;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
 static double max_abs(int n, const double *a)
 {
     double m = 0.0;
@@ -126,54 +120,37 @@ enum { LB_CONVERGED = 0, LB_MAX_EVALS = 1, LB_STALLED = 2 };
    when no step decreases -ELBO (LB_STALLED). */
 /* L-BFGS's curvature pairs, kept across runs (see vi_saa's `memory`) */
 typedef struct {
-    int m, cnt, head;   /* a ring of m pairs; the newest at head - 1 */
-    double *S, *Y, *rho, gamma;
+    bbvi_lbfgs L;
     double step_left;   /* the last quasi-Newton step's largest coordinate */
 } saa_memory;
 
 static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
                      double step_tol, saa_memory *mem)
 {
-    int K = w->K, m = mem->m;
+    int K = w->K;
+    bbvi_lbfgs *L = &mem->L;
     double *g = (double *) R_alloc(K, sizeof(double));
     double *d = (double *) R_alloc(K, sizeof(double));
     double *xn = (double *) R_alloc(K, sizeof(double));
-    double *S = mem->S, *Y = mem->Y, *rho = mem->rho;
-    double *al = (double *) R_alloc(m, sizeof(double));
-    int head = mem->head, cnt = mem->cnt;
-    double gamma = mem->gamma;
     eval_lambda(w, x);
     double f = w->f_cache;
     memcpy(g, w->g_cache, sizeof(double) * K);
     for (;;) {
         double gmax = max_abs(K, g);
         if (gmax == 0.0) { mem->step_left = 0.0; return LB_CONVERGED; }
-        for (int k = 0; k < K; k++) d[k] = -g[k];
-        if (cnt > 0) {   /* two-loop recursion: d = -H g */
-            for (int i = 0; i < cnt; i++) {
-                int j = (head - 1 - i + 2 * m) % m;
-                al[j] = rho[j] * dot(K, S + (size_t) j * K, d);
-                for (int k = 0; k < K; k++) d[k] -= al[j] * Y[(size_t) j * K + k];
-            }
-            for (int k = 0; k < K; k++) d[k] *= gamma;
-            for (int i = cnt - 1; i >= 0; i--) {
-                int j = (head - 1 - i + 2 * m) % m;
-                double b = rho[j] * dot(K, Y + (size_t) j * K, d);
-                for (int k = 0; k < K; k++) d[k] += (al[j] - b) * S[(size_t) j * K + k];
-            }
-        }
-        double gtd = dot(K, g, d);
+        if (L->cnt > 0) bbvi_lbfgs_direction(L, g, d);
+        else for (int k = 0; k < K; k++) d[k] = -g[k];
+        double gtd = bbvi_dot(K, g, d);
         if (!(gtd < 0.0)) {   /* not a descent direction: forget the pairs */
-            cnt = 0;
-            mem->cnt = 0;
+            bbvi_lbfgs_forget(L);
             for (int k = 0; k < K; k++) d[k] = -g[k];
-            gtd = -dot(K, g, g);
+            gtd = -bbvi_dot(K, g, g);
         }
-        mem->step_left = cnt > 0 ? max_abs(K, d) : R_PosInf;
-        if (cnt > 0 && gmax <= grad_tol && mem->step_left <= step_tol) return LB_CONVERGED;
+        mem->step_left = L->cnt > 0 ? max_abs(K, d) : R_PosInf;
+        if (L->cnt > 0 && gmax <= grad_tol && mem->step_left <= step_tol) return LB_CONVERGED;
         if (w->n_evals >= max_evals) return LB_MAX_EVALS;
         /* without pairs -g is no distance: a first step of length 1 at most */
-        double alpha = cnt > 0 ? 1.0 : fmin(1.0, 1.0 / sqrt(-gtd));
+        double alpha = L->cnt > 0 ? 1.0 : fmin(1.0, 1.0 / sqrt(-gtd));
         int accepted = 0;
         double fn = BIG;
         for (int ls = 0; ls < 40 && w->n_evals < max_evals; ls++) {
@@ -196,22 +173,10 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
                 gmax <= grad_tol) return LB_CONVERGED;
             return w->n_evals >= max_evals ? LB_MAX_EVALS : LB_STALLED;
         }
-        double *s_new = S + (size_t) head * K, *y_new = Y + (size_t) head * K;
-        for (int k = 0; k < K; k++) {
-            s_new[k] = xn[k] - x[k];
-            y_new[k] = w->g_cache[k] - g[k];
-        }
-        double sy = dot(K, s_new, y_new), yy = dot(K, y_new, y_new);
-        if (sy > 1e-10 * yy && yy > 0.0) {   /* curvature along the step: keep it */
-            rho[head] = 1.0 / sy;
-            gamma = sy / yy;
-            head = (head + 1) % m;
-            if (cnt < m) cnt++;
-        }
+        bbvi_lbfgs_push(L, x, xn, g, w->g_cache);
         memcpy(x, xn, sizeof(double) * K);
         memcpy(g, w->g_cache, sizeof(double) * K);
         f = fn;
-        mem->head = head; mem->cnt = cnt; mem->gamma = gamma;
     }
 }
 
@@ -292,34 +257,34 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
        run starting at the answer sees the curvature of its first steps
        only, underestimates the distance left along flat directions and
        stops after a step or two, wherever it started. */
-    saa_memory mem = { SAA_LBFGS_M(K), 0, 0,
-                       (double *) R_alloc((size_t) SAA_LBFGS_M(K) * K, sizeof(double)),
-                       (double *) R_alloc((size_t) SAA_LBFGS_M(K) * K, sizeof(double)),
-                       (double *) R_alloc(SAA_LBFGS_M(K), sizeof(double)), 1.0, R_PosInf };
+    saa_memory mem;
+    bbvi_lbfgs_init(&mem.L, K, SAA_LBFGS_M(K));
+    mem.step_left = R_PosInf;
+    bbvi_lbfgs *L = &mem.L;
     SEXP memIn = bbvi_list_get(control, "memory"), memScale = bbvi_list_get(control, "memory_scale");
     if (!Rf_isNull(memIn)) {
         SEXP mS = bbvi_list_get(memIn, "S"), mY = bbvi_list_get(memIn, "Y");
         int cnt = bbvi_need_int(memIn, "cnt"), head = bbvi_need_int(memIn, "head");
-        if (!Rf_isReal(mS) || !Rf_isReal(mY) || XLENGTH(mS) != (R_xlen_t) mem.m * K ||
-            XLENGTH(mY) != (R_xlen_t) mem.m * K || !Rf_isReal(memScale) ||
-            Rf_length(memScale) != K || cnt < 0 || cnt > mem.m || head < 0 || head >= mem.m)
+        if (!Rf_isReal(mS) || !Rf_isReal(mY) || XLENGTH(mS) != (R_xlen_t) L->m * K ||
+            XLENGTH(mY) != (R_xlen_t) L->m * K || !Rf_isReal(memScale) ||
+            Rf_length(memScale) != K || cnt < 0 || cnt > L->m || head < 0 || head >= L->m)
             Rf_error("internal error: bad `memory` for vi_saa");
         const double *a = REAL(memScale);
-        memcpy(mem.S, REAL(mS), sizeof(double) * mem.m * K);
-        memcpy(mem.Y, REAL(mY), sizeof(double) * mem.m * K);
+        memcpy(L->S, REAL(mS), sizeof(double) * L->m * K);
+        memcpy(L->Y, REAL(mY), sizeof(double) * L->m * K);
         int kept = 0;
         for (int i = 0; i < cnt; i++) {
-            int j = (head - cnt + i + 2 * mem.m) % mem.m;   /* oldest first */
-            double *sj = mem.S + (size_t) j * K, *yj = mem.Y + (size_t) j * K;
+            int j = (head + i) % L->m;   /* oldest first */
+            double *sj = L->S + (size_t) j * K, *yj = L->Y + (size_t) j * K;
             for (int k = 0; k < K; k++) { sj[k] *= a[k]; yj[k] /= a[k]; }
-            double sy = dot(K, sj, yj), yy = dot(K, yj, yj);
-            if (!(sy > 1e-10 * yy && yy > 0.0)) { cnt = 0; kept = 0; break; }
-            mem.rho[j] = 1.0 / sy;
-            mem.gamma = sy / yy;
+            double sy = bbvi_dot(K, sj, yj), yy = bbvi_dot(K, yj, yj);
+            if (!(sy > 1e-10 * yy && yy > 0.0)) { kept = 0; break; }
+            L->rho[j] = 1.0 / sy;
+            L->gamma = sy / yy;
             kept++;
         }
-        mem.cnt = kept;
-        mem.head = kept ? head : 0;
+        L->cnt = kept;
+        L->head = kept ? head : 0;
     }
 
     int status = SAA_OK, stop = LB_STALLED;
@@ -345,14 +310,14 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                          grad_max, stop, 0.0 };
     SEXP out = PROTECT(bbvi_vi_result_sexp(fam, D, &r));
     SEXP memOut = PROTECT(Rf_allocVector(VECSXP, 4)), nms = PROTECT(Rf_allocVector(STRSXP, 4));
-    SEXP mS = Rf_allocVector(REALSXP, (R_xlen_t) mem.m * K);
+    SEXP mS = Rf_allocVector(REALSXP, (R_xlen_t) L->m * K);
     SET_VECTOR_ELT(memOut, 0, mS);
-    memcpy(REAL(mS), mem.S, sizeof(double) * mem.m * K);
-    SEXP mY = Rf_allocVector(REALSXP, (R_xlen_t) mem.m * K);
+    memcpy(REAL(mS), L->S, sizeof(double) * L->m * K);
+    SEXP mY = Rf_allocVector(REALSXP, (R_xlen_t) L->m * K);
     SET_VECTOR_ELT(memOut, 1, mY);
-    memcpy(REAL(mY), mem.Y, sizeof(double) * mem.m * K);
-    SET_VECTOR_ELT(memOut, 2, Rf_ScalarInteger(mem.cnt));
-    SET_VECTOR_ELT(memOut, 3, Rf_ScalarInteger(mem.head));
+    memcpy(REAL(mY), L->Y, sizeof(double) * L->m * K);
+    SET_VECTOR_ELT(memOut, 2, Rf_ScalarInteger(L->cnt));
+    SET_VECTOR_ELT(memOut, 3, Rf_ScalarInteger(L->head));   /* the oldest pair */
     SET_STRING_ELT(nms, 0, Rf_mkChar("S"));
     SET_STRING_ELT(nms, 1, Rf_mkChar("Y"));
     SET_STRING_ELT(nms, 2, Rf_mkChar("cnt"));
