@@ -262,9 +262,10 @@ gradient_check_table <- function(model, pts, tol, err_call, coords = NULL) {
     fm[rows] <- eval_fn(shifted)
   }
   finite_pt <- is.finite(f0)
-  g <- if (vec) gr(theta_list(model, pts, TRUE)) else
-    do.call(rbind, lapply(seq_len(P), function(i) gr(theta_list(model, pts[i, , drop = FALSE], FALSE))))
-  g <- matrix(g, P, D)
+  g_pts <- if (vec) list(gr(theta_list(model, pts, TRUE))) else
+    lapply(seq_len(P), function(i) gr(theta_list(model, pts[i, , drop = FALSE], FALSE)))
+  check_gradient_logjoint(g_pts, f0, err_call)
+  g <- matrix(do.call(rbind, g_pts), P, D)
   numeric_g <- (fp - fm) / (2 * hh)
   analytic <- g[cbind(idx$p, idx$d)]
   # rounding error of the difference: grows with |log-joint| / h
@@ -279,6 +280,25 @@ gradient_check_table <- function(model, pts, tol, err_call, coords = NULL) {
                     stringsAsFactors = FALSE)
   structure(tab, class = c("bbvi_gradient_check", "data.frame"),
             ok = !any(!tab$ok, na.rm = TRUE), points = pts, tol = tol)
+}
+
+# The log-joint a gradient returns with its value (attribute "logjoint")
+# replaces logjoint's own in the fit: it must be the same, up to rounding.
+check_gradient_logjoint <- function(g_pts, f0, err_call) {
+  lp <- lapply(g_pts, attr, which = "logjoint", exact = TRUE)
+  given <- !vapply(lp, is.null, logical(1))
+  if (!any(given)) return(invisible(TRUE))
+  lp <- unlist(lp)
+  if (!all(given) || length(lp) != length(f0)) return(invisible(TRUE))
+  same <- (is.na(lp) & is.na(f0)) | (!is.na(lp) & !is.na(f0) &
+    (lp == f0 | abs(lp - f0) <= 1e-8 * pmax(1, abs(f0))))
+  if (all(same)) return(invisible(TRUE))
+  i <- which(!same)[1]
+  cli::cli_abort(c(
+    "The {.val logjoint} attribute of {.arg gradient}'s value disagrees with {.arg logjoint}.",
+    x = "At point {i}, the attribute is {signif(lp[i], 8)}; {.arg logjoint} gives {signif(f0[i], 8)}.",
+    i = "The attribute replaces {.arg logjoint}'s value in the fit: it must be the same log density, constants included."
+  ), call = err_call)
 }
 
 #' @export

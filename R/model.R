@@ -192,7 +192,12 @@ print.bbvi_param <- function(x, ...) {
 #'   `theta`, or one numeric vector in the order of `parameters`. With
 #'   `vectorized = TRUE` each element carries all draws (a length-S vector for
 #'   a scalar parameter, an S x dim matrix otherwise). It enables the
-#'   reparameterization estimator and NUTS.
+#'   reparameterization estimator and NUTS. When the gradient's computation
+#'   gives log p on the way (a recursion, a Cholesky factor), return it too,
+#'   as the attribute `"logjoint"` of the value (one number per draw, the
+#'   same as `logjoint` returns): the fit then calls `logjoint` only where it
+#'   needs no gradient, e.g. in the diagnostics. [check_gradient()] checks
+#'   the attribute against `logjoint`. Ignored for a model with `factors`.
 #' @param vectorized If `TRUE`, `logjoint` (and `gradient`) receive all S
 #'   draws of an iteration at once: scalar parameters as length-S vectors,
 #'   others as S x dim matrices. One R call per iteration instead of S.
@@ -566,7 +571,21 @@ r_target_spec <- function(model, err_call = NULL) {
       g <- tryCatch(gradient(theta, data),
                     error = function(e) abort_callback("gradient", e, err_call))
       n <- if (vectorized) nrow_draws(theta) else 1L
-      flatten_gradient(g, n, sizes, nms, err_call, par_names, optional = discrete)
+      lp <- attr(g, "logjoint", exact = TRUE)
+      out <- flatten_gradient(g, n, sizes, nms, err_call, par_names, optional = discrete)
+      # log p given with the gradient spares the separate logjoint call;
+      # a factorised model still needs its per-factor values from logjoint
+      if (!is.null(lp) && is.null(factors)) {
+        check_callback_value(lp, n, "gradient's \"logjoint\" attribute", vectorized, err_call)
+        lp <- as.double(lp)
+        if (any(lp == Inf, na.rm = TRUE)) {
+          cli::cli_abort(c("The {.val logjoint} attribute of {.arg gradient}'s value is +Inf.",
+                           i = "A log density must be finite or -Inf/NA outside the support."),
+                         call = err_call)
+        }
+        attr(out, "logjoint") <- lp
+      }
+      out
     }
   }
   c(list(type = "r", fn_call = as.call(list(fn, NULL)),

@@ -14,6 +14,7 @@ typedef struct {
     const int *sizes;        /* scalar length of each */
     SEXP names;              /* their names */
     int n_factors;           /* 0: logjoint returns one value per draw */
+    SEXP lp_sym;             /* the gradient's optional attribute "logjoint" */
 } r_target;
 
 /* theta as the user sees it: a named list, one element per parameter. With
@@ -79,9 +80,25 @@ static void r_eval(bbvi_target *t, int S, const double *theta, double *lp,
     for (int s0 = 0; s0 < S; s0 += nb) {
         const double *th = theta + (size_t) s0 * D;
         SEXP lst = PROTECT(r_theta_list(rt, D, nb, th));
-        SEXP val = PROTECT(r_eval_checked(rt->fn_call, lst, rt->rho,
-                                          (R_xlen_t) nb * (F > 0 ? F : 1),
-                                          "logjoint"));
+        /* the gradient first: when it also returns log p (the R wrapper
+           has checked its attribute "logjoint"), the log-joint is not
+           called at all */
+        SEXP g = R_NilValue, val = R_NilValue;
+        if (grad) {
+            g = r_eval_checked(rt->gr_call, lst, rt->rho, (R_xlen_t) nb * D, "gradient");
+            const double *gv = REAL(g);
+            for (int s = 0; s < nb; s++)
+                for (int d = 0; d < D; d++)
+                    grad[d + (size_t) (s0 + s) * D] = gv[s + (size_t) d * nb];
+            if (F == 0) val = Rf_getAttrib(g, rt->lp_sym);
+            if (!Rf_isNull(val) && (!Rf_isReal(val) || XLENGTH(val) != nb))
+                Rf_error("internal error: the gradient's log-joint values are malformed");
+        }
+        PROTECT(g);
+        if (Rf_isNull(val))
+            val = r_eval_checked(rt->fn_call, lst, rt->rho,
+                                 (R_xlen_t) nb * (F > 0 ? F : 1), "logjoint");
+        PROTECT(val);
         if (F == 0) {
             memcpy(lp + s0, REAL(val), sizeof(double) * nb);
         } else {
@@ -98,17 +115,7 @@ static void r_eval(bbvi_target *t, int S, const double *theta, double *lp,
                 lp[s0 + s] = a;
             }
         }
-        if (grad) {
-            /* the R wrapper returns D values per draw, as an nb x D matrix */
-            SEXP g = PROTECT(r_eval_checked(rt->gr_call, lst, rt->rho,
-                                            (R_xlen_t) nb * D, "gradient"));
-            const double *gv = REAL(g);
-            for (int s = 0; s < nb; s++)
-                for (int d = 0; d < D; d++)
-                    grad[d + (size_t) (s0 + s) * D] = gv[s + (size_t) d * nb];
-            UNPROTECT(1);
-        }
-        UNPROTECT(2);
+        UNPROTECT(3);
     }
     /* the calls keep a reference to the last theta: drop it */
     SETCADR(rt->fn_call, R_NilValue);
@@ -135,6 +142,7 @@ static void r_target_init(SEXP spec, int dim, bbvi_target *out)
     rt->n_par = Rf_length(sizes);
     rt->sizes = INTEGER(sizes);
     rt->names = bbvi_list_get(spec, "names");
+    rt->lp_sym = Rf_install("logjoint");
     int tot = 0;
     for (int k = 0; k < rt->n_par; k++) tot += rt->sizes[k];
     if (tot != dim)

@@ -198,3 +198,64 @@ test_that("a scalar parameter named like an element of a vector parameter is an 
   m <- bbvi_model(function(theta, data) 0, list(beta = param(dim = 2), `beta[3]` = param()))
   expect_equal(m$par_names, c("beta[1]", "beta[2]", "beta[3]"))
 })
+
+test_that("a gradient that returns log p too spares the log-joint calls and gives the same fit", {
+  # a correlated 2-D Gaussian posterior (known exactly), vectorized
+  Lam <- matrix(c(2, 0.9, 0.9, 1), 2)
+  lp_fun <- function(th) -0.5 * (Lam[1, 1] * th$a^2 + 2 * Lam[1, 2] * th$a * th$b + Lam[2, 2] * th$b^2)
+  calls <- new.env()
+  lj <- function(theta, data) {
+    calls$lj <- calls$lj + 1
+    lp_fun(theta)
+  }
+  gr <- function(theta, data) {
+    calls$gr <- calls$gr + 1
+    list(a = -(Lam[1, 1] * theta$a + Lam[1, 2] * theta$b),
+         b = -(Lam[1, 2] * theta$a + Lam[2, 2] * theta$b))
+  }
+  gr_lp <- function(theta, data) structure(gr(theta, data), logjoint = lp_fun(theta))
+  pars <- list(a = param(), b = param())
+  fit_counted <- function(gradient, seed) {
+    m <- bbvi_model(lj, pars, gradient = gradient, vectorized = TRUE)
+    calls$lj <- calls$gr <- 0
+    fit <- bbvi(m, method = "fullrank", seed = seed)
+    list(fit = fit, lj = calls$lj, gr = calls$gr)
+  }
+  for (seed in 1:2) {
+    plain <- fit_counted(gr, seed)
+    both <- fit_counted(gr_lp, seed)
+    # the same numbers reach the optimiser: the same fit
+    expect_equal(coef(both$fit), coef(plain$fit), tolerance = 1e-12)
+    expect_equal(vcov(both$fit), vcov(plain$fit), tolerance = 1e-12)
+    expect_equal(unname(vcov(both$fit)), solve(Lam), tolerance = 0.05)
+    expect_equal(both$gr, plain$gr)
+    # every gradient call of the fit (all but the one of the check before
+    # it) spared a log-joint call
+    expect_gte(plain$lj - both$lj, both$gr - 1)
+    expect_gt(both$gr, 5)
+  }
+})
+
+test_that("a gradient's log p attribute is checked against the log-joint", {
+  lj <- function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE)
+  gr <- function(theta, data) list(mu = -(theta$mu - 1) / 4)
+  pars <- list(mu = param())
+  # constants dropped in the attribute: a different log density
+  off <- bbvi_model(lj, pars, gradient = function(theta, data) {
+    structure(gr(theta, data), logjoint = -(theta$mu - 1)^2 / 8)
+  }, vectorized = TRUE)
+  expect_snapshot(error = TRUE, bbvi(off, seed = 1))
+  expect_error(check_gradient(off), "disagrees with")
+  # one value where S are due
+  short <- bbvi_model(lj, pars, gradient = function(theta, data) {
+    structure(gr(theta, data), logjoint = 0)
+  }, vectorized = TRUE)
+  expect_error(bbvi(short, seed = 1), "logjoint\" attribute")
+  # per-draw (not vectorized) models may give it too
+  one <- bbvi_model(lj, pars, gradient = function(theta, data) {
+    structure(gr(theta, data), logjoint = lj(theta, data))
+  })
+  fit <- bbvi(one, seed = 1)
+  expect_lt(abs(coef(fit)[["mu"]] - 1) / 2, 0.05)
+  expect_equal(sqrt(vcov(fit)[1, 1]), 2, tolerance = 0.05)
+})
