@@ -242,9 +242,12 @@ garch_lp <- function(p, d, grad = FALSE) {
     }
   }
   if (!grad) return(lp)
-  list(mu = gmu, alpha0 = g0,
-       alpha1 = g1 - gb * p$beta1_frac - 1 / (1 - a1),
-       beta1_frac = gb * (1 - a1))
+  # log p comes with the gradient (attribute "logjoint", see ?bbvi_model):
+  # the fit then runs the recursion once per gradient evaluation
+  structure(list(mu = gmu, alpha0 = g0,
+                 alpha1 = g1 - gb * p$beta1_frac - 1 / (1 - a1),
+                 beta1_frac = gb * (1 - a1)),
+            logjoint = lp)
 }
 custom_models$garch11 <- list(
   posterior = "garch-garch11",
@@ -307,11 +310,12 @@ custom_models$gp_pois_regr <- list(
   },
   gradient = function(p, d) {
     ft <- as_mat(p$f_tilde, d$N); S <- nrow(ft)
-    g_rho <- g_alpha <- numeric(S); g_ft <- matrix(0, S, d$N)
+    g_rho <- g_alpha <- ll <- numeric(S); g_ft <- matrix(0, S, d$N)
     for (s in seq_len(S)) {
       rho <- p$rho[s]; alpha <- p$alpha[s]; v <- ft[s, ]
       ch <- gp_chol(rho, alpha, d$D2); L <- ch$L
       f <- drop(L %*% v)
+      ll[s] <- sum(d$k * f - exp(f))
       gf <- d$k - exp(f)
       g_ft[s, ] <- drop(crossprod(L, gf))
       dC_rho <- alpha^2 * ch$K * d$D2 / rho^3
@@ -319,7 +323,9 @@ custom_models$gp_pois_regr <- list(
       g_rho[s] <- sum(gf * (gp_dL(L, dC_rho) %*% v))
       g_alpha[s] <- sum(gf * (gp_dL(L, dC_alpha) %*% v))
     }
-    list(rho = 24 / p$rho - 4 + g_rho, alpha = -p$alpha / 4 + g_alpha, f_tilde = g_ft - ft)
+    # log p too (one Cholesky per draw instead of two; see ?bbvi_model)
+    structure(list(rho = 24 / p$rho - 4 + g_rho, alpha = -p$alpha / 4 + g_alpha, f_tilde = g_ft - ft),
+              logjoint = 24 * log(p$rho) - 4 * p$rho - p$alpha^2 / 8 - rowSums(ft^2) / 2 + ll)
   },
   stan = "
 data { int<lower=1> N; real x[N]; int k[N]; }
@@ -413,6 +419,7 @@ garch_inf_lp <- function(p, d, grad = FALSE) {
   }
   g <- list(mu = rep(NA_real_, S), alpha0 = rep(NA_real_, S),
             alpha1 = rep(NA_real_, S), beta1 = rep(NA_real_, S))
+  lp <- rep(-Inf, S)
   if (any(ok)) {
     a1 <- q$alpha1; fr <- q$beta1_frac
     h <- garch_lp(q, d, grad = TRUE)         # gradient in (alpha1, beta1_frac), with log(1 - alpha1)
@@ -420,8 +427,9 @@ garch_inf_lp <- function(p, d, grad = FALSE) {
     g$mu[ok] <- h$mu; g$alpha0[ok] <- h$alpha0
     g$alpha1[ok] <- h$alpha1 + gb * fr + 1 / (1 - a1)
     g$beta1[ok] <- gb
+    lp[ok] <- attr(h, "logjoint") - log1p(-a1)
   }
-  g
+  structure(g, logjoint = lp)
 }
 custom_models$garch11_inf <- list(
   posterior = "garch-garch11",
