@@ -46,17 +46,17 @@
 #' times noisier (an exploding q passes every test measured in its own sds
 #' and Monte Carlo error, but not these). Two passes in a row start
 #' *phase 2 (averaging):* the variational parameters are averaged over the
-#' following windows until the standard error of that average, allowing for
-#' the correlation between windows and the few windows it is estimated
-#' from, is below `tol` (0.02) posterior sds for every mean and `tol` for
+#' following windows until the standard error of that average (batch means
+#' over at least four batches that grow with the averaging span, allowing
+#' for the correlation between batches and the few batches it is estimated
+#' from) is below `tol` (0.02) posterior sds for every mean and `tol` for
 #' every log sd (with more than 100 parameters, for all but the 0.5% of
 #' means and log sds with the largest estimated error: the largest of
 #' thousands of noisy error estimates measures their noise, not the fit). The returned q is that average. When averaging would take
 #' too long, or when the iterates keep moving while the ELBO no longer
-#' rises (noise wandering along a ridge), the step size is cut. For a custom
-#' model's score fit, a cut made because averaging would take too long is sized by the
-#' error seen (the iterates' jitter grows about as the square root of the
-#' step), and the fit goes on from the average so far. A fit that
+#' rises (noise wandering along a ridge), the step size is cut; score fits
+#' make only the second kind of cut (a smaller step does not make an
+#' average of noisy iterates more precise, only slower to measure). A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
 #' warns. A non-finite step restarts from the last window's point with a
 #' step ten times smaller (at most five times).
@@ -386,7 +386,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                          control_variates = control_variates,
                          blocks = if (rb) q_blocks_for(x, method, NULL),
                          par_sizes = if (rb) model_unc_sizes(x),
-                         adaptive_cut = estimator == "score",
+                         noise_cuts = estimator != "score",
                          adam_b2 = if (estimator == "score" && isTRUE(st$laplace)) score_adam_b2)
       }
       t0 <- proc.time()[["elapsed"]]
@@ -627,10 +627,9 @@ default_eta <- function(optimizer, method, laplace, D, rank = 0L) {
 # of 6 windows (bench_custom.R's score rows of garch11, arma11 and the
 # mixture: 150-400 iterations instead of 300-600, errors against the
 # reference within their Monte Carlo error).
-# With 25 and steps cut by 0.3 a time, mean-field once let a drift along
-# the ridge of a correlated Gaussian through (0.1 sd); cut to size and
-# restarted from the average (src/vi.c), the worst of 8 seeds was 0.04 sd,
-# and bench_trust.R had no silent wrong fit. The gradient (reparam) path
+# A drift along the ridge of a correlated Gaussian under mean-field is
+# caught by the averaging error's batches, which grow with the span
+# (src/vi.c, var_of_mean()), not by the window length. The gradient (reparam) path
 # keeps 50: it was not measured with 25.
 default_window <- function(laplace, method, estimator) {
   if (!isTRUE(laplace)) return(100L)
@@ -778,7 +777,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                       precond = NULL, shift = NULL, rank = NULL,
                       blocks = NULL, init_B = NULL, init_log_sd_z = NULL,
                       enumerate = FALSE, par_sizes = NULL,
-                      adaptive_cut = FALSE, adam_b2 = NULL) {
+                      noise_cuts = TRUE, adam_b2 = NULL) {
   if (is.null(samples)) samples <- if (estimator == "reparam") 10L else 50L
   check_count(samples, "samples")
   check_count(max_iter, "max_iter")
@@ -809,7 +808,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
                   init_log_sd = as.double(init_log_sd),
                   init_log_sd_z = if (!is.null(init_log_sd_z)) as.double(init_log_sd_z),
                   enumerate = as.integer(enumerate),
-                  adaptive_cut = as.integer(isTRUE(adaptive_cut)),
+                  noise_cuts = as.integer(isTRUE(noise_cuts)),
                   adam_b2 = if (!is.null(adam_b2)) as.double(adam_b2),
                   progress = progress,
                   progress_config = list(

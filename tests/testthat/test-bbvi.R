@@ -227,20 +227,34 @@ test_that("from a bad start, full-rank + score never claims a wrong answer", {
   expect_true(accurate || !fit$converged)
 })
 
-test_that("mean-field does not stop while drifting along a ridge", {
-  # 2-D Gaussian, correlation 0.9: the mean-field optimum is N(0, diag(0.19))
-  # and the score estimator's noise moves q slowly along the ridge; seed 12
-  # used to stop 0.17 q-sds away
+test_that("mean-field score fits on a ridge stop only as precise as they claim", {
+  # 2-D Gaussian, correlation 0.9: the mean-field optimum is exactly
+  # N(0, diag(0.19)) (sds 1 / sqrt(Lambda_ii)). The score estimator's noise
+  # moves q's means slowly along the ridge (an autocorrelation time of ~90
+  # iterations), so that 25-iteration window averages are strongly
+  # correlated: with three of them as the averaging error's evidence and
+  # step cuts that froze the iterates, 17 of 30 seeds stopped beyond 3 tol
+  # (up to 0.25 q-sds) after 275-375 iterations. An honest standard error
+  # of 0.02 here takes ~6,000 iterations (median 6,475 over 30 seeds, 28
+  # within 20,000; one stopped beyond 3 tol, at 0.074).
   P <- solve(matrix(c(1, 0.9, 0.9, 1), 2))
   m <- bbvi_model(function(theta, data) -0.5 * rowSums((theta$z %*% P) * theta$z),
                   list(z = param(dim = 2)), vectorized = TRUE)
-  for (st in c("mode", "init")) for (s in c(12, 1, 2)) {
-    fit <- bbvi(m, estimator = "score", seed = s, start = st)
-    expect_true(fit$converged)
+  n_conv <- 0
+  for (st in c("mode", "init")) for (s in if (st == "mode") 1:8 else c(12, 1, 2)) {
+    fit <- suppressWarnings(bbvi(m, estimator = "score", seed = s, start = st,
+                                 max_iter = 20000, progress = FALSE))
+    n_conv <- n_conv + fit$converged
     sdq <- sqrt(diag(vcov(fit)))
-    expect_lt(max(abs(coef(fit)) / sdq), 0.1)
+    # tol = 0.02 q-sds of standard error: 0.08 is 4 of them (2 coordinates,
+    # both along the same ridge); an unconverged fit warned, and is held
+    # to the same bound (its error is what the rule could not yet vouch for)
+    expect_lt(max(abs(coef(fit)) / sdq), 0.08)
+    # 4000 draws estimate an sd to about 1.1%
     expect_lt(max(abs(sdq / sqrt(1 / diag(P)) - 1)), 0.05)
   }
+  # seed 6 from the mode needs more than 20,000 iterations
+  expect_gte(n_conv, 10)
 })
 
 test_that("parameters of scales 1e-6 to 1e6 converge from the defaults", {
@@ -306,8 +320,11 @@ test_that("a q with much of its mass outside the support is not converged", {
 })
 
 test_that("score fits from the mode: few iterations, still accurate (correlated Gaussian)", {
-  # window 25 and step cuts sized by the averaging error: before them,
-  # these fits took 550-750 (mean-field) and 300 (full-rank) iterations
+  # window 25: full-rank fits start at the optimum and stop at the first
+  # look (four batches of one window after phase 1). Mean-field's means
+  # wander along the correlations: 375-1,075 iterations over 10 seeds
+  # (max error 0.03 q-sds) since the averaging error counts the windows'
+  # correlation, 275-300 before (max error 0.055)
   set.seed(42)
   A <- matrix(stats::rnorm(16), 4)
   Sigma <- crossprod(A) / 4 + diag(4) * 0.5
@@ -325,7 +342,7 @@ test_that("score fits from the mode: few iterations, still accurate (correlated 
     for (s in 1:4) {
       fit <- suppressWarnings(bbvi(m, method = method, estimator = "score", seed = s))
       expect_true(fit$converged)
-      expect_lte(fit$iterations, if (method == "fullrank") 250 else 450)
+      expect_lte(fit$iterations, if (method == "fullrank") 250 else 1500)
       # the rule stops at a Monte Carlo error of 0.02 sd (tol): 0.06 is 3
       # of them
       expect_lt(max(abs(fit$mean_unc - mu) / sqrt(diag(Sigma))), 0.06)
@@ -495,7 +512,9 @@ test_that("score fits from the mode: a heavy-tailed draw does not freeze the ste
   # extreme draw kept every step small for ~1000 iterations: seed 3 ran to
   # 10,000 iterations without converging, and a fit at tol = 0.004 stopped
   # 0.45 q-sds from another. With 0.99 (score fits from the mode), these
-  # fits took 800-1,200 iterations.
+  # fits took 800-1,200 iterations; since the averaging error counts the
+  # correlation between windows, 1,100-6,575 over 8 seeds (the fit at tol =
+  # 0.004 took 875 before, 8,200 now).
   d <- list(y = c(28, 8, -3, 7, -1, 1, 18, 12), sigma = c(15, 10, 16, 11, 9, 11, 10, 18))
   m <- bbvi_model(function(p, d) {
     tt <- if (is.matrix(p$theta_trans)) p$theta_trans else matrix(p$theta_trans, ncol = 8)
@@ -516,10 +535,10 @@ test_that("score fits from the mode: a heavy-tailed draw does not freeze the ste
                                  seed = s, progress = FALSE))
     expect_true(fit$converged)
     expect_identical(fit$start, "mode")
-    expect_lte(fit$iterations, 2000)
+    expect_lte(fit$iterations, 8000)
     # tol = 0.02: a standard error of 0.02 q-sds per mean and log sd, so
-    # 0.12 is 6 of them on the largest of 20 (measured at most 0.11 over
-    # 10 seeds; with 0.999, 0.33)
+    # 0.12 is 6 of them on the largest of 20 (measured at most 0.095 over
+    # 8 seeds; with 0.999, 0.33)
     expect_lt(max(abs(fit$mean_unc - ref$mean_unc) / sds(ref)), 0.12)
     expect_lt(max(abs(log(sds(fit) / sds(ref)))), 0.12)
   }
