@@ -33,6 +33,7 @@ new_bbvi_fit <- function(model, res, call, draws = 4000, class = character(),
     restarts = res$restarts,
     dropped_draws = res$dropped_draws,
     samples = res$control$samples,
+    tol = if (is.null(res$control$tol)) res$control$grad_tol else res$control$tol,
     path = if (is.null(res$path)) "stochastic" else res$path,
     n_draws = as.integer(draws)
   ), extra)
