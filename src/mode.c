@@ -466,7 +466,10 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     else {
         /* unit scale first, then in the scales measured at its optimum */
         gmax = optimise(&w, maxit);
-        for (int rep = 0; rep < 3 && R_FINITE(gmax) && !w.diverged; rep++) {
+        /* running out of patience at unit scale is no verdict: a badly
+           scaled problem (predictors on raw scales) crawls there; only a
+           search in the measured scales that also runs out gives up */
+        for (int rep = 0; rep < 3 && R_FINITE(gmax); rep++) {
             if (!refine_scales(&w, diag)) { status = MODE_NOT_CONCAVE; break; }
             gmax = optimise(&w, maxit);
             if (gmax <= gtol || w.diverged) break;
