@@ -82,3 +82,15 @@ expect_same_q <- function(fit, ref, tol) {
   expect_lt(max(abs(coef(fit) - coef(ref)) / sd_ref), tol)
   expect_lt(max(abs(sqrt(diag(vcov(fit))) / sd_ref - 1)), tol)
 }
+
+# A linear regression with unknown sigma as a vectorized R log-joint without
+# a gradient: beta ~ N(0, prior_sd^2), sigma ~ Exponential(sigma_rate).
+regression_logjoint_model <- function(X, y, prior_sd, sigma_rate) {
+  bbvi_model(function(theta, data) {
+    mu <- data$X %*% t(theta$beta)
+    colSums(matrix(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE),
+                   nrow = length(data$y))) -
+      0.5 * rowSums(theta$beta^2) / prior_sd^2 + dexp(theta$sigma, sigma_rate, log = TRUE)
+  }, list(beta = param(dim = ncol(X)), sigma = param(lower = 0)),
+  data = list(X = X, y = y), vectorized = TRUE)
+}

@@ -190,13 +190,7 @@ raw_scale_regression <- function() {
   N <- 400
   X <- cbind(1, rnorm(N, 10, 3), rnorm(N, 50, 10), rnorm(N, 100, 20), rnorm(N))
   y <- drop(X %*% c(2, 0.3, -0.5, 0.1, 1) + rnorm(N, 0, 1.5))
-  m <- bbvi_model(function(theta, data) {
-    mu <- data$X %*% t(theta$beta)
-    colSums(matrix(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE),
-                   nrow = length(data$y))) -
-      0.5 * rowSums(theta$beta^2) / 1e4 + dexp(theta$sigma, 0.01, log = TRUE)
-  }, list(beta = param(dim = 5), sigma = param(lower = 0)),
-  data = list(X = X, y = y), vectorized = TRUE)
+  m <- regression_logjoint_model(X, y, prior_sd = 100, sigma_rate = 0.01)
   ols <- lm(y ~ X - 1)
   s <- summary(ols)$sigma
   nu <- N - 5

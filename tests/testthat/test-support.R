@@ -255,13 +255,7 @@ test_that("a badly scaled model's mode is found without a gradient", {
   X <- cbind(1, matrix(rnorm(N * 8, rep(c(10, 0, 50, 1, 0, 5, 100, 0), each = N),
                              rep(c(3, 1, 10, 0.5, 2, 1, 20, 1), each = N)), N, 8))
   y <- drop(X %*% c(2, 0.3, -0.5, 0.02, 1, 0.1, -0.4, 0.01, 0.7) + rnorm(N, 0, 1.5))
-  m <- bbvi_model(function(theta, data) {
-    mu <- data$X %*% t(theta$beta)
-    colSums(matrix(dnorm(data$y, mu, rep(theta$sigma, each = length(data$y)), log = TRUE),
-                   nrow = length(data$y))) -
-      0.5 * rowSums(theta$beta^2) / 100 + dexp(theta$sigma, 1, log = TRUE)
-  }, list(beta = param(dim = 9), sigma = param(lower = 0)),
-  data = list(X = X, y = y), vectorized = TRUE)
+  m <- regression_logjoint_model(X, y, prior_sd = 10, sigma_rate = 1)
   ols <- lm(y ~ X - 1)
   fit <- bbvi(m, method = "fullrank", estimator = "score", seed = 1, max_iter = 2000)
   expect_identical(fit$start, "mode")
