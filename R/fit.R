@@ -481,9 +481,11 @@ print_fit_status <- function(fit) {
   # the fixed-draw path counts evaluations of its averaged ELBO
   unit <- if (identical(fit$optimizer, "lbfgs")) "L-BFGS evaluation" else
     if (!is.null(fit$epochs)) "epoch" else "iteration"
-  say(sprintf("%s after %d %s%s (%s)%s",
+  # the precision the convergence rule held the answer to (q-sds)
+  tol <- if (is.numeric(fit$tol) && length(fit$tol) == 1) sprintf(", tol %s", format(fit$tol)) else ""
+  say(sprintf("%s after %d %s%s%s (%s)%s",
               if (fit$converged) "Converged" else "NOT converged",
-              fit$iterations, unit, if (identical(fit$iterations, 1L)) "" else "s",
+              fit$iterations, unit, if (identical(fit$iterations, 1L)) "" else "s", tol,
               format_seconds(fit$time),
               if (fit$converged) "" else paste0(": ", fit$stop_reason)))
   ev <- fit$evals
