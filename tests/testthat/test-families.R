@@ -16,6 +16,22 @@ fd <- function(f, x, h = 1e-6) {
   }, numeric(1))
 }
 
+# A family's entropy gradient and the score d log q(z) / d lambda at each
+# draw's z (held fixed) in `r` (from C_family_eval) against finite
+# differences of the entropy and of the R q object's log density.
+expect_entropy_and_score_fd <- function(r, blocks, D, lambda, eps, draws) {
+  expect_equal(r$entropy_grad,
+               fd(function(l) ev_blocks(blocks, D, l, eps)$entropy, lambda),
+               tolerance = 1e-6)
+  for (s in draws) {
+    lq <- function(l) {
+      bbvi:::q_log_density(bbvi:::q_from_c(ev_blocks(blocks, D, l, eps)$q),
+                           matrix(r$z[, s]))
+    }
+    expect_equal(r$score[, s], fd(lq, lambda), tolerance = 1e-6)
+  }
+}
+
 nat_blocks <- list(
   list(family = "gamma", rank = 0L, dim = 2L),
   list(family = "beta", rank = 0L, dim = 2L),
@@ -32,17 +48,7 @@ test_that("Gamma, Beta and categorical blocks: score and entropy gradient agree 
   expect_equal(r$n_base, 6L)
   # no pathwise gradient: reparam_grad leaves its output at 0
   expect_equal(r$reparam_grad, matrix(0, nat_K, 3))
-  expect_equal(r$entropy_grad,
-               fd(function(l) ev_blocks(nat_blocks, 6, l, eps)$entropy, lambda),
-               tolerance = 1e-6)
-  for (s in 1:3) {
-    # d log q(z) / d lambda at the draw's z held fixed
-    lq <- function(l) {
-      bbvi:::q_log_density(bbvi:::q_from_c(ev_blocks(nat_blocks, 6, l, eps)$q),
-                           matrix(r$z[, s]))
-    }
-    expect_equal(r$score[, s], fd(lq, lambda), tolerance = 1e-6)
-  }
+  expect_entropy_and_score_fd(r, nat_blocks, 6, lambda, eps, draws = 1:3)
   # the R q object maps the same base draws to the same points and log q
   q <- bbvi:::q_from_c(r$q)
   expect_equal(bbvi:::q_from_base(q, eps)$zeta, r$z)
@@ -405,15 +411,8 @@ test_that("conditional Gaussian block: score, entropy and pathwise gradients agr
     expect_equal(r$n_base, 5L)
     g_rows <- if (g_first) 2:3 else 4:5
     expect_true(all(r$z[g_rows[1], ] %in% 0:1) && all(r$z[g_rows[2], ] %in% 2:4))
-    expect_equal(r$entropy_grad,
-                 fd(function(l) ev_blocks(blocks, 5, l, eps)$entropy, lambda),
-                 tolerance = 1e-6)
+    expect_entropy_and_score_fd(r, blocks, 5, lambda, eps, draws = 1:4)
     for (s in 1:4) {
-      lq <- function(l) {
-        bbvi:::q_log_density(bbvi:::q_from_c(ev_blocks(blocks, 5, l, eps)$q),
-                             matrix(r$z[, s]))
-      }
-      expect_equal(r$score[, s], fd(lq, lambda), tolerance = 1e-6)
       # (dz/dlambda)' gz at fixed base draws: the logits move no draw (g
       # jumps only at measure-zero points), m and log s of the drawn value
       # move b
