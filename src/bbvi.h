@@ -335,6 +335,10 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
 typedef struct {
     int n, m, cnt, head;
     double *S, *Y, *rho, *alpha, gamma;   /* gamma: H0 = gamma I */
+    /* H0 given instead (v <- H0 v in place), e.g. from the Laplace
+       Hessian; NULL: gamma I */
+    void (*h0)(const void *ctx, double *v);
+    const void *h0_ctx;
 } bbvi_lbfgs;
 
 void bbvi_lbfgs_init(bbvi_lbfgs *L, int n, int m);

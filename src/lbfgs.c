@@ -23,6 +23,8 @@ void bbvi_lbfgs_init(bbvi_lbfgs *L, int n, int m)
     L->rho = (double *) R_alloc(m, sizeof(double));
     L->alpha = (double *) R_alloc(m, sizeof(double));
     L->gamma = 1.0;
+    L->h0 = NULL;
+    L->h0_ctx = NULL;
     bbvi_lbfgs_forget(L);
 }
 
@@ -57,8 +59,8 @@ int bbvi_lbfgs_push(bbvi_lbfgs *L, const double *x0, const double *x1,
     return 1;
 }
 
-/* d = -H g, H the inverse Hessian of the kept pairs with H0 = gamma I (the
-   two-loop recursion; -gamma g when no pair is kept). */
+/* d = -H g, H the inverse Hessian of the kept pairs with H0 = gamma I, or
+   L->h0 when set (the two-loop recursion; -H0 g when no pair is kept). */
 void bbvi_lbfgs_direction(const bbvi_lbfgs *L, const double *g, double *d)
 {
     int n = L->n, m = L->m;
@@ -68,7 +70,8 @@ void bbvi_lbfgs_direction(const bbvi_lbfgs *L, const double *g, double *d)
         L->alpha[k] = L->rho[j] * bbvi_dot(n, L->S + (size_t) j * n, d);
         for (int i = 0; i < n; i++) d[i] -= L->alpha[k] * L->Y[(size_t) j * n + i];
     }
-    for (int i = 0; i < n; i++) d[i] *= L->gamma;
+    if (L->h0) L->h0(L->h0_ctx, d);
+    else for (int i = 0; i < n; i++) d[i] *= L->gamma;
     for (int k = 0; k < L->cnt; k++) {
         int j = (L->head + k) % m;
         double b = L->rho[j] * bbvi_dot(n, L->Y + (size_t) j * n, d);

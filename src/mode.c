@@ -189,7 +189,7 @@ static void slide(int D, const double *n, double *dir)
    log p is not finite at x0). */
 static double optimise(mode_ws *w, int maxit)
 {
-    int D = w->D, m = D < 10 ? D : 10;
+    int D = w->D, m = D < 30 ? D : 30;
     double *u = (double *) R_alloc(D, sizeof(double));
     double *g = (double *) R_alloc(D, sizeof(double));
     double *un = (double *) R_alloc(D, sizeof(double));
@@ -412,7 +412,9 @@ static int refine_scales(mode_ws *w, double *H)   /* H: length D */
 
 
 /* .Call(C_find_mode, target_spec, lower, upper, control): control holds
-   init (D), full (logical: the whole Hessian or its diagonal), maxit.
+   init (D), full (1: the whole Hessian, which must be positive definite;
+   2: the whole Hessian, of which only the diagonal must be positive; 0:
+   the diagonal only), maxit.
    Returns list(mode, logp, neg_hessian (D x D, or its diagonal when not
    full), grad_max (in sd units), status, n_logp, n_grad). */
 SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
@@ -477,7 +479,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         if (status == MODE_OK && !(gmax <= gtol)) status = MODE_NOT_CONVERGED;
         if (status == MODE_OK) {
             if (!refine_scales(&w, diag) || !neg_hessian(&w, full, H) ||
-                (full && !bbvi_chol(D, H, L)))
+                (full == 1 && !bbvi_chol(D, H, L)))
                 status = MODE_NOT_CONCAVE;
         }
     }

@@ -138,7 +138,7 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
     for (;;) {
         double gmax = max_abs(K, g);
         if (gmax == 0.0) { mem->step_left = 0.0; return LB_CONVERGED; }
-        if (L->cnt > 0) bbvi_lbfgs_direction(L, g, d);
+        if (L->cnt > 0 || L->h0) bbvi_lbfgs_direction(L, g, d);
         else for (int k = 0; k < K; k++) d[k] = -g[k];
         double gtd = bbvi_dot(K, g, d);
         if (!(gtd < 0.0)) {   /* not a descent direction: forget the pairs */
@@ -149,8 +149,9 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
         mem->step_left = L->cnt > 0 ? max_abs(K, d) : R_PosInf;
         if (L->cnt > 0 && gmax <= grad_tol && mem->step_left <= step_tol) return LB_CONVERGED;
         if (w->n_evals >= max_evals) return LB_MAX_EVALS;
-        /* without pairs -g is no distance: a first step of length 1 at most */
-        double alpha = L->cnt > 0 ? 1.0 : fmin(1.0, 1.0 / sqrt(-gtd));
+        /* without pairs or H0, -g is no distance: a first step of length 1
+           at most */
+        double alpha = L->cnt > 0 || L->h0 ? 1.0 : fmin(1.0, 1.0 / sqrt(-gtd));
         int accepted = 0;
         double fn = BIG;
         for (int ls = 0; ls < 40 && w->n_evals < max_evals; ls++) {
@@ -180,13 +181,43 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
     }
 }
 
+/* The Laplace inverse Hessian of -ELBO for mean-field q in the run's
+   coordinates (z = (zeta - shift) / p): for the means (P H P)^-1, H the
+   negative Hessian of log p at the mode; for the log sds 1/2, their
+   curvature at the optimum of a Gaussian posterior. Without it L-BFGS
+   starts from gamma I and must learn the posterior's correlations pair by
+   pair: on gp_pois_regr the diagonal-scaled H has condition number ~6000. */
+typedef struct {
+    int D;
+    double *L;   /* Cholesky factor of P H P, D x D */
+} saa_h0;
+
+static void saa_h0_apply(const void *ctx, double *v)
+{
+    const saa_h0 *h = (const saa_h0 *) ctx;
+    int D = h->D;
+    const double *L = h->L;
+    for (int i = 0; i < D; i++) {   /* L y = v */
+        double a = v[i];
+        for (int k = 0; k < i; k++) a -= L[i + (size_t) k * D] * v[k];
+        v[i] = a / L[i + (size_t) i * D];
+    }
+    for (int i = D - 1; i >= 0; i--) {   /* L' x = y */
+        double a = v[i];
+        for (int k = i + 1; k < D; k++) a -= L[k + (size_t) i * D] * v[k];
+        v[i] = a / L[i + (size_t) i * D];
+    }
+    for (int i = D; i < 2 * D; i++) v[i] *= 0.5;
+}
+
 /* .Call(C_vi_saa, target_spec, lower, upper, control). control: family,
    samples (M, even), whiten (0/1), precond (D x D lower triangular, diagonal
    for mean-field) and shift (D): q starts as zeta = shift + precond z with
    z ~ N(0, I), i.e. at the Laplace approximation; maxit (most evaluations),
    grad_tol (largest |gradient| accepted as converged) and step_tol (largest
    quasi-Newton step accepted as converged, see saa_lbfgs); optionally
-   memory (an earlier run's attribute lbfgs_memory) and memory_scale (K
+   hessian (mean-field only: D x D negative Hessian of log p at the mode,
+   L-BFGS's starting inverse Hessian, see saa_h0), memory (an earlier run's attribute lbfgs_memory) and memory_scale (K
    factors from its lambda to this run's). Returns what vi_fit returns,
    plus grad_max and lbfgs_code (0 converged, 1 maxit reached, 2 no step
    decreased -ELBO), with attributes lbfgs_memory (the curvature pairs)
@@ -285,6 +316,23 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
         L->cnt = kept;
         L->head = kept ? head : 0;
+    }
+
+    SEXP hessIn = bbvi_list_get(control, "hessian");
+    saa_h0 h0 = { D, NULL };
+    if (!Rf_isNull(hessIn) && !dense) {
+        if (!Rf_isReal(hessIn) || XLENGTH(hessIn) != (R_xlen_t) D * D || K != 2 * D)
+            Rf_error("internal error: bad `hessian` for vi_saa");
+        const double *H = REAL(hessIn);
+        double *Hz = (double *) R_alloc((size_t) D * D, sizeof(double));
+        for (int j = 0; j < D; j++)
+            for (int i = 0; i < D; i++)
+                Hz[i + (size_t) j * D] = P[i] * H[i + (size_t) j * D] * P[j];
+        h0.L = (double *) R_alloc((size_t) D * D, sizeof(double));
+        if (bbvi_chol(D, Hz, h0.L)) {   /* not positive definite: gamma I */
+            L->h0 = saa_h0_apply;
+            L->h0_ctx = &h0;
+        }
     }
 
     int status = SAA_OK, stop = LB_STALLED;
