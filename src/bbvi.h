@@ -185,6 +185,7 @@ const bbvi_family *bbvi_family_product(int n, const char **names,
 /* from a .Call control list: `blocks`, or one block of `family`/`rank` */
 const bbvi_family *bbvi_family_from_control(SEXP control, int D);
 int bbvi_family_is_fullrank(const bbvi_family *f);
+int bbvi_family_is_meanfield(const bbvi_family *f);
 /* a low-rank family's starting B (D x rank, in units of the starting sds) */
 void bbvi_family_set_start(const bbvi_family *f, const double *B0);
 /* The block layout of q: block j's family, its coordinates z[z0 .. z0 +
@@ -260,6 +261,13 @@ typedef struct {
     double *zs;                /* scratch D x S: shift + P z */
     double log_det_P;          /* the Jacobian of the map */
     void *rb;                  /* Rao-Blackwellized score: its workspace */
+    /* score estimator, mean-field Gaussian q: a second control variate
+       from the quadratic -z' Hz z / 2 (Hz: D x D, log p's negative
+       Hessian at the mode in z's coordinates, the mode at z = 0), whose
+       expectation under q is known (bbvi_estimator_set_quadratic); NULL:
+       none. u: its per-draw terms, K x S. */
+    const double *quad;
+    double *u;
 } bbvi_estimator_ws;
 
 void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
@@ -268,6 +276,9 @@ void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
                                 const double *shift);
 void bbvi_estimator_set_precond_diag(bbvi_estimator_ws *w, const double *scale,
                                      const double *shift);
+/* the quadratic control variate of the score estimator (mean-field q only;
+   see quad above); returns 0, setting nothing, for other families */
+int bbvi_estimator_set_quadratic(bbvi_estimator_ws *w, const double *Hz);
 /* Enumerate the values of every categorical coordinate of q in the
    gradient: exact in that coordinate given the other coordinates' draws
    (Rao-Blackwellized), at the cost of (number of values) x S more

@@ -35,6 +35,8 @@ void bbvi_estimator_ws_init(bbvi_estimator_ws *w, const bbvi_family *fam,
     w->zs = NULL;
     w->log_det_P = 0.0;
     w->rb = NULL;
+    w->quad = NULL;
+    w->u = NULL;
 }
 
 /* Either preconditioner: a dense lower-triangular P (D x D) or a scale
@@ -51,6 +53,14 @@ static void set_precond(bbvi_estimator_ws *w, const double *P,
     if (!w->zs) w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
     for (int d = 0; d < D; d++)
         w->log_det_P += log(P ? P[d + (size_t) d * D] : scale[d]);
+}
+
+int bbvi_estimator_set_quadratic(bbvi_estimator_ws *w, const double *Hz)
+{
+    if (!bbvi_family_is_meanfield(w->fam) || w->K != 2 * w->D) return 0;
+    w->quad = Hz;
+    if (!w->u) w->u = (double *) R_alloc((size_t) w->K * w->S, sizeof(double));
+    return 1;
 }
 
 void bbvi_estimator_set_precond(bbvi_estimator_ws *w, const double *P,
@@ -290,6 +300,82 @@ static double score_draw(bbvi_estimator_ws *w, const double *lambda, int s, int 
     return wt;
 }
 
+/* The quadratic control variate's terms for the n packed draws (mean-field
+   q, lambda = (m, log s) in z's coordinates): u = h (Q - log q) - g, with
+   Q(z) = -z' Hz z / 2 and g = grad_lambda (E_q[Q] + entropy), so that
+   E_q[u] = 0 (E_q[h f] = grad E_q[f] for f free of lambda, and
+   E_q[h log q] = -grad entropy). Where log p is close to a quadratic with
+   q's correlations missing from log q (mean-field on a correlated
+   posterior), log p - log q carries the cross terms sum H_ij z_i z_j,
+   which the per-coordinate baseline cannot remove and u can. */
+static void quadratic_terms(bbvi_estimator_ws *w, const double *lambda, int n)
+{
+    int D = w->D, K = w->K;
+    const double *Hz = w->quad;
+    double *g = w->work2;
+    for (int d = 0; d < D; d++) {   /* E_q[Q] = -(m'Hz m + sum Hz_dd s_d^2) / 2 */
+        double a = 0.0;
+        for (int j = 0; j < D; j++) a += Hz[d + (size_t) j * D] * lambda[j];
+        g[d] = -a;
+        g[D + d] = -Hz[d + (size_t) d * D] * exp(2.0 * lambda[D + d]) + 1.0;
+    }
+    for (int i = 0; i < n; i++) {
+        int s = w->used[i];
+        const double *z = w->z + (size_t) s * D, *e = w->eps + (size_t) s * w->NB;
+        double Q = 0.0;
+        for (int j = 0; j < D; j++) {
+            double a = 0.0;
+            for (int d = j + 1; d < D; d++) a += Hz[d + (size_t) j * D] * z[d];
+            Q -= z[j] * (a + 0.5 * Hz[j + (size_t) j * D] * z[j]);
+        }
+        double r = Q - w->fam->log_q(w->fam, D, lambda, e);
+        const double *h = w->h + (size_t) i * K;
+        double *u = w->u + (size_t) i * K;
+        for (int k = 0; k < K; k++) u[k] = h[k] * r - g[k];
+    }
+}
+
+/* bbvi_score_combine with two control variates per entry, h and u: the
+   mean of f - a_k h - c_k u, (a_k, c_k) the least-squares regression of f
+   on both over the other draws (leave one out, so the estimate stays
+   unbiased). Where u explains nothing, c_k is near 0 and this is the
+   one-variate estimate, up to the noise of one more coefficient. A
+   singular 2 x 2 system falls back to h alone. */
+static void score_combine_quadratic(int n, int K, const double *h, const double *f,
+                                    const double *u, double *grad)
+{
+    double m = n - 1;
+    for (int k = 0; k < K; k++) {
+        double sf = 0, sh = 0, su = 0, shh = 0, suu = 0, shu = 0, sfh = 0, sfu = 0;
+        for (int i = 0; i < n; i++) {
+            double fi = f[k + (size_t) i * K], hi = h[k + (size_t) i * K],
+                ui = u[k + (size_t) i * K];
+            sf += fi; sh += hi; su += ui;
+            shh += hi * hi; suu += ui * ui; shu += hi * ui;
+            sfh += fi * hi; sfu += fi * ui;
+        }
+        double acc = 0.0;
+        for (int i = 0; i < n; i++) {
+            double fi = f[k + (size_t) i * K], hi = h[k + (size_t) i * K],
+                ui = u[k + (size_t) i * K];
+            double f1 = sf - fi, h1 = sh - hi, u1 = su - ui;
+            double chh = (shh - hi * hi) - h1 * h1 / m, cuu = (suu - ui * ui) - u1 * u1 / m,
+                chu = (shu - hi * ui) - h1 * u1 / m, cfh = (sfh - fi * hi) - f1 * h1 / m,
+                cfu = (sfu - fi * ui) - f1 * u1 / m;
+            double det = chh * cuu - chu * chu, a, c;
+            if (det > 1e-10 * chh * cuu && det > 0) {
+                a = (cuu * cfh - chu * cfu) / det;
+                c = (chh * cfu - chu * cfh) / det;
+            } else {
+                a = chh > 0 ? cfh / chh : (h1 != 0 ? f1 / h1 : 0.0);
+                c = 0.0;
+            }
+            acc += fi - a * hi - c * ui;
+        }
+        grad[k] = acc / n;
+    }
+}
+
 double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
 {
     int K = w->K, S = w->S;
@@ -326,7 +412,10 @@ double bbvi_grad_score(bbvi_estimator_ws *w, const double *lambda, double *grad)
             m++;
         }
     }
-    bbvi_score_combine(m, K, w->h, w->f, NULL, w->use_cv, grad, NULL);
+    if (w->quad && w->use_cv && m >= 4) {
+        quadratic_terms(w, lambda, m);
+        score_combine_quadratic(m, K, w->h, w->f, w->u, grad);
+    } else bbvi_score_combine(m, K, w->h, w->f, NULL, w->use_cv, grad, NULL);
     if (w->n_cat) enumerate_grad(w, lambda, n, grad);
     return elbo / n;
 }

@@ -334,12 +334,23 @@ const bbvi_family *bbvi_family_from_control(SEXP control, int D)
 }
 
 /* 1 when q is one full-rank block (the only q a dense preconditioner fits) */
-int bbvi_family_is_fullrank(const bbvi_family *f)
+/* f is `family`, or a product of one block of it */
+static int is_single(const bbvi_family *f, const bbvi_family *family)
 {
-    if (f == &bbvi_family_fullrank) return 1;
+    if (f == family) return 1;
     if (strcmp(f->name, "blocks") != 0) return 0;
     const bbvi_q *q = Q(f);
-    return q->n == 1 && q->b->fam == &bbvi_family_fullrank;
+    return q->n == 1 && q->b->fam == family;
+}
+
+int bbvi_family_is_fullrank(const bbvi_family *f)
+{
+    return is_single(f, &bbvi_family_fullrank);
+}
+
+int bbvi_family_is_meanfield(const bbvi_family *f)
+{
+    return is_single(f, &bbvi_family_meanfield);
 }
 
 /* The block layout, for estimators that treat blocks apart (the

@@ -479,6 +479,25 @@ static int finite_positive(const double *x, int n)
     return 1;
 }
 
+/* optional control$quadratic (D x D, log p's negative Hessian at the mode,
+   which is `shift`): the score estimator's second control variate,
+   mean-field q with a diagonal preconditioner only (see bbvi_estimator_ws) */
+static void set_quadratic(SEXP control, bbvi_estimator_ws *ews,
+                          bbvi_estimator_fn estimate, const double *Pd)
+{
+    SEXP quadIn = bbvi_list_get(control, "quadratic");
+    if (Rf_isNull(quadIn) || !Pd || estimate != bbvi_grad_score || !ews->use_cv) return;
+    int D = ews->D;
+    if (!Rf_isReal(quadIn) || XLENGTH(quadIn) != (R_xlen_t) D * D)
+        Rf_error("internal error: `quadratic` must be %d x %d", D, D);
+    const double *H = REAL(quadIn);
+    double *Hz = (double *) R_alloc((size_t) D * D, sizeof(double));
+    for (int j = 0; j < D; j++)
+        for (int i = 0; i < D; i++)
+            Hz[i + (size_t) j * D] = Pd[i] * H[i + (size_t) j * D] * Pd[j];
+    bbvi_estimator_set_quadratic(ews, Hz);
+}
+
 /* control$precond (dense, full-rank only) or control$precond_diag, with
    control$shift; both NULL: none */
 static void parse_precond(SEXP control, const bbvi_family *fam, int D,
@@ -541,6 +560,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     double *Pinv = NULL, *shift_inv = NULL;
     parse_precond(control, fam, D, &P, &Pd, &shift);
     if (Pd) bbvi_estimator_set_precond_diag(ews, Pd, shift);
+    set_quadratic(control, ews, estimate, Pd);
     if (P) {
         bbvi_estimator_set_precond(ews, P, shift);
         /* its inverse, to move the starting point into z */
@@ -802,7 +822,9 @@ SEXP logdens(SEXP spec, SEXP lower, SEXP upper, SEXP zeta, SEXP want_grad)
 
 /* .Call(C_grad_samples, target_spec, lower, upper, control): n independent
    gradient estimates at a fixed lambda, to study estimator noise. control:
-   family, estimator, samples, lambda, n, control_variates. Returns
+   family, estimator, samples, lambda, n, control_variates; optionally
+   precond_diag and shift (lambda is then q's on z = (zeta - shift) /
+   precond_diag) and quadratic (see set_quadratic). Returns
    list(grad = K x n, elbo = n). */
 SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
 {
@@ -813,6 +835,15 @@ SEXP grad_samples(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     vi_setup_init(&v, spec, lower, upper, control, S);
     bbvi_estimator_ws *ews = &v.ews;
     bbvi_estimator_fn estimate = v.estimate;
+    /* optional: a diagonal preconditioner (precond_diag, shift) and the
+       quadratic control variate, as in vi_fit */
+    SEXP preD = bbvi_list_get(control, "precond_diag"), preS = bbvi_list_get(control, "shift");
+    if (!Rf_isNull(preD)) {
+        if (!Rf_isReal(preD) || Rf_length(preD) != v.D || !Rf_isReal(preS) || Rf_length(preS) != v.D)
+            Rf_error("internal error: bad precond_diag or shift");
+        bbvi_estimator_set_precond_diag(ews, REAL(preD), REAL(preS));
+        set_quadratic(control, ews, estimate, REAL(preD));
+    }
     int K = ews->K;
     if (Rf_length(lam) != K) Rf_error("internal error: lambda must have length %d", K);
     SEXP g = PROTECT(Rf_allocMatrix(REALSXP, K, n));

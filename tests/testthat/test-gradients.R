@@ -103,3 +103,62 @@ test_that("points where the log-joint is not finite are skipped", {
   expect_true(attr(chk, "ok"))
   expect_output(print(chk), "1 entries skipped")
 })
+
+# The score estimator's quadratic control variate (src/estimators.c): for
+# mean-field q from the mode, u = h (Q - log q) - grad(E_q[Q] + entropy),
+# Q the quadratic of log p at the mode, regressed out draw by draw.
+quadratic_cv_grads <- function(model, lambda, quadratic, n = 1000L, seed = 1) {
+  spec <- r_target_spec(model)
+  D <- length(model$lower)
+  st <- laplace_start(model, spec, rep(0, D), "meanfield", quadratic_cv = TRUE)
+  res <- with_seed(seed, .Call(C_grad_samples, spec, as.double(model$lower), as.double(model$upper),
+                               list(family = "meanfield", rank = 0L, estimator = "score",
+                                    samples = 50L, lambda = as.double(lambda), n = n,
+                                    control_variates = 1L, precond_diag = as.double(st$precond),
+                                    shift = as.double(st$mean),
+                                    quadratic = if (quadratic) as.double(st$hessian))))
+  t(res$grad)
+}
+
+test_that("the quadratic control variate keeps the score gradient unbiased and cuts its noise", {
+  # logistic regression on collinear predictors: log p is not quadratic,
+  # the quadratic at the mode still explains most of the correlation
+  # noise; 1000 estimates each at a q away from the optimum (z scale)
+  set.seed(7)
+  X <- cbind(1, stats::rnorm(40))
+  X <- cbind(X, X[, 2] + 0.3 * stats::rnorm(40))
+  y <- stats::rbinom(40, 1, stats::plogis(X %*% c(0.3, 1, -0.5)))
+  m <- bbvi_model(function(theta, data) {
+    eta <- X %*% t(theta$b)
+    colSums(y * eta - log1p(exp(eta))) - rowSums(theta$b^2) / 8
+  }, list(b = param(dim = 3)), vectorized = TRUE)
+  lam <- c(0.4, -0.3, 0.2, 0.2, -0.3, 0.1)
+  with_q <- quadratic_cv_grads(m, lam, TRUE)
+  without <- quadratic_cv_grads(m, lam, FALSE)
+  se <- sqrt(apply(with_q, 2, var) / 1000 + apply(without, 2, var) / 1000)
+  expect_true(all(abs(colMeans(with_q) - colMeans(without)) < 4 * se))
+  expect_true(all(apply(with_q, 2, sd) < apply(without, 2, sd) / 1.5))
+})
+
+test_that("mean-field score fits of a correlated Gaussian reach the exact optimum at once (4 seeds)", {
+  # Gaussian log p: Q is log p itself, so the gradient's noise is gone up
+  # to the regression's; without the second control variate these fits
+  # took 250 to 10,000 iterations and stopped up to 0.1 q-sd off
+  # (the exact mean-field q: means mu, sds 1 / sqrt(diag(precision)))
+  Sig <- 0.9^abs(outer(1:4, 1:4, "-")) * outer(c(1, 10, 0.1, 1), c(1, 10, 0.1, 1))
+  P <- solve(Sig)
+  mu <- c(1, -20, 0.3, 2)
+  m <- bbvi_model(function(theta, data) {
+    z <- t(theta$z) - mu
+    -0.5 * colSums(z * (P %*% z))
+  }, list(z = param(dim = 4)), vectorized = TRUE)
+  target_sd <- 1 / sqrt(diag(P))
+  for (s in 1:4) {
+    fit <- suppressWarnings(bbvi(m, seed = s, progress = FALSE))
+    q <- q_from_c(fit$q)
+    expect_true(fit$converged)
+    expect_lte(fit$iterations, 300)
+    expect_lt(max(abs(q$mean - mu) / target_sd), 0.01)
+    expect_lt(max(abs(log(q$sd / target_sd))), 0.01)
+  }
+})
