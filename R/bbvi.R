@@ -63,7 +63,13 @@
 #'
 #' @param x A [bbvi_model()] or a formula.
 #' @param ... Passed on to methods.
-#' @return An object of class `bbvi_fit`.
+#' @return An object of class `bbvi_fit`. For a [bbvi_model()], its
+#'   `evals` is a data frame of the log-density and gradient evaluations
+#'   and the seconds of each phase: `checks` (the model's callbacks checked
+#'   before the fit: a vectorized log-joint at several draws at once and
+#'   one by one, the gradient against finite differences), `mode` (the
+#'   mode search and the curvature there), `optimisation` and
+#'   `diagnostics` (the draws behind the PSIS check).
 #' @references Ranganath, R., Gerrish, S. and Blei, D. M. (2014). Black box
 #'   variational inference. AISTATS.
 #' @export
@@ -330,8 +336,8 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
   check_dimension(length(init_mean), method, rank)
   # a user's gradient is checked against finite differences before any fit
   # (a model in minibatch form: on 100 of its rows)
-  assert_model_ok(if (inherits(x, "bbvi_minibatch_model")) mb_check_model(x) else x,
-                  err_call = call("bbvi"))
+  checks <- assert_model_ok(if (inherits(x, "bbvi_minibatch_model")) mb_check_model(x) else x,
+                            err_call = call("bbvi"))
   # factors + the score estimator: Rao-Blackwellized, q one block per parameter
   rb <- rb_applies(x, estimator)
   if (rb && method != "meanfield") {
@@ -411,7 +417,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                           extra = list(start = if (st$laplace) "mode" else "init",
                                        fixed_draws = res$saa,
                                        q_blocks = res$control$blocks))
-      finish_custom_fit(fit, rb, st, res, t0)
+      finish_custom_fit(fit, rb, st, res, t0, checks)
     })
   }
   fit_with_restarts(restarts, seed, fit_one)
@@ -574,16 +580,18 @@ lowrank_start <- function(spec, model, mode, s, rank, iters = 30L, extra = 5L) {
   list(B = V * rep(sc, each = D), n = n)
 }
 
-# Evaluations of log p and of its gradient, and seconds, by phase: the mode
-# search, the stochastic optimisation and the diagnostics.
-fit_evals <- function(start, res, diag_draws, diag_time) {
+# Evaluations of log p and of its gradient, and seconds, by phase: the
+# model checks before the fit (assert_model_ok()), the mode search, the
+# optimisation and the diagnostics.
+fit_evals <- function(start, res, diag_draws, diag_time,
+                      checks = c(logp = 0, gradient = 0, seconds = 0)) {
   mode <- if (is.null(start$evals)) c(logp = 0, gradient = 0) else start$evals
-  data.frame(phase = c("mode", "optimisation", "diagnostics"),
-             logp = c(mode[["logp"]], res$n_logp, diag_draws),
-             gradient = c(mode[["gradient"]], res$n_grad, 0),
+  data.frame(phase = c("checks", "mode", "optimisation", "diagnostics"),
+             logp = c(checks[["logp"]], mode[["logp"]], res$n_logp, diag_draws),
+             gradient = c(checks[["gradient"]], mode[["gradient"]], res$n_grad, 0),
              # of logp, those at enumerated values of discrete parameters
-             enumerated = c(0, if (is.null(res$n_logp_enum)) 0 else res$n_logp_enum, 0),
-             seconds = c(start$time, res$time, diag_time))
+             enumerated = c(0, 0, if (is.null(res$n_logp_enum)) 0 else res$n_logp_enum, 0),
+             seconds = c(checks[["seconds"]], start$time, res$time, diag_time))
 }
 
 # Several independent fits through future.apply; the best final ELBO wins.

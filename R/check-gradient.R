@@ -68,22 +68,33 @@ continuous_coords <- function(model, coords = NULL) {
 # The check run before a fit: the R callbacks of a model (a vectorized
 # log-joint must give each draw's value whatever the other draws are; a
 # gradient must agree with finite differences). An error names the culprit.
-# Called by bbvi() and sample_mcmc() for a bbvi_model.
+# Called by bbvi() and sample_mcmc() for a bbvi_model. Returns (invisibly)
+# what it cost: c(logp, gradient, seconds), the fit's "checks" phase.
 assert_model_ok <- function(model, err_call = call("bbvi")) {
+  spent <- c(logp = 0, gradient = 0, seconds = 0)
   if (!inherits(model, "bbvi_model") || !is.function(model$logjoint)) {
-    return(invisible(TRUE))
+    return(invisible(spent))
   }
+  t0 <- proc.time()[["elapsed"]]
   pts <- gradient_check_points(model, NULL, 3)
-  if (isTRUE(model$vectorized)) assert_vectorized_ok(model, pts, err_call)
-  if (is.function(model$gradient)) assert_gradient_ok(model, err_call, pts)
-  invisible(TRUE)
+  if (isTRUE(model$vectorized)) {
+    assert_vectorized_ok(model, pts, err_call)
+    spent[["logp"]] <- 2 * nrow(pts)   # all at once, then one by one
+  }
+  if (is.function(model$gradient)) {
+    n <- assert_gradient_ok(model, err_call, pts)
+    spent[c("logp", "gradient")] <- spent[c("logp", "gradient")] + n
+  }
+  spent[["seconds"]] <- proc.time()[["elapsed"]] - t0
+  invisible(spent)
 }
 
-# The gradient part of assert_model_ok().
+# The gradient part of assert_model_ok(). Returns (invisibly) the
+# evaluations it made, c(logp, gradient).
 assert_gradient_ok <- function(model, err_call = call("bbvi"), points = NULL) {
   if (!inherits(model, "bbvi_model") || !is.function(model$logjoint) ||
       !is.function(model$gradient)) {
-    return(invisible(TRUE))
+    return(invisible(c(logp = 0, gradient = 0)))
   }
   if (is.null(points)) points <- gradient_check_points(model, NULL, 3)
   # before a fit of many parameters, 200 coordinates spread over all of them
@@ -93,7 +104,7 @@ assert_gradient_ok <- function(model, err_call = call("bbvi"), points = NULL) {
   coords <- if (D > 200) unique(round(seq(1, D, length.out = 200)))
   coords <- continuous_coords(model, coords)
   tab <- gradient_check_table(model, points, 1e-3, err_call, coords = coords)
-  if (isTRUE(attr(tab, "ok"))) return(invisible(TRUE))
+  if (isTRUE(attr(tab, "ok"))) return(invisible(attr(tab, "evals")))
   bad <- tab[!is.na(tab$ok) & !tab$ok, , drop = FALSE]
   worst <- bad[which.max(bad$rel_error), ]
   pars <- unique(bad$parameter)
@@ -279,7 +290,8 @@ gradient_check_table <- function(model, pts, tol, err_call, coords = NULL) {
                     rel_error = ifelse(usable, err / scale, NA_real_), ok = ok,
                     stringsAsFactors = FALSE)
   structure(tab, class = c("bbvi_gradient_check", "data.frame"),
-            ok = !any(!tab$ok, na.rm = TRUE), points = pts, tol = tol)
+            ok = !any(!tab$ok, na.rm = TRUE), points = pts, tol = tol,
+            evals = c(logp = P + 2 * nrow(idx), gradient = P))
 }
 
 # The log-joint a gradient returns with its value (attribute "logjoint")

@@ -316,7 +316,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
   # when some block is Gaussian (or conditionally Gaussian); the natural
   # blocks take the score gradient
   if (estimator == "reparam" && !any(gauss) && !given) estimator <- "score"
-  assert_model_ok(x, err_call = err_call)
+  checks <- assert_model_ok(x, err_call = err_call)
   # factors: the Rao-Blackwellized weights for the score entries (all of
   # them, or those of the natural blocks next to pathwise Gaussian ones)
   rb <- !is.null(x$factors)
@@ -374,7 +374,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                           extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
                                        families = fams, q_blocks = blocks,
                                        enumerated = enumerate && has_cat))
-      finish_custom_fit(fit, rb, st, res, t0)
+      finish_custom_fit(fit, rb, st, res, t0, checks)
     })
   }
   fit_with_restarts(restarts, seed, fit_one)

@@ -435,6 +435,29 @@ say <- function(...) {
                      exdent = 2L))
 }
 
+# `prefix` and the items separated by "; ", broken between items only (an
+# item broken inside, "< 0.01" then "s", reads badly); an item longer than
+# a line is wrapped on its own.
+say_items <- function(prefix, items) {
+  width <- min(80L, getOption("width"))
+  items <- paste0(items, c(rep(";", length(items) - 1L), ""))
+  first <- TRUE
+  emit <- function(x) {
+    writeLines(strwrap(x, width = width + 1L, indent = if (first) 0L else 2L, exdent = 2L))
+    first <<- FALSE
+  }
+  cur <- paste0(prefix, items[1])
+  for (it in items[-1]) {
+    if (nchar(cur) + 1L + nchar(it) > width - if (first) 0L else 2L) {
+      emit(cur)
+      cur <- it
+    } else {
+      cur <- paste(cur, it)
+    }
+  }
+  emit(cur)
+}
+
 # A call or formula on one line if it fits, else broken after commas
 # (deparse() alone lets lines run past its cutoff).
 say_call <- function(call, label = "Call: ") {
@@ -492,10 +515,10 @@ print_fit_status <- function(fit) {
   if (is.data.frame(ev) && nrow(ev) > 0) {
     big <- function(x) prettyNum(x, big.mark = ",", preserve.width = "none")
     enum <- if (is.null(ev$enumerated)) rep(0, nrow(ev)) else ev$enumerated
-    say("Evaluations of log p (gradient): ",
-        paste(sprintf("%s %s (%s)%s, %s", ev$phase, big(ev$logp), big(ev$gradient),
+    say_items("Evaluations of log p (gradient): ",
+              sprintf("%s %s (%s)%s, %s", ev$phase, big(ev$logp), big(ev$gradient),
                       ifelse(enum > 0, sprintf(", %s of them at enumerated values", big(enum)), ""),
-                      format_seconds(ev$seconds)), collapse = "; "))
+                      format_seconds(ev$seconds)))
   }
   dg <- fit$diagnostics
   if (!is.null(dg)) {

@@ -277,7 +277,7 @@ bbvi_minibatch <- function(x, subsample, method, samples, max_iter, tol, seed,
   init_sd <- check_init_sd(init_sd, length(init_mean))
   check_dimension(length(init_mean), method)
   check_count(diagnostic_draws, "diagnostic_draws")
-  assert_model_ok(mb_check_model(x), err_call = call("bbvi"))
+  checks <- assert_model_ok(mb_check_model(x), err_call = call("bbvi"))
   with_seed(seed, {
     res <- minibatch_engine(x, subsample, method, samples, max_iter, tol,
                             init_mean, init_sd, err_call = call("bbvi"))
@@ -290,7 +290,7 @@ bbvi_minibatch <- function(x, subsample, method, samples, max_iter, tol, seed,
     fit$minibatch$diagnostic_draws <- fit$diagnostics$n_draws
     st <- list(evals = c(logp = 0, gradient = 0), time = 0)
     fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
-                           proc.time()[["elapsed"]] - t0)
+                           proc.time()[["elapsed"]] - t0, checks)
     fit
   })
 }

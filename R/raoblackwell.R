@@ -12,13 +12,13 @@ rb_applies <- function(model, estimator) {
 # The last steps of a custom model's fit: the Rao-Blackwellization
 # measurement (rb), and the evaluations by phase (the diagnostics' time
 # counted from t0).
-finish_custom_fit <- function(fit, rb, st, res, t0) {
+finish_custom_fit <- function(fit, rb, st, res, t0, checks) {
   if (rb) {
     fit$diagnostics$rao_blackwell <-
       rb_gradient_variance(fit, draws = rb_diag_draws(length(fit$lambda)))
   }
   fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
-                         proc.time()[["elapsed"]] - t0)
+                         proc.time()[["elapsed"]] - t0, checks)
   fit
 }
 

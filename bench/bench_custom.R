@@ -42,12 +42,14 @@
 #            optimisation, draws, PSIS diagnostics); vb() / sampling() on the
 #            compiled model (compile time excluded, shown once per model).
 #   t_mode, t_opt, t_diag   bbvi: seconds of each phase (fit$evals$seconds:
-#            mode search, optimisation, draws + diagnostics) of the timed call
+#            model checks + mode search, optimisation, draws + diagnostics)
+#            of the timed call
 #   iters    optimisation iterations (bbvi fit$iterations; ADVI after its eta
 #            adaptation).
 #   logp     log-density evaluations (one per draw) without a gradient;
 #   grad     gradient evaluations (each also gives the log density).
-#            bbvi: fit$evals, phases mode + optimisation; its PSIS diagnostics
+#            bbvi: fit$evals, phases checks (the callbacks checked before
+#            the fit) + mode + optimisation; its PSIS diagnostics
 #            (logp only, diagnostic_draws = 4000) are in logp_diag.
 #            ADVI: counted from vb()'s printed log: grad = adaptation
 #            iterations (50 per eta tried) + optimisation iterations, times
@@ -165,7 +167,8 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
                note = paste("error:", substr(gsub("\\s+", " ", conditionMessage(fit)), 1, 120))))
   }
   ev <- fit$evals
-  fitph <- ev$phase %in% c("mode", "optimisation")
+  fitph <- ev$phase %in% c("checks", "mode", "optimisation")
+  secs <- function(ph) sum(ev$seconds[ev$phase %in% ph])
   D <- spec$bbvi_draws(as.matrix(fit))
   note <- if (length(r$warnings))
     substr(gsub("\\s+", " ", r$warnings[1]), 1, 100) else ""
@@ -175,7 +178,7 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
       sum(ev$logp[fitph]) - sum(ev$gradient[fitph]), sum(ev$gradient[fitph]),
       sum(ev$logp[!fitph]), accuracy(D, ref), fit$diagnostics$khat,
       isTRUE(fit$converged), length(r$warnings) > 0, note, iters = fit$iterations,
-      phase_s = ev$seconds)
+      phase_s = c(secs(c("checks", "mode")), secs("optimisation"), secs("diagnostics")))
 }
 
 # Stan: compile once into a cache folder (rstan writes the .rds next to the

@@ -289,9 +289,9 @@ test_that("no mode (a funnel) falls back to the initial q and says so", {
   expect_message(fit <- suppressWarnings(bbvi(m, method = "fullrank", seed = 1, max_iter = 300)),
                  "No usable posterior mode")
   expect_identical(fit$start, "init")
-  expect_identical(fit$evals$phase, c("mode", "optimisation", "diagnostics"))
-  expect_gt(fit$evals$logp[1], 0)
-  expect_equal(fit$evals$logp[2], 300 * fit$samples)
+  expect_identical(fit$evals$phase, c("checks", "mode", "optimisation", "diagnostics"))
+  expect_gt(fit$evals$logp[2], 0)
+  expect_equal(fit$evals$logp[3], 300 * fit$samples)
 })
 
 test_that("the C loop takes no defaults of its own", {
@@ -547,5 +547,45 @@ test_that("score fits from the mode: a heavy-tailed draw does not freeze the ste
     # 8 seeds; with 0.999, 0.33)
     expect_lt(max(abs(fit$mean_unc - ref$mean_unc) / sds(ref)), 0.12)
     expect_lt(max(abs(log(sds(fit) / sds(ref)))), 0.12)
+  }
+})
+
+test_that("fit$evals counts every call of the model's callbacks, the checks before the fit included", {
+  # counters inside the callbacks: the points each call evaluates
+  n_lp <- 0
+  n_gr <- 0
+  P <- matrix(c(2, 0.5, 0.5, 1), 2)
+  lj <- function(theta, data) {
+    z <- theta$z
+    if (is.matrix(z)) {
+      n_lp <<- n_lp + nrow(z)
+      -0.5 * rowSums((z %*% P) * z)
+    } else {
+      n_lp <<- n_lp + 1
+      -0.5 * sum(z * (P %*% z))
+    }
+  }
+  gr <- function(theta, data) {
+    z <- theta$z
+    if (is.matrix(z)) {
+      n_gr <<- n_gr + nrow(z)
+      list(z = -z %*% P)
+    } else {
+      n_gr <<- n_gr + 1
+      list(z = -drop(P %*% z))
+    }
+  }
+  for (vec in c(TRUE, FALSE)) for (est in c("reparam", "score")) {
+    n_lp <- 0
+    n_gr <- 0
+    m <- bbvi_model(lj, list(z = param(dim = 2)), gradient = gr, vectorized = vec)
+    fit <- suppressWarnings(bbvi(m, seed = 1, estimator = est, progress = FALSE))
+    expect_equal(fit$evals$phase, c("checks", "mode", "optimisation", "diagnostics"))
+    # 3 points, +-h along 2 coordinates (and, vectorized, the 3 at once
+    # and one by one)
+    expect_equal(fit$evals$logp[1], 3 + 12 + if (vec) 6 else 0)
+    expect_equal(fit$evals$gradient[1], 3)
+    expect_equal(sum(fit$evals$logp), n_lp)
+    expect_equal(sum(fit$evals$gradient), n_gr)
   }
 })
