@@ -417,6 +417,10 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
                           extra = list(start = if (st$laplace) "mode" else "init",
                                        fixed_draws = res$saa,
                                        q_blocks = res$control$blocks))
+      # the quadratic control variate's ingredients, for elbo_gradients()
+      if (quadratic_cv && isTRUE(st$laplace) && is.null(res$saa)) {
+        fit$quadratic_cv <- list(mode = st$mean, hessian = st$hessian)
+      }
       finish_custom_fit(fit, rb, st, res, t0, checks)
     })
   }

@@ -3,7 +3,11 @@
 #' Runs an estimator `n` times at a fixed q (by default the fitted one) and
 #' returns every gradient estimate, to compare the noise of the
 #' score-function estimator with and without control variates and of the
-#' reparameterization estimator.
+#' reparameterization estimator. The score estimator's control variates
+#' are those its fit used: a baseline per variational parameter and, for a
+#' mean-field score fit from the mode (up to 20 parameters), the quadratic
+#' one built from log p's Hessian at the mode (see `control_variates` in
+#' [bbvi()]).
 #'
 #' @param fit A `bbvi_fit`; its model and its q are used.
 #' @param estimator `"score"` or `"reparam"`.
@@ -50,6 +54,17 @@ elbo_gradients <- function(fit, estimator = c("score", "reparam"), samples = 10,
                   control_variates = as.integer(control_variates),
                   blocks = fit$q_blocks,   # q as a product (see q_blocks_for())
                   par_sizes = if (!is.null(fit$q_blocks)) model_unc_sizes(fit$model))
+  qc <- fit$quadratic_cv
+  if (estimator == "score" && control_variates && !is.null(qc)) {
+    # the quadratic control variate works on z = zeta - mode (unit
+    # scales): the means move by the mode, the log sds and the gradient
+    # do not
+    D <- length(qc$mode)
+    control$precond_diag <- rep(1, D)
+    control$shift <- as.double(qc$mode)
+    control$quadratic <- as.double(qc$hessian)
+    control$lambda[seq_len(D)] <- control$lambda[seq_len(D)] - qc$mode
+  }
   res <- with_seed(seed, .Call(C_grad_samples, fit_target_spec(fit),
                                as.double(fit$lower), as.double(fit$upper), control))
   g <- t(res$grad)

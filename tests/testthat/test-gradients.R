@@ -162,3 +162,27 @@ test_that("mean-field score fits of a correlated Gaussian reach the exact optimu
     expect_lt(max(abs(log(q$sd / target_sd))), 0.01)
   }
 })
+
+test_that("elbo_gradients() shows the score estimator a mean-field fit from the mode used", {
+  # a correlated Gaussian: with its quadratic control variate the score
+  # gradient is exact up to the finite-difference Hessian's error; without
+  # it, noisy
+  Sig <- 0.9^abs(outer(1:4, 1:4, "-"))
+  P <- solve(Sig)
+  mu <- c(1, -2, 0.3, 2)
+  m <- bbvi_model(function(theta, data) {
+    z <- t(theta$z) - mu
+    -0.5 * colSums(z * (P %*% z))
+  }, list(z = param(dim = 4)), vectorized = TRUE)
+  fit <- suppressWarnings(bbvi(m, seed = 1, progress = FALSE))
+  # the mode search's answer (1e-4 sd) and its Hessian (finite differences)
+  expect_equal(fit$quadratic_cv$mode, mu, tolerance = 1e-3)
+  lam <- fit$lambda + c(0.3, -0.2, 0.1, 0, 0.1, -0.1, 0, 0.2)
+  g <- elbo_gradients(fit, "score", samples = 50, n = 200, lambda = lam, seed = 1)
+  exact_mu <- -drop(P %*% (lam[1:4] - mu))
+  expect_equal(unname(colMeans(g$grad[, 1:4])), exact_mu, tolerance = 1e-4)
+  expect_lt(max(apply(g$grad, 2, sd)), 1e-3)
+  plain <- elbo_gradients(fit, "score", samples = 50, n = 200, lambda = lam, seed = 1,
+                          control_variates = FALSE)
+  expect_gt(min(apply(plain$grad, 2, sd)), 0.01)
+})
