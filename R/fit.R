@@ -570,7 +570,8 @@ fit_estimator_label <- function(fit) {
     return(paste0(fit_estimator_label(fit), "; discrete parameters' values enumerated"))
   }
   switch(fit$estimator,
-         score = sprintf("score function + control variates, %d draws/iteration", fit$samples),
+         score = sprintf("score function + control variates%s, %d draws/iteration",
+                         if (!is.null(fit$quadratic_cv)) " (baseline and quadratic)" else "", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),
          mixed = sprintf("reparameterization (Gaussian blocks) and score function + control variates (the others), %d draws/iteration", fit$samples),
          fit$estimator)
