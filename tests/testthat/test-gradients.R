@@ -140,19 +140,27 @@ test_that("the quadratic control variate keeps the score gradient unbiased and c
   expect_true(all(apply(with_q, 2, sd) < apply(without, 2, sd) / 1.5))
 })
 
+# N(mu, S), S with correlations 0.9^|i - j| and the given scales, as a
+# vectorized log-joint without a gradient
+correlated_gaussian <- function(mu, scales = rep(1, length(mu))) {
+  D <- length(mu)
+  P <- solve(0.9^abs(outer(1:D, 1:D, "-")) * outer(scales, scales))
+  list(precision = P,
+       model = bbvi_model(function(theta, data) {
+         z <- t(theta$z) - mu
+         -0.5 * colSums(z * (P %*% z))
+       }, list(z = param(dim = D)), vectorized = TRUE))
+}
+
 test_that("mean-field score fits of a correlated Gaussian reach the exact optimum at once (4 seeds)", {
   # Gaussian log p: Q is log p itself, so the gradient's noise is gone up
   # to the regression's; without the second control variate these fits
   # took 250 to 10,000 iterations and stopped up to 0.1 q-sd off
   # (the exact mean-field q: means mu, sds 1 / sqrt(diag(precision)))
-  Sig <- 0.9^abs(outer(1:4, 1:4, "-")) * outer(c(1, 10, 0.1, 1), c(1, 10, 0.1, 1))
-  P <- solve(Sig)
   mu <- c(1, -20, 0.3, 2)
-  m <- bbvi_model(function(theta, data) {
-    z <- t(theta$z) - mu
-    -0.5 * colSums(z * (P %*% z))
-  }, list(z = param(dim = 4)), vectorized = TRUE)
-  target_sd <- 1 / sqrt(diag(P))
+  case <- correlated_gaussian(mu, scales = c(1, 10, 0.1, 1))
+  m <- case$model
+  target_sd <- 1 / sqrt(diag(case$precision))
   for (s in 1:4) {
     fit <- suppressWarnings(bbvi(m, seed = s, progress = FALSE))
     q <- q_from_c(fit$q)
@@ -167,14 +175,10 @@ test_that("elbo_gradients() shows the score estimator a mean-field fit from the 
   # a correlated Gaussian: with its quadratic control variate the score
   # gradient is exact up to the finite-difference Hessian's error; without
   # it, noisy
-  Sig <- 0.9^abs(outer(1:4, 1:4, "-"))
-  P <- solve(Sig)
   mu <- c(1, -2, 0.3, 2)
-  m <- bbvi_model(function(theta, data) {
-    z <- t(theta$z) - mu
-    -0.5 * colSums(z * (P %*% z))
-  }, list(z = param(dim = 4)), vectorized = TRUE)
-  fit <- suppressWarnings(bbvi(m, seed = 1, progress = FALSE))
+  case <- correlated_gaussian(mu)
+  P <- case$precision
+  fit <- suppressWarnings(bbvi(case$model, seed = 1, progress = FALSE))
   expect_output(print(fit), "(baseline and quadratic)", fixed = TRUE)
   # the mode search's answer (1e-4 sd) and its Hessian (finite differences)
   expect_equal(fit$quadratic_cv$mode, mu, tolerance = 1e-3)
