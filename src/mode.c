@@ -27,6 +27,11 @@
                             centred: 1000 iterations, none of them useful);
                             the longest such run on the bench models' way
                             to their modes is 41 (gp_pois_regr) */
+#define UNIT_MAXIT 200   /* iterations of the unit-scale search: on scales
+                             1e-6 .. 1e6 with correlations it crawls (1000
+                             iterations, 72,000 log-density evaluations
+                             without a gradient); the search in the
+                             measured scales finishes the job */
 #define GROUPS 64        /* probes of the diagonal Hessian of a large model */
 #define GROUPED_MIN_D 2000   /* above this, the diagonal Hessian is probed in
                                 GROUPS groups (see neg_hessian_grouped) */
@@ -394,7 +399,8 @@ static int neg_hessian(mode_ws *w, int full, double *H)
 
 /* Per-coordinate sds 1 / sqrt(-d2 log p / dzeta_d^2), refined until the
    step that measured them is small against them. Coordinates without
-   positive curvature keep their scale. Returns 0 if any has none. H
+   positive curvature are probed again with wider steps. Returns 0 if any
+   still has none. H
    (length D) gets the diagonal of the last measurement; Hfull, when not
    NULL, its whole matrix (from gradients the same points give it whole,
    so the caller need not measure again). */
@@ -410,7 +416,19 @@ static int refine_scales(mode_ws *w, double *H, double *Hfull)
         ok = 1;
         for (int d = 0; d < D; d++) {
             double c = H[d];
-            if (!(c > 0) || !R_FINITE(c)) { ok = 0; continue; }
+            if (!(c > 0) || !R_FINITE(c)) {
+                ok = 0;
+                /* a step far below the coordinate's sd leaves its
+                   curvature under rounding (sd 1e6 probed at 1e-2: a
+                   second difference of 1e-16 against log p's rounding):
+                   probe again a hundred times wider. A saddle or a flat
+                   direction stays non-positive at any step. */
+                if (R_FINITE(c) && pass < 5) {
+                    w->scale[d] *= 100.0;
+                    again = 1;
+                }
+                continue;
+            }
             double sd = 1.0 / sqrt(c);
             /* the measurement is trustworthy when the step was at most a
                tenth of an sd off the one it implies */
@@ -483,7 +501,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
            ill-conditioned posterior's last digits cost most of the
            search (gp_pois_regr: 270 of its 300 evaluations), and the
            search in the measured scales that follows goes on from there */
-        gmax = optimise(&w, maxit, gtol);
+        gmax = optimise(&w, maxit < UNIT_MAXIT ? maxit : UNIT_MAXIT, gtol);
         /* the whole Hessian from gradients costs what its diagonal does:
            measured whole in every refinement, so that the last one is the
            answer's */
