@@ -421,6 +421,7 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
       if (quadratic_cv && isTRUE(st$laplace) && is.null(res$saa)) {
         fit$quadratic_cv <- list(mode = st$mean, hessian = st$hessian)
       }
+      fit$control_variates <- isTRUE(control_variates)   # for print()
       finish_custom_fit(fit, rb, st, res, t0, checks)
     })
   }

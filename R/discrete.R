@@ -374,6 +374,7 @@ bbvi_natural <- function(x, fams, call, method, rank, estimator, samples,
                           extra = list(start = if (isTRUE(st$laplace)) "mode" else "init",
                                        families = fams, q_blocks = blocks,
                                        enumerated = enumerate && has_cat))
+      fit$control_variates <- isTRUE(control_variates)   # for print()
       finish_custom_fit(fit, rb, st, res, t0, checks)
     })
   }

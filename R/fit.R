@@ -570,8 +570,10 @@ fit_estimator_label <- function(fit) {
     return(paste0(fit_estimator_label(fit), "; discrete parameters' values enumerated"))
   }
   switch(fit$estimator,
-         score = sprintf("score function + control variates%s, %d draws/iteration",
-                         if (!is.null(fit$quadratic_cv)) " (baseline and quadratic)" else "", fit$samples),
+         score = sprintf("score function%s, %d draws/iteration",
+                         if (isFALSE(fit$control_variates)) " (no control variates)" else
+                           if (!is.null(fit$quadratic_cv)) " + control variates (baseline and quadratic)" else
+                             " + control variates", fit$samples),
          reparam = sprintf("reparameterization, %d draws/iteration", fit$samples),
          mixed = sprintf("reparameterization (Gaussian blocks) and score function + control variates (the others), %d draws/iteration", fit$samples),
          fit$estimator)

@@ -180,6 +180,10 @@ test_that("elbo_gradients() shows the score estimator a mean-field fit from the 
   P <- case$precision
   fit <- suppressWarnings(bbvi(case$model, seed = 1, progress = FALSE))
   expect_output(print(fit), "(baseline and quadratic)", fixed = TRUE)
+  plain_fit <- suppressWarnings(bbvi(case$model, seed = 1, progress = FALSE,
+                                     control_variates = FALSE, max_iter = 200))
+  expect_output(print(plain_fit), "score function (no control variates)", fixed = TRUE)
+  expect_null(plain_fit$quadratic_cv)
   # the mode search's answer (1e-4 sd) and its Hessian (finite differences)
   expect_equal(fit$quadratic_cv$mode, mu, tolerance = 1e-3)
   lam <- fit$lambda + c(0.3, -0.2, 0.1, 0, 0.1, -0.1, 0, 0.2)
