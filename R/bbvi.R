@@ -358,9 +358,13 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
       begin <- init_mean
       if (dispersed) begin <- begin + side * stats::runif(length(begin), -2, 2)
       spec <- r_target_spec(x, err_call = call("bbvi"))
+      # the fixed-draw path takes mean-field and full-rank q (its balanced
+      # draws are one standard normal per coordinate)
+      fixed_draws <- method != "lowrank" && (optimizer == "lbfgs" ||
+        (optimizer == "auto" && estimator == "reparam"))
       t0 <- proc.time()[["elapsed"]]
       st <- if (start_at == "mode") laplace_start(x, spec, begin, method, quiet = dispersed, rank = rank,
-                                                  quadratic_cv = quadratic_cv)
+                                                  quadratic_cv = quadratic_cv, precise = !fixed_draws)
       st$time <- proc.time()[["elapsed"]] - t0
       if (!isTRUE(st$laplace)) {
         # q starts at init, or where the mode search found log p finite
@@ -369,10 +373,6 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
         st <- list(mean = begin, precond = if (all(init_sd == 1)) NULL else init_sd,
                    evals = st$evals, laplace = FALSE, time = st$time)
       }
-      # the fixed-draw path takes mean-field and full-rank q (its balanced
-      # draws are one standard normal per coordinate)
-      fixed_draws <- method != "lowrank" && (optimizer == "lbfgs" ||
-        (optimizer == "auto" && estimator == "reparam"))
       res <- NULL
       if (fixed_draws) {
         precond <- if (is.null(st$precond)) init_sd else st$precond
@@ -441,9 +441,11 @@ score_quadratic_max_dim <- 20L
 # the curvature there (src/mode.c). Returns list(mean, precond, evals,
 # laplace = TRUE), precond a lower triangular matrix for full-rank and a
 # vector of per-coordinate scales (the diagonal Hessian's) otherwise, or list(evals, laplace = FALSE) (with a message) when
-# there is no usable mode.
+# there is no usable mode. `precise`: the mode to 1e-4 sd; FALSE stops at
+# the 1e-2 sd the result is judged by, enough for a start that the
+# fixed-draw path's L-BFGS goes on from.
 laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
-                          quadratic_cv = FALSE) {
+                          quadratic_cv = FALSE, precise = TRUE) {
   D <- length(init)
   if (!isTRUE(model$has_gradient) && D > 1000L) {
     # each finite-difference gradient costs 2D + 1 log-joint evaluations
@@ -462,7 +464,7 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
     if (method == "meanfield" && (quadratic_cv ||
                                   isTRUE(model$has_gradient) && D <= mf_hessian_max_dim)) 2L else 0L
   ctl <- list(init = as.double(init), full = full, maxit = 1000L,
-              grad_tol = 1e-2)
+              grad_tol = 1e-2, inner_tol = if (precise) 1e-4 else 1e-2)
   res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
   evals <- c(logp = res$n_logp, gradient = res$n_grad)
   moved <- NULL
