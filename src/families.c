@@ -197,14 +197,17 @@ static void fr_reparam(const bbvi_family *f, int D, const double *lambda,
                        int S, const double *eps, double *z)
 {
     (void) f;
-    for (int s = 0; s < S; s++) {
-        const double *e = eps + (size_t) s * D;
-        double *zs = z + (size_t) s * D;
-        for (int i = 0; i < D; i++) zs[i] = lambda[i];
-        for (int j = 0; j < D; j++) {
-            double ej = e[j];
-            zs[j] += exp(lambda[fr_idx(D, j, j)]) * ej;
-            const double *col = lambda + fr_idx(D, j, j);
+    /* column by column, so that each diagonal entry's exp is taken once
+       for all S draws (the sums keep their order per draw) */
+    for (int s = 0; s < S; s++)
+        memcpy(z + (size_t) s * D, lambda, sizeof(double) * D);
+    for (int j = 0; j < D; j++) {
+        const double *col = lambda + fr_idx(D, j, j);
+        double Ljj = exp(col[0]);
+        for (int s = 0; s < S; s++) {
+            const double *e = eps + (size_t) s * D;
+            double *zs = z + (size_t) s * D, ej = e[j];
+            zs[j] += Ljj * ej;
             for (int i = j + 1; i < D; i++) zs[i] += col[i - j] * ej;
         }
     }
@@ -219,27 +222,28 @@ static double fr_log_q(const bbvi_family *f, int D, const double *lambda,
     return a;
 }
 
-/* u = L^{-T} eps, so that grad_mu log q = Sigma^{-1}(z - mu) = u */
-static void fr_solve_lt(int D, const double *lambda, const double *eps,
-                        double *u)
-{
-    for (int i = D - 1; i >= 0; i--) {
-        double a = eps[i];
-        for (int k = i + 1; k < D; k++) a -= fr_L(D, lambda, k, i) * u[k];
-        u[i] = a / fr_L(D, lambda, i, i);
-    }
-}
-
+/* h = grad_lambda log q: with u = L^{-T} eps, grad_mu log q =
+   Sigma^{-1}(z - mu) = u, and the entries of L get u_i eps_j (times L_jj on
+   the diagonal, stored as its log, less 1 from log |L|). The diagonal's
+   exps are kept in h's diagonal slots until they are overwritten, so each
+   is taken once per draw. */
 static void fr_score(const bbvi_family *f, int D, const double *lambda,
                      const double *eps, double *h)
 {
     (void) f;
-    /* u = L^{-T} eps is written into h[0..D) directly */
-    fr_solve_lt(D, lambda, eps, h);
+    for (int j = 0; j < D; j++) h[fr_idx(D, j, j)] = exp(lambda[fr_idx(D, j, j)]);
+    double *u = h;   /* u is written into h[0..D) directly */
+    for (int i = D - 1; i >= 0; i--) {   /* L' u = eps, column i of L */
+        const double *col = lambda + fr_idx(D, i, i);
+        double a = eps[i];
+        for (int k = i + 1; k < D; k++) a -= col[k - i] * u[k];
+        u[i] = a / h[fr_idx(D, i, i)];
+    }
     for (int j = 0; j < D; j++) {
-        double Ljj = exp(lambda[fr_idx(D, j, j)]);
-        h[fr_idx(D, j, j)] = h[j] * eps[j] * Ljj - 1.0;
-        for (int i = j + 1; i < D; i++) h[fr_idx(D, i, j)] = h[i] * eps[j];
+        size_t jj = fr_idx(D, j, j);
+        double *hj = h + jj;
+        hj[0] = u[j] * eps[j] * hj[0] - 1.0;
+        for (int i = j + 1; i < D; i++) hj[i - j] = u[i] * eps[j];
     }
 }
 
