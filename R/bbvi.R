@@ -384,8 +384,9 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
         # such draws (src/estimators.c) and holds q inside
         if (res$status %in% c("no_finite_start", "no_finite_check")) {
           if (optimizer == "lbfgs") {
-            cli::cli_inform(c("The fixed-draw path left: the log-joint is not finite at some of q's {if (res$status == 'no_finite_start') 'starting' else 'checking'} draws.",
-                              i = "Continuing on the stochastic path (Adam)."))
+            inform_lines(sprintf("The fixed-draw path left: the log-joint is not finite at some of q's %s draws.",
+                                 if (res$status == "no_finite_start") "starting" else "checking"),
+                         "i Continuing on the stochastic path (Adam).")
           }
           spent <- c(logp = res$n_logp, gradient = res$n_grad)
           st$evals <- if (is.null(st$evals)) spent else st$evals + spent
@@ -450,8 +451,8 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
   if (!isTRUE(model$has_gradient) && D > 1000L) {
     # each finite-difference gradient costs 2D + 1 log-joint evaluations
     if (!quiet) {
-      cli::cli_inform(c("No mode search for {D} parameters without a gradient.",
-                        i = "Starting q at {.arg init}; give {.arg gradient} to {.fn bbvi_model} for a start at the mode."))
+      inform_lines(sprintf("No mode search for %d parameters without a gradient.", D),
+                   "i Starting q at `init`; give `gradient` to `bbvi_model()` for a start at the mode.")
     }
     return(NULL)
   }
@@ -482,8 +483,8 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
       res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
       evals <- evals + c(logp = res$n_logp, gradient = res$n_grad)
       if (!quiet && res$status == "ok") {
-        cli::cli_inform(c("The log-joint is not finite at {.arg init}; the mode search started from a nearby point where it is.",
-                          i = "Give {.arg init} inside the region where {.arg logjoint} is finite to choose the start."))
+        inform_lines("The log-joint is not finite at `init`; the mode search started from a nearby point where it is.",
+                     "i Give `init` inside the region where `logjoint` is finite to choose the start.")
       }
     }
   }
@@ -493,9 +494,9 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
         not_converged = "the optimiser found no point where the gradient vanishes (the density may grow without bound, as in a funnel, or the posterior may be improper)",
         not_concave = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
         no_finite_start = "the log density is not finite at the starting point")
-      where <- if (is.null(moved)) "{.arg init}" else "a point near {.arg init} where the log density is finite"
-      cli::cli_inform(c("No usable posterior mode: {why}.",
-                        i = paste0("Starting q at ", where, " with sd {.arg init_sd} instead.")))
+      where <- if (is.null(moved)) "`init`" else "a point near `init` where the log density is finite"
+      inform_lines(sprintf("No usable posterior mode: %s.", why),
+                   sprintf("i Starting q at %s with sd `init_sd` instead.", where))
     }
     return(list(evals = evals, laplace = FALSE, finite_start = moved))
   }
@@ -644,10 +645,10 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
   fit$restart_summary$distance <- apart
   n_apart <- sum(apart > 3)
   if (n_apart > 0 && diag_warning_on()) {
-    cli::cli_warn(c(
-      "{n_apart} of {restarts} restarts ended more than 3 q-sds away from the best one: the posterior may have several modes, and q describes one of them.",
-      i = "See {.code fit$restart_summary}; check with {.fn sample_mcmc}, or compare the restarts' ELBOs (the best is kept)."),
-      call = NULL)
+    warn_lines(
+      sprintf("%d of %d restarts ended more than 3 q-sds away from the best one: the posterior may have several modes, and q describes one of them.",
+              n_apart, restarts),
+      "i See `fit$restart_summary`; check with `sample_mcmc()`, or compare the restarts' ELBOs (the best is kept).")
   }
   fit
 }
@@ -893,9 +894,9 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   res$estimator <- estimator
   res$optimizer <- optimizer
   if (!res$converged) {
-    cli::cli_warn(c(
-      "The variational fit did not converge in {res$iterations} iterations: {res$stop_reason}.",
-      i = "Increase {.arg max_iter} (or {.arg tol}), or check {.code plot(fit)}."))
+    warn_lines(
+      sprintf("The variational fit did not converge in %d iterations: %s.", res$iterations, res$stop_reason),
+      "i Increase `max_iter` (or `tol`), or check `plot(fit)`.")
   }
   res
 }
@@ -1008,9 +1009,9 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
     sprintf("answers from independent sets of %d fixed draws still differ by %s q-sds (more than %s)",
             M, format(signif(moved, 2)), format(signif(agree, 2)))
   if (res$status == "ok" && !res$converged) {
-    cli::cli_warn(c(
-      "The variational fit did not converge ({res$iterations} L-BFGS evaluations): {res$stop_reason}.",
-      i = "Increase {.arg max_iter} or {.arg samples}, or try {.code optimizer = \"adam\"}."))
+    warn_lines(
+      sprintf("The variational fit did not converge (%d L-BFGS evaluations): %s.", res$iterations, res$stop_reason),
+      "i Increase `max_iter` or `samples`, or try `optimizer = \"adam\"`.")
   }
   res
 }

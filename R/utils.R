@@ -62,3 +62,12 @@ with_seed <- function(seed, expr) {
   set.seed(seed)
   expr
 }
+
+# A warning from a fit, formatted without cli: cli's formatting costs
+# milliseconds per warning, more than a whole fit of a small model. The
+# lines are the message and its "i"/"x" bullets, as diag_message() writes
+# them (R/psis.R).
+warn_lines <- function(...) warning(paste(c(...), collapse = "\n"), call. = FALSE)
+
+# The same for a message during a fit (cli_inform() costs as much).
+inform_lines <- function(...) message(paste(c(...), collapse = "\n"))
