@@ -297,3 +297,26 @@ test_that("scales 1e-6 to 1e6 with correlations: the mode and its curvature are 
     expect_lt(max(abs(log(q$sd * sqrt(diag(P))))), 0.01)
   }
 })
+
+test_that("with estimator = \"auto\", a small mean-field fit that leaves the fixed-draw path goes on with the score estimator", {
+  # the score estimator with its quadratic control variate weighs draws
+  # outside the support as calmly as inside; the reparameterization
+  # gradient's term for them is noisy (garch11 with its bound as -Inf in
+  # bench_custom.R: 425-675 iterations instead of 4,000-4,800). Asked for
+  # by name, the reparameterization estimator stays.
+  case <- support_case(0.5, 0.35, 100)
+  for (s in 5:6) {
+    fit <- with_khat_warning(fit_quietly(case$model, seed = s))
+    expect_equal(fit$path, "stochastic")
+    expect_equal(fit$estimator, "score")
+    expect_false(is.null(fit$quadratic_cv))
+    expect_true(fit$converged)
+    expect_lt(outside_share(fit), 0.02)
+    if (outside_share(fit) > 0) expect_match(paste(fit$warned, collapse = " "), "not finite")
+    X <- as.matrix(fit)
+    expect_lt(max(abs(colMeans(X) - case$mean) / case$sd), 0.3)
+    named <- with_khat_warning(fit_quietly(case$model, seed = s, estimator = "reparam"))
+    expect_equal(named$estimator, "reparam")
+    expect_equal(named$path, "stochastic")
+  }
+})
