@@ -30,8 +30,11 @@
 #
 # Rows: one per model x method x tool.
 #   bbvi rows: method meanfield / fullrank, estimator reparam (R log-joint with
-#     its gradient) and score (the same log-joint, no gradient); seed as given;
-#     otherwise bbvi's defaults (mode start, Adam, tol 0.02, 4000 draws kept).
+#     its gradient, estimator = "auto": the default call) and score (the same
+#     log-joint, no gradient); seed as given; otherwise bbvi's defaults. A
+#     reparam row whose fit ran another estimator (the score estimator takes
+#     over a small mean-field fit whose fixed draws fall outside the
+#     support) says so in its note.
 #   advi rows: rstan::vb(algorithm = "meanfield" / "fullrank") at its defaults
 #     (iter 10000, grad_samples 1, elbo_samples 100, eval_elbo 100,
 #     tol_rel_obj 0.01, adaptive eta, output_samples 1000), seed 1.
@@ -158,7 +161,9 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
   m <- bbvi_model(spec$logjoint, spec$params, data = d,
                   gradient = if (estimator == "reparam") spec$gradient,
                   vectorized = TRUE)
-  r <- timed_reps(do.call(bbvi, c(list(m, method = method, estimator = estimator,
+  # the reparam rows are the default call with a gradient
+  r <- timed_reps(do.call(bbvi, c(list(m, method = method,
+                                       estimator = if (estimator == "reparam") "auto" else estimator,
                                        seed = seed, progress = FALSE), extra_args)))
   fit <- r$value
   if (inherits(fit, "error")) {
@@ -174,6 +179,8 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
     substr(gsub("\\s+", " ", r$warnings[1]), 1, 100) else ""
   if (!is.null(fit$stop_reason) && !isTRUE(fit$converged))
     note <- paste0("stop: ", fit$stop_reason, if (nzchar(note)) "; ", note)
+  if (!identical(fit$estimator, estimator))
+    note <- paste0("ran the ", fit$estimator, " estimator", if (nzchar(note)) "; ", note)
   row(name, "bbvi", method, estimator, seed, r$time,
       sum(ev$logp[fitph]) - sum(ev$gradient[fitph]), sum(ev$gradient[fitph]),
       sum(ev$logp[!fitph]), accuracy(D, ref), fit$diagnostics$khat,
