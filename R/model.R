@@ -561,7 +561,9 @@ r_target_spec <- function(model, err_call = NULL) {
   # `caught` and unwinds to the function below (`return()` in the promise
   # `unwind`, as tryCatch() itself exits), which returns `caught`; the
   # caller then raises the error naming the function (rethrow()), as
-  # tryCatch()'s handler did, on an unwound stack (a stack overflow too).
+  # tryCatch()'s handler did, on an unwound stack. (R signals a C stack
+  # overflow to exiting handlers only: that one error reaches the user as
+  # R's own, not named.)
   caught <- new.env(parent = emptyenv())
   lj_user <- function(theta, unwind = return(caught)) {
     withCallingHandlers(logjoint(theta, data), error = function(e) {
@@ -626,7 +628,7 @@ r_target_spec <- function(model, err_call = NULL) {
          caught = caught, lj_rethrow_call = call_of(lj_rethrow, 0),
          gr_rethrow_call = call_of(gr_rethrow, 0),
          vectorized = vectorized, sizes = as.integer(sizes), names = nms,
-         rho = environment(), layout = transform_layout(model)),
+         par_names = par_names, rho = environment(), layout = transform_layout(model)),
     if (!is.null(factors)) factor_index(model))
 }
 

@@ -23,6 +23,8 @@ typedef struct {
     int n_par;               /* parameters as the user declared them */
     const int *sizes;        /* scalar length of each */
     SEXP names;              /* their names */
+    SEXP par_names;          /* the scalar parameters' names */
+    int *perm;               /* scratch, max(D, n_par): see key_order() */
     int n_factors;           /* 0: logjoint returns one value per draw */
     SEXP lp_sym;             /* the gradient's optional attribute "logjoint" */
 } r_target;
@@ -93,52 +95,91 @@ static int plain_logjoint(const r_target *rt, SEXP val, int nb)
     return ok && no_pos_inf(val);
 }
 
-/* A gradient that the R checks (gr_value) would read as it is: nb x D
-   doubles without names, or a list of the parameters' gradients in their
-   order (no names, or exactly theirs), each nb x size doubles. Its
-   attribute "logjoint", if read (no factors), must be nb doubles, none
-   +Inf. Anything else (other names, other types, discrete parameters left
-   out, errors) is left to gr_value. */
-static int plain_gradient(const r_target *rt, SEXP g, int nb, int D)
+/* Names checked against the expected ones (want, m distinct strings) as
+   the R checks match them: 1 if keys holds exactly them, with *permuted = 0
+   when in their order, else perm[k] = the position of want[k] in keys. The
+   same cached CHARSXP is the same name; anything else (other names, the
+   same name in another encoding) is left to the R checks, and so is a
+   permutation of many names, whose search here is quadratic. */
+#define PLAIN_MAX_PERMUTED 64
+static int key_order(SEXP keys, SEXP want, int m, int *perm, int *permuted)
 {
+    if (TYPEOF(keys) != STRSXP || XLENGTH(keys) != m) return 0;
+    *permuted = 0;
+    for (int k = 0; k < m; k++)
+        if (STRING_ELT(keys, k) != STRING_ELT(want, k)) *permuted = 1;
+    if (!*permuted) return 1;
+    if (m > PLAIN_MAX_PERMUTED) return 0;
+    /* every wanted name found once: keys (of length m) is a permutation */
+    for (int k = 0; k < m; k++) {
+        SEXP w = STRING_ELT(want, k);
+        int j = 0;
+        while (j < m && STRING_ELT(keys, j) != w) j++;
+        if (j == m) return 0;
+        perm[k] = j;
+    }
+    return 1;
+}
+
+/* A gradient that the R checks (gr_value, flatten_gradient()) would read
+   without change but for the order: nb x D doubles (names, if read there,
+   the scalar parameters' names in any order), or a list of the
+   parameters' gradients (no names, or exactly theirs in any order), each
+   nb x size doubles. Its attribute "logjoint", if read (no factors), must
+   be nb doubles, none +Inf. Anything else (other names, other types,
+   discrete parameters left out, errors) is left to gr_value. On success
+   *order is NULL (the given order) or rt->perm (see key_order()). */
+static int plain_gradient(const r_target *rt, SEXP g, int nb, int D, const int **order)
+{
+    int permuted = 0;
     if (TYPEOF(g) == REALSXP) {
-        if (!plain_double(g, (R_xlen_t) nb * D) ||
-            !Rf_isNull(Rf_getAttrib(g, R_NamesSymbol)) ||
-            !Rf_isNull(Rf_getAttrib(g, R_DimNamesSymbol)))
+        if (!plain_double(g, (R_xlen_t) nb * D)) return 0;
+        /* flatten_gradient() reads the column names of an nb x D matrix,
+           the names of one draw's vector, nothing else */
+        SEXP dim = Rf_getAttrib(g, R_DimSymbol), keys = R_NilValue;
+        if (Rf_length(dim) == 2 && INTEGER(dim)[0] == nb && INTEGER(dim)[1] == D) {
+            SEXP dn = Rf_getAttrib(g, R_DimNamesSymbol);
+            if (!Rf_isNull(dn)) keys = VECTOR_ELT(dn, 1);
+        } else if (nb == 1) {
+            keys = Rf_getAttrib(g, R_NamesSymbol);
+        }
+        if (!Rf_isNull(keys) && !key_order(keys, rt->par_names, D, rt->perm, &permuted))
             return 0;
     } else if (TYPEOF(g) == VECSXP) {
         if (OBJECT(g) || XLENGTH(g) != rt->n_par) return 0;
         SEXP nm = Rf_getAttrib(g, R_NamesSymbol);
-        /* the same cached strings: the same names (anything else, e.g. the
-           same names in another encoding, is matched in R) */
-        if (!Rf_isNull(nm))
-            for (int k = 0; k < rt->n_par; k++)
-                if (STRING_ELT(nm, k) != STRING_ELT(rt->names, k)) return 0;
-        for (int k = 0; k < rt->n_par; k++)
-            if (!plain_double(VECTOR_ELT(g, k), (R_xlen_t) nb * rt->sizes[k])) return 0;
+        if (!Rf_isNull(nm) && !key_order(nm, rt->names, rt->n_par, rt->perm, &permuted))
+            return 0;
+        for (int k = 0; k < rt->n_par; k++) {
+            SEXP el = VECTOR_ELT(g, permuted ? rt->perm[k] : k);
+            if (!plain_double(el, (R_xlen_t) nb * rt->sizes[k])) return 0;
+        }
     } else {
         return 0;
     }
+    *order = permuted ? rt->perm : NULL;
     if (rt->n_factors > 0) return 1;   /* the attribute is not read */
     SEXP lp = Rf_getAttrib(g, rt->lp_sym);
     return Rf_isNull(lp) || (plain_double(lp, nb) && no_pos_inf(lp));
 }
 
 /* Copy a gradient (plain, or checked by gr_value: an nb x D matrix) to
-   grad, D x nb, draw by draw */
-static void copy_gradient(const r_target *rt, SEXP g, int nb, int D, double *grad)
+   grad, D x nb, draw by draw; order: see plain_gradient() */
+static void copy_gradient(const r_target *rt, SEXP g, int nb, int D, const int *order,
+                          double *grad)
 {
     if (TYPEOF(g) == REALSXP) {
         const double *gv = REAL(g);
-        for (int s = 0; s < nb; s++)
-            for (int d = 0; d < D; d++)
-                grad[d + (size_t) s * D] = gv[s + (size_t) d * nb];
+        for (int d = 0; d < D; d++) {
+            const double *col = gv + (size_t) (order ? order[d] : d) * nb;
+            for (int s = 0; s < nb; s++) grad[d + (size_t) s * D] = col[s];
+        }
         return;
     }
     int off = 0;
     for (int k = 0; k < rt->n_par; k++) {
         int sz = rt->sizes[k];
-        const double *e = REAL(VECTOR_ELT(g, k));
+        const double *e = REAL(VECTOR_ELT(g, order ? order[k] : k));
         for (int s = 0; s < nb; s++)
             for (int j = 0; j < sz; j++)
                 grad[off + j + (size_t) s * D] = e[s + (size_t) j * nb];
@@ -205,6 +246,7 @@ static SEXP r_logjoint(const r_target *rt, SEXP lst, int nb)
 static SEXP r_gradient(const r_target *rt, SEXP lst, int nb, int D, double *grad)
 {
     SEXP g;
+    const int *order = NULL;
     if (Rf_isNull(rt->gr_value)) {
         g = PROTECT(r_eval_checked(rt->gr_call, lst, rt->rho, (R_xlen_t) nb * D, "gradient"));
     } else {
@@ -214,7 +256,8 @@ static SEXP r_gradient(const r_target *rt, SEXP lst, int nb, int D, double *grad
             Rf_eval(rt->gr_rethrow, rt->rho);
             Rf_error("internal error: the gradient's error was not raised");
         }
-        if (!plain_gradient(rt, g, nb, D)) {
+        if (!plain_gradient(rt, g, nb, D, &order)) {
+            order = NULL;
             g = r_checked_value(rt->gr_value, g, nb, rt->rho);
             UNPROTECT(1);
             PROTECT(g);
@@ -222,7 +265,7 @@ static SEXP r_gradient(const r_target *rt, SEXP lst, int nb, int D, double *grad
                 Rf_error("internal error: the checked gradient is malformed");
         }
     }
-    copy_gradient(rt, g, nb, D, grad);
+    copy_gradient(rt, g, nb, D, order, grad);
     UNPROTECT(1);
     return g;
 }
@@ -306,11 +349,16 @@ static void r_target_init(SEXP spec, int dim, bbvi_target *out)
     rt->n_par = Rf_length(sizes);
     rt->sizes = INTEGER(sizes);
     rt->names = bbvi_list_get(spec, "names");
+    rt->par_names = bbvi_list_get(spec, "par_names");
     rt->lp_sym = Rf_install("logjoint");
     int tot = 0;
     for (int k = 0; k < rt->n_par; k++) tot += rt->sizes[k];
     if (tot != dim)
         Rf_error("internal error: parameter sizes add to %d, not %d", tot, dim);
+    if (raw && (!Rf_isString(rt->names) || XLENGTH(rt->names) != rt->n_par ||
+                !Rf_isString(rt->par_names) || XLENGTH(rt->par_names) != dim))
+        Rf_error("internal error: target `names` / `par_names` do not match `sizes`");
+    rt->perm = (int *) R_alloc(dim > rt->n_par ? dim : rt->n_par, sizeof(int));
     out->dim = dim;
     out->has_grad = TYPEOF(rt->gr_call) == LANGSXP;
     out->eval = r_eval;

@@ -310,6 +310,7 @@ test_that("every gradient shape gives the same values read as it is or through t
       x
     }),
     flat = function(G) as.vector(G),
+    flat_integer = function(G) as.integer(round(G)),
     matrix = function(G) G,
     matrix_colnames = function(G) `colnames<-`(G, pn),
     matrix_colnames_other_order = function(G) `colnames<-`(G, pn)[, perm, drop = FALSE],
@@ -320,7 +321,8 @@ test_that("every gradient shape gives the same values read as it is or through t
         stats::setNames(as.vector(G), seq_along(G))
     }
   )
-  plain <- c("list_in_order", "list_unnamed", "flat", "matrix")
+  # read in C (names in any order); the R checks for integers
+  plain <- setdiff(names(shapes), c("list_integer", "flat_integer"))
   set.seed(3)
   for (vectorized in c(TRUE, FALSE)) for (S in c(1, 4)) for (nm in names(shapes)) {
     for (with_lp in c(FALSE, TRUE)) {
@@ -352,6 +354,39 @@ test_that("every gradient shape gives the same values read as it is or through t
       expect_equal(as.double(res$fast), lp_of(th) + Z[1, ], tolerance = 1e-12, info = info)
     }
   }
+})
+
+test_that("names C leaves to the R checks give the same values there", {
+  set.seed(6)
+  # many scalar names in another order: matched in R, not searched in C
+  D <- 70
+  pn <- sprintf("b[%d]", seq_len(D))
+  lj <- function(theta, data) -sum(theta$b^2) / 2
+  for (rev_order in c(FALSE, TRUE)) {
+    m <- bbvi_model(lj, list(b = param(dim = D)), gradient = function(theta, data) {
+      g <- stats::setNames(-theta$b, pn)
+      if (rev_order) rev(g) else g
+    })
+    z <- matrix(rnorm(D), D, 1)
+    res <- callback_paths(m, z)
+    expect_identical(res$fast, res$slow)
+    expect_identical(attr(res$fast, "gradient"), -z)
+    expect_identical(res$checked > 0, rev_order)
+  }
+  # a name equal to a parameter's in another encoding: not the same cached
+  # string, matched in R
+  e_utf8 <- "\u00e9ta"
+  e_latin1 <- iconv(e_utf8, "UTF-8", "latin1")
+  skip_if(is.na(e_latin1) || Encoding(e_latin1) != "latin1")
+  pars <- stats::setNames(list(param(), param()), c("a", e_utf8))
+  m <- bbvi_model(function(theta, data) -(theta[[1]]^2 + theta[[2]]^2) / 2, pars,
+                  gradient = function(theta, data) {
+                    stats::setNames(list(-theta[[1]], -theta[[2]]), c("a", e_latin1))
+                  })
+  res <- callback_paths(m, matrix(c(0.3, -0.7), 2, 1))
+  expect_identical(res$fast, res$slow)
+  expect_identical(as.vector(attr(res$fast, "gradient")), c(-0.3, 0.7))
+  expect_gt(res$checked, 0)
 })
 
 test_that("a discrete parameter left out of the gradient reads as a zero gradient", {
