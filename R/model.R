@@ -191,7 +191,10 @@ print.bbvi_param <- function(x, ...) {
 #'   gradient of `logjoint` with respect to `theta`: a list shaped like
 #'   `theta`, or one numeric vector in the order of `parameters`. With
 #'   `vectorized = TRUE` each element carries all draws (a length-S vector for
-#'   a scalar parameter, an S x dim matrix otherwise). It enables the
+#'   a scalar parameter, an S x dim matrix otherwise). Doubles in these
+#'   shapes, with every parameter, are read as they are; other values
+#'   (integers, discrete parameters left out) are converted, which costs
+#'   tens of microseconds per call. It enables the
 #'   reparameterization estimator and NUTS. When the gradient's computation
 #'   gives log p on the way (a recursion, a Cholesky factor), return it too,
 #'   as the attribute `"logjoint"` of the value (one number per draw, the
@@ -527,6 +530,12 @@ print.bbvi_native_logjoint <- function(x, ...) {
 
 # The R callbacks wrap the user's functions so that an error inside them, or a
 # result of the wrong type or length, stops with a message that names them.
+#
+# C (src/targets.c) calls the user's function through `lj_call` / `gr_user_call`
+# (the error handling only) and takes a result of the common plain shapes
+# as it is (see r_eval there); anything else goes through `fn_value_call` /
+# `gr_value_call`, the checks below, which build the same value or the
+# error. `fn_call` / `gr_call` chain both, for R-side callers.
 r_target_spec <- function(model, err_call = NULL) {
   if (!is.null(model$target)) {
     spec <- model$target
@@ -549,10 +558,32 @@ r_target_spec <- function(model, err_call = NULL) {
   par_names <- model$par_names
   factors <- model$factors
   discrete <- integer_parameters(model)
-  fn <- function(theta) {
-    val <- tryCatch(logjoint(theta, data),
-                    error = function(e) abort_callback("logjoint", e, err_call))
-    n <- if (vectorized) nrow_draws(theta) else 1L
+  n_draws <- function(theta) if (vectorized) nrow_draws(theta) else 1L
+  # The user's functions are called under a calling handler, cheaper per
+  # call than tryCatch(): on an error it keeps the condition in
+  # `caught` and unwinds to the function below (`return()` in the promise
+  # `unwind`, as tryCatch() itself exits), which returns `caught`; the
+  # caller then raises the error naming the function (rethrow()), as
+  # tryCatch()'s handler did, on an unwound stack. (R signals a C stack
+  # overflow to exiting handlers only: that one error reaches the user as
+  # R's own, not named.)
+  caught <- new.env(parent = emptyenv())
+  lj_user <- function(theta, unwind = return(caught)) {
+    withCallingHandlers(logjoint(theta, data), error = function(e) {
+      caught$error <- e
+      unwind
+    })
+  }
+  rethrow <- function(what) {
+    e <- caught$error
+    caught$error <- NULL
+    abort_callback(what, e, err_call)
+  }
+  lj_rethrow <- function() rethrow("logjoint")
+  gr_rethrow <- function() rethrow("gradient")
+  # for R-side callers: the value, or the error raised
+  checked <- function(val, rethrow_fn) if (identical(val, caught)) rethrow_fn() else val
+  fn_value <- function(val, n) {
     if (is.null(factors)) {
       check_callback_value(val, n, "logjoint", vectorized, err_call)
     } else {
@@ -565,12 +596,16 @@ r_target_spec <- function(model, err_call = NULL) {
     }
     as.double(val)
   }
-  gr <- NULL
+  fn <- function(theta) fn_value(checked(lj_user(theta), lj_rethrow), n_draws(theta))
+  gr <- gr_user <- gr_value <- NULL
   if (!is.null(gradient)) {
-    gr <- function(theta) {
-      g <- tryCatch(gradient(theta, data),
-                    error = function(e) abort_callback("gradient", e, err_call))
-      n <- if (vectorized) nrow_draws(theta) else 1L
+    gr_user <- function(theta, unwind = return(caught)) {
+      withCallingHandlers(gradient(theta, data), error = function(e) {
+        caught$error <- e
+        unwind
+      })
+    }
+    gr_value <- function(g, n) {
       lp <- attr(g, "logjoint", exact = TRUE)
       out <- flatten_gradient(g, n, sizes, nms, err_call, par_names, optional = discrete)
       # log p given with the gradient spares the separate logjoint call;
@@ -587,11 +622,16 @@ r_target_spec <- function(model, err_call = NULL) {
       }
       out
     }
+    gr <- function(theta) gr_value(checked(gr_user(theta), gr_rethrow), n_draws(theta))
   }
-  c(list(type = "r", fn_call = as.call(list(fn, NULL)),
-         gr_call = if (is.null(gr)) NULL else as.call(list(gr, NULL)),
+  call_of <- function(f, nargs) if (!is.null(f)) as.call(c(list(f), vector("list", nargs)))
+  c(list(type = "r", fn_call = call_of(fn, 1), gr_call = call_of(gr, 1),
+         lj_call = call_of(lj_user, 1), fn_value_call = call_of(fn_value, 2),
+         gr_user_call = call_of(gr_user, 1), gr_value_call = call_of(gr_value, 2),
+         caught = caught, lj_rethrow_call = call_of(lj_rethrow, 0),
+         gr_rethrow_call = call_of(gr_rethrow, 0),
          vectorized = vectorized, sizes = as.integer(sizes), names = nms,
-         rho = environment(), layout = transform_layout(model)),
+         par_names = par_names, rho = environment(), layout = transform_layout(model)),
     if (!is.null(factors)) factor_index(model))
 }
 

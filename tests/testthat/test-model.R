@@ -259,3 +259,257 @@ test_that("a gradient's log p attribute is checked against the log-joint", {
   expect_lt(abs(coef(fit)[["mu"]] - 1) / 2, 0.05)
   expect_equal(sqrt(vcov(fit)[1, 1]), 2, tolerance = 0.05)
 })
+
+# C reads what the user's functions return in one of two ways: a plain
+# shape as it is, anything else through the R checks (R/model.R,
+# r_target_spec()). callback_paths() evaluates the model's log density
+# (and gradient) at the columns of Z both ways: `fast` with the spec as
+# fits use it, `slow` with a spec without the plain-shape entries, where C
+# calls the checked wrappers fn/gr for every result; `checked` counts the
+# calls of the R checks on the fast path.
+callback_paths <- function(model, Z, grad = TRUE) {
+  spec <- bbvi:::r_target_spec(model)
+  checks <- new.env()
+  checks$n <- 0
+  for (nm in c("fn_value_call", "gr_value_call")) {
+    if (is.null(spec[[nm]])) next
+    local({
+      f <- spec[[nm]][[1]]
+      spec[[nm]][[1]] <<- function(x, n) {
+        checks$n <- checks$n + 1
+        f(x, n)
+      }
+    })
+  }
+  plain_entries <- c("lj_call", "fn_value_call", "gr_user_call", "gr_value_call",
+                     "caught", "lj_rethrow_call", "gr_rethrow_call")
+  slow <- spec[setdiff(names(spec), plain_entries)]
+  ld <- function(s) .Call(bbvi:::C_logdens, s, as.double(model$lower),
+                          as.double(model$upper), Z, grad)
+  fast <- ld(spec)
+  list(fast = fast, slow = ld(slow), checked = checks$n)
+}
+
+test_that("every gradient shape gives the same values read as it is or through the R checks", {
+  # a = exp(zeta), z (3), b: log p and its gradient for n draws (rows)
+  lp_of <- function(th) {
+    z <- matrix(th$z, ncol = 3)
+    -(th$a - 1)^2 / 2 - rowSums(z^2) / 2 - th$b^2 / 2 + th$a * th$b
+  }
+  G_of <- function(th) cbind(-(th$a - 1) + th$b, -matrix(th$z, ncol = 3), -th$b + th$a)
+  pars <- list(a = param(lower = 0), z = param(dim = 3), b = param())
+  pn <- c("a", "z[1]", "z[2]", "z[3]", "b")
+  as_list <- function(G) list(a = G[, 1], z = G[, 2:4], b = G[, 5])
+  perm <- c(5, 3, 1, 4, 2)
+  shapes <- list(
+    list_in_order = function(G) as_list(G),
+    list_unnamed = function(G) unname(as_list(G)),
+    list_other_order = function(G) as_list(G)[c("b", "a", "z")],
+    list_integer = function(G) lapply(as_list(round(G)), function(x) {
+      storage.mode(x) <- "integer"
+      x
+    }),
+    flat = function(G) as.vector(G),
+    flat_integer = function(G) as.integer(round(G)),
+    matrix = function(G) G,
+    matrix_colnames = function(G) `colnames<-`(G, pn),
+    matrix_colnames_other_order = function(G) `colnames<-`(G, pn)[, perm, drop = FALSE],
+    # one draw: scalar names, in another order; several: names that are not
+    # read (a flat vector of S x D numbers)
+    named_flat = function(G) {
+      if (nrow(G) == 1) stats::setNames(G[1, perm], pn[perm]) else
+        stats::setNames(as.vector(G), seq_along(G))
+    }
+  )
+  # read in C (names in any order); the R checks for integers
+  plain <- setdiff(names(shapes), c("list_integer", "flat_integer"))
+  set.seed(3)
+  for (vectorized in c(TRUE, FALSE)) for (S in c(1, 4)) for (nm in names(shapes)) {
+    for (with_lp in c(FALSE, TRUE)) {
+      calls <- new.env()
+      calls$lj <- 0
+      gradient <- function(theta, data) {
+        g <- shapes[[nm]](G_of(theta))
+        if (with_lp) attr(g, "logjoint") <- lp_of(theta)
+        g
+      }
+      m <- bbvi_model(function(theta, data) {
+        calls$lj <- calls$lj + 1
+        lp_of(theta)
+      }, pars, gradient = gradient, vectorized = vectorized)
+      Z <- matrix(rnorm(5 * S), 5, S)
+      res <- callback_paths(m, Z)
+      info <- sprintf("%s, vectorized %s, S = %d, attribute %s", nm, vectorized, S, with_lp)
+      expect_identical(res$fast, res$slow, info = info)
+      expect_identical(res$checked == 0, nm %in% plain, info = info)
+      # the attribute spares the log-joint calls on both paths
+      expect_identical(calls$lj == 0, with_lp, info = info)
+      # and the values are the model's: the chain rule through a = exp(zeta)
+      th <- list(a = exp(Z[1, ]), z = t(Z[2:4, , drop = FALSE]), b = Z[5, ])
+      want_g <- t(G_of(th))
+      want_g[1, ] <- want_g[1, ] * th$a + 1
+      if (!grepl("integer", nm)) {
+        expect_equal(attr(res$fast, "gradient"), want_g, tolerance = 1e-12, info = info)
+      }
+      expect_equal(as.double(res$fast), lp_of(th) + Z[1, ], tolerance = 1e-12, info = info)
+    }
+  }
+})
+
+test_that("names C leaves to the R checks give the same values there", {
+  set.seed(6)
+  # many scalar names in another order: matched in R, not searched in C
+  D <- 70
+  pn <- sprintf("b[%d]", seq_len(D))
+  lj <- function(theta, data) -sum(theta$b^2) / 2
+  for (rev_order in c(FALSE, TRUE)) {
+    m <- bbvi_model(lj, list(b = param(dim = D)), gradient = function(theta, data) {
+      g <- stats::setNames(-theta$b, pn)
+      if (rev_order) rev(g) else g
+    })
+    z <- matrix(rnorm(D), D, 1)
+    res <- callback_paths(m, z)
+    expect_identical(res$fast, res$slow)
+    expect_identical(attr(res$fast, "gradient"), -z)
+    expect_identical(res$checked > 0, rev_order)
+  }
+  # a name equal to a parameter's in another encoding: not the same cached
+  # string, matched in R
+  e_utf8 <- "\u00e9ta"
+  e_latin1 <- iconv(e_utf8, "UTF-8", "latin1")
+  skip_if(is.na(e_latin1) || Encoding(e_latin1) != "latin1")
+  pars <- stats::setNames(list(param(), param()), c("a", e_utf8))
+  m <- bbvi_model(function(theta, data) -(theta[[1]]^2 + theta[[2]]^2) / 2, pars,
+                  gradient = function(theta, data) {
+                    stats::setNames(list(-theta[[1]], -theta[[2]]), c("a", e_latin1))
+                  })
+  res <- callback_paths(m, matrix(c(0.3, -0.7), 2, 1))
+  expect_identical(res$fast, res$slow)
+  expect_identical(as.vector(attr(res$fast, "gradient")), c(-0.3, 0.7))
+  expect_gt(res$checked, 0)
+})
+
+test_that("a discrete parameter left out of the gradient reads as a zero gradient", {
+  pars <- list(a = param(), k = param(lower = 0, upper = 2, integer = TRUE), z = param(dim = 2))
+  lj <- function(theta, data) -theta$a^2 / 2 - rowSums(matrix(theta$z, ncol = 2)^2) / 2 + 0.1 * theta$k
+  full <- function(theta, data) list(a = -theta$a, k = 0 * theta$k, z = -theta$z)
+  shapes <- list(
+    full = full,
+    named = function(theta, data) full(theta, data)[c("z", "a")],
+    unnamed = function(theta, data) unname(full(theta, data)[c("a", "z")]))
+  set.seed(4)
+  for (vectorized in c(TRUE, FALSE)) {
+    S <- if (vectorized) 3 else 1
+    Z <- rbind(rnorm(S), rnorm(S), rnorm(S), rnorm(S))
+    res <- lapply(shapes, function(gr) {
+      callback_paths(bbvi_model(lj, pars, gradient = gr, vectorized = vectorized), Z)
+    })
+    for (nm in names(res)) expect_identical(res[[nm]]$fast, res[[nm]]$slow, info = nm)
+    expect_identical(res$named$fast, res$full$fast)
+    expect_identical(res$unnamed$fast, res$full$fast)
+    expect_identical(vapply(res, `[[`, numeric(1), "checked") == 0,
+                     c(full = TRUE, named = FALSE, unnamed = FALSE))
+  }
+})
+
+test_that("log-joint values read as they are or through the R checks are the same", {
+  pars <- list(mu = param(), s = param(lower = 0))
+  y <- c(0.5, 1.5, -0.2)
+  one <- function(mu, s) sum(dnorm(y, mu, s, log = TRUE))
+  vals <- function(theta) mapply(one, theta$mu, theta$s)
+  prior <- function(theta) dnorm(theta$mu, 0, 3, log = TRUE) + dexp(theta$s, log = TRUE)
+  set.seed(5)
+  Z <- matrix(rnorm(2 * 4), 2, 4)
+  Z[1, 2] <- 300   # a draw where the log-joint is -Inf (s = exp(300) = Inf)
+  Z[2, 2] <- 800
+  cases <- list(
+    plain = list(fn = function(theta, data) vals(theta) + prior(theta), plain = TRUE),
+    named = list(fn = function(theta, data) stats::setNames(vals(theta) + prior(theta), seq_along(theta$mu)), plain = TRUE),
+    integer = list(fn = function(theta, data) {
+      suppressWarnings(as.integer(round(vals(theta) + prior(theta))))   # -Inf: NA
+    }, plain = FALSE),
+    all_na = list(fn = function(theta, data) rep(NA, length(theta$mu)), plain = FALSE))
+  for (vectorized in c(TRUE, FALSE)) for (nm in names(cases)) {
+    m <- bbvi_model(cases[[nm]]$fn, pars, vectorized = vectorized)
+    res <- callback_paths(m, Z, grad = FALSE)
+    expect_identical(res$fast, res$slow, info = nm)
+    expect_identical(res$checked == 0, cases[[nm]]$plain, info = nm)
+  }
+  # factors: an unnamed S x F matrix (or F numbers per draw) is plain,
+  # names in another order go through the R checks
+  fac <- list(lik = c("mu", "s"), prior = c("mu", "s"))
+  fcases <- list(
+    plain = function(theta, data) {
+      v <- cbind(vals(theta), prior(theta))
+      if (length(theta$mu) == 1) as.vector(v) else v
+    },
+    named = function(theta, data) {
+      v <- cbind(prior = prior(theta), lik = vals(theta))
+      if (length(theta$mu) == 1) v[1, ] else v
+    })
+  for (vectorized in c(TRUE, FALSE)) {
+    res <- lapply(fcases, function(f) {
+      callback_paths(bbvi_model(f, pars, vectorized = vectorized, factors = fac), Z, grad = FALSE)
+    })
+    expect_identical(res$plain$fast, res$plain$slow)
+    expect_identical(res$named$fast, res$named$slow)
+    expect_identical(res$plain$fast, res$named$fast)
+    expect_identical(c(res$plain$checked, res$named$checked) == 0, c(TRUE, FALSE))
+  }
+})
+
+test_that("malformed callback results give the same errors on both paths", {
+  pars <- list(a = param(), z = param(dim = 2))
+  ok_lj <- function(theta, data) -theta$a^2 / 2
+  ok_gr <- function(theta, data) list(a = -theta$a, z = 0 * theta$z)
+  bad <- list(
+    lj_inf = list(lj = function(theta, data) rep(Inf, length(theta$a))),
+    lj_short = list(lj = function(theta, data) 0[0]),
+    lj_char = list(lj = function(theta, data) rep("a", length(theta$a))),
+    lj_stop = list(lj = function(theta, data) stop("broken data")),
+    gr_stop = list(gr = function(theta, data) stop("no gradient")),
+    gr_short = list(gr = function(theta, data) list(a = -theta$a)),
+    gr_long_flat = list(gr = function(theta, data) rep(0, 7 * length(theta$a))),
+    gr_bad_names = list(gr = function(theta, data) list(a = -theta$a, zz = theta$z)),
+    gr_char = list(gr = function(theta, data) list(a = "x", z = theta$z)),
+    gr_lp_inf = list(gr = function(theta, data) structure(ok_gr(theta, data), logjoint = rep(Inf, length(theta$a)))),
+    gr_lp_short = list(gr = function(theta, data) structure(ok_gr(theta, data), logjoint = numeric(0))))
+  Z <- matrix(c(0.1, 0.2, 0.3, -0.4, 0.5, 0.6), 3, 2)
+  for (vectorized in c(TRUE, FALSE)) for (nm in names(bad)) {
+    b <- bad[[nm]]
+    m <- bbvi_model(if (is.null(b$lj)) ok_lj else b$lj, pars,
+                    gradient = if (is.null(b$gr)) ok_gr else b$gr, vectorized = vectorized)
+    spec <- bbvi:::r_target_spec(m, err_call = call("bbvi"))
+    slow <- spec[c("type", "fn_call", "gr_call", "vectorized", "sizes", "names", "rho", "layout")]
+    run <- function(s) {
+      tryCatch(.Call(bbvi:::C_logdens, s, m$lower, m$upper, Z, TRUE), error = identity)
+    }
+    ef <- run(spec)
+    es <- run(slow)
+    info <- sprintf("%s, vectorized %s", nm, vectorized)
+    expect_s3_class(ef, "rlang_error")
+    expect_identical(class(ef), class(es), info = info)
+    expect_identical(conditionMessage(ef), conditionMessage(es), info = info)
+    expect_identical(ef$call, es$call, info = info)
+    expect_null(ef$parent)
+  }
+})
+
+test_that("errors the user's function handles itself, and its warnings, pass through", {
+  warned <- 0
+  m <- bbvi_model(function(theta, data) {
+    v <- tryCatch(stop("handled"), error = function(e) dnorm(theta$mu, 1, 2, log = TRUE))
+    warning("a warning from the log-joint")
+    v
+  }, list(mu = param()), gradient = function(theta, data) {
+    tryCatch(stop("handled"), error = function(e) list(mu = -(theta$mu - 1) / 4))
+  })
+  fit <- withCallingHandlers(bbvi(m, seed = 1), warning = function(w) {
+    if (grepl("a warning from the log-joint", conditionMessage(w))) {
+      warned <<- warned + 1
+      invokeRestart("muffleWarning")
+    }
+  })
+  expect_gt(warned, 0)
+  expect_lt(abs(coef(fit)[["mu"]] - 1) / 2, 0.05)
+})
