@@ -144,10 +144,11 @@ bbvi.default <- function(x, ...) {
 #'   check, sends the fit to the stochastic path, whose gradient gives such
 #'   draws a score-function term as if log p dropped 10 nats at the edge of
 #'   the support: q stays (mostly) inside, and the diagnostics warn about
-#'   the draws that are not. With `estimator = "auto"`, a mean-field fit of
-#'   at most 20 coordinates started at the mode goes on there with the
-#'   score estimator and its quadratic control variate (see `control_variates`),
-#'   which needs several times fewer iterations near such an edge;
+#'   the draws that are not. With `estimator = "auto"`, a fit started at
+#'   the mode goes on there with the score estimator instead when q is
+#'   mean-field with at most 20 coordinates (with its quadratic control
+#'   variate, see `control_variates`) or full-rank with at most 10: near
+#'   such an edge it needs several times fewer iterations;
 #'   `fit$estimator` says which one ran.
 #' @param eta Base step size; `NULL` means 0.05 for Adam and 0.5 for AdaGrad
 #'   (for mean-field and low-rank fits of more than 2,000 variational
@@ -402,14 +403,16 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
       quad <- quadratic_cv
       if (is.null(res) && fixed_draws && auto_estimator && score_takes_over(method, st, rb, control_variates)) {
         # the fixed-draw path left (draws outside the support): with
-        # estimator = "auto", a small mean-field q from the mode goes on
-        # with the score estimator and its quadratic control variate, which
-        # weighs draws outside as calmly as inside (garch11 with its bound
-        # written as -Inf: 425-600 iterations and 0.2-0.3 s, against
-        # 4,000-4,800 and 3 s for the reparameterization gradient, whose
-        # outside-the-support term is noisy)
+        # estimator = "auto", a small q from the mode goes on with the
+        # score estimator (for mean-field with its quadratic control
+        # variate), which weighs draws outside as calmly as inside
+        # (garch11 with its bound written as -Inf, mean-field: 425-600
+        # iterations and 0.2-0.3 s, against 4,000-4,800 and 3 s for the
+        # reparameterization gradient, whose outside-the-support term is
+        # noisy; full-rank: 225-350 and 0.1-0.2 s against 2,400-2,900 and
+        # 1.6-1.9 s)
         est <- "score"
-        quad <- TRUE
+        quad <- method == "meanfield"
       }
       if (is.null(res)) {
         opt <- if (optimizer %in% c("auto", "lbfgs")) "adam" else optimizer
@@ -447,14 +450,20 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
   fit_with_restarts(restarts, seed, fit_one)
 }
 
-# Whether the score estimator with its quadratic control variate takes
-# over from a fixed-draw path that left (see bbvi()): mean-field q started
-# at the mode, whose whole Hessian the mode search measured, with at most
-# score_quadratic_max_dim coordinates.
+# Whether the score estimator takes over from a fixed-draw path that left
+# (see bbvi()), started at the mode: mean-field q with its quadratic
+# control variate (the mode search measured the whole Hessian) up to
+# score_quadratic_max_dim coordinates, and full-rank q up to
+# score_fullrank_max_dim, where its baseline alone keeps the noise low
+# (bench_custom.R's full-rank score fits of up to 10 parameters from the
+# mode: 175-700 iterations).
 score_takes_over <- function(method, st, rb, control_variates) {
-  method == "meanfield" && !rb && isTRUE(control_variates) && isTRUE(st$laplace) &&
-    is.matrix(st$hessian) && length(st$mean) <= score_quadratic_max_dim
+  if (rb || !isTRUE(control_variates) || !isTRUE(st$laplace)) return(FALSE)
+  D <- length(st$mean)
+  (method == "meanfield" && is.matrix(st$hessian) && D <= score_quadratic_max_dim) ||
+    (method == "fullrank" && D <= score_fullrank_max_dim)
 }
+score_fullrank_max_dim <- 10L
 
 # Largest mean-field model whose whole Hessian the mode search measures
 # (D^2 doubles; factorised once, D^3 / 3 flops) for the fixed-draw path

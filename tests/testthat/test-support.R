@@ -298,7 +298,7 @@ test_that("scales 1e-6 to 1e6 with correlations: the mode and its curvature are 
   }
 })
 
-test_that("with estimator = \"auto\", a small mean-field fit that leaves the fixed-draw path goes on with the score estimator", {
+test_that("with estimator = \"auto\", a small fit that leaves the fixed-draw path goes on with the score estimator", {
   # the score estimator with its quadratic control variate weighs draws
   # outside the support as calmly as inside; the reparameterization
   # gradient's term for them is noisy (garch11 with its bound as -Inf in
@@ -318,5 +318,16 @@ test_that("with estimator = \"auto\", a small mean-field fit that leaves the fix
     named <- with_khat_warning(fit_quietly(case$model, seed = s, estimator = "reparam"))
     expect_equal(named$estimator, "reparam")
     expect_equal(named$path, "stochastic")
+    # full-rank q (up to 10 coordinates): the score estimator with its
+    # baseline only
+    fr <- with_khat_warning(fit_quietly(case$model, seed = s, method = "fullrank"))
+    expect_equal(fr$path, "stochastic")
+    expect_equal(fr$estimator, "score")
+    expect_null(fr$quadratic_cv)
+    expect_true(fr$converged)
+    expect_lt(outside_share(fr), 0.02)
+    if (outside_share(fr) > 0) expect_match(paste(fr$warned, collapse = " "), "not finite")
+    X <- as.matrix(fr)
+    expect_lt(max(abs(colMeans(X) - case$mean) / case$sd), 0.3)
   }
 })
