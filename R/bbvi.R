@@ -181,8 +181,9 @@ bbvi.default <- function(x, ...) {
 #'   posterior; curvature that is not positive) the fit says so and falls
 #'   back to `"init"`: q starts at `init` with sds `init_sd`.
 #' @param diagnostic_draws Most of the stored draws the diagnostics (PSIS,
-#'   the KL estimate, the ELBO) use: the first 1000, and all of them unless
-#'   those 1000 pass, or fail, clearly; decided by the draws alone, never the clock,
+#'   the KL estimate, the ELBO) use: the first 1000, then 2000, then all of
+#'   them, stopping where the draws so far pass, or fail, clearly; decided
+#'   by the draws alone, never the clock,
 #'   so that the same seed gives the same diagnostics on any machine (see
 #'   [vi_diagnostics()]).
 #' @param draws Number of draws from q kept in the fit for summaries and
