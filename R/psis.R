@@ -127,8 +127,8 @@ vi_diagnostics_compute <- function(fit, smp, diagnostic_draws = 4000,
   # draws so far neither pass clearly (well inside every threshold) nor
   # fail clearly (so far outside one that the other draws cannot bring the
   # fit back). A q that is close to p, or far from it, is then judged at a
-  # quarter or half of the cost (the 2000 stage decided 10 of 12 bench
-  # fits that went to 4000), while every fit near a threshold still gets
+  # quarter or half of the cost (bench_custom.R: 12 of the 20 fits that
+  # went to 4000 stop at 2000), while every fit near a threshold still gets
   # the full n. The rule depends on the draws alone.
   # Draws come chunk by chunk (memory O(chunk x D)); the log-joint is
   # evaluated once per draw.
