@@ -269,25 +269,35 @@ test_that("the first 1000 draws decide alone only when the rule says so", {
   expect_false(f(modifyList(base, list(kl_hat = 0.49)), 1000))
 })
 
-test_that("q far from p is judged on 1000 draws with the verdict of 4000; q near a threshold gets 4000 (10 seeds)", {
+# The staged diagnostics' cases: p = N(1, 2^2), and a mean-field q at its
+# mean with sd `sd`; the diagnostics without their warning.
+staged_case <- local({
   flat <- bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
                      list(mu = param()), vectorized = TRUE)
   res <- function(sd) list(mean = 1, chol = sd, method = "meanfield", estimator = "score",
                            optimizer = "adam", converged = TRUE, iterations = 1L, time = 0,
                            restarts = 1L, control = list(samples = 50L))
-  quiet <- function(expr) {
+  function(sd, seed) {
     op <- options(bbvi.warn_diagnostics = FALSE)
     on.exit(options(op))
-    expr
+    with_seed_test(seed, bbvi:::new_bbvi_fit(flat, res(sd), call = NULL))
   }
+})
+staged_diag <- function(fit, smp, ...) {
+  op <- options(bbvi.warn_diagnostics = FALSE)
+  on.exit(options(op))
+  bbvi:::vi_diagnostics_compute(fit, smp, ...)
+}
+
+test_that("q far from p is judged on 1000 draws with the verdict of 4000; q near a threshold gets 4000 (10 seeds)", {
   for (s in 1:10) {
     # q's sd 2.5 times too small: the sd ratio at 1000 draws is about 2.5,
     # far past 1.51; all 4000 draws warn too, about the moments (the KL,
     # 0.496 nats, is at its threshold, so either may add it)
-    far <- quiet(with_seed_test(s, bbvi:::new_bbvi_fit(flat, res(0.8), call = NULL)))
+    far <- staged_case(0.8, s)
     smp <- with_seed_test(s, bbvi:::q_sample(far, 4000))
-    d1 <- quiet(bbvi:::vi_diagnostics_compute(far, smp))
-    d4 <- quiet(bbvi:::vi_diagnostics_compute(far, smp, first_stage = 4000L))
+    d1 <- staged_diag(far, smp)
+    d4 <- staged_diag(far, smp, first_stage = 4000L)
     expect_equal(d1$n_draws, 1000L)
     expect_equal(d4$n_draws, 4000L)
     expect_true("moments" %in% d1$verdict)
@@ -297,7 +307,7 @@ test_that("q far from p is judged on 1000 draws with the verdict of 4000; q near
     # about 0.03) cannot decide a warning. Never a warning on 1000 draws
     # (a clear pass of the 5% wide one may be).
     for (sd in c(1.84, 1.76, 2.1)) {
-      near <- quiet(with_seed_test(s, bbvi:::new_bbvi_fit(flat, res(sd), call = NULL)))
+      near <- staged_case(sd, s)
       dg <- near$diagnostics
       expect_true(dg$n_draws == 4000L || identical(dg$verdict, "ok"))
     }
@@ -305,25 +315,15 @@ test_that("q far from p is judged on 1000 draws with the verdict of 4000; q near
 })
 
 test_that("a q between the 1000-draw and the 2000-draw bars is judged on 2000 draws, with the verdict of 4000 (10 seeds)", {
-  flat <- bbvi_model(function(theta, data) dnorm(theta$mu, 1, 2, log = TRUE),
-                     list(mu = param()), vectorized = TRUE)
-  res <- function(sd) list(mean = 1, chol = sd, method = "meanfield", estimator = "score",
-                           optimizer = "adam", converged = TRUE, iterations = 1L, time = 0,
-                           restarts = 1L, control = list(samples = 50L))
-  quiet <- function(expr) {
-    op <- options(bbvi.warn_diagnostics = FALSE)
-    on.exit(options(op))
-    expr
-  }
   for (s in 1:10) {
     # q's sd 1.25 times too small: at 1000 draws the reweighted sd ratio
     # is short of the bar for a clear fail there (1.36; measured 1.20-1.35),
     # at 2000 past the one for 2000 (1.19; measured 1.22-1.32); all 4000
     # warn too
-    mid <- quiet(with_seed_test(s, bbvi:::new_bbvi_fit(flat, res(2 / 1.25), call = NULL)))
+    mid <- staged_case(2 / 1.25, s)
     smp <- with_seed_test(s, bbvi:::q_sample(mid, 4000))
-    d <- quiet(bbvi:::vi_diagnostics_compute(mid, smp))
-    d4 <- quiet(bbvi:::vi_diagnostics_compute(mid, smp, first_stage = 4000L))
+    d <- staged_diag(mid, smp)
+    d4 <- staged_diag(mid, smp, first_stage = 4000L)
     expect_equal(d$n_draws, 2000L)
     expect_true("moments" %in% d$verdict)
     expect_true("moments" %in% d4$verdict)
