@@ -59,7 +59,14 @@
 #' average of noisy iterates more precise, only slower to measure). A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
 #' warns. A non-finite step restarts from the last window's point with a
-#' step ten times smaller (at most five times).
+#' step ten times smaller (at most five times). A Gaussian q whose sd for
+#' some coordinate passes 1e10 times its starting scale (the Laplace sd, or
+#' `init_sd`) is running away along a direction the log-joint does not
+#' bound, as in an improper posterior: the fit stops there with
+#' `converged = FALSE`, `stop_reason` "q's sd grew without bound", and a
+#' warning that names the coordinate (the fixed-draw path hands such a q
+#' over to the stochastic path first, whose steps leave the other
+#' coordinates in place).
 #'
 #' @param x A [bbvi_model()] or a formula.
 #' @param ... Passed on to methods.
@@ -389,10 +396,16 @@ bbvi.bbvi_model <- function(x, method = c("meanfield", "fullrank", "lowrank"),
         # a fixed draw outside the support (log p = -Inf) breaks the
         # deterministic objective; the stochastic path's gradient weighs
         # such draws (src/estimators.c) and holds q inside
-        if (res$status %in% c("no_finite_start", "no_finite_check")) {
+        # so does a q whose sd runs away (an improper posterior): L-BFGS
+        # takes long steps along it, and the other coordinates' answers are
+        # noise by the time it stops; the stochastic path stops there too,
+        # with the proper coordinates in place, and says so
+        runaway <- identical(res$stop, "unbounded")
+        if (runaway || res$status %in% c("no_finite_start", "no_finite_check")) {
           if (optimizer == "lbfgs") {
-            inform_lines(sprintf("The fixed-draw path left: the log-joint is not finite at some of q's %s draws.",
-                                 if (res$status == "no_finite_start") "starting" else "checking"),
+            inform_lines(if (runaway) "The fixed-draw path left: q's sd grew without bound." else
+                           sprintf("The fixed-draw path left: the log-joint is not finite at some of q's %s draws.",
+                                   if (res$status == "no_finite_start") "starting" else "checking"),
                          "i Continuing on the stochastic path (Adam).")
           }
           spent <- c(logp = res$n_logp, gradient = res$n_grad)
@@ -930,13 +943,29 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   res$rank <- if (method == "lowrank") rank
   res$estimator <- estimator
   res$optimizer <- optimizer
-  if (!res$converged) {
+  if (identical(res$stop, "unbounded")) {
+    warn_unbounded(model, res)
+  } else if (!res$converged) {
     warn_lines(
       sprintf("The variational fit did not converge in %d iterations: %s.", res$iterations, res$stop_reason),
       "i Increase `max_iter` (or `tol`), or check `plot(fit)`.")
   }
   res
 }
+
+# The warning of a run stopped because q's sd ran away (stop "unbounded",
+# src/vi.c bbvi_q_unbounded): the ELBO grew without limit along one
+# coordinate, which an improper posterior does.
+warn_unbounded <- function(model, res) {
+  warn_lines(
+    sprintf("The variational fit stopped after %d %s: q's sd for `%s` passed %s times its starting scale and was still growing.",
+            res$iterations, if (identical(res$optimizer, "lbfgs")) "L-BFGS evaluations" else "iterations",
+            unc_names(model)[res$unbounded], format(unbounded_sd_factor)),
+    "x The ELBO rises without limit along it: the posterior looks improper (a parameter the log-joint does not depend on, or one the likelihood leaves free under a flat prior).",
+    "i Give it a proper prior, or drop it; if its posterior is merely that much wider than where the fit started, give `init_sd` near its scale with `start = \"init\"`.")
+}
+# src/bbvi.h BBVI_SD_UNBOUNDED
+unbounded_sd_factor <- 1e10
 
 # The fixed-draw path (src/saa.c): L-BFGS on the ELBO averaged over one
 # balanced set of draws, started at q = N(shift, precond precond'). Fixing
@@ -1040,12 +1069,15 @@ saa_engine <- function(model, spec, method, samples, max_iter, tol, precond,
   res$optimizer <- "lbfgs"
   res$path <- sprintf("fixed draws (%s), L-BFGS",
                       paste(unique(res$saa$draws), collapse = ", "))
-  res$stop_reason <- if (res$converged) "converged" else if (!isTRUE(runs[[length(runs)]]$converged))
+  res$stop_reason <- if (res$converged) "converged" else if (identical(res$stop, "unbounded"))
+    stop_reasons[["unbounded"]] else if (!isTRUE(runs[[length(runs)]]$converged))
     sprintf("L-BFGS stopped with the ELBO's gradient at %s (tol %s)",
             format(signif(res$grad_max, 2)), format(tol)) else
     sprintf("answers from independent sets of %d fixed draws still differ by %s q-sds (more than %s)",
             M, format(signif(moved, 2)), format(signif(agree, 2)))
-  if (res$status == "ok" && !res$converged) {
+  # a runaway sd (stop "unbounded") is the caller's: it hands over to the
+  # stochastic path
+  if (res$status == "ok" && !res$converged && !identical(res$stop, "unbounded")) {
     warn_lines(
       sprintf("The variational fit did not converge (%d L-BFGS evaluations): %s.", res$iterations, res$stop_reason),
       "i Increase `max_iter` or `samples`, or try `optimizer = \"adam\"`.")
@@ -1059,7 +1091,8 @@ stop_reasons <- c(
   converged = "converged",
   max_iter_moving = "max_iter reached while still moving",
   max_iter_noisy = "max_iter reached while averaging (Monte Carlo error above tol)",
-  outside = "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)")
+  outside = "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)",
+  unbounded = "q's sd grew without bound (the posterior looks improper)")
 
 # `init_sd`: one positive number or one per unconstrained coordinate;
 # returned as D numbers.

@@ -6,6 +6,7 @@
 #
 # Usage (from the package root, with bbvi installed):
 #   Rscript bench/bench_trust.R [seeds = 4]
+# (TRUST_CASES=<regex> runs the cases whose names match it.)
 suppressPackageStartupMessages(library(bbvi))
 args <- commandArgs(trailingOnly = TRUE)
 n_seeds <- if (length(args)) as.integer(args[1]) else 4L
@@ -130,6 +131,101 @@ wrong_gradient <- list(
                      gradient = function(theta, data) (theta$mu - 1) / 4),   # sign error
   truth = list(mean = c(mu = 1), sd = c(mu = 2)))
 
+# ---- the same hard cases with the model's gradient ---------------------------
+# A model with a gradient takes another default path (the mode by L-BFGS on
+# the gradient, then the fixed-draw path, src/saa.c): it must be as honest.
+with_gradient <- function(case, gradient) {
+  m <- case$model
+  case$model <- bbvi_model(m$logjoint, m$parameters, data = m$data,
+                           gradient = gradient, vectorized = m$vectorized)
+  case
+}
+
+linreg_g <- with_gradient(linreg, function(theta, data) {
+  r <- data$y - data$X %*% t(theta$beta)          # N x S residuals
+  s <- theta$sigma
+  list(beta = t(crossprod(data$X, r)) / s^2 - theta$beta / 100,
+       sigma = -length(data$y) / s + colSums(r^2) / s^3 - 1)
+})
+bimodal_g <- with_gradient(bimodal, function(theta, data) {
+  z <- theta$z
+  a <- dnorm(z, -3, 0.7); b <- dnorm(z, 3, 0.7)
+  (a * (-3 - z) + b * (3 - z)) / (0.49 * (a + b))
+})
+corr2_g <- with_gradient(corr2, function(theta, data) {
+  list(z = -theta$z %*% solve(matrix(c(1, 0.95, 0.95, 1), 2)))
+})
+funnel_g <- with_gradient(funnel, function(theta, data) {
+  v <- theta$v; x <- theta$x
+  list(v = -v / 9 - 0.5 + x^2 * exp(-v) / 2, x = -x * exp(-v))
+})
+student_g <- with_gradient(student, function(theta, data) {
+  u <- theta$z - 2
+  -4 * u / (3 + u^2)
+})
+scales_g <- with_gradient(scales, function(theta, data) {
+  mu <- c(1e6, 1, -3e-6); sdv <- c(1e6, 1, 1e-6)
+  z <- theta$z
+  list(z = -(z - rep(mu, each = nrow(z))) / rep(sdv^2, each = nrow(z)))
+})
+dependent_bound_g <- with_gradient(dependent_bound, function(theta, data) {
+  a <- theta$a; b <- theta$b
+  list(a = 1 / a - 4 / (1 - a), b = 1 / b - 1 / (1 - b))
+})
+eight_schools_g <- local({
+  y <- c(28, 8, -3, 7, -1, 1, 18, 12); sigma <- c(15, 10, 16, 11, 9, 11, 10, 18)
+  m <- eight_schools$model
+  case <- eight_schools
+  case$model <- bbvi_model(m$logjoint, m$parameters, gradient = function(theta, data) {
+    th <- theta$theta; mu <- theta$mu; tau <- theta$tau
+    list(theta = (y - th) / sigma^2 - (th - mu) / tau^2,
+         mu = sum(th - mu) / tau^2 - mu / 25,
+         tau = -8 / tau + sum((th - mu)^2) / tau^3 - 2 * tau / (25 + tau^2))
+  })
+  case
+})
+
+# Gradients wrong only where the checks before a fit do not look (they
+# look within one unit of 0 on the unconstrained scale): y_i ~ N(mu, 1),
+# 20 draws around 5, mu ~ N(0, 10), so the posterior sits near 5.
+regional <- local({
+  set.seed(7)
+  y <- rnorm(20, 5, 1)
+  post_var <- 1 / (20 + 1 / 100)
+  truth <- list(mean = c(mu = post_var * sum(y)), sd = c(mu = sqrt(post_var)))
+  lj <- function(theta, data) {
+    mu <- theta$mu
+    -0.5 * colSums(outer(data, mu, "-")^2) - mu^2 / 200
+  }
+  right <- function(mu) sum(y) - 20 * mu - mu / 100
+  list(
+    # beyond mu = 2 the gradient is 1.5 times too large: the right
+    # stationary point, a curvature 1.5 times too large
+    scaled = list(model = bbvi_model(lj, list(mu = param()), data = y, vectorized = TRUE,
+                                     gradient = function(theta, data) {
+                                       g <- right(theta$mu)
+                                       ifelse(theta$mu > 2, 1.5 * g, g)
+                                     }), truth = truth),
+    # beyond mu = 2 a constant is added: the stationary point moves by
+    # 2 / 20 = 0.1, about 0.45 posterior sds
+    shifted = list(model = bbvi_model(lj, list(mu = param()), data = y, vectorized = TRUE,
+                                      gradient = function(theta, data) {
+                                        g <- right(theta$mu)
+                                        ifelse(theta$mu > 2, g + 2, g)
+                                      }), truth = truth))
+})
+
+# An improper posterior: the log-joint ignores b (a flat direction, no
+# mode, q's sd for b grows without bound). No Gaussian is right; the fit
+# must say so.
+improper <- list(
+  model = bbvi_model(function(theta, data) dnorm(theta$a, 1, 1, log = TRUE),
+                     list(a = param(), b = param()), vectorized = TRUE),
+  truth = list(mean = c(a = 1, b = 0), sd = c(a = 1, b = Inf)))
+improper_g <- with_gradient(improper, function(theta, data) {
+  list(a = 1 - theta$a, b = 0 * theta$b)
+})
+
 # One case: its name, its truth, what a truthful outcome is, and the
 # arguments of bbvi() besides the model and the seed.
 fit_case <- function(name, case, expect, ...) {
@@ -153,7 +249,23 @@ cases <- list(
   fit_case("eight schools centred (funnel), full-rank", eight_schools, "warn", method = "fullrank"),
   fit_case("two separated modes, restarts = 4", two_modes, "warn", restarts = 4),
   fit_case("dependent bound written as -Inf", dependent_bound, "warn"),
-  fit_case("wrong gradient (sign)", wrong_gradient, "error")
+  fit_case("wrong gradient (sign)", wrong_gradient, "error"),
+  # with the model's gradient (the default path is then the fixed-draw one)
+  fit_case("grad: linreg D=10 full-rank", linreg_g, "accurate", method = "fullrank"),
+  fit_case("grad: linreg D=10 mean-field", linreg_g, "warn", method = "meanfield"),
+  fit_case("grad: bimodal mixture", bimodal_g, "warn"),
+  fit_case("grad: correlated 2-D (rho 0.95) mean-field", corr2_g, "warn"),
+  fit_case("grad: correlated 2-D (rho 0.95) full-rank", corr2_g, "accurate", method = "fullrank"),
+  fit_case("grad: Neal's funnel, full-rank", funnel_g, "warn", method = "fullrank"),
+  fit_case("grad: Student t(3)", student_g, "warn"),
+  fit_case("grad: scales 1e-6 .. 1e6", scales_g, "accurate"),
+  fit_case("grad: eight schools centred, full-rank", eight_schools_g, "warn", method = "fullrank"),
+  fit_case("grad: dependent bound written as -Inf", dependent_bound_g, "warn"),
+  fit_case("grad: wrong beyond the checks (1.5x)", regional$scaled, "warn"),
+  fit_case("grad: wrong beyond the checks (+2)", regional$shifted, "warn"),
+  fit_case("grad: wrong beyond the checks (+2), full-rank", regional$shifted, "warn", method = "fullrank"),
+  fit_case("improper (a flat direction)", improper, "warn"),
+  fit_case("grad: improper (a flat direction)", improper_g, "warn")
 )
 
 # ---- run ---------------------------------------------------------------------
@@ -167,7 +279,10 @@ judge <- function(fit, truth) {
 }
 
 rows <- list()
-if (is.null(eight_schools$truth)) cases <- Filter(function(cs) !identical(cs$case, eight_schools), cases)
+cases <- Filter(function(cs) !is.null(cs$case$truth), cases)
+# TRUST_CASES=<regex> runs the cases whose names match it
+only <- Sys.getenv("TRUST_CASES")
+if (nzchar(only)) cases <- Filter(function(cs) grepl(only, cs$name), cases)   # eight schools needs ../shared
 for (cs in cases) {
   for (s in seq_len(n_seeds)) {
     warned <- character(0)

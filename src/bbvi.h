@@ -404,14 +404,28 @@ typedef struct {
     int n_trace, converged, iterations, restarts;
     /* why the run ended, as R reads it: status "ok" or the failure
        ("diverged", "no_finite", "no_finite_start"); stop "converged",
-       "max_iter_moving", "max_iter_noisy" or "outside" (R/bbvi.R
+       "max_iter_moving", "max_iter_noisy", "outside" or "unbounded" (R/bbvi.R
        stop_reasons words them) */
     const char *status, *stop;
     double eta, dropped_draws, n_logp, n_grad, grad_max;
     int lbfgs_code;
     double n_logp_enum;   /* of n_logp, those at enumerated discrete values
                              (0 where nothing is enumerated) */
+    int unbounded;        /* stop "unbounded": the coordinate (1-based) whose
+                             sd passed BBVI_SD_UNBOUNDED; 0 otherwise */
 } bbvi_vi_result;
+
+/* A Gaussian q whose marginal sd passes this many times the run's unit (the
+   start's scale: the Laplace sds, or init_sd) is running away along a
+   direction the log-joint does not bound (an improper posterior): the ELBO
+   rises without limit as the sd grows, and long before the sd overflows
+   its draws turn the other coordinates' estimates to noise. */
+#define BBVI_SD_UNBOUNDED 1e10
+/* the first coordinate (1-based) of a Gaussian q (in the run's units) whose
+   sd passes BBVI_SD_UNBOUNDED, else 0; other families always 0. scratch:
+   2 D doubles */
+int bbvi_q_unbounded(const struct bbvi_family *fam, int D, const double *lambda,
+                     double *scratch);
 SEXP bbvi_vi_result_sexp(const struct bbvi_family *fam, int D, const bbvi_vi_result *r);
 
 /* R's RNG. C code that draws holds R's generator state (GetRNGstate) for a

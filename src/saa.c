@@ -108,7 +108,7 @@ static double max_abs(int n, const double *a)
     return m;
 }
 
-enum { LB_CONVERGED = 0, LB_MAX_EVALS = 1, LB_STALLED = 2 };
+enum { LB_CONVERGED = 0, LB_MAX_EVALS = 1, LB_STALLED = 2, LB_UNBOUNDED = 3 };
 
 /* L-BFGS on -ELBO from x (overwritten with the answer), m pairs of memory,
    Armijo backtracking. Stops when the gradient is below grad_tol and the
@@ -117,7 +117,9 @@ enum { LB_CONVERGED = 0, LB_MAX_EVALS = 1, LB_STALLED = 2 };
    sds): along a flat direction a small gradient can leave the answer far
    from the optimum, and two runs stopped there differ by their stopping
    points, not by their draws. Also stops after max_evals evaluations, or
-   when no step decreases -ELBO (LB_STALLED). */
+   when no step decreases -ELBO (LB_STALLED), and when q's sd runs away
+   along a direction log p does not bound (LB_UNBOUNDED; *unbounded gets
+   the coordinate, see bbvi_q_unbounded). */
 /* L-BFGS's curvature pairs, kept across runs (see vi_saa's `memory`) */
 typedef struct {
     bbvi_lbfgs L;
@@ -125,9 +127,10 @@ typedef struct {
 } saa_memory;
 
 static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
-                     double step_tol, saa_memory *mem)
+                     double step_tol, saa_memory *mem, int *unbounded)
 {
-    int K = w->K;
+    int K = w->K, D = w->ews->D;
+    double *sd_scratch = (double *) R_alloc(2 * (size_t) D, sizeof(double));
     bbvi_lbfgs *L = &mem->L;
     double *g = (double *) R_alloc(K, sizeof(double));
     double *d = (double *) R_alloc(K, sizeof(double));
@@ -178,6 +181,8 @@ static int saa_lbfgs(saa_ws *w, double *x, int max_evals, double grad_tol,
         memcpy(x, xn, sizeof(double) * K);
         memcpy(g, w->g_cache, sizeof(double) * K);
         f = fn;
+        if ((*unbounded = bbvi_q_unbounded(w->ews->fam, D, x, sd_scratch)) > 0)
+            return LB_UNBOUNDED;
     }
 }
 
@@ -335,13 +340,13 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         }
     }
 
-    int status = SAA_OK, stop = LB_STALLED;
+    int status = SAA_OK, stop = LB_STALLED, unbounded = 0;
     double grad_max = R_PosInf;
     eval_lambda(&w, lambda);
     if (w.f_cache >= BIG) {
         status = SAA_NOT_FINITE_START;
     } else {
-        stop = saa_lbfgs(&w, lambda, maxit, grad_tol, step_tol, &mem);
+        stop = saa_lbfgs(&w, lambda, maxit, grad_tol, step_tol, &mem, &unbounded);
         eval_lambda(&w, lambda);
         grad_max = max_abs(K, w.g_cache);
         if (w.f_cache >= BIG) grad_max = R_PosInf;
@@ -353,9 +358,10 @@ SEXP vi_saa(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     bbvi_vi_result r = { lambda, lambda, K, w.trace, w.n_trace, converged,
                          (int) w.n_evals, 0,
                          status == SAA_OK ? "ok" : "no_finite_start",
-                         converged ? "converged" : "max_iter_moving", NA_REAL, 0.0,
-                         (double) w.n_evals * M, (double) w.n_evals * M,
-                         grad_max, stop, 0.0 };
+                         converged ? "converged" :
+                         stop == LB_UNBOUNDED ? "unbounded" : "max_iter_moving",
+                         NA_REAL, 0.0, (double) w.n_evals * M, (double) w.n_evals * M,
+                         grad_max, stop, 0.0, unbounded };
     SEXP out = PROTECT(bbvi_vi_result_sexp(fam, D, &r));
     SEXP memOut = PROTECT(Rf_allocVector(VECSXP, 4)), nms = PROTECT(Rf_allocVector(STRSXP, 4));
     SEXP mS = Rf_allocVector(REALSXP, (R_xlen_t) L->m * K);

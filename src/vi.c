@@ -10,11 +10,11 @@
 
 enum { VI_OK = 0, VI_DIVERGED = 1, VI_NO_FINITE = 2 };
 enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2,
-       STOP_OUTSIDE = 3 };
+       STOP_OUTSIDE = 3, STOP_UNBOUNDED = 4 };
 /* the names R sees (bbvi_vi_result) */
 static const char *vi_status_name[] = { "ok", "diverged", "no_finite" };
 static const char *stop_name[] = { "converged", "max_iter_moving",
-                                   "max_iter_noisy", "outside" };
+                                   "max_iter_noisy", "outside", "unbounded" };
 
 #define Z_DRIFT 3.0     /* an ELBO rise beyond 3 standard errors is progress */
 #define DRIFT_SD 0.25   /* largest move of a marginal (in sds) that is no drift */
@@ -648,7 +648,8 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int trace_cap = max_iter < 10000 ? max_iter : 10000;
     double *trace = (double *) R_alloc(trace_cap, sizeof(double));
     int t = 0, good_t = 0, restarts = 0, converged = 0, status = VI_OK;
-    int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0;
+    int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0, unbounded = 0;
+    double *sd_scratch = (double *) R_alloc(2 * (size_t) D, sizeof(double));
     long n_dropped = 0;
     double n_logp = 0, n_grad = 0;   /* evaluations of log p and its gradient */
     double n_enum = 0;               /* of n_logp, at enumerated values */
@@ -704,7 +705,11 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             trace_cap = cap;
         }
         trace[t++] = elbo;
-        if (t % W == 0) { memcpy(good, lambda, sizeof(double) * K); good_t = t; }
+        if (t % W == 0) {
+            memcpy(good, lambda, sizeof(double) * K);
+            good_t = t;
+            if ((unbounded = bbvi_q_unbounded(fam, D, lambda, sd_scratch)) > 0) break;
+        }
         int verdict = conv_add(&conv, lambda, grad, elbo, ews->n_finite, S);
         if (verdict == 2 && step_cuts < MAX_STEP_CUTS) {
             /* never below MAX_STEP_CUTS cuts by STEP_CUT: a step near 0
@@ -731,13 +736,26 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         fam->affine_diag(fam, D, lambda, Pd, shift);
     }
     int stop = converged ? STOP_CONVERGED :
+        unbounded > 0 ? STOP_UNBOUNDED :
         conv.outside_windows > 0 ? STOP_OUTSIDE :
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     bbvi_vi_result r = { answer, lambda, K, trace, t, converged, t, restarts,
                          vi_status_name[status], stop_name[stop], opt.eta,
                          (double) n_dropped, n_logp, n_grad, NA_REAL, NA_INTEGER,
-                         n_enum };
+                         n_enum, unbounded };
     return bbvi_vi_result_sexp(fam, D, &r);
+}
+
+int bbvi_q_unbounded(const bbvi_family *fam, int D, const double *lambda,
+                     double *scratch)
+{
+    if (!bbvi_family_is_meanfield(fam) && !bbvi_family_is_fullrank(fam) &&
+        strcmp(fam->name, "lowrank") != 0) return 0;
+    double *mean = scratch, *sd = scratch + D;
+    fam->marginals(fam, D, lambda, mean, sd);
+    for (int d = 0; d < D; d++)
+        if (!(sd[d] <= BBVI_SD_UNBOUNDED)) return d + 1;
+    return 0;
 }
 
 /* The result of a VI run as R reads it, for the stochastic path and the
@@ -748,7 +766,8 @@ SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
     const char *names[] = { "lambda", "lambda_last", "mean", "q", "elbo",
                             "converged", "iterations", "status", "restarts",
                             "eta", "dropped_draws", "stop", "n_logp",
-                            "n_grad", "grad_max", "lbfgs_code", "n_logp_enum", "" };
+                            "n_grad", "grad_max", "lbfgs_code", "n_logp_enum",
+                            "unbounded", "" };
     int K = r->K;
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
@@ -777,6 +796,7 @@ SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
     SET_VECTOR_ELT(out, 14, Rf_ScalarReal(r->grad_max));
     SET_VECTOR_ELT(out, 15, Rf_ScalarInteger(r->lbfgs_code));
     SET_VECTOR_ELT(out, 16, Rf_ScalarReal(r->n_logp_enum));
+    SET_VECTOR_ELT(out, 17, Rf_ScalarInteger(r->unbounded > 0 ? r->unbounded : NA_INTEGER));
     UNPROTECT(6);
     return out;
 }

@@ -294,6 +294,48 @@ test_that("no mode (a funnel) falls back to the initial q and says so", {
   expect_equal(fit$evals$logp[3], 300 * fit$samples)
 })
 
+test_that("an improper posterior stops with a warning that names the runaway sd", {
+  # the log-joint ignores b: the ELBO rises without limit as q's sd for b
+  # grows, on every path (score, fixed draws, full-rank)
+  lj <- function(theta, data) dnorm(theta$a, 1, 1, log = TRUE)
+  pars <- list(a = param(), b = param())
+  m <- bbvi_model(lj, pars, vectorized = TRUE)
+  mg <- bbvi_model(lj, pars, vectorized = TRUE,
+                   gradient = function(theta, data) list(a = 1 - theta$a, b = 0 * theta$b))
+  fits <- list(
+    score = function() bbvi(m, seed = 1),
+    fixed_draws = function() bbvi(mg, seed = 1),
+    fullrank = function() bbvi(mg, method = "fullrank", seed = 2),
+    adam = function() bbvi(mg, optimizer = "adam", seed = 3))
+  for (nm in names(fits)) {
+    warned <- character()
+    fit <- withCallingHandlers(suppressMessages(fits[[nm]]()), warning = function(w) {
+      warned <<- c(warned, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    })
+    expect_false(fit$converged, label = nm)
+    expect_match(fit$stop_reason, "without bound", label = nm)
+    expect_true(any(grepl("sd for `b` passed 1e+10 times", warned, fixed = TRUE) &
+                      grepl("improper", warned)), label = nm)
+    # it stops long before the sd overflows: the sd is finite, and a (whose
+    # posterior is proper) is still in place (the fixed-draw path hands
+    # over to the stochastic one, whose steps along b leave a alone)
+    expect_true(is.finite(sqrt(vcov(fit)["b", "b"])), label = nm)
+    expect_lt(abs(coef(fit)[["a"]] - 1), 0.3, label = nm)
+  }
+})
+
+test_that("a posterior far wider than the start is not called improper", {
+  # sd 1e6 from the default start (no mode search, init_sd 1): q's sd
+  # grows 1e6-fold and settles, below the 1e10 that calls it runaway
+  m <- bbvi_model(function(theta, data) dnorm(theta$x, 0, 1e6, log = TRUE),
+                  list(x = param()), vectorized = TRUE,
+                  gradient = function(theta, data) -theta$x / 1e12)
+  fit <- suppressWarnings(bbvi(m, start = "init", seed = 1))
+  expect_false(identical(fit$stop_reason, "q's sd grew without bound (the posterior looks improper)"))
+  expect_equal(sqrt(vcov(fit)[1, 1]), 1e6, tolerance = 0.1)
+})
+
 test_that("the C loop takes no defaults of its own", {
   case <- normal_mean_case()
   spec <- bbvi:::r_target_spec(case$model)
