@@ -66,7 +66,12 @@
 #' `converged = FALSE`, `stop_reason` "q's sd grew without bound", and a
 #' warning that names the coordinate (the fixed-draw path hands such a q
 #' over to the stochastic path first, whose steps leave the other
-#' coordinates in place).
+#' coordinates in place). Steps that an early, astronomically large
+#' gradient has frozen (a start where log p explodes: the step-size rule's
+#' running mean square more than 1e6 times the last window's, for four
+#' windows in a row) end the fit with `converged = FALSE` and `stop_reason`
+#' "the steps froze ...": frozen iterates would pass every test on their
+#' moves.
 #'
 #' @param x A [bbvi_model()] or a formula.
 #' @param ... Passed on to methods.
@@ -945,6 +950,11 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   res$optimizer <- optimizer
   if (identical(res$stop, "unbounded")) {
     warn_unbounded(model, res)
+  } else if (identical(res$stop, "frozen")) {
+    warn_lines(
+      sprintf("The variational fit did not converge: after %d iterations %s.", res$iterations, res$stop_reason),
+      "x q started where the log-joint explodes (draws far out, where log p is astronomically low), and its answer is where the steps froze.",
+      "i Start at the mode (`start = \"mode\"`, the default), or give `init` and `init_sd` nearer the posterior.")
   } else if (!res$converged) {
     warn_lines(
       sprintf("The variational fit did not converge in %d iterations: %s.", res$iterations, res$stop_reason),
@@ -1092,7 +1102,8 @@ stop_reasons <- c(
   max_iter_moving = "max_iter reached while still moving",
   max_iter_noisy = "max_iter reached while averaging (Monte Carlo error above tol)",
   outside = "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)",
-  unbounded = "q's sd grew without bound (the posterior looks improper)")
+  unbounded = "q's sd grew without bound (the posterior looks improper)",
+  frozen = "the steps froze: an earlier gradient, far larger than any since, left them a thousand times too short to move")
 
 # `init_sd`: one positive number or one per unconstrained coordinate;
 # returned as D numbers.

@@ -226,6 +226,78 @@ improper_g <- with_gradient(improper, function(theta, data) {
   list(a = 1 - theta$a, b = 0 * theta$b)
 })
 
+# Larger Gaussians: D = 30 with correlations 0.7^|i-j| and sds from 0.1 to
+# 10, without a gradient (full-rank score) and with one (low-rank q, whose
+# rank cannot hold every correlation: its sds should still be honest).
+gauss30 <- local({
+  D <- 30
+  sds <- exp(seq(log(0.1), log(10), length.out = D))
+  R <- 0.7^abs(outer(1:D, 1:D, "-"))
+  S <- R * outer(sds, sds)
+  P <- solve(S)
+  mu <- seq(-5, 5, length.out = D)
+  m <- bbvi_model(function(theta, data) {
+    X <- sweep(theta$z, 2, mu)
+    -0.5 * rowSums((X %*% P) * X)
+  }, list(z = param(dim = D)), vectorized = TRUE)
+  list(model = m, truth = list(mean = setNames(mu, sprintf("z[%d]", 1:D)),
+                               sd = setNames(sds, sprintf("z[%d]", 1:D))),
+       grad = function(theta, data) list(z = -sweep(theta$z, 2, mu) %*% P))
+})
+gauss30_g <- with_gradient(gauss30, gauss30$grad)
+
+# A regression in minibatch form (subsample = 200 of 2,000 rows): the
+# flat-prior posterior of a linear model with known noise sd 1 is exact.
+minibatch_lm <- local({
+  set.seed(11)
+  N <- 2000
+  X <- cbind(1, rnorm(N), rnorm(N, 3, 2))
+  y <- drop(X %*% c(1, -2, 0.5) + rnorm(N))
+  m <- bbvi_model(loglik = function(theta, data, idx) {
+    sum(dnorm(data$y[idx], drop(data$X[idx, , drop = FALSE] %*% theta$beta), 1, log = TRUE))
+  }, logprior = function(theta) 0, n = N, data = list(X = X, y = y),
+  parameters = list(beta = param(dim = 3)),
+  gradient = list(loglik = function(theta, data, idx) {
+    Xi <- data$X[idx, , drop = FALSE]
+    list(beta = drop(crossprod(Xi, data$y[idx] - Xi %*% theta$beta)))
+  }, logprior = function(theta) list(beta = c(0, 0, 0))))
+  V <- solve(crossprod(X))
+  list(model = m, truth = list(mean = setNames(drop(V %*% crossprod(X, y)), sprintf("beta[%d]", 1:3)),
+                               sd = setNames(sqrt(diag(V)), sprintf("beta[%d]", 1:3))))
+})
+
+# Explosions: a Poisson regression on a raw-scale predictor (x up to 50),
+# written naively: a draw with b = 15 makes the rate exp(750) = Inf and
+# log p = -Inf or NaN, far from the posterior but inside a unit-sd start.
+# The truth by quadrature on a grid around the mode.
+poisson_raw <- local({
+  set.seed(5)
+  x <- runif(40, 0, 50)
+  y <- rpois(40, exp(0.5 + 0.04 * x))
+  lj <- function(theta, data) {
+    eta <- outer(theta$a, rep(1, length(x))) + outer(theta$b, x)
+    rowSums(matrix(dpois(rep(y, each = length(theta$a)), exp(eta), log = TRUE),
+                   nrow = length(theta$a))) +
+      dnorm(theta$a, 0, 5, log = TRUE) + dnorm(theta$b, 0, 1, log = TRUE)
+  }
+  fit0 <- glm(y ~ x, family = poisson())
+  se <- sqrt(diag(vcov(fit0)))
+  ga <- coef(fit0)[1] + se[1] * seq(-7, 7, length.out = 301)
+  gb <- coef(fit0)[2] + se[2] * seq(-7, 7, length.out = 301)
+  A <- rep(ga, length(gb)); B <- rep(gb, each = length(ga))
+  lp <- lj(list(a = A, b = B), NULL)
+  w <- exp(lp - max(lp)); w <- w / sum(w)
+  mom <- function(v) c(sum(w * v), sqrt(sum(w * v^2) - sum(w * v)^2))
+  list(model = bbvi_model(lj, list(a = param(), b = param()), vectorized = TRUE),
+       truth = list(mean = c(a = mom(A)[1], b = mom(B)[1]), sd = c(a = mom(A)[2], b = mom(B)[2])),
+       grad = function(theta, data) {
+         eta <- outer(theta$a, rep(1, length(x))) + outer(theta$b, x)
+         r <- matrix(rep(y, each = length(theta$a)), nrow = length(theta$a)) - exp(eta)
+         list(a = rowSums(r) - theta$a / 25, b = drop(r %*% x) - theta$b)
+       })
+})
+poisson_raw_g <- with_gradient(poisson_raw, poisson_raw$grad)
+
 # One case: its name, its truth, what a truthful outcome is, and the
 # arguments of bbvi() besides the model and the seed.
 fit_case <- function(name, case, expect, ...) {
@@ -265,7 +337,18 @@ cases <- list(
   fit_case("grad: wrong beyond the checks (+2)", regional$shifted, "warn"),
   fit_case("grad: wrong beyond the checks (+2), full-rank", regional$shifted, "warn", method = "fullrank"),
   fit_case("improper (a flat direction)", improper, "warn"),
-  fit_case("grad: improper (a flat direction)", improper_g, "warn")
+  fit_case("grad: improper (a flat direction)", improper_g, "warn"),
+  fit_case("Gaussian D=30, scales 0.1-10, rho 0.7, full-rank score", gauss30, "accurate", method = "fullrank"),
+  fit_case("grad: Gaussian D=30, scales 0.1-10, rho 0.7, low-rank 3", gauss30_g, "warn", method = "lowrank", rank = 3),
+  fit_case("grad: Gaussian D=30, scales 0.1-10, rho 0.7, full-rank", gauss30_g, "accurate", method = "fullrank"),
+  fit_case("Poisson regression, raw-scale predictor (overflow far out), full-rank score", poisson_raw, "accurate", method = "fullrank"),
+  fit_case("Poisson regression, raw-scale predictor, full-rank score, start = init", poisson_raw, "warn", method = "fullrank", start = "init"),
+  fit_case("Gaussian D=30, scales 0.1-10, rho 0.7, mean-field score", gauss30, "warn"),
+  fit_case("Gaussian D=30, scales 0.1-10, rho 0.7, full-rank score, start = init", gauss30, "warn", method = "fullrank", start = "init"),
+  fit_case("grad: Poisson regression, raw-scale predictor, full-rank", poisson_raw_g, "accurate", method = "fullrank"),
+  fit_case("grad: Poisson regression, raw-scale predictor, full-rank, start = init", poisson_raw_g, "accurate", method = "fullrank", start = "init"),
+  fit_case("grad: minibatch regression (200 of 2,000 rows), mean-field", minibatch_lm, "warn", subsample = 200),
+  fit_case("grad: minibatch regression (200 of 2,000 rows), full-rank", minibatch_lm, "accurate", subsample = 200, method = "fullrank")
 )
 
 # ---- run ---------------------------------------------------------------------

@@ -340,6 +340,9 @@ typedef struct {
 void bbvi_optim_init(bbvi_optim *o, int type, int K, double eta);
 void bbvi_optim_reset(bbvi_optim *o);
 void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad);
+/* how many coordinates' steps a stale second moment has frozen, given the
+   last window's mean squared gradient (ms, K; see optimisers.c) */
+int bbvi_optim_stale(const bbvi_optim *o, const double *ms);
 
 /* L-BFGS curvature memory (lbfgs.c): a ring of cnt <= m pairs (s, y) of
    length n, the oldest at `head`; scratch from R_alloc. */

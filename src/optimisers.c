@@ -43,3 +43,31 @@ void bbvi_optim_step(bbvi_optim *o, double *lambda, const double *grad)
         }
     }
 }
+
+/* A gradient far larger than any since (a draw where log p explodes:
+   exp(a + b x) at b = 3 and x = 50 gives a score gradient near 1e50) leaves
+   the second moment so large that every later step is practically zero:
+   with Adam's memory of 1000 iterations it takes 10^5 iterations to decay
+   from 1e100 to 1e6. The frozen iterates then pass every test on their
+   moves, and the fit would claim to have converged where it froze. Given
+   the mean squared gradient of the last window (ms, K), returns how many
+   coordinates have a second moment more than STALE_M2 times larger
+   (steps 1000 times shorter than that window's gradients call for) while
+   those gradients are still far from zero (root mean square above
+   STALE_GRAD, in the run's units: q's means in units of the start's sds,
+   and log sds). Under steady noise, heavy-tailed or not, the two moments
+   agree within a few tens; where q converges onto the posterior exactly
+   (a Gamma q on a Gamma posterior) the gradients themselves vanish, and
+   their shrinking is no freeze. */
+#define STALE_M2 1e6
+#define STALE_GRAD 1.0
+int bbvi_optim_stale(const bbvi_optim *o, const double *ms)
+{
+    int n = 0;
+    if (o->t == 0) return 0;
+    /* AdaGrad's sum grows as t ms under steady gradients */
+    double scale = o->type == BBVI_ADAGRAD ? (double) o->t : 1.0 - pow(o->b2, o->t);
+    for (int k = 0; k < o->K; k++)
+        if (ms[k] > STALE_GRAD * STALE_GRAD && o->m2[k] > STALE_M2 * scale * ms[k]) n++;
+    return n;
+}

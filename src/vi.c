@@ -10,11 +10,12 @@
 
 enum { VI_OK = 0, VI_DIVERGED = 1, VI_NO_FINITE = 2 };
 enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2,
-       STOP_OUTSIDE = 3, STOP_UNBOUNDED = 4 };
+       STOP_OUTSIDE = 3, STOP_UNBOUNDED = 4, STOP_FROZEN = 5 };
 /* the names R sees (bbvi_vi_result) */
 static const char *vi_status_name[] = { "ok", "diverged", "no_finite" };
 static const char *stop_name[] = { "converged", "max_iter_moving",
-                                   "max_iter_noisy", "outside", "unbounded" };
+                                   "max_iter_noisy", "outside", "unbounded",
+                                   "frozen" };
 
 #define Z_DRIFT 3.0     /* an ELBO rise beyond 3 standard errors is progress */
 #define DRIFT_SD 0.25   /* largest move of a marginal (in sds) that is no drift */
@@ -91,6 +92,9 @@ typedef struct {
     const int *skip_grad;         /* K flags: left out of the gradient test,
                                      or NULL */
     int noise_cuts;               /* cut the step when averaging is too noisy */
+    int stale;                    /* the optimiser's steps are frozen by a stale
+                                     second moment (bbvi_optim_stale): this
+                                     window cannot pass */
     /* phase 2 */
     double *asum;                 /* lambda sum over the averaged windows */
     double *al;                   /* sum of the averaged windows' log sds, D */
@@ -139,6 +143,7 @@ static void conv_init(conv_state *c, const bbvi_family *fam, int D, int K,
     c->outside_windows = 0;
     c->skip_grad = NULL;
     c->noise_cuts = 1;
+    c->stale = 0;
 }
 
 static void conv_clear_window(conv_state *c)
@@ -303,7 +308,7 @@ static int conv_window(conv_state *c)
        of its mass outside. Such a q is not an answer. */
     int outside = c->outside > MAX_OUTSIDE * c->drawn;
     c->outside_windows = outside ? c->outside_windows + 1 : 0;
-    int worse = worse_than_best(c, em, ev) || outside;
+    int worse = worse_than_best(c, em, ev) || outside || c->stale;
     if (c->phase == 2 && worse) {
         /* back to optimising: the average so far is not of a stationary q */
         conv_clear_average(c);
@@ -650,6 +655,10 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int t = 0, good_t = 0, restarts = 0, converged = 0, status = VI_OK;
     int last_fail_nofinite = 0, nofinite_streak = 0, step_cuts = 0, unbounded = 0;
     double *sd_scratch = (double *) R_alloc(2 * (size_t) D, sizeof(double));
+    /* squared gradients summed over the window, for bbvi_optim_stale */
+    double *gsq = (double *) R_alloc(K, sizeof(double));
+    memset(gsq, 0, sizeof(double) * K);
+    int stale_windows = 0;
     long n_dropped = 0;
     double n_logp = 0, n_grad = 0;   /* evaluations of log p and its gradient */
     double n_enum = 0;               /* of n_logp, at enumerated values */
@@ -680,6 +689,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             n_dropped += S - ews->n_finite;
             bbvi_optim_step(&opt, lambda, grad);
             failed = !all_finite(lambda, K);
+            for (int k = 0; k < K; k++) gsq[k] += grad[k] * grad[k];
         }
         if (failed) {
             /* divergence guard: back to the last good lambda with a smaller
@@ -693,6 +703,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
             memcpy(lambda, good, sizeof(double) * K);
             opt.eta *= 0.1;
             bbvi_optim_reset(&opt);
+            memset(gsq, 0, sizeof(double) * K);
             t = good_t;
             conv_restart(&conv);
             continue;
@@ -708,6 +719,14 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         if (t % W == 0) {
             memcpy(good, lambda, sizeof(double) * K);
             good_t = t;
+            /* steps frozen by an earlier, far larger gradient: no window
+               passes, and after LAG such windows in a row the run stops
+               (nothing moves for the next 10^4-10^5 iterations) */
+            for (int k = 0; k < K; k++) gsq[k] /= W;
+            conv.stale = bbvi_optim_stale(&opt, gsq) > 0;
+            memset(gsq, 0, sizeof(double) * K);
+            stale_windows = conv.stale ? stale_windows + 1 : 0;
+            if (stale_windows >= LAG) break;
             if ((unbounded = bbvi_q_unbounded(fam, D, lambda, sd_scratch)) > 0) break;
         }
         int verdict = conv_add(&conv, lambda, grad, elbo, ews->n_finite, S);
@@ -737,6 +756,7 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     }
     int stop = converged ? STOP_CONVERGED :
         unbounded > 0 ? STOP_UNBOUNDED :
+        stale_windows >= LAG ? STOP_FROZEN :
         conv.outside_windows > 0 ? STOP_OUTSIDE :
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     bbvi_vi_result r = { answer, lambda, K, trace, t, converged, t, restarts,
