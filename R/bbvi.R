@@ -933,7 +933,8 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
     cli::cli_abort(c(
       "The log-joint was not finite (NA, NaN or -Inf) at any draw.",
       i = "Check that {.arg logjoint} returns a finite number inside the parameters' support, and the declared bounds.",
-      i = "A bound that depends on another parameter (say b < 1 - a) cannot be declared with {.fn param}; returning -Inf outside it lets q drift out: reparameterise (b = (1 - a) * u with u in (0, 1), adding log(1 - a) to the log-joint)."),
+      i = "A bound that depends on another parameter (say b < 1 - a) cannot be declared with {.fn param}; returning -Inf outside it lets q drift out: reparameterise (b = (1 - a) * u with u in (0, 1), adding log(1 - a) to the log-joint).",
+      i = "Far from the posterior, log p may also overflow (exp() of a large linear predictor is Inf): start at the mode (the default), or give {.arg init} and {.arg init_sd} nearer the posterior."),
       call = NULL)
   }
   if (res$status == "diverged") {
