@@ -217,7 +217,8 @@ bbvi.default <- function(x, ...) {
 #'   apart warn of several modes. They run through the
 #'   `future` framework (`future.apply`), so they run in parallel under
 #'   e.g. `future::plan("multisession")` or on any cluster backend; the fit
-#'   with the best final ELBO is returned, with a table of all of them in
+#'   with the best final ELBO among those that converged (among all, if
+#'   none did) is returned, with a table of all of them in
 #'   `fit$restart_summary`. Each pair of restarts draws from its own
 #'   L'Ecuyer-CMRG stream derived from `seed` (or R's stream), so the
 #'   result does not depend on the plan or the number of workers; global
@@ -682,7 +683,7 @@ fit_with_restarts <- function(restarts, seed, fit_one) {
                                       future.seed = NULL, future.packages = "bbvi")
   seeds <- pair
   elbos <- vapply(fits, function(f) f$diagnostics$elbo, numeric(1))
-  best <- which.max(elbos)
+  best <- best_restart(elbos, vapply(fits, function(f) isTRUE(f$converged), logical(1)))
   fit <- fits[[best]]
   fit$restart_summary <- data.frame(
     restart = seq_len(restarts), stream = seeds, elbo = elbos,
@@ -759,6 +760,14 @@ default_window <- function(laplace, method, estimator) {
 # test, 0.99 was no better over 30 seeds (mean error 0.043 q-sds against
 # 0.040) and stopped its seed 12 at 0.11 instead of 0.075.
 score_adam_b2 <- 0.99
+
+# Which restart to keep: the best ELBO among the converged fits (among all
+# when none converged). An unconverged fit's ELBO belongs to a q still
+# moving, or to a runaway sd whose entropy inflates it.
+best_restart <- function(elbos, converged) {
+  pool <- if (any(converged)) which(converged) else seq_along(elbos)
+  pool[which.max(elbos[pool])]
+}
 
 # fit_one() closes over the model it fits: a copy of the function whose
 # environment puts that model, with the globals of its user functions

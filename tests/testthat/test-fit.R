@@ -153,12 +153,22 @@ test_that("restarts run through future.apply and keep the best ELBO", {
   fit <- suppressWarnings(bbvi(m, seed = 1, restarts = 3))
   rs <- fit$restart_summary
   expect_equal(nrow(rs), 3L)
-  expect_equal(fit$diagnostics$elbo, max(rs$elbo))
-  expect_true(rs$best[which.max(rs$elbo)])
+  pool <- if (any(rs$converged)) rs$converged else rep(TRUE, 3)
+  expect_equal(fit$diagnostics$elbo, max(rs$elbo[pool]))
+  expect_true(rs$best[which(pool)[which.max(rs$elbo[pool])]])
   expect_output(print(fit), "Best of 3 restarts")
   fit2 <- suppressWarnings(bbvi(m, seed = 1, restarts = 3))
   expect_identical(fit$lambda, fit2$lambda)
   expect_snapshot(error = TRUE, bbvi(m, restarts = 0))
+})
+
+test_that("the kept restart is the best converged one", {
+  # a higher ELBO from a fit that did not converge (a q still moving, or a
+  # runaway sd) does not win over a converged fit
+  expect_identical(bbvi:::best_restart(c(-10, -3, -5), c(TRUE, FALSE, TRUE)), 3L)
+  expect_identical(bbvi:::best_restart(c(-10, -3, -5), c(TRUE, TRUE, TRUE)), 2L)
+  expect_identical(bbvi:::best_restart(c(-10, -3, -5), c(FALSE, FALSE, FALSE)), 2L)
+  expect_identical(bbvi:::best_restart(c(-10, -3, -5), c(TRUE, FALSE, FALSE)), 1L)
 })
 
 test_that("a progress bar can be shown without disturbing the fit", {
