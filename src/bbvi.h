@@ -424,9 +424,9 @@ typedef struct {
    rises without limit as the sd grows, and long before the sd overflows
    its draws turn the other coordinates' estimates to noise. */
 #define BBVI_SD_UNBOUNDED 1e10
-/* the first coordinate (1-based) of a Gaussian q (in the run's units) whose
-   sd passes BBVI_SD_UNBOUNDED, else 0; other families always 0. scratch:
-   2 D doubles */
+/* the first coordinate (1-based) of q's Gaussian blocks (in the run's
+   units) whose sd passes BBVI_SD_UNBOUNDED, else 0; natural-scale and
+   conditional blocks are not watched. scratch: 2 D doubles */
 int bbvi_q_unbounded(const struct bbvi_family *fam, int D, const double *lambda,
                      double *scratch);
 SEXP bbvi_vi_result_sexp(const struct bbvi_family *fam, int D, const bbvi_vi_result *r);

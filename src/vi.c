@@ -766,15 +766,28 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     return bbvi_vi_result_sexp(fam, D, &r);
 }
 
+/* the Gaussian families (natural-scale ones, Gamma or Beta, have their
+   sds on the parameter's own scale, and conditional ones theirs) */
+static int is_gaussian_family(const bbvi_family *f)
+{
+    return f == &bbvi_family_meanfield || f == &bbvi_family_fullrank ||
+        strcmp(f->name, "lowrank") == 0;
+}
+
 int bbvi_q_unbounded(const bbvi_family *fam, int D, const double *lambda,
                      double *scratch)
 {
-    if (!bbvi_family_is_meanfield(fam) && !bbvi_family_is_fullrank(fam) &&
-        strcmp(fam->name, "lowrank") != 0) return 0;
     double *mean = scratch, *sd = scratch + D;
-    fam->marginals(fam, D, lambda, mean, sd);
-    for (int d = 0; d < D; d++)
-        if (!(sd[d] <= BBVI_SD_UNBOUNDED)) return d + 1;
+    int nb = bbvi_family_n_blocks(fam);
+    for (int j = 0; j < nb; j++) {
+        int z0, dim, k0, K, e0;
+        const bbvi_family *bf = bbvi_family_block(fam, j, &z0, &dim, &k0, &K, &e0);
+        if (dim < 0) dim = D;   /* q is this one family */
+        if (!is_gaussian_family(bf)) continue;
+        bf->marginals(bf, dim, lambda + k0, mean, sd);
+        for (int d = 0; d < dim; d++)
+            if (!(sd[d] <= BBVI_SD_UNBOUNDED)) return z0 + d + 1;
+    }
     return 0;
 }
 

@@ -323,6 +323,13 @@ test_that("an improper posterior stops with a warning that names the runaway sd"
     expect_true(is.finite(sqrt(vcov(fit)["b", "b"])), label = nm)
     expect_lt(abs(coef(fit)[["a"]] - 1), 0.3, label = nm)
   }
+  # q as a product with a Gamma block: the Gaussian block's sd is watched
+  mp <- bbvi_model(function(theta, data) dgamma(theta$a, 3, 2, log = TRUE),
+                   list(a = param(lower = 0), b = param()))
+  expect_warning(fit <- suppressMessages(bbvi(mp, families = list(a = "gamma"), seed = 1)),
+                 "sd for `b` passed")
+  expect_match(fit$stop_reason, "without bound")
+  expect_lt(abs(coef(fit)[["a"]] - 1.5), 0.1)   # Gamma(3, 2): mean 1.5, sd 0.87
 })
 
 test_that("steps frozen by an astronomically large early gradient are not called converged", {
