@@ -56,7 +56,13 @@
 #' too long, or when the iterates keep moving while the ELBO no longer
 #' rises (noise wandering along a ridge), the step size is cut; score fits
 #' make only the second kind of cut (a smaller step does not make an
-#' average of noisy iterates more precise, only slower to measure). A fit that
+#' average of noisy iterates more precise, only slower to measure).
+#' Mean-field score fits from the mode also turn the gradient averaged over
+#' the averaging span into a distance to the optimum through log p's
+#' Hessian at the mode (a Newton step): more than 1 q-sd, and beyond 2.6
+#' standard errors, and the fit has not converged (along a flat, curved
+#' valley of the ELBO the means crawl, and their average looks settled
+#' far from the optimum). A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
 #' warns. A non-finite step restarts from the last window's point with a
 #' step ten times smaller (at most five times). A Gaussian q whose sd for
