@@ -62,7 +62,8 @@
 #' Hessian at the mode (a Newton step): more than 1 q-sd, and beyond 2.6
 #' standard errors, and the fit has not converged (along a flat, curved
 #' valley of the ELBO the means crawl, and their average looks settled
-#' far from the optimum). A fit that
+#' far from the optimum); at `max_iter` its `stop_reason` says so, and its
+#' warning gives the distance. A fit that
 #' reaches `max_iter` first has `converged = FALSE`, a `stop_reason`, and
 #' warns. A non-finite step restarts from the last window's point with a
 #' step ten times smaller (at most five times). A Gaussian q whose sd for
@@ -966,6 +967,12 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   res$optimizer <- optimizer
   if (identical(res$stop, "unbounded")) {
     warn_unbounded(model, res)
+  } else if (identical(res$stop, "max_iter_far")) {
+    warn_lines(
+      sprintf("The variational fit did not converge in %d iterations: q's means crawl along a flat valley of the ELBO.", res$iterations),
+      sprintf("x The averaged gradient, through log p's curvature at the mode, puts the optimum about %s q-sds away.",
+              format(signif(res$dist_left, 2))),
+      "i Mean-field q moves slowly along such valleys (strongly dependent parameters): try `method = \"fullrank\"`, or give `gradient` to `bbvi_model()`.")
   } else if (identical(res$stop, "frozen")) {
     warn_lines(
       sprintf("The variational fit did not converge: after %d iterations %s.", res$iterations, res$stop_reason),
@@ -1119,7 +1126,8 @@ stop_reasons <- c(
   max_iter_noisy = "max_iter reached while averaging (Monte Carlo error above tol)",
   outside = "max_iter reached with q's draws outside the support (the log-joint is -Inf or NA at many of them)",
   unbounded = "q's sd grew without bound (the posterior looks improper)",
-  frozen = "the steps froze: an earlier gradient, far larger than any since, left them a thousand times too short to move")
+  frozen = "the steps froze: an earlier gradient, far larger than any since, left them a thousand times too short to move",
+  max_iter_far = "max_iter reached while q's means crawl along a flat valley of the ELBO, far from its optimum")
 
 # `init_sd`: one positive number or one per unconstrained coordinate;
 # returned as D numbers.

@@ -407,7 +407,8 @@ typedef struct {
     int n_trace, converged, iterations, restarts;
     /* why the run ended, as R reads it: status "ok" or the failure
        ("diverged", "no_finite", "no_finite_start"); stop "converged",
-       "max_iter_moving", "max_iter_noisy", "outside" or "unbounded" (R/bbvi.R
+       "max_iter_moving", "max_iter_noisy", "outside", "unbounded", "frozen"
+       or "max_iter_far" (R/bbvi.R
        stop_reasons words them) */
     const char *status, *stop;
     double eta, dropped_draws, n_logp, n_grad, grad_max;
@@ -416,6 +417,9 @@ typedef struct {
                              (0 where nothing is enumerated) */
     int unbounded;        /* stop "unbounded": the coordinate (1-based) whose
                              sd passed BBVI_SD_UNBOUNDED; 0 otherwise */
+    double dist_left;     /* stop "max_iter_far": the distance left to the
+                             optimum that the last check estimated (q-sds);
+                             0 otherwise */
 } bbvi_vi_result;
 
 /* A Gaussian q whose marginal sd passes this many times the run's unit (the

@@ -10,12 +10,12 @@
 
 enum { VI_OK = 0, VI_DIVERGED = 1, VI_NO_FINITE = 2 };
 enum { STOP_CONVERGED = 0, STOP_MAXITER_MOVING = 1, STOP_MAXITER_NOISY = 2,
-       STOP_OUTSIDE = 3, STOP_UNBOUNDED = 4, STOP_FROZEN = 5 };
+       STOP_OUTSIDE = 3, STOP_UNBOUNDED = 4, STOP_FROZEN = 5, STOP_FAR = 6 };
 /* the names R sees (bbvi_vi_result) */
 static const char *vi_status_name[] = { "ok", "diverged", "no_finite" };
 static const char *stop_name[] = { "converged", "max_iter_moving",
                                    "max_iter_noisy", "outside", "unbounded",
-                                   "frozen" };
+                                   "frozen", "max_iter_far" };
 
 #define Z_DRIFT 3.0     /* an ELBO rise beyond 3 standard errors is progress */
 #define DRIFT_SD 0.25   /* largest move of a marginal (in sds) that is no drift */
@@ -101,6 +101,9 @@ typedef struct {
        its gradient of q's means) and of their squares */
     double *hchol, *nstep, *nsum, *nsumsq;
     int n_newton;
+    double newton_dist;           /* the last check's distance left (largest
+                                     over the means, q-sds) when it vetoed
+                                     convergence, else 0 */
     int stale;                    /* the optimiser's steps are frozen by a stale
                                      second moment (bbvi_optim_stale): this
                                      window cannot pass */
@@ -155,6 +158,7 @@ static void conv_init(conv_state *c, const bbvi_family *fam, int D, int K,
     c->stale = 0;
     c->hchol = NULL;
     c->n_newton = 0;
+    c->newton_dist = 0.0;
 }
 
 /* Watch the distance left to the optimum (newton_far()) with log p's
@@ -210,18 +214,22 @@ static void newton_add(conv_state *c, const double *grad)
    2.576 standard errors of the span's mean step; no Bonferroni factor:
    the steps of the means share the valley's direction, and a false alarm
    only lets the averaging go on): not converged. */
-static int newton_far(const conv_state *c)
+static int newton_far(conv_state *c)
 {
-    int n = c->n_newton, D = c->D;
+    int n = c->n_newton, D = c->D, far = 0;
     if (!c->hchol || n < 2 * c->W) return 0;
     const double zq = 2.576;
+    c->newton_dist = 0.0;
     for (int d = 0; d < D; d++) {
         double sd_q = exp(c->al[d] / c->n_avg);   /* q's sd over the span, in z */
         double m = c->nsum[d] / n;
         double v = fmax((c->nsumsq[d] - n * m * m) / (n - 1), 0.0) / n;
-        if (fabs(m) > NEWTON_MIN * sd_q && fabs(m) > zq * sqrt(v)) return 1;
+        if (fabs(m) > NEWTON_MIN * sd_q && fabs(m) > zq * sqrt(v)) {
+            far = 1;
+            c->newton_dist = fmax(c->newton_dist, fabs(m) / sd_q);
+        }
     }
-    return 0;
+    return far;
 }
 
 static void conv_clear_window(conv_state *c)
@@ -842,12 +850,13 @@ SEXP vi_fit(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     int stop = converged ? STOP_CONVERGED :
         unbounded > 0 ? STOP_UNBOUNDED :
         stale_windows >= LAG ? STOP_FROZEN :
+        conv.phase == 2 && conv.newton_dist > 0 ? STOP_FAR :
         conv.outside_windows > 0 ? STOP_OUTSIDE :
         (conv.phase == 2 ? STOP_MAXITER_NOISY : STOP_MAXITER_MOVING);
     bbvi_vi_result r = { answer, lambda, K, trace, t, converged, t, restarts,
                          vi_status_name[status], stop_name[stop], opt.eta,
                          (double) n_dropped, n_logp, n_grad, NA_REAL, NA_INTEGER,
-                         n_enum, unbounded };
+                         n_enum, unbounded, conv.newton_dist };
     return bbvi_vi_result_sexp(fam, D, &r);
 }
 
@@ -885,7 +894,7 @@ SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
                             "converged", "iterations", "status", "restarts",
                             "eta", "dropped_draws", "stop", "n_logp",
                             "n_grad", "grad_max", "lbfgs_code", "n_logp_enum",
-                            "unbounded", "" };
+                            "unbounded", "dist_left", "" };
     int K = r->K;
     SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
     SEXP lam = PROTECT(Rf_allocVector(REALSXP, K));
@@ -915,6 +924,7 @@ SEXP bbvi_vi_result_sexp(const bbvi_family *fam, int D, const bbvi_vi_result *r)
     SET_VECTOR_ELT(out, 15, Rf_ScalarInteger(r->lbfgs_code));
     SET_VECTOR_ELT(out, 16, Rf_ScalarReal(r->n_logp_enum));
     SET_VECTOR_ELT(out, 17, Rf_ScalarInteger(r->unbounded > 0 ? r->unbounded : NA_INTEGER));
+    SET_VECTOR_ELT(out, 18, Rf_ScalarReal(r->dist_left > 0 ? r->dist_left : NA_REAL));
     UNPROTECT(6);
     return out;
 }

@@ -383,10 +383,12 @@ test_that("mean-field score fits in a flat, curved valley do not call a crawl co
     24 * log(p$rho) - 4 * p$rho - p$alpha^2 / 8 - rowSums(ft^2) / 2 + ll
   }, list(rho = param(lower = 0), alpha = param(lower = 0), f_tilde = param(dim = 11)),
   vectorized = TRUE)
-  fit <- suppressWarnings(bbvi(m, estimator = "score", seed = 1, max_iter = 1500))
+  expect_warning(fit <- bbvi(m, estimator = "score", seed = 1, max_iter = 1500),
+                 "flat valley")
   expect_identical(fit$start, "mode")
   expect_false(fit$converged)
   expect_equal(fit$iterations, 1500)
+  expect_match(fit$stop_reason, "flat valley")
 })
 
 test_that("a posterior far wider than the start is not called improper", {
