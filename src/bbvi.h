@@ -374,6 +374,8 @@ double bbvi_log1pexp(double x);   /* log(1 + exp(x)) without overflow */
 /* lower Cholesky factor L of the n x n symmetric A (column-major; only the
    lower triangle is read); 1 on success, 0 if A is not positive definite */
 int bbvi_chol(int n, const double *A, double *L);
+/* x <- (L L')^-1 x for the Cholesky factor L of bbvi_chol */
+void bbvi_chol_solve(int n, const double *L, double *x);
 
 /* Stale per-block sums of an incremental (SAG-style) Newton fit over row
    blocks: each block's share, from its last visit, of a dim x dim matrix

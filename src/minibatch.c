@@ -131,21 +131,6 @@ static void chol_pd(int D, const double *A, double *Lc, double *tmp)
     Rf_error("internal error: no positive definite precision in the minibatch path");
 }
 
-/* x <- (Lc Lc')^-1 x */
-static void chol_solve_vec(int D, const double *Lc, double *x)
-{
-    for (int i = 0; i < D; i++) {
-        double a = x[i];
-        for (int k = 0; k < i; k++) a -= Lc[i + (size_t) k * D] * x[k];
-        x[i] = a / Lc[i + (size_t) i * D];
-    }
-    for (int i = D - 1; i >= 0; i--) {
-        double a = x[i];
-        for (int k = i + 1; k < D; k++) a -= Lc[k + (size_t) i * D] * x[k];
-        x[i] = a / Lc[i + (size_t) i * D];
-    }
-}
-
 /* Visit block b at q = (m, L): replace its share of the sums. 0 when the
    block's log-likelihood was not finite at some draw (sums untouched). */
 static int mb_visit(mb_ws *w, bbvi_block_sums *ss, int b, const double *m,
@@ -200,7 +185,7 @@ static double mb_update(mb_ws *w, const bbvi_block_sums *ss, double scale, doubl
         x[i] = a;
     }
     chol_pd(D, Lam, Lc, tmp);
-    chol_solve_vec(D, Lc, x);          /* the new mean */
+    bbvi_chol_solve(D, Lc, x);          /* the new mean */
     double big = 0.0;
     for (int i = 0; i < D; i++) big = fmax(big, fabs(x[i] - m[i]));
     double r = big > max_step ? max_step / big : 1.0;
@@ -219,7 +204,7 @@ static double mb_update(mb_ws *w, const bbvi_block_sums *ss, double scale, doubl
         for (int j = 0; j < D; j++) {
             memset(x, 0, sizeof(double) * D);
             x[j] = 1.0;
-            chol_solve_vec(D, Lc, x);
+            bbvi_chol_solve(D, Lc, x);
             memcpy(tmp + (size_t) j * D, x, sizeof(double) * D);
         }
         if (!bbvi_chol(D, tmp, L)) {

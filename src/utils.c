@@ -126,6 +126,22 @@ int bbvi_chol(int n, const double *A, double *L)
     return 1;
 }
 
+/* x <- (L L')^-1 x, L lower triangular (n x n, column-major): forward then
+   back substitution */
+void bbvi_chol_solve(int n, const double *L, double *x)
+{
+    for (int i = 0; i < n; i++) {
+        double a = x[i];
+        for (int k = 0; k < i; k++) a -= L[i + (size_t) k * n] * x[k];
+        x[i] = a / L[i + (size_t) i * n];
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        double a = x[i];
+        for (int k = i + 1; k < n; k++) a -= L[k + (size_t) i * n] * x[k];
+        x[i] = a / L[i + (size_t) i * n];
+    }
+}
+
 void bbvi_block_sums_init(bbvi_block_sums *s, int nb, int dim)
 {
     size_t dd = (size_t) dim * dim;

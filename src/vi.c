@@ -172,21 +172,6 @@ static void conv_set_newton(conv_state *c, const double *Hz)
     c->nstep = dalloc(D); c->nsum = dalloc(D); c->nsumsq = dalloc(D);
 }
 
-/* x = Hz^-1 b through its Cholesky factor L (x may be b) */
-static void chol_solve(int D, const double *L, const double *b, double *x)
-{
-    for (int i = 0; i < D; i++) {
-        double a = b[i];
-        for (int k = 0; k < i; k++) a -= L[i + (size_t) k * D] * x[k];
-        x[i] = a / L[i + (size_t) i * D];
-    }
-    for (int i = D - 1; i >= 0; i--) {
-        double a = x[i];
-        for (int k = i + 1; k < D; k++) a -= L[k + (size_t) i * D] * x[k];
-        x[i] = a / L[i + (size_t) i * D];
-    }
-}
-
 /* Add an iteration's Newton step for q's means (its gradient of them,
    grad[0 .. D), through Hz^-1) to the averaging span's sums: iterations
    draw afresh, so their steps are independent given q, and the span's
@@ -195,7 +180,8 @@ static void chol_solve(int D, const double *L, const double *b, double *x)
 static void newton_add(conv_state *c, const double *grad)
 {
     int D = c->D;
-    chol_solve(D, c->hchol, grad, c->nstep);
+    memcpy(c->nstep, grad, sizeof(double) * D);
+    bbvi_chol_solve(D, c->hchol, c->nstep);
     for (int d = 0; d < D; d++) {
         c->nsum[d] += c->nstep[d];
         c->nsumsq[d] += c->nstep[d] * c->nstep[d];
