@@ -306,38 +306,38 @@ fit_case <- function(name, case, expect, ...) {
        fit = function(s) do.call(bbvi, c(list(case$model), args, list(seed = s))))
 }
 
-cases <- list(
+# The same fit of a posterior written without and with its gradient (the
+# second takes the mode-by-L-BFGS and fixed-draw default path): two cases,
+# the second named "grad: <name>".
+twin_cases <- function(name, case, case_g, expect, ...) {
+  list(fit_case(name, case, expect, ...),
+       fit_case(paste("grad:", name), case_g, expect, ...))
+}
+
+cases <- c(list(
   fit_case("linreg D=10 full-rank, score", linreg, "accurate", method = "fullrank", estimator = "score"),
   fit_case("linreg D=10 full-rank, score, start = init", linreg, "warn", method = "fullrank", estimator = "score", start = "init"),
   fit_case("linreg D=10 mean-field, score", linreg, "warn", method = "meanfield", estimator = "score"),
   fit_case("Poisson-Gamma, reparam", poisson_gamma, "accurate"),
   fit_case("Poisson-Gamma full-rank, score", poisson_gamma, "accurate", method = "fullrank", estimator = "score"),
-  fit_case("bimodal mixture", bimodal, "warn"),
-  fit_case("correlated 2-D (rho 0.95) mean-field", corr2, "warn"),
-  fit_case("correlated 2-D (rho 0.95) full-rank", corr2, "accurate", method = "fullrank"),
-  fit_case("Neal's funnel, full-rank", funnel, "warn", method = "fullrank"),
-  fit_case("Student t(3)", student, "warn"),
-  fit_case("scales 1e-6 .. 1e6", scales, "accurate"),
-  fit_case("eight schools centred (funnel), full-rank", eight_schools, "warn", method = "fullrank"),
   fit_case("two separated modes, restarts = 4", two_modes, "warn", restarts = 4),
-  fit_case("dependent bound written as -Inf", dependent_bound, "warn"),
   fit_case("wrong gradient (sign)", wrong_gradient, "error"),
   # with the model's gradient (the default path is then the fixed-draw one)
   fit_case("grad: linreg D=10 full-rank", linreg_g, "accurate", method = "fullrank"),
-  fit_case("grad: linreg D=10 mean-field", linreg_g, "warn", method = "meanfield"),
-  fit_case("grad: bimodal mixture", bimodal_g, "warn"),
-  fit_case("grad: correlated 2-D (rho 0.95) mean-field", corr2_g, "warn"),
-  fit_case("grad: correlated 2-D (rho 0.95) full-rank", corr2_g, "accurate", method = "fullrank"),
-  fit_case("grad: Neal's funnel, full-rank", funnel_g, "warn", method = "fullrank"),
-  fit_case("grad: Student t(3)", student_g, "warn"),
-  fit_case("grad: scales 1e-6 .. 1e6", scales_g, "accurate"),
-  fit_case("grad: eight schools centred, full-rank", eight_schools_g, "warn", method = "fullrank"),
-  fit_case("grad: dependent bound written as -Inf", dependent_bound_g, "warn"),
+  fit_case("grad: linreg D=10 mean-field", linreg_g, "warn", method = "meanfield")),
+  twin_cases("bimodal mixture", bimodal, bimodal_g, "warn"),
+  twin_cases("correlated 2-D (rho 0.95) mean-field", corr2, corr2_g, "warn"),
+  twin_cases("correlated 2-D (rho 0.95) full-rank", corr2, corr2_g, "accurate", method = "fullrank"),
+  twin_cases("Neal's funnel, full-rank", funnel, funnel_g, "warn", method = "fullrank"),
+  twin_cases("Student t(3)", student, student_g, "warn"),
+  twin_cases("scales 1e-6 .. 1e6", scales, scales_g, "accurate"),
+  twin_cases("eight schools centred (funnel), full-rank", eight_schools, eight_schools_g, "warn", method = "fullrank"),
+  twin_cases("dependent bound written as -Inf", dependent_bound, dependent_bound_g, "warn"),
+  twin_cases("improper (a flat direction)", improper, improper_g, "warn"),
+  list(
   fit_case("grad: wrong beyond the checks (1.5x)", regional$scaled, "warn"),
   fit_case("grad: wrong beyond the checks (+2)", regional$shifted, "warn"),
   fit_case("grad: wrong beyond the checks (+2), full-rank", regional$shifted, "warn", method = "fullrank"),
-  fit_case("improper (a flat direction)", improper, "warn"),
-  fit_case("grad: improper (a flat direction)", improper_g, "warn"),
   fit_case("Gaussian D=30, scales 0.1-10, rho 0.7, full-rank score", gauss30, "accurate", method = "fullrank"),
   fit_case("grad: Gaussian D=30, scales 0.1-10, rho 0.7, low-rank 3", gauss30_g, "warn", method = "lowrank", rank = 3),
   fit_case("grad: Gaussian D=30, scales 0.1-10, rho 0.7, full-rank", gauss30_g, "accurate", method = "fullrank"),
@@ -349,7 +349,7 @@ cases <- list(
   fit_case("grad: Poisson regression, raw-scale predictor, full-rank, start = init", poisson_raw_g, "accurate", method = "fullrank", start = "init"),
   fit_case("grad: minibatch regression (200 of 2,000 rows), mean-field", minibatch_lm, "warn", subsample = 200),
   fit_case("grad: minibatch regression (200 of 2,000 rows), full-rank", minibatch_lm, "accurate", subsample = 200, method = "fullrank")
-)
+))
 
 # ---- run ---------------------------------------------------------------------
 judge <- function(fit, truth) {
