@@ -511,7 +511,7 @@ score_quadratic_max_dim <- 20L
 laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
                           quadratic_cv = FALSE, precise = TRUE) {
   D <- length(init)
-  if (!isTRUE(model$has_gradient) && D > 1000L) {
+  if (!exact_gradient(model) && D > 1000L) {
     # each finite-difference gradient costs 2D + 1 log-joint evaluations
     if (!quiet) {
       inform_lines(sprintf("No mode search for %d parameters without a gradient.", D),
@@ -524,9 +524,10 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
   # the fixed-draw path takes it as L-BFGS's starting inverse Hessian
   # (src/saa.c), so it is measured whole whenever it fits in memory; only
   # full-rank needs it positive definite
-  full <- if (method == "fullrank" && (isTRUE(model$has_gradient) || D <= 100)) 1L else
+  full <- if (method == "fullrank" && (exact_gradient(model) || D <= 100)) 1L else
     if (method == "meanfield" && (quadratic_cv ||
-                                  isTRUE(model$has_gradient) && D <= mf_hessian_max_dim)) 2L else 0L
+                                  exact_gradient(model) && D <= mf_hessian_max_dim ||
+                                  isTRUE(model$numeric_gradient) && D <= 100)) 2L else 0L
   ctl <- list(init = as.double(init), full = full, maxit = 1000L,
               grad_tol = 1e-2, inner_tol = if (precise) 1e-4 else 1e-2)
   res <- .Call(C_find_mode, spec, as.double(model$lower), as.double(model$upper), ctl)
@@ -610,7 +611,7 @@ finite_start <- function(spec, model, init, n = 64L) {
 # B near 0 instead (a stationary point of the ELBO), the stochastic phase
 # finds these directions only slowly. NULL when the model has no gradient.
 lowrank_start <- function(spec, model, mode, s, rank, iters = 30L, extra = 5L) {
-  if (!isTRUE(model$has_gradient)) return(list(B = NULL, n = 0))
+  if (!exact_gradient(model)) return(list(B = NULL, n = 0))
   D <- length(mode)
   lo <- as.double(model$lower)
   up <- as.double(model$upper)

@@ -46,7 +46,7 @@ check_gradient <- function(model, points = NULL, n = 3, tol = 1e-3) {
   if (!inherits(model, "bbvi_model")) abort_arg("model", "a model made by {.fn bbvi_model}", model)
   if (!is.function(model$logjoint) || !is.function(model$gradient)) {
     cli::cli_abort(c("{.fn check_gradient} needs a model with an R {.arg gradient}.",
-                     i = "This model's log-joint is {model$kind}, {if (model$has_gradient) 'with a compiled gradient' else 'without a gradient'}."),
+                     i = "This model's log-joint is {model$kind}, {if (isTRUE(model$numeric_gradient)) 'with a numeric gradient (finite differences of the log-joint: nothing to check)' else if (model$has_gradient) 'with a compiled gradient' else 'without a gradient'}."),
                    call = NULL)
   }
   check_count(n, "n")

@@ -562,6 +562,10 @@ khat_label <- function(k, threshold = 0.7) {
 }
 
 fit_estimator_label <- function(fit) {
+  if (isTRUE(fit$model$numeric_gradient) && !identical(fit$estimator, "score")) {
+    fit$model$numeric_gradient <- FALSE
+    return(paste0(fit_estimator_label(fit), "; gradients by central differences of the log-joint"))
+  }
   if (identical(fit$optimizer, "lbfgs")) return("reparameterization")
   if (!is.null(fit$minibatch)) return("reparameterization over fixed draws (curvature by Stein's identity), variational Newton steps on minibatch sums")
   if (identical(fit$optimizer, "newton")) return("exact expectations (quadrature), variational Newton steps")

@@ -216,9 +216,9 @@ mcmc_engine <- function(model, spec, method, chains, iter, warmup, seed,
                         max_treedepth, adapt_delta, init, init_radius,
                         progress, call, class = character(), extra = list()) {
   method <- match_arg(method, c("nuts", "rwm"), "method")
-  if (method == "nuts" && !isTRUE(model$has_gradient)) {
-    cli::cli_abort(c("{.code method = \"nuts\"} needs the gradient of the log-joint.",
-                     i = "Give {.arg gradient} to {.fn bbvi_model}, or use {.code method = \"rwm\"}."),
+  if (method == "nuts" && !exact_gradient(model)) {
+    cli::cli_abort(c("{.code method = \"nuts\"} needs the gradient of the log-joint{if (isTRUE(model$numeric_gradient)) ', not finite differences' else ''}.",
+                     i = "Give {.arg gradient} to {.fn bbvi_model} as a function, or use {.code method = \"rwm\"}."),
                    call = NULL)
   }
   check_count(chains, "chains")

@@ -290,9 +290,14 @@ bbvi_model <- function(logjoint, parameters, data = NULL, gradient = NULL,
                        i = "A compiled log-joint returns one number; write it as an R function to give {.arg factors}."),
                      call = NULL)
     }
-    if (!is.null(gradient)) {
-      cli::cli_abort(c("{.arg gradient} must be NULL for a compiled log-joint.",
-                       i = "Use {.code native_logjoint(has_gradient = TRUE)}."),
+    if (identical(gradient, "numeric") && isTRUE(logjoint$has_gradient)) {
+      cli::cli_abort(c("{.code gradient = \"numeric\"} is for a compiled log-joint without its own gradient.",
+                       i = "This one was made with {.code has_gradient = TRUE}: leave {.arg gradient} NULL to use it."),
+                     call = NULL)
+    }
+    if (!is.null(gradient) && !identical(gradient, "numeric")) {
+      cli::cli_abort(c("{.arg gradient} must be NULL or {.val numeric} for a compiled log-joint.",
+                       i = "Use {.code native_logjoint(has_gradient = TRUE)} for its own gradient."),
                      call = NULL)
     }
     if (is.null(data)) data <- logjoint$data
@@ -301,25 +306,48 @@ bbvi_model <- function(logjoint, parameters, data = NULL, gradient = NULL,
                                  sum(vapply(parameters, `[[`, integer(1), "dim")))
     }
     target <- list(type = "native", fn = logjoint$address, data = data,
-                   has_grad = logjoint$has_gradient)
+                   has_grad = logjoint$has_gradient,
+                   fd_gradient = identical(gradient, "numeric"))
     kind <- "compiled"
   } else {
     if (!is.function(logjoint)) {
       abort_arg("logjoint", "a function(theta, data) or a native_logjoint()",
                 logjoint)
     }
-    if (!is.null(gradient) && !is.function(gradient)) {
-      abort_arg("gradient", "NULL or a function(theta, data)", gradient)
+    if (!is.null(gradient) && !is.function(gradient) && !identical(gradient, "numeric")) {
+      abort_arg("gradient", "NULL, a function(theta, data), or \"numeric\"", gradient)
     }
     target <- NULL  # built per fit by r_target_spec(), which knows S
     kind <- if (vectorized) "R (vectorized)" else "R (per draw)"
   }
-  new_bbvi_model(
-    logjoint = logjoint, gradient = gradient, parameters = parameters,
+  numeric_gradient <- identical(gradient, "numeric")
+  if (numeric_gradient && any(vapply(parameters, function(p) isTRUE(p$integer), TRUE))) {
+    cli::cli_abort(c("{.code gradient = \"numeric\"} needs every parameter continuous.",
+                     x = "{.field {names(parameters)[vapply(parameters, function(p) isTRUE(p$integer), TRUE)]}} {?is/are} {.code integer = TRUE}: a finite difference would hand the log-joint values between the whole numbers.",
+                     i = "Leave {.arg gradient} NULL (the score estimator), or give a gradient function for the continuous parameters."),
+                   call = NULL)
+  }
+  if (numeric_gradient && !is.null(factors)) {
+    cli::cli_abort(c("{.code gradient = \"numeric\"} cannot be combined with {.arg factors}.",
+                     i = "{.arg factors} serve the score estimator, which needs no gradient: leave {.arg gradient} NULL."),
+                   call = NULL)
+  }
+  model <- new_bbvi_model(
+    logjoint = logjoint, gradient = if (!numeric_gradient) gradient, parameters = parameters,
     data = data, vectorized = vectorized, target = target, kind = kind,
-    has_gradient = if (is.null(target)) !is.null(gradient) else isTRUE(target$has_grad),
+    has_gradient = numeric_gradient || (if (is.null(target)) !is.null(gradient) else isTRUE(target$has_grad)),
     factors = factors
   )
+  model$numeric_gradient <- numeric_gradient
+  model
+}
+
+# A gradient the model computes itself (a function, or compiled), as
+# opposed to none or central differences of log p (`gradient = "numeric"`,
+# 2D + 1 log-joint evaluations per draw): the mode search, the low-rank
+# start and NUTS need this one.
+exact_gradient <- function(model) {
+  isTRUE(model$has_gradient) && !isTRUE(model$numeric_gradient)
 }
 
 new_bbvi_model <- function(logjoint, gradient, parameters, data, vectorized,
@@ -415,7 +443,8 @@ scalar_names <- function(parameters) {
 #' @export
 print.bbvi_model <- function(x, ...) {
   cat("<bbvi_model>", length(x$par_names), "scalar parameter(s);",
-      "log-joint:", x$kind, if (x$has_gradient) "with gradient" else "without gradient",
+      "log-joint:", x$kind, if (isTRUE(x$numeric_gradient)) "with numeric gradient (central differences)" else
+        if (x$has_gradient) "with gradient" else "without gradient",
       "\n")
   for (nm in names(x$parameters)) {
     p <- x$parameters[[nm]]
@@ -631,7 +660,8 @@ r_target_spec <- function(model, err_call = NULL) {
          caught = caught, lj_rethrow_call = call_of(lj_rethrow, 0),
          gr_rethrow_call = call_of(gr_rethrow, 0),
          vectorized = vectorized, sizes = as.integer(sizes), names = nms,
-         par_names = par_names, rho = environment(), layout = transform_layout(model)),
+         par_names = par_names, rho = environment(), layout = transform_layout(model),
+         fd_gradient = isTRUE(model$numeric_gradient)),
     if (!is.null(factors)) factor_index(model))
 }
 

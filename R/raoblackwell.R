@@ -19,6 +19,10 @@ finish_custom_fit <- function(fit, rb, st, res, t0, checks) {
   }
   fit$evals <- fit_evals(st, res, fit$diagnostics$n_draws,
                          proc.time()[["elapsed"]] - t0, checks)
+  if (isTRUE(fit$model$numeric_gradient)) {
+    # each numeric gradient took 2D log-joint evaluations besides its point's
+    fit$evals$logp <- fit$evals$logp + 2 * length(fit$mean_unc) * fit$evals$gradient
+  }
   fit
 }
 

@@ -23,7 +23,12 @@ char *bbvi_check_alloc(size_t nelem, int eltsize);
 typedef struct bbvi_target bbvi_target;
 struct bbvi_target {
     int dim;        /* number of scalar parameters */
-    int has_grad;   /* eval() can fill grad */
+    int has_grad;   /* eval() can fill grad, or the model layer makes it
+                       (fd_grad) */
+    int fd_grad;    /* the gradient is central differences of log p, taken
+                       by bbvi_model_logdens() on the unconstrained scale
+                       (the model's `gradient = "numeric"`): eval() itself
+                       is never asked for grad */
     /* Evaluate S points theta (dim x S, column-major). Writes lp[S]; when grad
        is not NULL (only asked if has_grad) writes the dim x S gradients.
        lp may be non-finite: callers decide what that means. May raise an R
@@ -82,6 +87,12 @@ typedef struct {
     int max_batch;
     double *theta, *gtheta;        /* scratch, Dth x max_batch */
     double *logjac;                /* scratch, max_batch */
+    /* finite-difference gradients (target->fd_grad): the steps' scale per
+       zeta coordinate (NULL: 1; the estimators set q's starting scale) and
+       scratch for the shifted points, allocated at the first call */
+    const double *fd_scale;
+    int fd_cap;
+    double *fd_zeta, *fd_theta, *fd_logjac, *fd_lp;
 } bbvi_model;
 
 /* D coordinates of zeta; the theta dimension is t->dim. Without a layout
@@ -105,7 +116,10 @@ int bbvi_layout_zdim(SEXP spec, int Dth);
    of coordinates of zeta by the spec's layout (Dth when spec is NULL). */
 int bbvi_check_bounds(SEXP spec, SEXP lower, SEXP upper, int *Dth);
 /* lp[s] = log p(T(zeta_s)) + log|det J_T(zeta_s)|; grad (D x S, wrt zeta)
-   when not NULL. S <= max_batch. */
+   when not NULL. S <= max_batch. With a finite-difference target the
+   gradient costs 2D more log-joint evaluations per point, in batches of
+   many points (one call of a vectorized R function for S(2D + 1) <=
+   fd_cap points). */
 void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
                         double *grad);
 /* out[j + s * n_par] = log|Jacobian| of parameter j's transform at draw s */

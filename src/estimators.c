@@ -53,6 +53,16 @@ static void set_precond(bbvi_estimator_ws *w, const double *P,
     if (!w->zs) w->zs = (double *) R_alloc((size_t) D * w->S, sizeof(double));
     for (int d = 0; d < D; d++)
         w->log_det_P += log(P ? P[d + (size_t) d * D] : scale[d]);
+    /* a finite-difference gradient steps in units of q's starting sds */
+    if (w->model->target && w->model->target->fd_grad) {
+        double *sd = (double *) R_alloc(D, sizeof(double));
+        for (int d = 0; d < D; d++) {
+            double a = 0.0;
+            if (P) for (int j = 0; j <= d; j++) a += P[d + (size_t) j * D] * P[d + (size_t) j * D];
+            sd[d] = P ? sqrt(a) : scale[d];
+        }
+        w->model->fd_scale = sd;
+    }
 }
 
 int bbvi_estimator_set_quadratic(bbvi_estimator_ws *w, const double *Hz)

@@ -479,7 +479,7 @@ SEXP find_mode(SEXP spec, SEXP lower, SEXP upper, SEXP control)
     bbvi_model model;
     bbvi_model_init(&model, &target, REAL(lower), REAL(upper), D, w.B);
     bbvi_model_set_layout(&model, spec);
-    w.m = &model; w.D = D; w.has_grad = target.has_grad;
+    w.m = &model; w.D = D; w.has_grad = target.has_grad && !target.fd_grad;   /* its own differences */
     w.x0 = (double *) R_alloc(D, sizeof(double));
     w.scale = (double *) R_alloc(D, sizeof(double));
     w.pts = (double *) R_alloc((size_t) D * w.B, sizeof(double));

@@ -426,6 +426,7 @@ void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out)
     out->n_factors = 0;
     out->factor_start = out->factor_pars = NULL;
     out->lpf = NULL;
+    out->fd_grad = 0;
     SEXP type = bbvi_list_get(spec, "type");
     if (!Rf_isString(type) || XLENGTH(type) != 1)
         Rf_error("internal error: target spec has no `type`");
@@ -434,4 +435,12 @@ void bbvi_target_from_sexp(SEXP spec, int dim, int max_batch, bbvi_target *out)
     else if (strcmp(ty, "native") == 0) native_target_init(spec, dim, out);
     else if (strcmp(ty, "glm") == 0) bbvi_glm_target_init(spec, dim, max_batch, out);
     else Rf_error("internal error: unknown target type '%s'", ty);
+    /* `gradient = "numeric"`: the model layer differentiates log p */
+    SEXP fd = bbvi_list_get(spec, "fd_gradient");
+    if (!out->has_grad && !Rf_isNull(fd) && Rf_asLogical(fd) == TRUE) {
+        if (out->n_factors > 0)
+            Rf_error("internal error: a numeric gradient with `factors`");
+        out->has_grad = 1;
+        out->fd_grad = 1;
+    }
 }

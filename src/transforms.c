@@ -296,6 +296,9 @@ void bbvi_model_init(bbvi_model *m, bbvi_target *t, const double *lower,
     m->theta = (double *) R_alloc((size_t) Dth * max_batch, sizeof(double));
     m->gtheta = (double *) R_alloc((size_t) Dth * max_batch, sizeof(double));
     m->logjac = (double *) R_alloc((size_t) max_batch, sizeof(double));
+    m->fd_scale = NULL;
+    m->fd_cap = 0;
+    m->fd_zeta = m->fd_theta = m->fd_logjac = m->fd_lp = NULL;
     if (D == Dth) {
         int *ones = (int *) R_alloc(D, sizeof(int));
         for (int d = 0; d < D; d++) ones[d] = 1;
@@ -359,13 +362,12 @@ void bbvi_model_logjac_par(bbvi_model *m, int S, const double *zeta, double *out
                             m->theta + (size_t) s * m->Dth);
 }
 
-void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
-                        double *grad)
+/* log p + log|J| at S points into lp (and the gradient wrt zeta when grad
+   is not NULL), with theta, gtheta and logjac as scratch for S points */
+static void logdens_into(bbvi_model *m, int S, const double *zeta, double *lp,
+                         double *grad, double *theta, double *gtheta, double *logjac)
 {
     int D = m->D, Dth = m->Dth;
-    if (S > m->max_batch)
-        Rf_error("internal error: batch of %d draws exceeds %d", S, m->max_batch);
-    if (m->n_par < 1) Rf_error("internal error: the model has no parameter layout");
     double dth, lj, dlj;
     for (int s = 0; s < S; s++) {
         double acc = 0.0;
@@ -373,33 +375,116 @@ void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
             /* coordinate by coordinate, without the per-parameter dispatch */
             for (int d = 0; d < D; d++) {
                 size_t i = d + (size_t) s * D;
-                transform1(m->lower[d], m->upper[d], zeta[i], &m->theta[i],
+                transform1(m->lower[d], m->upper[d], zeta[i], &theta[i],
                            &dth, &lj, &dlj);
                 acc += lj;
             }
         } else {
             for (int j = 0; j < m->n_par; j++)
-                acc += par_forward(m, j, zeta + (size_t) s * D, m->theta + (size_t) s * Dth);
+                acc += par_forward(m, j, zeta + (size_t) s * D, theta + (size_t) s * Dth);
         }
-        m->logjac[s] = acc;
+        logjac[s] = acc;
     }
-    m->target->eval(m->target, S, m->theta, lp, grad ? m->gtheta : NULL);
-    for (int s = 0; s < S; s++) lp[s] += m->logjac[s];
+    m->target->eval(m->target, S, theta, lp, grad ? gtheta : NULL);
+    for (int s = 0; s < S; s++) lp[s] += logjac[s];
     if (!grad) return;
     if (m->elementwise) {
         for (size_t i = 0; i < (size_t) D * S; i++) {
             double th;
             int d = (int) (i % D);
             transform1(m->lower[d], m->upper[d], zeta[i], &th, &dth, &lj, &dlj);
-            grad[i] = m->gtheta[i] * dth + dlj;
+            grad[i] = gtheta[i] * dth + dlj;
         }
         return;
     }
-    /* m->theta still holds T(zeta): the target only reads it */
+    /* theta still holds T(zeta): the target only reads it */
     for (int s = 0; s < S; s++)
         for (int j = 0; j < m->n_par; j++)
-            par_grad(m, j, zeta + (size_t) s * D, m->theta + (size_t) s * Dth,
-                     m->gtheta + (size_t) s * Dth, grad + (size_t) s * D);
+            par_grad(m, j, zeta + (size_t) s * D, theta + (size_t) s * Dth,
+                     gtheta + (size_t) s * Dth, grad + (size_t) s * D);
+}
+
+/* Finite-difference gradients: the step along zeta_d is FD_STEP times the
+   coordinate's scale (q's starting sd when an estimator has set it; the
+   mode search's FD_GRAD likewise), and at least FD_REL |zeta_d| so that
+   the shifted point differs from zeta_d in floating point. Central
+   differences err by about (step / scale)^2 relative in the gradient,
+   rounding by about 1e-16 |log p| / step. */
+#define FD_STEP 1e-4
+#define FD_REL 1e-7
+/* points x coordinates per batch of shifted points: 32 MB of doubles */
+#define FD_MAX_DOUBLES (1L << 22)
+
+static void fd_alloc(bbvi_model *m)
+{
+    int D = m->D, per = 2 * D + 1, w = D > m->Dth ? D : m->Dth;
+    long cap = FD_MAX_DOUBLES / w;
+    if (cap < per) cap = per;
+    if (cap > (long) per * m->max_batch) cap = (long) per * m->max_batch;
+    m->fd_cap = (int) cap;
+    m->fd_zeta = (double *) R_alloc((size_t) D * cap, sizeof(double));
+    m->fd_theta = (double *) R_alloc((size_t) m->Dth * cap, sizeof(double));
+    m->fd_logjac = (double *) R_alloc((size_t) cap, sizeof(double));
+    m->fd_lp = (double *) R_alloc((size_t) cap, sizeof(double));
+}
+
+/* Each draw's point, then the point moved by +h and by -h along each
+   coordinate, as many draws per target call as fd_cap holds. A side whose
+   log p is not finite (a support edge written as -Inf) leaves the one-sided
+   difference; with neither side finite the coordinate's gradient is NaN. */
+static void fd_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
+                       double *grad)
+{
+    int D = m->D, per = 2 * D + 1;
+    if (!m->fd_zeta) fd_alloc(m);
+    int draws_per_call = m->fd_cap / per;
+    for (int s0 = 0; s0 < S; s0 += draws_per_call) {
+        int ns = S - s0 < draws_per_call ? S - s0 : draws_per_call;
+        for (int k = 0; k < ns; k++) {
+            const double *z = zeta + (size_t) (s0 + k) * D;
+            double *pts = m->fd_zeta + (size_t) k * per * D;
+            for (int q = 0; q < per; q++)
+                for (int d = 0; d < D; d++) pts[d + (size_t) q * D] = z[d];
+            for (int d = 0; d < D; d++) {
+                double sc = m->fd_scale ? m->fd_scale[d] : 1.0;
+                double h = fmax(FD_STEP * sc, FD_REL * fabs(z[d]));
+                pts[d + (size_t) (1 + 2 * d) * D] = z[d] + h;
+                pts[d + (size_t) (2 + 2 * d) * D] = z[d] - h;
+            }
+        }
+        logdens_into(m, ns * per, m->fd_zeta, m->fd_lp, NULL, m->fd_theta, NULL,
+                     m->fd_logjac);
+        for (int k = 0; k < ns; k++) {
+            const double *v = m->fd_lp + (size_t) k * per;
+            const double *pts = m->fd_zeta + (size_t) k * per * D;
+            const double *z = zeta + (size_t) (s0 + k) * D;
+            double *g = grad + (size_t) (s0 + k) * D;
+            lp[s0 + k] = v[0];
+            for (int d = 0; d < D; d++) {
+                double fp = v[1 + 2 * d], fm = v[2 + 2 * d];
+                /* the steps as stored, not as intended */
+                double hp = pts[d + (size_t) (1 + 2 * d) * D] - z[d];
+                double hm = z[d] - pts[d + (size_t) (2 + 2 * d) * D];
+                if (R_FINITE(fp) && R_FINITE(fm)) g[d] = (fp - fm) / (hp + hm);
+                else if (R_FINITE(fp) && R_FINITE(v[0])) g[d] = (fp - v[0]) / hp;
+                else if (R_FINITE(fm) && R_FINITE(v[0])) g[d] = (v[0] - fm) / hm;
+                else g[d] = R_NaN;
+            }
+        }
+    }
+}
+
+void bbvi_model_logdens(bbvi_model *m, int S, const double *zeta, double *lp,
+                        double *grad)
+{
+    if (S > m->max_batch)
+        Rf_error("internal error: batch of %d draws exceeds %d", S, m->max_batch);
+    if (m->n_par < 1) Rf_error("internal error: the model has no parameter layout");
+    if (grad && m->target->fd_grad) {
+        fd_logdens(m, S, zeta, lp, grad);
+        return;
+    }
+    logdens_into(m, S, zeta, lp, grad, m->theta, m->gtheta, m->logjac);
 }
 
 /* A model without a target from .Call arguments: lower/upper (length Dth)
@@ -421,6 +506,9 @@ static void layout_model(bbvi_model *m, SEXP lower, SEXP upper, SEXP layout)
     m->lower = REAL(lower); m->upper = REAL(upper);
     m->target = NULL; m->max_batch = 0;
     m->theta = m->gtheta = m->logjac = NULL;
+    m->fd_scale = NULL;
+    m->fd_cap = 0;
+    m->fd_zeta = m->fd_theta = m->fd_logjac = m->fd_lp = NULL;
     if (Rf_isNull(layout)) {
         int *ones = (int *) R_alloc(Dth, sizeof(int));
         for (int d = 0; d < Dth; d++) ones[d] = 1;

@@ -94,3 +94,22 @@ regression_logjoint_model <- function(X, y, prior_sd, sigma_rate) {
   }, list(beta = param(dim = ncol(X)), sigma = param(lower = 0)),
   data = list(X = X, y = y), vectorized = TRUE)
 }
+
+# A log-joint with every kind of transform: real, positive, interval,
+# simplex, ordered; its exact gradient in closed form.
+transforms_model <- function(gradient, vectorized = TRUE) {
+  bbvi_model(function(theta, data) {
+    w <- matrix(theta$w, ncol = 3); o <- matrix(theta$o, ncol = 2)
+    dnorm(theta$mu, 0, 1, log = TRUE) + dgamma(theta$s, 2, 1, log = TRUE) +
+      dbeta(theta$p, 2, 3, log = TRUE) + drop(log(w) %*% c(1, 2, 3)) +
+      rowSums(dnorm(o, rep(c(-1, 1), each = nrow(o)), 1, log = TRUE))
+  }, list(mu = param(), s = param(lower = 0), p = param(lower = 0, upper = 1),
+          w = param(dim = 3, simplex = TRUE), o = param(dim = 2, ordered = TRUE)),
+  vectorized = vectorized, gradient = if (identical(gradient, "numeric")) "numeric" else
+    function(theta, data) {
+      w <- matrix(theta$w, ncol = 3); o <- matrix(theta$o, ncol = 2)
+      list(mu = -theta$mu, s = 1 / theta$s - 1, p = 1 / theta$p - 2 / (1 - theta$p),
+           w = sweep(1 / w, 2, c(1, 2, 3), `*`),
+           o = -(o - rep(c(-1, 1), each = nrow(o))))
+    })
+}

@@ -697,3 +697,43 @@ test_that("fit$evals counts every call of the model's callbacks, the checks befo
     expect_equal(sum(fit$evals$gradient), n_gr)
   }
 })
+
+test_that("a model without a gradient fits by numeric gradients as with its own", {
+  # the same path (mode, fixed draws) with the same seed: the answers agree
+  # to the finite differences' error, far below the fit's own tolerance
+  exact <- transforms_model("exact")
+  num <- transforms_model("numeric")
+  for (method in c("meanfield", "fullrank")) {
+    fe <- bbvi(exact, method = method, seed = 4)
+    fn <- bbvi(num, method = method, seed = 4)
+    expect_equal(fn$estimator, "reparam")
+    expect_identical(fn$path, fe$path)
+    expect_equal(fn$iterations, fe$iterations)
+    expect_equal(fn$mean_unc, fe$mean_unc, tolerance = 1e-4)
+    expect_equal(sqrt(diag(vcov(fn, scale = "unconstrained"))),
+                 sqrt(diag(vcov(fe, scale = "unconstrained"))), tolerance = 1e-4)
+    expect_output(print(fn), "central\\s+differences")
+    # every numeric gradient is 2D + 1 log-joint evaluations
+    ev <- fn$evals[fn$evals$phase == "optimisation", ]
+    expect_equal(ev$logp, ev$gradient * (2 * length(fn$mean_unc) + 1))
+  }
+  # a compiled log-joint without its gradient (bbvi:mvnormal, N(m, P^-1))
+  dat <- list(mean = c(1, -2), precision = solve(matrix(c(1, 0.6, 0.6, 2), 2)))
+  fits <- lapply(c(TRUE, FALSE), function(g)
+    bbvi(bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = g, data = dat),
+                    list(z = param(dim = 2)), gradient = if (!g) "numeric"),
+         method = "fullrank", seed = 1))
+  expect_equal(fits[[2]]$mean_unc, fits[[1]]$mean_unc, tolerance = 1e-4)
+  expect_equal(vcov(fits[[2]]), vcov(fits[[1]]), tolerance = 1e-4)
+  # the stochastic path too, against the exact posterior
+  case <- gaussian2_case()
+  m <- bbvi_model(case$model$logjoint, case$model$parameters, gradient = "numeric")
+  fit <- bbvi(m, method = "fullrank", optimizer = "adam", seed = 2)
+  expect_true(fit$converged)
+  # the stochastic path's own tolerance (0.02 q-sds by default) and the
+  # 4000-draw summaries' Monte Carlo error (0.016 sd): 0.1 sd and 5% of an
+  # sd hold with room
+  sd <- sqrt(diag(case$Sigma))
+  expect_lt(max(abs(coef(fit) - case$mean) / sd), 0.1)
+  expect_lt(max(abs(sqrt(diag(vcov(fit))) / sd - 1)), 0.05)
+})

@@ -513,3 +513,67 @@ test_that("errors the user's function handles itself, and its warnings, pass thr
   expect_gt(warned, 0)
   expect_lt(abs(coef(fit)[["mu"]] - 1) / 2, 0.05)
 })
+
+test_that("gradient = \"numeric\" is validated where it cannot work", {
+  lj <- function(theta, data) -theta$a^2 / 2
+  expect_snapshot(error = TRUE, bbvi_model(lj, list(a = param()), gradient = "numerical"))
+  expect_snapshot(error = TRUE, bbvi_model(function(theta, data) c(f = -theta$a^2 / 2),
+                                           list(a = param()), gradient = "numeric",
+                                           factors = list(f = "a")))
+  expect_snapshot(error = TRUE, bbvi_model(function(theta, data) 0,
+                                           list(a = param(), k = param(lower = 0, upper = 3, integer = TRUE)),
+                                           gradient = "numeric"))
+  expect_snapshot(error = TRUE, bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
+                                                           data = list(mean = 0, precision = matrix(1))),
+                                           list(a = param()), gradient = "numeric"))
+  expect_snapshot(error = TRUE, bbvi_model(loglik = function(theta, data, idx) 0,
+                                           logprior = function(theta) 0, n = 3,
+                                           parameters = list(a = param()), gradient = "numeric"))
+  m <- bbvi_model(lj, list(a = param()), gradient = "numeric")
+  expect_true(m$has_gradient)
+  expect_null(m$gradient)
+  expect_output(print(m), "numeric gradient")
+  expect_snapshot(error = TRUE, check_gradient(m))
+  expect_snapshot(error = TRUE, sample_mcmc(m, method = "nuts", seed = 1, progress = FALSE))
+})
+
+test_that("numeric gradients agree with the exact ones through every transform", {
+  exact <- transforms_model("exact")
+  num <- transforms_model("numeric")
+  set.seed(3)
+  D <- length(exact$par_names) - 1   # the simplex loses a coordinate
+  Z <- matrix(rnorm(D * 7, sd = 0.7), D, 7)
+  run <- function(m) .Call(bbvi:::C_logdens, bbvi:::r_target_spec(m), as.double(m$lower),
+                           as.double(m$upper), Z, TRUE)
+  a <- run(exact); b <- run(num)
+  expect_equal(as.double(b), as.double(a))
+  # central differences with steps 1e-4: errors of order 1e-8 here
+  ga <- attr(a, "gradient"); gb <- attr(b, "gradient")
+  expect_lt(max(abs(gb - ga) / pmax(1, abs(ga))), 1e-6)
+  # the same from a log-joint called once per point
+  g1 <- attr(run(transforms_model("numeric", vectorized = FALSE)), "gradient")
+  expect_lt(max(abs(g1 - ga) / pmax(1, abs(ga))), 1e-6)
+})
+
+test_that("numeric gradients of many coordinates come in batches, and one-sided at an edge", {
+  D <- 1500L   # (2D + 1) D doubles exceed a batch: one draw per target call
+  calls <- 0
+  m <- bbvi_model(function(theta, data) {
+    calls <<- calls + 1
+    -rowSums((theta$x - 1)^2) / 2
+  }, list(x = param(dim = D)), vectorized = TRUE, gradient = "numeric")
+  set.seed(1)
+  Z <- matrix(rnorm(D * 3), D, 3)
+  lp <- .Call(bbvi:::C_logdens, bbvi:::r_target_spec(m), m$lower, m$upper, Z, TRUE)
+  expect_equal(calls, 3)
+  expect_equal(attr(lp, "gradient"), 1 - Z, tolerance = 1e-7)
+  # log p = -Inf beyond x = 1, written in the log-joint: a point just
+  # inside gets the difference from its inner side
+  edge <- bbvi_model(function(theta, data) ifelse(theta$x < 1, -theta$x^2 / 2, -Inf),
+                     list(x = param()), vectorized = TRUE, gradient = "numeric")
+  z <- c(1 - 5e-5, 0.5, 2)
+  lp <- .Call(bbvi:::C_logdens, bbvi:::r_target_spec(edge), -Inf, Inf, matrix(z, 1), TRUE)
+  g <- attr(lp, "gradient")
+  expect_equal(g[1:2], -z[1:2], tolerance = 1e-3)
+  expect_true(is.nan(g[3]))
+})
