@@ -201,6 +201,22 @@ print.bbvi_param <- function(x, ...) {
 #'   same as `logjoint` returns): the fit then calls `logjoint` only where it
 #'   needs no gradient, e.g. in the diagnostics. [check_gradient()] checks
 #'   the attribute against `logjoint`. Ignored for a model with `factors`.
+#'
+#'   Or the string `"numeric"`: bbvi takes the gradient itself by central
+#'   differences of `logjoint` on the unconstrained scale (bounds and
+#'   Jacobians included), with steps of 1e-4 of q's starting sd per
+#'   coordinate (the Laplace sd from the mode search, or `init_sd`). Each
+#'   gradient costs 2D + 1 log-joint evaluations per draw (D unconstrained
+#'   coordinates); with `vectorized = TRUE` they come in one call per
+#'   iteration (in batches of at most 4e6 / D points). The reparameterization
+#'   estimator and the fixed-draw path then serve a model without a written
+#'   gradient: worth it when `logjoint` is smooth (twice differentiable:
+#'   no `abs()`, `round()` or branches inside the support), cheap, and D is
+#'   at most a few dozen; otherwise leave `gradient` NULL (the score
+#'   estimator). A side of a difference where the log-joint is not finite
+#'   (a bound written as `-Inf`) is left out: the derivative is one-sided
+#'   there. Not for NUTS ([sample_mcmc()]), `factors`, integer parameters
+#'   or the minibatch form; [check_gradient()] has nothing to check.
 #' @param vectorized If `TRUE`, `logjoint` (and `gradient`) receive all S
 #'   draws of an iteration at once: scalar parameters as length-S vectors,
 #'   others as S x dim matrices. One R call per iteration instead of S.

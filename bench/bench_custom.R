@@ -12,7 +12,7 @@
 #   BENCH_MODELS       comma-separated subset of the model names (default all)
 #   BENCH_SEEDS        comma-separated seeds for the bbvi fits (default "1")
 #   BENCH_EST          comma-separated bbvi estimators to run (default
-#                      "reparam,score")
+#                      "reparam,score,numeric")
 #   BENCH_METHODS      comma-separated methods (default "meanfield,fullrank")
 #   BENCH_NO_NUTS=1    leave out the NUTS rows
 #   BENCH_NO_STAN=1    bbvi rows only
@@ -38,7 +38,12 @@
 #     log-joint, no gradient); seed as given; otherwise bbvi's defaults. A
 #     reparam row whose fit ran another estimator (the score estimator takes
 #     over a small mean-field fit whose fixed draws fall outside the
-#     support) says so in its note.
+#     support) says so in its note; numeric (the same log-joint, no
+#     gradient written, bbvi_model(gradient = "numeric"): central
+#     differences, estimator = "auto").
+#     For numeric rows grad counts the finite-difference gradients (each
+#     one log density at its point) and logp the 2D other evaluations each
+#     took, besides the mode search's and the checks'.
 #   advi rows: rstan::vb(algorithm = "meanfield" / "fullrank") at its defaults
 #     (iter 10000, grad_samples 1, elbo_samples 100, eval_elbo 100,
 #     tol_rel_obj 0.01, adaptive eta, output_samples 1000), seed 1.
@@ -96,14 +101,14 @@ env_list <- function(name, default) {
 }
 model_names <- env_list("BENCH_MODELS", names(custom_models))
 seeds <- as.integer(env_list("BENCH_SEEDS", "1"))
-estimators <- env_list("BENCH_EST", c("reparam", "score"))
+estimators <- env_list("BENCH_EST", c("reparam", "score", "numeric"))
 methods <- env_list("BENCH_METHODS", c("meanfield", "fullrank"))
 use_nuts <- !nzchar(Sys.getenv("BENCH_NO_NUTS"))
 timeout <- as.numeric(Sys.getenv("BENCH_TIMEOUT", "600"))
 reps <- as.integer(Sys.getenv("BENCH_REPS", "5"))
 use_stan <- !nzchar(Sys.getenv("BENCH_NO_STAN")) && requireNamespace("rstan", quietly = TRUE)
 stopifnot(all(model_names %in% names(custom_models)),
-          all(estimators %in% c("reparam", "score")),
+          all(estimators %in% c("reparam", "score", "numeric")),
           all(methods %in% c("meanfield", "fullrank")))
 extra_args <- eval(parse(text = Sys.getenv("BENCH_BBVI_ARGS", "list()")))
 
@@ -166,11 +171,11 @@ row <- function(model, tool, method, estimator, seed, time, logp, grad, logp_dia
 
 run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
   m <- bbvi_model(spec$logjoint, spec$params, data = d,
-                  gradient = if (estimator == "reparam") spec$gradient,
+                  gradient = switch(estimator, reparam = spec$gradient, numeric = "numeric"),
                   vectorized = TRUE)
   # the reparam rows are the default call with a gradient
   r <- timed_reps(do.call(bbvi, c(list(m, method = method,
-                                       estimator = if (estimator == "reparam") "auto" else estimator,
+                                       estimator = if (estimator == "score") "score" else "auto",
                                        seed = seed, progress = FALSE), extra_args)))
   fit <- r$value
   if (inherits(fit, "error")) {
@@ -186,7 +191,7 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
     substr(gsub("\\s+", " ", r$warnings[1]), 1, 100) else ""
   if (!is.null(fit$stop_reason) && !isTRUE(fit$converged))
     note <- paste0("stop: ", fit$stop_reason, if (nzchar(note)) "; ", note)
-  if (!identical(fit$estimator, estimator))
+  if (!identical(fit$estimator, if (estimator == "numeric") "reparam" else estimator))
     note <- paste0("ran the ", fit$estimator, " estimator", if (nzchar(note)) "; ", note)
   row(name, "bbvi", method, estimator, seed, r$time,
       sum(ev$logp[fitph]) - sum(ev$gradient[fitph]), sum(ev$gradient[fitph]),
@@ -381,6 +386,17 @@ small <- dims <= 10
 cat(sprintf("  score estimator, models up to 10 parameters: median time / ADVI time (same method) %.2f (max %.2f); %d of %d within 3x\n",
             med(sc_ratio[small]), suppressWarnings(max(sc_ratio[small], na.rm = TRUE)),
             sum(sc_ratio[small] <= 3, na.rm = TRUE), sum(!is.na(sc_ratio[small]))))
+nu <- b[b$estimator == "numeric", ]
+if (nrow(nu)) {
+  nu_dims <- vapply(nu$model, function(n) sum(vapply(custom_models[[n]]$params, function(p) {
+    x <- unclass(p); if (!is.null(x$dim)) x$dim else 1 }, 0)), 0)
+  nu_ratio <- ratio(nu)
+  nsmall <- nu_dims <= 10
+  cat(sprintf("  numeric gradient (no gradient written), models up to 10 parameters: median time / ADVI time (same method) %.2f (max %.2f); %d of %d within 3x, %d no slower; %d of %d fits not ok and silent\n",
+              med(nu_ratio[nsmall]), suppressWarnings(max(nu_ratio[nsmall], na.rm = TRUE)),
+              sum(nu_ratio[nsmall] <= 3, na.rm = TRUE), sum(!is.na(nu_ratio[nsmall])),
+              sum(nu_ratio[nsmall] <= 1, na.rm = TRUE), sum(nu$silent), nrow(nu)))
+}
 all_r <- ratio(b)
 cat(sprintf("Summary (medians over bbvi rows): time %.3f s, logp+grad evals %s, max_err %.3f, sd_med %.3f, time/ADVI %.2f; ADVI rows: time %.3f s, max_err %.3f; NUTS rows: time %.2f s, max_err %.3f\n",
             med(b$time), format(med(b$logp + b$grad)), med(b$max_err), med(b$sd_med), med(all_r),

@@ -306,12 +306,14 @@ fit_case <- function(name, case, expect, ...) {
        fit = function(s) do.call(bbvi, c(list(case$model), args, list(seed = s))))
 }
 
-# The same fit of a posterior written without and with its gradient (the
-# second takes the mode-by-L-BFGS and fixed-draw default path): two cases,
-# the second named "grad: <name>".
-twin_cases <- function(name, case, case_g, expect, ...) {
+# The same fit of a posterior written without its gradient, with it, and
+# with central differences for it (bbvi_model(gradient = "numeric")); the
+# last two take the mode-by-L-BFGS and fixed-draw default path: three
+# cases, named "<name>", "grad: <name>" and "numeric: <name>".
+variant_cases <- function(name, case, case_g, expect, ...) {
   list(fit_case(name, case, expect, ...),
-       fit_case(paste("grad:", name), case_g, expect, ...))
+       fit_case(paste("grad:", name), case_g, expect, ...),
+       fit_case(paste("numeric:", name), with_gradient(case, "numeric"), expect, ...))
 }
 
 cases <- c(list(
@@ -325,15 +327,15 @@ cases <- c(list(
   # with the model's gradient (the default path is then the fixed-draw one)
   fit_case("grad: linreg D=10 full-rank", linreg_g, "accurate", method = "fullrank"),
   fit_case("grad: linreg D=10 mean-field", linreg_g, "warn", method = "meanfield")),
-  twin_cases("bimodal mixture", bimodal, bimodal_g, "warn"),
-  twin_cases("correlated 2-D (rho 0.95) mean-field", corr2, corr2_g, "warn"),
-  twin_cases("correlated 2-D (rho 0.95) full-rank", corr2, corr2_g, "accurate", method = "fullrank"),
-  twin_cases("Neal's funnel, full-rank", funnel, funnel_g, "warn", method = "fullrank"),
-  twin_cases("Student t(3)", student, student_g, "warn"),
-  twin_cases("scales 1e-6 .. 1e6", scales, scales_g, "accurate"),
-  twin_cases("eight schools centred (funnel), full-rank", eight_schools, eight_schools_g, "warn", method = "fullrank"),
-  twin_cases("dependent bound written as -Inf", dependent_bound, dependent_bound_g, "warn"),
-  twin_cases("improper (a flat direction)", improper, improper_g, "warn"),
+  variant_cases("bimodal mixture", bimodal, bimodal_g, "warn"),
+  variant_cases("correlated 2-D (rho 0.95) mean-field", corr2, corr2_g, "warn"),
+  variant_cases("correlated 2-D (rho 0.95) full-rank", corr2, corr2_g, "accurate", method = "fullrank"),
+  variant_cases("Neal's funnel, full-rank", funnel, funnel_g, "warn", method = "fullrank"),
+  variant_cases("Student t(3)", student, student_g, "warn"),
+  variant_cases("scales 1e-6 .. 1e6", scales, scales_g, "accurate"),
+  variant_cases("eight schools centred (funnel), full-rank", eight_schools, eight_schools_g, "warn", method = "fullrank"),
+  variant_cases("dependent bound written as -Inf", dependent_bound, dependent_bound_g, "warn"),
+  variant_cases("improper (a flat direction)", improper, improper_g, "warn"),
   list(
   fit_case("grad: wrong beyond the checks (1.5x)", regional$scaled, "warn"),
   fit_case("grad: wrong beyond the checks (+2)", regional$shifted, "warn"),
@@ -348,7 +350,11 @@ cases <- c(list(
   fit_case("grad: Poisson regression, raw-scale predictor, full-rank", poisson_raw_g, "accurate", method = "fullrank"),
   fit_case("grad: Poisson regression, raw-scale predictor, full-rank, start = init", poisson_raw_g, "accurate", method = "fullrank", start = "init"),
   fit_case("grad: minibatch regression (200 of 2,000 rows), mean-field", minibatch_lm, "warn", subsample = 200),
-  fit_case("grad: minibatch regression (200 of 2,000 rows), full-rank", minibatch_lm, "accurate", subsample = 200, method = "fullrank")
+  fit_case("grad: minibatch regression (200 of 2,000 rows), full-rank", minibatch_lm, "accurate", subsample = 200, method = "fullrank"),
+  fit_case("numeric: linreg D=10 full-rank", with_gradient(linreg, "numeric"), "accurate", method = "fullrank"),
+  fit_case("numeric: Gaussian D=30, scales 0.1-10, rho 0.7, full-rank", with_gradient(gauss30, "numeric"), "accurate", method = "fullrank"),
+  fit_case("numeric: Poisson regression, raw-scale predictor, full-rank", with_gradient(poisson_raw, "numeric"), "accurate", method = "fullrank"),
+  fit_case("numeric: Poisson regression, raw-scale predictor, full-rank, start = init", with_gradient(poisson_raw, "numeric"), "accurate", method = "fullrank", start = "init")
 ))
 
 # ---- run ---------------------------------------------------------------------
