@@ -191,10 +191,15 @@ static void copy_gradient(const r_target *rt, SEXP g, int nb, int D, const int *
    checked value or raises the user-facing error. */
 static SEXP r_checked_value(SEXP value_call, SEXP x, int nb, SEXP rho)
 {
+    /* a symbol or a call put in a call is evaluated there: quoted, the
+       checks see the value the user's function returned */
+    int quoted = TYPEOF(x) == SYMSXP || TYPEOF(x) == LANGSXP || TYPEOF(x) == PROMSXP;
+    if (quoted) x = PROTECT(Rf_lang2(Rf_install("quote"), x));
     SETCADR(value_call, x);
     SETCADDR(value_call, Rf_ScalarInteger(nb));
     SEXP out = Rf_eval(value_call, rho);
     SETCADR(value_call, R_NilValue);
+    if (quoted) UNPROTECT(1);
     return out;
 }
 

@@ -252,7 +252,11 @@ test_that("model callbacks returning odd things give clear errors or fits", {
                       gradient = function(theta, data) v),
       gr_vec = bbvi_model(function(theta, data) rep(0, nrow(theta$a)),
                           list(a = param(dim = 2)), vectorized = TRUE,
-                          gradient = function(theta, data) v)
+                          gradient = function(theta, data) v),
+      # central differences: the odd value met in a batch of 2D + 1 points
+      # per draw
+      lj_num = bbvi_model(function(theta, data) v, list(a = param(dim = 2)),
+                          vectorized = TRUE, gradient = "numeric")
     )
     for (nm in names(models)) {
       res <- fuzz_call(function() do.call(bbvi, c(list(models[[nm]]), fast)), list())

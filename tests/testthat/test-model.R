@@ -34,6 +34,13 @@ test_that("a log-joint of the wrong type or length is a clear error", {
   expect_snapshot(error = TRUE, bbvi(wrong_vec, seed = 1))
   plus_inf <- bbvi_model(function(theta, data) Inf, list(a = param()))
   expect_snapshot(error = TRUE, bbvi(plus_inf, seed = 1))
+  # a symbol or a call is a value like any other, not evaluated by the checks
+  for (v in list(quote(x), quote(f(x)))) {
+    odd <- bbvi_model(function(theta, data) v, list(a = param()))
+    expect_error(bbvi(odd, seed = 1), "returned a (symbol|language)", class = "rlang_error")
+    odd_gr <- bbvi_model(function(theta, data) 0, list(a = param()), gradient = function(theta, data) v)
+    expect_error(bbvi(odd_gr, seed = 1), class = "rlang_error")
+  }
 })
 
 test_that("an error inside the log-joint surfaces and names it", {
