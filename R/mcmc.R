@@ -7,7 +7,8 @@
 #' transformed as in [param()], log-Jacobian included); draws are reported
 #' on the constrained scale.
 #'
-#' **NUTS** (`method = "nuts"`, needs the gradient of the log-joint) is the
+#' **NUTS** (`method = "nuts"`, needs the gradient of the log-joint, which
+#' may be `bbvi_model(gradient = "numeric")`) is the
 #' multinomial No-U-Turn sampler as implemented in Stan (Hoffman and Gelman
 #' 2014; Betancourt 2017): trajectories are doubled until the generalised
 #' no-U-turn criterion fails (also checked across the two halves of every
@@ -46,7 +47,8 @@
 #'   arguments, passed in `...`).
 #' @param ... For the formula method, the GLM arguments of [bbvi()]
 #'   (`data`, `family`, priors, `weights`, ...); otherwise must be empty.
-#' @param method `"nuts"` (default; needs a gradient) or `"rwm"`.
+#' @param method `"nuts"` (default; needs a gradient, a function or
+#'   `"numeric"`) or `"rwm"`.
 #' @param chains Number of chains.
 #' @param iter Iterations per chain, warmup included.
 #' @param warmup Warmup (adaptation) iterations per chain, discarded.
@@ -216,9 +218,9 @@ mcmc_engine <- function(model, spec, method, chains, iter, warmup, seed,
                         max_treedepth, adapt_delta, init, init_radius,
                         progress, call, class = character(), extra = list()) {
   method <- match_arg(method, c("nuts", "rwm"), "method")
-  if (method == "nuts" && !exact_gradient(model)) {
-    cli::cli_abort(c("{.code method = \"nuts\"} needs the gradient of the log-joint{if (isTRUE(model$numeric_gradient)) ', not finite differences' else ''}.",
-                     i = "Give {.arg gradient} to {.fn bbvi_model} as a function, or use {.code method = \"rwm\"}."),
+  if (method == "nuts" && !isTRUE(model$has_gradient)) {
+    cli::cli_abort(c("{.code method = \"nuts\"} needs the gradient of the log-joint.",
+                     i = "Give {.arg gradient} to {.fn bbvi_model} (a function, or {.val numeric} for central differences), or use {.code method = \"rwm\"}."),
                    call = NULL)
   }
   check_count(chains, "chains")

@@ -215,8 +215,10 @@ print.bbvi_param <- function(x, ...) {
 #'   at most a few dozen; otherwise leave `gradient` NULL (the score
 #'   estimator). A side of a difference where the log-joint is not finite
 #'   (a bound written as `-Inf`) is left out: the derivative is one-sided
-#'   there. Not for NUTS ([sample_mcmc()]), `factors`, integer parameters
-#'   or the minibatch form; [check_gradient()] has nothing to check.
+#'   there. NUTS ([sample_mcmc()]) takes them too, with steps in units of
+#'   its adapted metric (2D + 1 evaluations per leapfrog step, one call of a
+#'   vectorized log-joint). Not with `factors`, integer parameters or the
+#'   minibatch form; [check_gradient()] has nothing to check.
 #' @param vectorized If `TRUE`, `logjoint` (and `gradient`) receive all S
 #'   draws of an iteration at once: scalar parameters as length-S vectors,
 #'   others as S x dim matrices. One R call per iteration instead of S.

@@ -500,6 +500,13 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
         s.m = &model; s.D = D; s.eps = eps0;
         s.minv = REAL(metric_s);
         for (int d = 0; d < D; d++) s.minv[d] = 1.0;
+        /* numeric gradients step in units of the metric's scales */
+        double *fd_sd = NULL;
+        if (target.fd_grad) {
+            fd_sd = (double *) R_alloc(D, sizeof(double));
+            for (int d = 0; d < D; d++) fd_sd[d] = 1.0;
+            model.fd_scale = fd_sd;
+        }
         point_alloc(&s.z, D);
         s.lv = (level_ws *) R_alloc(max_depth + 1, sizeof(level_ws));
         for (int l = 0; l <= max_depth; l++) {
@@ -532,6 +539,8 @@ SEXP mcmc_sample(SEXP spec, SEXP lower, SEXP upper, SEXP control)
                     win_next(&win);
                     wf_estimate(&wf, s.minv);
                     wf_restart(&wf);
+                    if (fd_sd)
+                        for (int d = 0; d < D; d++) fd_sd[d] = sqrt(s.minv[d]);
                     init_stepsize(&s, &cur);
                     da_init(&da, delta, s.eps, 10.0);
                 }

@@ -66,6 +66,22 @@ test_that("the diagonal metric adapts to scales four orders of magnitude apart",
   expect_lt(mean(mc$sampler$treedepth__), 4)
 })
 
+test_that("NUTS on numeric gradients recovers the exact posteriors, scales apart", {
+  # central differences step in units of the adapted metric: scales 1e-2
+  # to 1e2 (the metric starts at 1) and a bounded parameter
+  sds <- c(1e-2, 1, 1e2)
+  lj <- native_logjoint("bbvi:mvnormal", data = list(c(0, 5, -5), diag(1 / sds^2)))
+  m <- bbvi_model(lj, list(z = param(dim = 3)), gradient = "numeric")
+  mc <- sample_mcmc(m, iter = 1000, seed = 5)
+  for (k in 1:3) expect_exact(mc, sprintf("z[%d]", k), c(0, 5, -5)[k], sds[k])
+  expect_equal(mc$divergences, 0)
+  case <- gamma_poisson_case()
+  m <- bbvi_model(case$model$logjoint, case$model$parameters, data = case$model$data,
+                  gradient = "numeric")
+  mc <- sample_mcmc(m, iter = 1000, seed = 3)
+  expect_exact(mc, "lambda", case$mean, case$sd)
+})
+
 test_that("random-walk Metropolis recovers the exact posteriors", {
   case <- normal_mean_case()
   m <- bbvi_model(case$model$logjoint, case$model$parameters, data = case$model$data)

@@ -541,7 +541,6 @@ test_that("gradient = \"numeric\" is validated where it cannot work", {
   expect_null(m$gradient)
   expect_output(print(m), "numeric gradient")
   expect_snapshot(error = TRUE, check_gradient(m))
-  expect_snapshot(error = TRUE, sample_mcmc(m, method = "nuts", seed = 1, progress = FALSE))
 })
 
 test_that("numeric gradients agree with the exact ones through every transform", {
