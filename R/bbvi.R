@@ -978,7 +978,7 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
       sprintf("The variational fit did not converge in %d iterations: q's means crawl along a flat valley of the ELBO.", res$iterations),
       sprintf("x The averaged gradient, through log p's curvature at the mode, puts the optimum about %s q-sds away.",
               format(signif(res$dist_left, 2))),
-      "i Mean-field q moves slowly along such valleys (strongly dependent parameters): try `method = \"fullrank\"`, or give `gradient` to `bbvi_model()`.")
+      "i Mean-field q moves slowly along such valleys (strongly dependent parameters): try `method = \"fullrank\"`, or give `gradient` to `bbvi_model()` (a function, or \"numeric\" for central differences).")
   } else if (identical(res$stop, "frozen")) {
     warn_lines(
       sprintf("The variational fit did not converge: after %d iterations %s.", res$iterations, res$stop_reason),
@@ -987,9 +987,20 @@ vi_engine <- function(model, spec, method, estimator, samples, max_iter, tol,
   } else if (!res$converged) {
     warn_lines(
       sprintf("The variational fit did not converge in %d iterations: %s.", res$iterations, res$stop_reason),
-      "i Increase `max_iter` (or `tol`), or check `plot(fit)`.")
+      "i Increase `max_iter` (or `tol`), or check `plot(fit)`.",
+      numeric_gradient_hint(model, estimator, length(res$mean)))
   }
   res
+}
+
+# For a score fit of a model without a gradient that ran long: the
+# fixed-draw path on central differences usually needs far fewer
+# evaluations when the log-joint is smooth and D small (bench_custom.R)
+numeric_gradient_hint <- function(model, estimator, D) {
+  if (estimator != "score" || isTRUE(model$has_gradient) || !is.function(model$logjoint) ||
+      D > 100 || inherits(model, "bbvi_minibatch_model") || !is.null(model$factors) ||
+      length(integer_parameters(model)) > 0) return(NULL)
+  "i Without a gradient function, `bbvi_model(..., gradient = \"numeric\")` takes central differences of a smooth log-joint (2D + 1 evaluations per draw) and fits on the fixed-draw path, usually in far fewer evaluations."
 }
 
 # The warning of a run stopped because q's sd ran away (stop "unbounded",

@@ -737,3 +737,21 @@ test_that("a model without a gradient fits by numeric gradients as with its own"
   expect_lt(max(abs(coef(fit) - case$mean) / sd), 0.1)
   expect_lt(max(abs(sqrt(diag(vcov(fit))) / sd - 1)), 0.05)
 })
+
+test_that("an unconverged score fit of a model without a gradient points to numeric gradients", {
+  case <- gaussian2_case()
+  m <- bbvi_model(case$model$logjoint, case$model$parameters)
+  expect_warning(bbvi(m, estimator = "score", max_iter = 50, seed = 1),
+                 "gradient = \"numeric\"", fixed = TRUE)
+  # not where central differences cannot serve: integer parameters
+  k <- bbvi_model(function(theta, data) dnorm(theta$a, log = TRUE) + dbinom(theta$k, 3, 0.4, log = TRUE),
+                  list(a = param(), k = param(lower = 0, upper = 3, integer = TRUE)))
+  w <- character()
+  withCallingHandlers(bbvi(k, max_iter = 50, seed = 1),
+                      warning = function(cnd) {
+                        w <<- c(w, conditionMessage(cnd))
+                        invokeRestart("muffleWarning")
+                      })
+  expect_true(any(grepl("did not converge", w)))
+  expect_false(any(grepl("numeric", w)))
+})
