@@ -82,23 +82,9 @@
 #   silent   a bbvi fit that is not ok but converged without a warning (the
 #            case the issue says must not happen).
 
-lib <- Sys.getenv("BBVI_LIB")
-if (nzchar(lib)) .libPaths(c(lib, .libPaths()))
-suppressPackageStartupMessages({
-  library(bbvi)
-  library(jsonlite)
-})
-
-args <- commandArgs(trailingOnly = TRUE)
-pdb <- if (length(args)) args[1] else "../shared/posteriordb"
 file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
 here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
-source(file.path(here, "custom_models.R"))
-
-env_list <- function(name, default) {
-  v <- Sys.getenv(name)
-  if (nzchar(v)) strsplit(v, ",")[[1]] else default
-}
+source(file.path(here, "custom_setup.R"))
 model_names <- env_list("BENCH_MODELS", names(custom_models))
 seeds <- as.integer(env_list("BENCH_SEEDS", "1"))
 estimators <- env_list("BENCH_EST", c("reparam", "score", "numeric"))
@@ -378,25 +364,17 @@ cat(sprintf("  bbvi fits (variants included) not ok: %d of %d; errors: %d; conve
             sum(!ball$ok), nrow(ball), sum(grepl("^error", ball$note)), sum(ball$silent),
             paste(unique(paste(ball$model[ball$silent], ball$method[ball$silent],
                                ball$estimator[ball$silent])), collapse = "; ")))
-sc <- b[b$estimator == "score", ]
-dims <- vapply(sc$model, function(n) sum(vapply(custom_models[[n]]$params, function(p) {
-  x <- unclass(p); if (!is.null(x$dim)) x$dim else 1 }, 0)), 0)
-sc_ratio <- ratio(sc)
-small <- dims <= 10
-cat(sprintf("  score estimator, models up to 10 parameters: median time / ADVI time (same method) %.2f (max %.2f); %d of %d within 3x\n",
-            med(sc_ratio[small]), suppressWarnings(max(sc_ratio[small], na.rm = TRUE)),
-            sum(sc_ratio[small] <= 3, na.rm = TRUE), sum(!is.na(sc_ratio[small]))))
-nu <- b[b$estimator == "numeric", ]
-if (nrow(nu)) {
-  nu_dims <- vapply(nu$model, function(n) sum(vapply(custom_models[[n]]$params, function(p) {
-    x <- unclass(p); if (!is.null(x$dim)) x$dim else 1 }, 0)), 0)
-  nu_ratio <- ratio(nu)
-  nsmall <- nu_dims <= 10
-  cat(sprintf("  numeric gradient (no gradient written), models up to 10 parameters: median time / ADVI time (same method) %.2f (max %.2f); %d of %d within 3x, %d no slower; %d of %d fits not ok and silent\n",
-              med(nu_ratio[nsmall]), suppressWarnings(max(nu_ratio[nsmall], na.rm = TRUE)),
-              sum(nu_ratio[nsmall] <= 3, na.rm = TRUE), sum(!is.na(nu_ratio[nsmall])),
-              sum(nu_ratio[nsmall] <= 1, na.rm = TRUE), sum(nu$silent), nrow(nu)))
+# the rows of one estimator on models up to 10 parameters, against ADVI
+small_model_ratios <- function(est, label) {
+  rows <- b[b$estimator == est, ]
+  if (!nrow(rows)) return(invisible())
+  r <- ratio(rows)[model_dims(rows$model) <= 10]
+  cat(sprintf("  %s, models up to 10 parameters: median time / ADVI time (same method) %.2f (max %.2f); %d of %d within 3x, %d no slower; %d of %d fits not ok and silent\n",
+              label, med(r), suppressWarnings(max(r, na.rm = TRUE)), sum(r <= 3, na.rm = TRUE),
+              sum(!is.na(r)), sum(r <= 1, na.rm = TRUE), sum(rows$silent), nrow(rows)))
 }
+small_model_ratios("score", "score estimator")
+small_model_ratios("numeric", "numeric gradient (no gradient written)")
 all_r <- ratio(b)
 cat(sprintf("Summary (medians over bbvi rows): time %.3f s, logp+grad evals %s, max_err %.3f, sd_med %.3f, time/ADVI %.2f; ADVI rows: time %.3f s, max_err %.3f; NUTS rows: time %.2f s, max_err %.3f\n",
             med(b$time), format(med(b$logp + b$grad)), med(b$max_err), med(b$sd_med), med(all_r),

@@ -8,22 +8,9 @@
 #
 # Environment: BENCH_MODELS (comma-separated subset), BENCH_CHAINS (2),
 # BENCH_ITER (1000, half warmup), BENCH_SEEDS ("1,2").
-lib <- Sys.getenv("BBVI_LIB")
-if (nzchar(lib)) .libPaths(c(lib, .libPaths()))
-suppressPackageStartupMessages({
-  library(bbvi)
-  library(jsonlite)
-})
-args <- commandArgs(trailingOnly = TRUE)
-pdb <- if (length(args)) args[1] else "../shared/posteriordb"
 file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
 here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
-source(file.path(here, "custom_models.R"))
-
-env_list <- function(name, default) {
-  v <- Sys.getenv(name)
-  if (nzchar(v)) strsplit(v, ",")[[1]] else default
-}
+source(file.path(here, "custom_setup.R"))
 # gp_pois_regr's log-joint loops over draws in R: 27 evaluations per
 # leapfrog step make it minutes; the others are vectorized
 model_names <- env_list("BENCH_MODELS", c("eight_schools_noncentered", "arK", "arma11",
