@@ -111,6 +111,32 @@ test_that("an interrupt during the fixed-draw L-BFGS phase stops the fit", {
   expect_session_usable(rs)
 })
 
+test_that("an interrupt during a batch of numeric-gradient points stops the fit", {
+  rs <- interrupt_session()
+  on.exit(rs$close(), add = TRUE)
+  out <- rs$run(function() {
+    in_phase <- function() any(vapply(sys.calls(), function(cl)
+      identical(cl[[1]], quote(saa_engine)), logical(1)))
+    sent <- FALSE
+    calls_after <- 0
+    m <- bbvi_model(function(theta, data) {
+      if (in_phase()) {
+        if (!sent) { sent <<- TRUE; tools::pskill(Sys.getpid(), tools::SIGINT) }
+        calls_after <<- calls_after + 1
+      }
+      stats::dnorm(theta$mu, 0, 1, log = TRUE)
+    }, list(mu = param()), gradient = "numeric", vectorized = TRUE)
+    res <- tryCatch(bbvi(m, seed = 1), interrupt = function(i) "interrupted")
+    list(res = res, sent = sent, calls_after = calls_after)
+  })
+  expect_true(out$sent)
+  expect_identical(out$res, "interrupted")
+  # one call per evaluation holds all its shifted points; the fixed-draw
+  # loop checks for an interrupt every 8 evaluations
+  expect_lte(out$calls_after, 9)
+  expect_session_usable(rs)
+})
+
 test_that("an interrupt stops MCMC sampling as cleanly", {
   expect_interrupted_from_outside(function() {
     m <- bbvi_model(native_logjoint("bbvi:mvnormal", has_gradient = TRUE,
