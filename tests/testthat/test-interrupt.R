@@ -86,35 +86,11 @@ test_that("an interrupt during the compiled loop (native log-joint) stops the fi
   })
 })
 
-test_that("an interrupt during the fixed-draw L-BFGS phase stops the fit", {
-  rs <- interrupt_session()
-  on.exit(rs$close(), add = TRUE)
-  out <- rs$run(function() {
-    in_phase <- function() any(vapply(sys.calls(), function(cl)
-      identical(cl[[1]], quote(saa_engine)), logical(1)))
-    sent <- FALSE
-    n_after <- 0
-    m <- bbvi_model(function(theta, data) {
-      if (in_phase()) {
-        if (!sent) { sent <<- TRUE; tools::pskill(Sys.getpid(), tools::SIGINT) }
-        n_after <<- n_after + 1
-      }
-      stats::dnorm(theta$mu, 0, 1, log = TRUE)
-    }, list(mu = param()), gradient = function(theta, data) -theta$mu)
-    res <- tryCatch(bbvi(m, seed = 1), interrupt = function(i) "interrupted")
-    list(res = res, sent = sent, n_after = n_after)
-  })
-  expect_true(out$sent)
-  expect_identical(out$res, "interrupted")
-  # stopped within the batch of fixed draws it was evaluating
-  expect_lte(out$n_after, 40)
-  expect_session_usable(rs)
-})
-
-test_that("an interrupt during a batch of numeric-gradient points stops the fit", {
-  rs <- interrupt_session()
-  on.exit(rs$close(), add = TRUE)
-  out <- rs$run(function() {
+# In the session: a fit whose log-joint sends SIGINT at its first call
+# inside the fixed-draw phase (with its gradient, or numeric gradients from
+# a vectorized log-joint); counts the log-joint's calls from then on.
+interrupt_fixed_draws <- function(rs, numeric) {
+  rs$run(function(numeric) {
     in_phase <- function() any(vapply(sys.calls(), function(cl)
       identical(cl[[1]], quote(saa_engine)), logical(1)))
     sent <- FALSE
@@ -125,16 +101,26 @@ test_that("an interrupt during a batch of numeric-gradient points stops the fit"
         calls_after <<- calls_after + 1
       }
       stats::dnorm(theta$mu, 0, 1, log = TRUE)
-    }, list(mu = param()), gradient = "numeric", vectorized = TRUE)
+    }, list(mu = param()), vectorized = numeric,
+    gradient = if (numeric) "numeric" else function(theta, data) -theta$mu)
     res <- tryCatch(bbvi(m, seed = 1), interrupt = function(i) "interrupted")
     list(res = res, sent = sent, calls_after = calls_after)
+  }, args = list(numeric = numeric))
+}
+
+test_that("an interrupt during the fixed-draw L-BFGS phase stops the fit", {
+  # with the model's gradient: within the batch of fixed draws it was
+  # evaluating; with numeric gradients one call per evaluation holds all
+  # its shifted points, and the loop checks every 8 evaluations
+  for (numeric in c(FALSE, TRUE)) local({
+    rs <- interrupt_session()
+    on.exit(rs$close(), add = TRUE)
+    out <- interrupt_fixed_draws(rs, numeric)
+    expect_true(out$sent)
+    expect_identical(out$res, "interrupted")
+    expect_lte(out$calls_after, if (numeric) 9 else 40)
+    expect_session_usable(rs)
   })
-  expect_true(out$sent)
-  expect_identical(out$res, "interrupted")
-  # one call per evaluation holds all its shifted points; the fixed-draw
-  # loop checks for an interrupt every 8 evaluations
-  expect_lte(out$calls_after, 9)
-  expect_session_usable(rs)
 })
 
 test_that("an interrupt stops MCMC sampling as cleanly", {
