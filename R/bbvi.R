@@ -564,8 +564,12 @@ laplace_start <- function(model, spec, init, method, quiet = FALSE, rank = 0L,
         not_concave = "the curvature at the optimum is not positive in every direction (a saddle, a flat direction, or an improper posterior)",
         no_finite_start = "the log density is not finite at the starting point")
       where <- if (is.null(moved)) "`init`" else "a point near `init` where the log density is finite"
+      # a funnel without a gradient: the score estimator's stochastic path
+      # from init is slow there, the fixed-draw path on central differences
+      # is not (eight schools centred: 0.02-0.03 s against 0.3-0.4 s)
       inform_lines(sprintf("No usable posterior mode: %s.", why),
-                   sprintf("i Starting q at %s with sd `init_sd` instead.", where))
+                   sprintf("i Starting q at %s with sd `init_sd` instead.", where),
+                   if (res$status == "not_converged") numeric_gradient_hint(model, "score", D))
     }
     return(list(evals = evals, laplace = FALSE, finite_start = moved))
   }

@@ -292,6 +292,20 @@ test_that("no mode (a funnel) falls back to the initial q and says so", {
   expect_identical(fit$evals$phase, c("checks", "mode", "optimisation", "diagnostics"))
   expect_gt(fit$evals$logp[2], 0)
   expect_equal(fit$evals$logp[3], 300 * fit$samples)
+  # without a gradient the message points to numeric gradients, whose
+  # fixed-draw path takes the funnel from init in tens of evaluations
+  msgs <- character()
+  withCallingHandlers(suppressWarnings(bbvi(m, seed = 1, max_iter = 100)),
+                      message = function(cnd) {
+                        msgs <<- c(msgs, conditionMessage(cnd))
+                        invokeRestart("muffleMessage")
+                      })
+  expect_true(any(grepl("gradient = \"numeric\"", msgs, fixed = TRUE)))
+  mn <- bbvi_model(m$logjoint, m$parameters, gradient = "numeric")
+  fn <- suppressWarnings(suppressMessages(bbvi(mn, method = "fullrank", seed = 1)))
+  expect_identical(fn$start, "init")
+  expect_identical(fn$optimizer, "lbfgs")
+  expect_lt(fn$iterations, 300)
 })
 
 test_that("an improper posterior stops with a warning that names the runaway sd", {
