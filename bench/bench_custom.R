@@ -186,24 +186,6 @@ run_bbvi <- function(name, spec, d, ref, method, estimator, seed) {
       phase_s = c(secs(c("checks", "mode")), secs("optimisation"), secs("diagnostics")))
 }
 
-# Stan: compile once into a cache folder (rstan writes the .rds next to the
-# .stan file and reuses it while the file is unchanged).
-stan_cache <- Sys.getenv("BENCH_STAN_CACHE",
-                         file.path(dirname(tempdir()), "bbvi_bench_stan"))
-compile_stan <- function(name, code) {
-  dir.create(stan_cache, showWarnings = FALSE, recursive = TRUE)
-  f <- file.path(stan_cache, paste0(name, ".stan"))
-  if (!file.exists(f) || !identical(paste(readLines(f), collapse = "\n"), code))
-    writeLines(code, f)
-  # Debian's r-cran-bh has no include/ folder: point rstan at the system Boost
-  boost <- if (nzchar(system.file("include", package = "BH"))) NULL else "/usr/include"
-  t <- system.time(sm <- tryCatch(
-    suppressMessages(rstan::stan_model(file = f, model_name = name, auto_write = TRUE,
-                                       boost_lib = boost)),
-    error = function(e) e))[["elapsed"]]
-  list(model = sm, time = t)
-}
-
 # ADVI's printed log -> evaluation counts and convergence.
 advi_counts <- function(out) {
   out <- sub("^Chain [0-9]+: ?", "", out)
